@@ -1,0 +1,249 @@
+"""Settings: embedded defaults, then a TOML file, then MAILER_* environment variables.
+
+Loaded and validated once per process, so a bad value fails at start-up with one line naming
+the key rather than half-way through a send.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mailer.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "mailer.toml"
+
+# Keys that may only come from the environment (never from a file that could be committed).
+SECRET_KEYS = frozenset(
+    {
+        "secret_key",
+        "postmark_webhook_password",
+        "sendgrid_webhook_public_key",
+        "mailgun_webhook_signing_key",
+        "smtp_password",
+    }
+)
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///subscribers.db"
+    feed_url: str = "https://labourlist.org/feed/"
+    dsn: str = "file://outbox"
+    base_url: str = "http://localhost:8000"
+    secret_key: str = ""
+
+    from_addr: str = "LabourList Daily <daily@labourlist.org>"
+    reply_to: str = "editor@labourlist.org"
+    list_id: str = "LabourList Daily <daily.labourlist.org>"
+    unsubscribe_mailto: str = "unsubscribe@labourlist.org"
+    postal_address: str = "LabourList, 1 Example Street, London SE1 0AA"
+    subject: str = "LabourList Daily: {date}"
+    preheader: str = "Today's news and comment from the labour movement"
+
+    timezone: str = "Europe/London"
+    send_time: str = "07:00"
+    send_days: str = "mon-fri"
+    window_hours: int = 24
+    window_cap_hours: int = 72
+    late_send_hours: float = 3.0
+
+    skip_categories: list[str] = field(default_factory=lambda: ["Daily email"])
+    sections: list[str] = field(
+        default_factory=lambda: ["News", "Comment", "Analysis", "Columnist"]
+    )
+
+    donation_copy: str = (
+        "LabourList is funded by its readers. If you value our reporting, please support us."
+    )
+    donation_amount: str = "£10 a month"
+    donation_url: str = "https://labourlist.org/donate/"
+    signup_url: str = "https://labourlist.org/newsletter/"
+
+    utm_source: str = "labourlist-daily"
+    utm_medium: str = "email"
+
+    feed_timeout: float = 20.0
+    feed_max_pages: int = 10
+    user_agent: str = "LabourListMailer/0.1 (+https://labourlist.org/)"
+
+    connections: int = 4
+    rate_limit: float = 0.0
+    batch_size: int = 100
+    max_attempts: int = 5
+    lease_seconds: int = 300
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    confirm_max_age_days: int = 7
+    staff_alerts: list[str] = field(default_factory=list)
+
+    postmark_webhook_user: str = "postmark"
+    postmark_webhook_password: str = ""
+    sendgrid_webhook_public_key: str = ""
+    mailgun_webhook_signing_key: str = ""
+    smtp_password: str = ""
+    templates_dir: str = ""
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def send_hour_minute(self) -> tuple[int, int]:
+        hour, minute = self.send_time.split(":")
+        return int(hour), int(minute)
+
+    @property
+    def send_weekdays(self) -> frozenset[int]:
+        """Weekday numbers (Monday=0) on which the daily edition goes out."""
+        return parse_days(self.send_days)
+
+    @property
+    def templates_path(self) -> Path:
+        return Path(self.templates_dir) if self.templates_dir else PROJECT_ROOT / "templates"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with some keys changed (tests and the staff console use this)."""
+        new = dataclasses.replace(self, **changes)
+        validate(new)
+        return new
+
+
+def parse_days(spec: str) -> frozenset[int]:
+    """Parse cron-style day lists such as ``mon-fri`` or ``mon,wed,fri``."""
+    days: set[int] = set()
+    for part in spec.lower().replace(" ", "").split(","):
+        if not part:
+            continue
+        if "-" in part:
+            start, end = part.split("-", 1)
+            if start not in _DAYS or end not in _DAYS:
+                raise ValueError(part)
+            a, b = _DAYS.index(start), _DAYS.index(end)
+            if a > b:
+                raise ValueError(part)
+            days.update(range(a, b + 1))
+        elif part in _DAYS:
+            days.add(_DAYS.index(part))
+        else:
+            raise ValueError(part)
+    if not days:
+        raise ValueError(spec)
+    return frozenset(days)
+
+
+def _coerce(key: str, raw: Any, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind == list[str]:
+            if isinstance(raw, list):
+                return [str(x) for x in raw]
+            text = str(raw).strip()
+            return [p.strip() for p in text.split(",") if p.strip()] if text else []
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key}: cannot read {raw!r} as {getattr(kind, '__name__', kind)}") from None
+
+
+def _check(key: str, ok: bool, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"setting {key}: {why}")
+
+
+def validate(s: Settings) -> None:
+    """Raise ConfigError naming the first bad key."""
+    _check("database_url", "://" in s.database_url, "must be a SQLAlchemy URL")
+    _check("feed_url", bool(s.feed_url.strip()), "must not be empty")
+    _check("dsn", "://" in s.dsn, "must be a DSN such as file://outbox or smtp://host:587")
+    base = urlsplit(s.base_url)
+    _check("base_url", base.scheme in ("http", "https") and bool(base.netloc),
+           "must be an absolute http(s) URL")
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"setting timezone: unknown time zone {s.timezone!r}") from None
+    _check("send_time", bool(re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", s.send_time)),
+           f"{s.send_time!r} is not HH:MM")
+    try:
+        parse_days(s.send_days)
+    except ValueError:
+        raise ConfigError(f"setting send_days: {s.send_days!r} is not like mon-fri") from None
+    _check("window_hours", 1 <= s.window_hours <= 24 * 14, "must be between 1 and 336")
+    _check("window_cap_hours", s.window_cap_hours >= s.window_hours,
+           "must be at least window_hours")
+    _check("late_send_hours", s.late_send_hours > 0, "must be positive")
+    _check("connections", 1 <= s.connections <= 64, "must be between 1 and 64")
+    _check("rate_limit", s.rate_limit >= 0, "must be 0 (unlimited) or positive")
+    _check("batch_size", 1 <= s.batch_size <= 10000, "must be between 1 and 10000")
+    _check("max_attempts", 1 <= s.max_attempts <= 50, "must be between 1 and 50")
+    _check("lease_seconds", s.lease_seconds >= 5, "must be at least 5")
+    _check("port", 0 < s.port < 65536, "must be a TCP port")
+    _check("feed_timeout", s.feed_timeout > 0, "must be positive")
+    _check("feed_max_pages", s.feed_max_pages >= 1, "must be at least 1")
+    for key in ("from_addr", "reply_to", "list_id", "subject", "unsubscribe_mailto"):
+        value = getattr(s, key)
+        _check(key, "\r" not in value and "\n" not in value, "must not contain a line break")
+    _check("from_addr", "@" in s.from_addr, "must contain an address")
+
+
+def load_settings(
+    environ: dict[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Build Settings from defaults, the TOML file and the environment; validate once."""
+    env = dict(os.environ if environ is None else environ)
+    path: Path | None
+    if config_file is not None:
+        path = Path(config_file)
+    elif env.get("MAILER_CONFIG"):
+        path = Path(env["MAILER_CONFIG"])
+    else:
+        local = Path.cwd() / "config" / "mailer.toml"
+        path = local if local.is_file() else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+
+    hints = get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"setting MAILER_CONFIG: no such file {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, raw in data.items():
+            if key not in known:
+                raise ConfigError(f"setting {key}: unknown key in {path}")
+            if key in SECRET_KEYS:
+                raise ConfigError(
+                    f"setting {key}: secrets come only from the environment "
+                    f"(MAILER_{key.upper()}), not from {path.name}"
+                )
+            values[key] = _coerce(key, raw, hints[key])
+    for key in known:
+        env_key = f"MAILER_{key.upper()}"
+        if env_key in env:
+            values[key] = _coerce(key, env[env_key], hints[key])
+    settings = Settings(**values)
+    validate(settings)
+    return settings

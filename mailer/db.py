@@ -1,0 +1,127 @@
+"""Engine and sessions; `init_db` runs the Alembic migrations (idempotent)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.errors import ConfigError, MailerError
+from mailer.models import Meta
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs (SQLAlchemy would default to psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"setting database_url: cannot parse {url!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory.begin() as session:
+        yield session
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def init_db(engine: Engine) -> str:
+    """Create or migrate the schema to the newest revision; safe to run any number of times."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.begin() as conn:
+            if is_postgres(engine):
+                # Two `mailer init` at once on one database: serialise them.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(726411)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        raise MailerError(f"database unreachable: {exc.orig}") from None
+    return current_revision(engine)
+
+
+def current_revision(engine: Engine) -> str:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return ""
+        row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+        return row[0] if row else ""
+
+
+def require_schema(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            ok = inspect(conn).has_table("subscribers")
+    except OperationalError as exc:
+        raise MailerError(f"database unreachable: {exc.orig}") from None
+    if not ok:
+        raise MailerError("database has no tables yet: run `mailer init` first")
+
+
+def instance_secret(factory: sessionmaker[Session]) -> str:
+    """A random key generated once per database, used when MAILER_SECRET_KEY is not set.
+
+    It lets a fresh install work without configuration while keeping the key out of any file in
+    the repository; production sets MAILER_SECRET_KEY.
+    """
+    with factory.begin() as session:
+        row = session.get(Meta, "instance_secret")
+        if row is None:
+            row = Meta(key="instance_secret", value=secrets.token_urlsafe(32))
+            session.add(row)
+            try:
+                session.flush()
+            except Exception:
+                session.rollback()
+                return instance_secret(factory)
+        return row.value
+
+
+def get_meta(session: Session, key: str, default: str = "") -> str:
+    value = session.scalar(select(Meta.value).where(Meta.key == key))
+    return default if value is None else value

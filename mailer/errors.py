@@ -1,0 +1,25 @@
+"""Errors that carry a one-line, user-facing reason.
+
+Every command catches `MailerError` at the top and prints `str(err)` as the single line a user
+sees, so messages here must make sense without a traceback.
+"""
+
+
+class MailerError(Exception):
+    """Base class: something went wrong that the user can act on."""
+
+
+class ConfigError(MailerError, ValueError):
+    """A setting is missing or malformed; the message names the key."""
+
+
+class FeedError(MailerError):
+    """The feed could not be fetched or parsed; nothing was changed."""
+
+
+class TransportError(MailerError):
+    """The transport cannot be used at all (refused connection, bad credentials, bad DSN)."""
+
+
+class PreflightError(MailerError):
+    """The edition failed a preflight check and was not sent."""

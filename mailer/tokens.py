@@ -1,0 +1,54 @@
+"""HMAC-signed tokens for unsubscribe, preferences and confirmation links.
+
+Each purpose has its own salt, so a preferences token can never be replayed as a confirmation.
+Unsubscribe and preferences tokens do not expire (an old email's link must keep working);
+confirmation tokens carry their issue time, checked against our `Clock` so tests can expire them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+UNSUBSCRIBE = "unsubscribe"
+PREFERENCES = "preferences"
+CONFIRM = "confirm"
+
+
+class BadToken(ValueError):
+    """Forged, tampered, truncated or expired."""
+
+    def __init__(self, reason: str, expired: bool = False) -> None:
+        super().__init__(reason)
+        self.expired = expired
+
+
+def make_token(secret: str, purpose: str, subscriber_id: int, *,
+               issued_at: datetime | None = None, extra: str = "") -> str:
+    """A URL-safe signed token; pass `issued_at` for tokens that must expire."""
+    payload: list[object] = [subscriber_id]
+    if issued_at is not None or extra:
+        payload.append(int(issued_at.timestamp()) if issued_at is not None else 0)
+    if extra:
+        payload.append(extra)
+    return URLSafeSerializer(secret, salt=purpose).dumps(payload)
+
+
+def read_token(secret: str, purpose: str, token: str, *, now: datetime | None = None,
+               max_age_seconds: float | None = None) -> tuple[int, str]:
+    """Return (subscriber_id, extra) or raise BadToken."""
+    try:
+        payload = URLSafeSerializer(secret, salt=purpose).loads(token)
+    except (BadSignature, UnicodeDecodeError, ValueError, TypeError):
+        raise BadToken("this link is not valid") from None
+    if (not isinstance(payload, list) or not payload or type(payload[0]) is not int
+            or len(payload) > 3):
+        raise BadToken("this link is not valid")
+    if max_age_seconds is not None:
+        if len(payload) < 2 or type(payload[1]) is not int or payload[1] <= 0 or now is None:
+            raise BadToken("this link is not valid")
+        if now.timestamp() - payload[1] > max_age_seconds:
+            raise BadToken("this link has expired", expired=True)
+    extra = payload[2] if len(payload) > 2 and isinstance(payload[2], str) else ""
+    return payload[0], extra

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailer.app import App
+from mailer.clock import FixedClock
+from mailer.config import Settings, validate
+from mailer.db import init_db
+from tests.support import pg
+
+PG_SKIP_REASON = (
+    "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "
+    "(default postgresql://postgres@127.0.0.1:5432/test)"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test using this runs on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if pg.base_url() is None:
+        pytest.skip(PG_SKIP_REASON)
+    with pg.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (tests of concurrency and scale-out)."""
+    if pg.base_url() is None:
+        pytest.skip(PG_SKIP_REASON)
+    with pg.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    # A Thursday in November, 06:00 London (= UTC in winter).
+    return FixedClock(datetime(2026, 11, 26, 6, 0, tzinfo=UTC))
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": f"sqlite:///{tmp_path / 'test.db'}",
+        "dsn": f"file://{tmp_path / 'outbox'}",
+        "base_url": "https://mail.example.org",
+        "secret_key": "test-secret-key",
+        "feed_url": str(tmp_path / "feed.xml"),
+    }
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
+    """An initialised App on a SQLite file with a fixed clock."""
+    application = App.create(make_settings(tmp_path), clock=clock)
+    init_db(application.engine)
+    yield application
+    application.close()
