@@ -163,7 +163,8 @@ def _coerce(key: str, raw: Any, kind: Any) -> Any:
             return [p.strip() for p in text.split(",") if p.strip()] if text else []
         return str(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting {key}: cannot read {raw!r} as {getattr(kind, '__name__', kind)}") from None
+        kind_name = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"setting {key}: cannot read {raw!r} as {kind_name}") from None
 
 
 def _check(key: str, ok: bool, why: str) -> None:

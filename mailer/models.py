@@ -179,6 +179,11 @@ class Edition(Base):
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
     preflight: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Articles staff dropped from this edition (never re-added by a refresh).
+    excluded: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Staff reordered or pinned: a refresh appends new articles but keeps their order.
+    arranged: Mapped[bool] = mapped_column(Boolean, default=False)
+    forced_reason: Mapped[str] = mapped_column(Text, default="")
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -301,7 +306,9 @@ class WebhookEvent(Base):
     """Provider events as received; unique per provider event id so replays apply once."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(30))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 07:44:31.812153
+Create Date: 2026-11-26 07:48:15.198727
 """
 from alembic import op
 import sqlalchemy as sa
@@ -66,6 +66,9 @@ def upgrade() -> None:
     sa.Column('sent_count', sa.Integer(), nullable=False),
     sa.Column('failed_count', sa.Integer(), nullable=False),
     sa.Column('preflight', sa.JSON(), nullable=False),
+    sa.Column('excluded', sa.JSON(), nullable=False),
+    sa.Column('arranged', sa.Boolean(), nullable=False),
+    sa.Column('forced_reason', sa.Text(), nullable=False),
     sa.Column('note', sa.Text(), nullable=False),
     sa.Column('created_at', mailer.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('started_at', mailer.models.UTCDateTime(timezone=True), nullable=True),

@@ -1,0 +1,81 @@
+"""`mailer`: the command line. Thin commands over the domain modules.
+
+The root group builds one `App` (settings, clock, database) into ctx.obj; every command turns a
+`MailerError` into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from mailer.errors import MailerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Obj:
+    """Lazily-built application: `--help` and config errors never touch the database."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            from mailer.app import App
+
+            self._app = App.create()
+        return self._app
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MailerError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def get_app(ctx: click.Context) -> Any:
+    obj: Obj = ctx.ensure_object(Obj)
+    return obj.app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+@click.version_option(package_name="labourlist-mailer")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """LabourList's daily round-up mailer.
+
+    Settings come from config/mailer.toml (or the file named by MAILER_CONFIG) and MAILER_<KEY>
+    environment variables, e.g. MAILER_DATABASE_URL, MAILER_FEED_URL, MAILER_DSN.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(Obj)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="mailer")
+    except MailerError as exc:  # raised while building the app (bad settings)
+        fail(str(exc))
+
+
+from mailer.cli import core, editions, subscribers  # noqa: E402,F401  (registers commands)

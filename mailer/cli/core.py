@@ -1,0 +1,267 @@
+"""init, collect, preview, send, worker, demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from mailer.cli import cli, fail, get_app, handle_errors
+
+
+def parse_day(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-11-26") from None
+
+
+@cli.command()
+@click.pass_context
+@handle_errors
+def init(ctx: click.Context) -> None:
+    """Create or migrate the database (idempotent)."""
+    from mailer.db import init_db
+
+    app = get_app(ctx)
+    revision = init_db(app.engine)
+    click.echo(f"database ready at revision {revision} ({app.engine.url.render_as_string()})")
+
+
+@cli.command("collect")
+@click.pass_context
+@handle_errors
+def collect_cmd(ctx: click.Context) -> None:
+    """Fetch the feed and store new or edited articles."""
+    from mailer.collect import collect
+    from mailer.db import require_schema
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    result = collect(app)
+    if result.not_modified:
+        click.echo("feed not modified since the last fetch")
+    else:
+        click.echo(f"collected: {result.new} new, {result.updated} updated, "
+                   f"{result.skipped} skipped, {result.pages} page(s)")
+
+
+@cli.command()
+@click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the HTML here (default preview-DATE.html).")
+@click.option("--no-collect", is_flag=True, help="Use stored articles only.")
+@click.pass_context
+@handle_errors
+def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool) -> None:
+    """Build the edition and write its HTML (and text part) to files."""
+    from mailer.collect import collect
+    from mailer.db import require_schema
+    from mailer.edition import build_edition, window_for
+    from mailer.message import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL
+    from mailer.pipeline import default_day
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    the_day = parse_day(day) or default_day(app)
+    if not no_collect:
+        with app.sessions() as session:
+            since = window_for(session, app.settings, the_day).start
+        try:
+            collect(app, since=since)
+        except Exception as exc:  # noqa: BLE001 - a preview still shows what is stored
+            click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
+    edition = build_edition(app, the_day)
+    out = out or Path(f"preview-{the_day.isoformat()}.html")
+    base = app.settings.base_url.rstrip("/")
+
+    def fill(text: str) -> str:
+        return (text.replace(UNSUBSCRIBE_URL, f"{base}/unsubscribe/PREVIEW")
+                .replace(PREFERENCES_URL, f"{base}/preferences/PREVIEW")
+                .replace(GREETING, "Good morning"))
+
+    out.write_text(fill(edition.html), encoding="utf-8")
+    text_path = out.with_suffix(".txt")
+    text_path.write_text(fill(edition.text), encoding="utf-8")
+    size = len(edition.html.encode())
+    click.echo(f"preview of edition {the_day} ({edition.state}): HTML {out} ({size / 1024:.1f} KB),"
+               f" text part {text_path}")
+
+
+def _progress_printer(total_hint: int = 0):  # type: ignore[no-untyped-def]
+    """Rich live progress on a terminal; a plain log line every few seconds otherwise."""
+    if sys.stdout.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("[bold]sending"), BarColumn(),
+                       TextColumn("{task.completed}/{task.total} sent"),
+                       TextColumn("{task.fields[failed]} failed"),
+                       TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn())
+        state: dict[str, object] = {}
+
+        def update(p) -> None:  # type: ignore[no-untyped-def]
+            if "task" not in state:
+                bar.start()
+                state["task"] = bar.add_task("send", total=p.audience or None, failed=0, rate=0.0)
+            bar.update(state["task"], completed=p.sent, total=p.audience or None,  # type: ignore[arg-type]
+                       failed=p.tally.failed, rate=p.rate)
+
+        def stop() -> None:
+            if "task" in state:
+                bar.stop()
+
+        return update, stop
+    last = [0.0]
+
+    def plain(p) -> None:  # type: ignore[no-untyped-def]
+        now = time.monotonic()
+        if now - last[0] >= 5:
+            last[0] = now
+            click.echo(f"progress: {p.sent}/{p.audience} sent, {p.tally.failed} failed, "
+                       f"{p.rate:.0f}/s")
+
+    return plain, lambda: None
+
+
+def _summary(outcome) -> None:  # type: ignore[no-untyped-def]
+    if outcome.details and sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Send summary")
+        for col in ("sent", "failed", "ambiguous", "queued"):
+            table.add_column(col, justify="right")
+        d = outcome.details
+        table.add_row(*(str(d.get(k, 0)) for k in ("sent", "failed", "ambiguous", "queued")))
+        Console().print(table)
+
+
+@cli.command()
+@click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
+@click.option("--test-to", multiple=True, help="Send a marked test to these addresses only.")
+@click.option("--dry-run", is_flag=True, help="Build and check; send nothing.")
+@click.option("--force", is_flag=True, help="Send even if late or failing preflight.")
+@click.option("--reason", default="", help="Why --force was needed (logged).")
+@click.option("--connections", type=int, help="Parallel transport connections.")
+@click.option("--no-collect", is_flag=True, help="Do not fetch the feed first.")
+@click.pass_context
+@handle_errors
+def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run: bool,
+         force: bool, reason: str, connections: int | None, no_collect: bool) -> None:
+    """Collect, build and send the edition for a date, exactly once per subscriber."""
+    from mailer.db import require_schema
+    from mailer.pipeline import run_send
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    if force and not reason and not test_to and not dry_run:
+        fail("--force needs --reason \"...\" (it is logged on the edition)")
+    update, stop = _progress_printer()
+    try:
+        outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force, reason=reason,
+                           test_to=test_to, collect_first=not no_collect, on_progress=update,
+                           connections=connections)
+    finally:
+        stop()
+    _summary(outcome)
+    if not outcome.ok:
+        fail(outcome.message)
+    click.echo(outcome.message)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Exit when no edition is sending.")
+@click.option("--poll", default=5.0, show_default=True, help="Seconds between looks for work.")
+@click.option("--connections", type=int, help="Parallel transport connections.")
+@click.pass_context
+@handle_errors
+def worker(ctx: click.Context, once: bool, poll: float, connections: int | None) -> None:
+    """An extra send worker: joins any edition that is sending (PostgreSQL: from any machine)."""
+    from sqlalchemy import select
+
+    from mailer.db import require_schema
+    from mailer.dispatch import DispatchBusy, Dispatcher
+    from mailer.models import SENDING, Edition
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    click.echo(f"worker {os.getpid()} started")
+    while True:
+        with app.sessions() as session:
+            ids = list(session.scalars(select(Edition.id).where(Edition.state == SENDING)))
+        for edition_id in ids:
+            try:
+                progress = Dispatcher(app, edition_id, connections=connections,
+                                      worker_tag="worker").run()
+            except DispatchBusy as exc:
+                click.echo(str(exc))
+                continue
+            click.echo(f"edition {edition_id}: this worker sent {progress.tally.sent}, "
+                       f"failed {progress.tally.failed}")
+        if once and not ids:
+            return
+        if once:
+            continue
+        time.sleep(poll)
+
+
+@cli.command()
+@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-output"), show_default=True,
+              help="Where the database, feed, outbox and preview go.")
+@click.pass_context
+@handle_errors
+def demo(ctx: click.Context, workdir: Path) -> None:
+    """A self-contained run: bundled sample feed, demo subscribers, file outbox."""
+    from mailer.app import App
+    from mailer.clock import Clock
+    from mailer.config import load_settings
+    from mailer.db import init_db
+    from mailer.pipeline import run_send
+    from mailer.sample import SAMPLE_SUBSCRIBERS, write_sample_feed
+    from mailer.subscribers import add
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    clock = Clock.from_env()
+    base = load_settings()
+    local_now = clock.local_now(base.tz)
+    # The demo edition is due "now", so the sample articles (dated in the hours before) are in
+    # its window whatever the time of day.
+    send_at = (local_now + timedelta(minutes=1)).strftime("%H:%M")
+    run_id = datetime.now().strftime("%Y%m%d%H%M%S")
+    db_path = workdir / f"demo-{run_id}.db"
+    settings = base.replace(
+        database_url=f"sqlite:///{db_path}",
+        feed_url=str(workdir / "sample-feed.xml"),
+        dsn=f"file://{workdir / 'outbox' / run_id}",
+        secret_key=base.secret_key or "demo-secret-key-not-for-production",
+        send_time=send_at, send_days="mon-sun",
+    )
+    write_sample_feed(Path(settings.feed_url), clock.now())
+    app = App.create(settings, clock=clock)
+    init_db(app.engine)
+    with app.sessions.begin() as session:
+        for email, name in SAMPLE_SUBSCRIBERS:
+            add(session, email, name=name, source="demo")
+    outcome = run_send(app, clock.today(settings.tz))
+    outbox = Path(settings.dsn.removeprefix("file://"))
+    preview_path = workdir / f"preview-{run_id}.html"
+    with app.sessions() as session:
+        from mailer.edition import get_edition
+
+        edition = get_edition(session, clock.today(settings.tz))
+        if edition is not None:
+            preview_path.write_text(edition.archive_html or edition.html, encoding="utf-8")
+    click.echo(outcome.message)
+    click.echo(f"messages:  {outbox} ({len(list(outbox.glob('*.eml')))} .eml files)")
+    click.echo(f"preview:   {preview_path}")
+    click.echo(f"database:  {db_path}")
+    if not outcome.ok:
+        fail(outcome.message)

@@ -1,0 +1,154 @@
+"""mailer editions list|show|pause|resume|cancel|requeue-ambiguous."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import update
+
+from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.cli.core import parse_day
+
+
+@cli.group()
+def editions() -> None:
+    """Inspect and control editions (safe while workers run)."""
+
+
+def _load(app, day: str):  # type: ignore[no-untyped-def]
+    from mailer.edition import get_edition
+
+    the_day = parse_day(day)
+    with app.sessions() as session:
+        edition = get_edition(session, the_day)
+        if edition is None:
+            fail(f"no edition for {the_day}")
+        session.expunge(edition)
+        return edition
+
+
+@editions.command("list")
+@click.option("--limit", default=30, show_default=True)
+@click.pass_context
+@handle_errors
+def list_cmd(ctx: click.Context, limit: int) -> None:
+    """The latest editions with their counts."""
+    from mailer import ledger
+    from mailer.edition import list_editions
+
+    app = get_app(ctx)
+    with app.sessions() as session:
+        for ed in list_editions(session, limit):
+            c = ledger.counts(session, ed.id)
+            click.echo(f"{ed.edition_date}  {ed.state:<9} sent {c['sent']:>7}  failed "
+                       f"{c['failed']:>5}  queued {c['queued'] + c['claimed']:>7}  "
+                       f"unknown {c['ambiguous']:>3}  {ed.subject}")
+
+
+@editions.command("show")
+@click.argument("day")
+@click.pass_context
+@handle_errors
+def show_cmd(ctx: click.Context, day: str) -> None:
+    """One edition: window, articles, ledger counts."""
+    from mailer import ledger
+    from mailer.edition import edition_articles
+
+    app = get_app(ctx)
+    ed = _load(app, day)
+    tz = app.settings.tz
+    with app.sessions() as session:
+        c = ledger.counts(session, ed.id)
+        articles = edition_articles(session, ed.id)
+    click.echo(f"edition {ed.edition_date}: {ed.state}  subject: {ed.subject}")
+    click.echo(f"window: {ed.window_start.astimezone(tz):%Y-%m-%d %H:%M} to "
+               f"{ed.window_end.astimezone(tz):%Y-%m-%d %H:%M %Z}")
+    click.echo("ledger: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if ed.forced_reason:
+        click.echo(f"forced: {ed.forced_reason}")
+    for a in articles:
+        click.echo(f"  [{a.section}] {a.title} ({a.published_at.astimezone(tz):%d %b %H:%M})")
+
+
+def _transition(app, day: str, from_states: tuple[str, ...], to: str) -> bool:  # type: ignore[no-untyped-def]
+    from mailer.models import Edition
+
+    ed = _load(app, day)
+    with app.sessions.begin() as session:
+        changed = session.execute(
+            update(Edition).where(Edition.id == ed.id, Edition.state.in_(from_states))
+            .values(state=to)
+        ).rowcount
+    return bool(changed)
+
+
+@editions.command("pause")
+@click.argument("day")
+@click.pass_context
+@handle_errors
+def pause_cmd(ctx: click.Context, day: str) -> None:
+    """Stop claiming new recipients; messages in flight finish and are recorded."""
+    from mailer.models import PAUSED_SEND, SENDING
+
+    app = get_app(ctx)
+    if not _transition(app, day, (SENDING,), PAUSED_SEND):
+        fail(f"edition {day} is not sending")
+    click.echo(f"edition {day} paused")
+
+
+@editions.command("resume")
+@click.argument("day")
+@click.option("--detach", is_flag=True, help="Only mark it sending; let workers do the rest.")
+@click.pass_context
+@handle_errors
+def resume_cmd(ctx: click.Context, day: str, detach: bool) -> None:
+    """Resume a paused edition and send the rest from this process."""
+    from mailer.models import PAUSED_SEND, SENDING
+    from mailer.pipeline import run_send
+
+    app = get_app(ctx)
+    if not _transition(app, day, (PAUSED_SEND,), SENDING):
+        fail(f"edition {day} is not paused")
+    click.echo(f"edition {day} resumed")
+    if not detach:
+        outcome = run_send(app, parse_day(day), collect_first=False)
+        if not outcome.ok:
+            fail(outcome.message)
+        click.echo(outcome.message)
+
+
+@editions.command("cancel")
+@click.argument("day")
+@click.pass_context
+@handle_errors
+def cancel_cmd(ctx: click.Context, day: str) -> None:
+    """Cancel: nobody else receives it; what was sent stays recorded."""
+    from mailer.models import CANCELLED, DRAFT, FAILED, PAUSED_SEND, SENDING
+
+    app = get_app(ctx)
+    if not _transition(app, day, (DRAFT, FAILED, SENDING, PAUSED_SEND), CANCELLED):
+        fail(f"edition {day} cannot be cancelled in its state")
+    click.echo(f"edition {day} cancelled")
+
+
+@editions.command("requeue-ambiguous")
+@click.argument("day")
+@click.pass_context
+@handle_errors
+def requeue_cmd(ctx: click.Context, day: str) -> None:
+    """Re-send rows whose outcome is unknown (connection lost after the data was sent).
+
+    Only after checking the server's logs: these recipients may already have the message.
+    """
+    from mailer.models import AMBIGUOUS, QUEUED, SENDING, SENT, Delivery, Edition
+
+    app = get_app(ctx)
+    ed = _load(app, day)
+    with app.sessions.begin() as session:
+        n = session.execute(
+            update(Delivery).where(Delivery.edition_id == ed.id, Delivery.state == AMBIGUOUS)
+            .values(state=QUEUED, claimed_by="", next_attempt_at=None)
+        ).rowcount
+        if n:
+            session.execute(update(Edition).where(Edition.id == ed.id, Edition.state == SENT)
+                            .values(state=SENDING))
+    click.echo(f"requeued {n} messages; run `mailer send --date {day}` to send them")

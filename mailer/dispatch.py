@@ -1,0 +1,336 @@
+"""Workers: claim -> fill -> send -> record, with retries, a shared rate limit and progress.
+
+The dispatcher holds no SQL of its own beyond the ledger's functions and knows transports only
+through their small interface. Each worker thread owns one transport connection (the pool), so
+N connections send in parallel while one process-wide token bucket keeps the overall rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parseaddr
+
+from sqlalchemy import select, update
+
+from mailer import ledger
+from mailer.app import App
+from mailer.errors import MailerError, TransportError
+from mailer.locks import LeaseLock, holder_id
+from mailer.message import MessageTemplate
+from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
+from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
+from mailer.transports import from_dsn
+from mailer.transports.base import Outgoing, Result, Transport
+
+log = logging.getLogger("mailer.dispatch")
+
+TRANSPORT_WAIT_SECONDS = 120.0
+
+
+class DispatchBusy(MailerError):
+    """Another dispatcher already holds this edition (SQLite allows one at a time)."""
+
+
+class RateLimiter:
+    """Token bucket in messages per second, shared by every worker thread of a process."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def acquire(self, n: int = 1) -> None:
+        if self.rate <= 0:
+            return
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= n or (n > self.capacity and self.tokens >= self.capacity):
+                    self.tokens -= n
+                    return
+                wait = (min(n, self.capacity) - self.tokens) / self.rate
+            time.sleep(wait)
+
+
+@dataclass
+class Progress:
+    audience: int = 0
+    done_before: int = 0
+    tally: ledger.Tally = field(default_factory=ledger.Tally)
+    started: float = field(default_factory=time.monotonic)
+    stopped_reason: str = ""
+
+    @property
+    def sent(self) -> int:
+        return self.done_before + self.tally.sent
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.tally.sent / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class Personaliser:
+    """Everything per-recipient, computed cheaply from pre-encoded parts."""
+
+    app: App
+    edition: Edition
+    template: MessageTemplate
+    domain: str
+
+    @classmethod
+    def for_edition(cls, app: App, edition: Edition) -> Personaliser:
+        settings = app.settings
+        template = MessageTemplate.build(settings=settings, subject=edition.subject,
+                                         html=edition.html, text=edition.text,
+                                         date=app.clock.now())
+        domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
+        return cls(app=app, edition=edition, template=template, domain=domain)
+
+    def outgoing(self, c: ledger.Claim) -> Outgoing:
+        secret = self.app.secret_key
+        base = self.app.settings.base_url.rstrip("/")
+        unsub = f"{base}/unsubscribe/{make_token(secret, UNSUBSCRIBE, c.subscriber_id)}"
+        prefs = f"{base}/preferences/{make_token(secret, PREFERENCES, c.subscriber_id)}"
+        message_id = ledger.message_id_for(secret, self.edition, c.id, self.domain)
+        kwargs = dict(email=c.email, name=c.name, unsubscribe_url=unsub, preferences_url=prefs,
+                      message_id=message_id)
+        return Outgoing(recipient=c.email, message_id=message_id,
+                        data=self.template.fill(**kwargs), fields=self.template.fields(**kwargs),
+                        delivery_id=c.id)
+
+
+class Dispatcher:
+    """Sends one edition with N worker threads until its ledger has nothing due."""
+
+    def __init__(self, app: App, edition_id: int, *, connections: int | None = None,
+                 transport_factory: Callable[[], Transport] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 worker_tag: str = "send") -> None:
+        self.app = app
+        self.edition_id = edition_id
+        self.connections = connections or app.settings.connections
+        self.transport_factory = transport_factory or (
+            lambda: from_dsn(app.settings.dsn, app.settings)
+        )
+        self.on_progress = on_progress
+        self.worker_base = holder_id(worker_tag)
+        self.stop = threading.Event()
+        self.limiter = RateLimiter(app.settings.rate_limit)
+        self.progress = Progress()
+        self.lock = threading.Lock()
+        self.errors: list[str] = []
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _edition_state(self) -> str:
+        with self.app.sessions() as session:
+            return session.scalar(select(Edition.state).where(Edition.id == self.edition_id)) or ""
+
+    def _finish_if_done(self) -> bool:
+        """Mark the edition sent once no row is queued or claimed (whoever sees it first)."""
+        with self.app.sessions.begin() as session:
+            c = ledger.counts(session, self.edition_id)
+            if c["queued"] or c["claimed"]:
+                return False
+            session.execute(
+                update(Edition).where(Edition.id == self.edition_id,
+                                      Edition.state == SENDING)
+                .values(state=SENT, finished_at=self.app.clock.now(),
+                        sent_count=c[DELIVERED], failed_count=c["failed"] + c["ambiguous"])
+            )
+        return True
+
+    # ---- the worker ----------------------------------------------------------------------
+    def _worker(self, index: int, personaliser: Personaliser) -> None:
+        worker = f"{self.worker_base}:{index}"
+        settings = self.app.settings
+        transport: Transport | None = None
+        unavailable_since: float | None = None
+        try:
+            while not self.stop.is_set():
+                state = self._edition_state()
+                if state != SENDING:
+                    return
+                if transport is None:
+                    try:
+                        transport = self.transport_factory()
+                        transport.open()
+                        unavailable_since = None
+                    except TransportError as exc:
+                        transport = None
+                        unavailable_since = unavailable_since or time.monotonic()
+                        waited = time.monotonic() - unavailable_since
+                        if waited > TRANSPORT_WAIT_SECONDS:
+                            self._fail(f"{exc}; gave up after {waited:.0f}s, "
+                                       "queued messages are kept: run the send again to resume")
+                            return
+                        log.warning("transport unavailable (%s); retrying", exc)
+                        self.stop.wait(min(10.0, 1.0 + waited / 4))
+                        continue
+                batch = max(1, min(settings.batch_size, transport.max_batch * 4))
+                now = self.app.clock.now()
+                with self.app.sessions.begin() as session:
+                    claims = ledger.claim(session, self.edition_id, worker, batch, now,
+                                          settings.lease_seconds)
+                if not claims:
+                    if self._idle_wait():
+                        return
+                    continue
+                transport = self._send_claims(worker, claims, transport, personaliser)
+        finally:
+            if transport is not None:
+                try:
+                    transport.close()
+                except Exception:  # noqa: BLE001 - closing must never hide the real outcome
+                    pass
+
+    def _send_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
+                     personaliser: Personaliser) -> Transport | None:
+        settings = self.app.settings
+        chunk = max(1, transport.max_batch)
+        pending = list(claims)
+        while pending:
+            if self.stop.is_set() or self._edition_state() != SENDING:
+                with self.app.sessions.begin() as session:
+                    ledger.release(session, worker, [c.id for c in pending])
+                return transport
+            part, pending = pending[:chunk], pending[chunk:]
+            messages = [personaliser.outgoing(c) for c in part]
+            self.limiter.acquire(len(messages))
+            try:
+                results = transport.send(messages)
+            except TransportError as exc:
+                results = [Result("retry", error=str(exc)) for _ in messages]
+            if len(results) != len(messages):
+                results = [Result("ambiguous", error="transport returned a wrong result count")
+                           for _ in messages]
+            outcomes = [(c, m.message_id, r) for c, m, r in zip(part, messages, results,
+                                                                 strict=True)]
+            with self.app.sessions.begin() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    # A killed process loses nothing committed; only a server crash could, and
+                    # then the claim's lease brings the row back.
+                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+                tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
+                                      settings.max_attempts)
+            with self.lock:
+                self.progress.tally.add(tally)
+            if results and all(r.status == "retry" for r in results) and pending:
+                # The connection is probably gone: give the rest back and reconnect.
+                with self.app.sessions.begin() as session:
+                    ledger.release(session, worker, [c.id for c in pending])
+                try:
+                    transport.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                return None
+        return transport
+
+    def _idle_wait(self) -> bool:
+        """Nothing claimable now: finished, or wait for retries / other workers' leases."""
+        with self.app.sessions.begin() as session:
+            ledger.recover_dead_claims(session, self.edition_id)
+            c = ledger.counts(session, self.edition_id)
+            due = ledger.next_due(session, self.edition_id)
+        if not c["queued"] and not c["claimed"]:
+            return True
+        now = self.app.clock.now()
+        wait = 0.5 if due is None else (due - now).total_seconds()
+        self.stop.wait(min(1.0, max(0.05, wait)))
+        if due is not None and wait > 0 and hasattr(self.app.clock, "advance"):
+            # A FixedClock in tests: move it on so backoff completes without real waiting.
+            self.app.clock.sleep(min(wait, 1.0))
+        return False
+
+    def _fail(self, reason: str) -> None:
+        with self.lock:
+            self.errors.append(reason)
+            self.progress.stopped_reason = reason
+        self.stop.set()
+
+    # ---- run ------------------------------------------------------------------------------
+    def run(self) -> Progress:
+        sqlite_lock: LeaseLock | None = None
+        if self.app.engine.dialect.name == "sqlite":
+            sqlite_lock = LeaseLock(self.app.sessions, self.app.clock,
+                                    f"dispatch:{self.edition_id}", lease_seconds=60)
+            if not sqlite_lock.try_acquire():
+                raise DispatchBusy(
+                    f"edition is already being sent by {sqlite_lock.current_holder()} "
+                    "(SQLite allows one dispatcher; use PostgreSQL for more workers)"
+                )
+        try:
+            return self._run()
+        finally:
+            if sqlite_lock is not None:
+                sqlite_lock.release()
+
+    def _run(self) -> Progress:
+        with self.app.sessions.begin() as session:
+            edition = session.get(Edition, self.edition_id)
+            if edition is None:
+                raise MailerError(f"no edition with id {self.edition_id}")
+            session.expunge(edition)
+            if self.app.engine.dialect.name == "sqlite":
+                # We hold the only dispatch lock: any claim left behind belongs to a dead run.
+                session.execute(
+                    update(ledger.Delivery)
+                    .where(ledger.Delivery.edition_id == self.edition_id,
+                           ledger.Delivery.state == ledger.CLAIMED)
+                    .values(state=ledger.QUEUED, claimed_by="", lease_until=None)
+                )
+            else:
+                ledger.recover_dead_claims(session, self.edition_id)
+            c = ledger.counts(session, self.edition_id)
+        self.progress.audience = sum(c.values())
+        self.progress.done_before = c[DELIVERED]
+        personaliser = Personaliser.for_edition(self.app, edition)
+        threads = [
+            threading.Thread(target=self._worker_guarded, args=(i, personaliser),
+                             name=f"dispatch-{i}", daemon=True)
+            for i in range(self.connections)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.25)
+                if self.on_progress:
+                    self.on_progress(self.progress)
+        except KeyboardInterrupt:
+            self.stop.set()
+            for t in threads:
+                t.join(timeout=30)
+            self.progress.stopped_reason = "interrupted"
+        if not self.errors and self._edition_state() == SENDING:
+            self._finish_if_done()
+        if self.on_progress:
+            self.on_progress(self.progress)
+        return self.progress
+
+    def _worker_guarded(self, index: int, personaliser: Personaliser) -> None:
+        try:
+            self._worker(index, personaliser)
+        except Exception as exc:  # noqa: BLE001 - a worker's crash must stop the send cleanly
+            log.exception("worker %s failed", index)
+            self._fail(f"worker failed: {exc}")
+
+
+def paused(app: App, edition_id: int) -> bool:
+    with app.sessions() as session:
+        return session.scalar(select(Edition.state).where(Edition.id == edition_id)) == PAUSED_SEND
+
+
+def now_utc(app: App) -> datetime:
+    return app.clock.now()

@@ -1,0 +1,160 @@
+"""Articles -> one edition: choose the window's articles, order them, render once.
+
+A daily edition is unique per date. Until it starts sending it is a draft that each build
+refreshes (new articles appended, staff edits kept); once sending starts its content is frozen.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.app import App
+from mailer.clock import Window, edition_window, send_datetime
+from mailer.config import Settings
+from mailer.models import (
+    CANCELLED,
+    DRAFT,
+    FAILED,
+    PAUSED_SEND,
+    SENDING,
+    SENT,
+    SKIPPED,
+    Article,
+    Edition,
+    EditionArticle,
+)
+from mailer.render import build_view, render_archive, render_edition
+
+# Editions whose window counts as "covered": the next edition starts where they ended.
+COVERED = (SENT, SENDING, PAUSED_SEND, SKIPPED)
+# States in which an edition's content may still change.
+EDITABLE = (DRAFT, FAILED)
+
+
+def send_instant(settings: Settings, day: date) -> datetime:
+    return send_datetime(day, settings.send_hour_minute, settings.tz)
+
+
+def get_edition(session: Session, day: date) -> Edition | None:
+    return session.scalar(select(Edition).where(Edition.edition_date == day))
+
+
+def previous_end(session: Session, day: date) -> datetime | None:
+    return session.scalar(
+        select(Edition.window_end)
+        .where(Edition.edition_date < day, Edition.state.in_(COVERED))
+        .order_by(Edition.edition_date.desc())
+        .limit(1)
+    )
+
+
+def window_for(session: Session, settings: Settings, day: date) -> Window:
+    return edition_window(send_instant(settings, day), previous_end(session, day),
+                          settings.window_hours, settings.window_cap_hours)
+
+
+def candidate_articles(session: Session, edition: Edition) -> list[Article]:
+    """Articles in the window that no other (live) edition has already carried."""
+    taken_elsewhere = exists().where(
+        EditionArticle.article_id == Article.id,
+        EditionArticle.edition_id != edition.id,
+        EditionArticle.edition_id.in_(
+            select(Edition.id).where(Edition.state != CANCELLED)
+        ),
+    )
+    query = select(Article).where(
+        and_(Article.published_at >= edition.window_start,
+             Article.published_at < edition.window_end),
+        ~taken_elsewhere,
+    ).order_by(Article.published_at.desc(), Article.id.desc())
+    excluded = set(edition.excluded or [])
+    return [a for a in session.scalars(query) if a.id not in excluded]
+
+
+def refresh_items(session: Session, edition: Edition) -> None:
+    """Bring the edition's article list up to date with the window (drafts only)."""
+    candidates = candidate_articles(session, edition)
+    wanted = {a.id for a in candidates}
+    current = list(edition.items)
+    if edition.arranged:
+        keep = [item for item in current if item.article_id in wanted or item.pinned]
+        have = {item.article_id for item in keep}
+        extra = [a for a in candidates if a.id not in have]
+        order = [item.article_id for item in keep] + [a.id for a in extra]
+    else:
+        pinned = [item.article_id for item in current if item.pinned]
+        order = pinned + [a.id for a in candidates if a.id not in set(pinned)]
+    pinned_ids = {item.article_id for item in current if item.pinned}
+    if [item.article_id for item in current] == order:
+        return
+    edition.items.clear()
+    session.flush()
+    for position, article_id in enumerate(order):
+        edition.items.append(EditionArticle(article_id=article_id, position=position,
+                                            pinned=article_id in pinned_ids))
+    session.flush()
+
+
+def render_into(app: App, session: Session, edition: Edition) -> None:
+    """Render HTML, text and the archive page once for the edition's current content."""
+    session.refresh(edition, ["items"])
+    articles = [item.article for item in edition.items]
+    view = build_view(edition.edition_date, articles, app.settings, subject=edition.subject,
+                      preheader=edition.preheader, editor_note=edition.editor_note)
+    if not edition.subject:
+        edition.subject = view.subject
+    if not edition.preheader:
+        edition.preheader = view.preheader
+    rendered = render_edition(view, app.settings)
+    edition.html = rendered.html
+    edition.text = rendered.text
+    edition.archive_html = render_archive(view, app.settings)
+
+
+def build_edition(app: App, day: date, *, close_window_at: datetime | None = None) -> Edition:
+    """Create or refresh the daily edition for `day` and render it.
+
+    `close_window_at` (the dispatch moment) ends the window early when a send starts before
+    its scheduled time, so articles published after the send are left for the next edition.
+    """
+    with app.sessions.begin() as session:
+        edition = get_edition(session, day)
+        if edition is None:
+            window = window_for(session, app.settings, day)
+            edition = Edition(edition_date=day, state=DRAFT, window_start=window.start,
+                              window_end=window.end, created_at=app.clock.now())
+            session.add(edition)
+            try:
+                with session.begin_nested():
+                    session.flush()
+            except IntegrityError:
+                edition = get_edition(session, day)
+                assert edition is not None
+        if edition.state in EDITABLE:
+            window = window_for(session, app.settings, day)
+            edition.window_start = window.start
+            edition.window_end = window.end
+            if close_window_at is not None and close_window_at < edition.window_end:
+                edition.window_end = max(close_window_at, edition.window_start)
+            refresh_items(session, edition)
+            render_into(app, session, edition)
+        session.flush()
+        session.expunge(edition)
+    return edition
+
+
+def edition_articles(session: Session, edition_id: int) -> list[Article]:
+    return list(session.scalars(
+        select(Article).join(EditionArticle, EditionArticle.article_id == Article.id)
+        .where(EditionArticle.edition_id == edition_id).order_by(EditionArticle.position)
+    ))
+
+
+def list_editions(session: Session, limit: int = 30) -> list[Edition]:
+    return list(session.scalars(
+        select(Edition).order_by(Edition.edition_date.desc()).limit(limit)
+    ))

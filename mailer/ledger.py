@@ -1,0 +1,253 @@
+"""The per-recipient ledger: audience snapshot, claims with leases, outcomes.
+
+This is the exactly-once heart. A row moves queued -> claimed -> sent | failed | ambiguous, and
+a row is marked sent only after the transport confirmed it, so a crash can at worst leave a
+claimed row whose fate is decided on reclaim. Rows are never re-created: the unique
+(edition, subscriber) constraint makes a second snapshot or a second trigger a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from mailer.locks import holder_alive
+from mailer.models import (
+    ACTIVE,
+    AMBIGUOUS,
+    BOUNCED,
+    CLAIMED,
+    DELIVERED,
+    DFAILED,
+    QUEUED,
+    Delivery,
+    Edition,
+    Subscriber,
+)
+from mailer.subscribers import set_status
+from mailer.transports.base import Result
+
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+def snapshot(session: Session, edition: Edition) -> int:
+    """Queue every active subscriber not already in the ledger: one set-based INSERT ... SELECT."""
+    s = Subscriber
+    source = select(
+        literal(edition.id), s.id, s.email, s.name, literal(QUEUED),
+        literal(0), literal(""), literal(""), literal(""), literal(""), literal(False),
+    ).where(
+        s.status == ACTIVE,
+        ~exists().where(Delivery.edition_id == edition.id, Delivery.subscriber_id == s.id),
+    )
+    cols = ["edition_id", "subscriber_id", "email", "name", "state", "attempts",
+            "claimed_by", "message_id", "provider_id", "error", "permanent"]
+    def queued() -> int:
+        return session.scalar(select(func.count()).where(Delivery.edition_id == edition.id)) or 0
+
+    before = queued()
+    session.connection().execute(insert(Delivery).from_select(cols, source))
+    # (rowcount of INSERT ... SELECT is not reliable across drivers: count instead.)
+    return queued() - before
+
+
+def claim(session: Session, edition_id: int, worker: str, limit: int, now: datetime,
+          lease_seconds: int) -> list[Claim]:
+    """Claim up to `limit` due rows (queued, or claimed with an expired lease).
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED lets any number of workers claim disjoint rows. SQLite has
+    one writer at a time (and one dispatcher, enforced by the dispatch lock), so a plain
+    subquery is enough there.
+    """
+    d = Delivery
+    due = or_(
+        and_(d.state == QUEUED, or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now)),
+        and_(d.state == CLAIMED, d.lease_until < now),
+    )
+    pick = select(d.id).where(d.edition_id == edition_id, due).order_by(d.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        update(d)
+        .where(d.id.in_(pick.scalar_subquery()))
+        .values(state=CLAIMED, claimed_by=worker,
+                lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(d.id, d.subscriber_id, d.email, d.name, d.attempts)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).all()
+    return sorted((Claim(*row) for row in rows), key=lambda c: c.id)
+
+
+def recover_dead_claims(session: Session, edition_id: int) -> int:
+    """Return to the queue rows claimed by processes on this machine that no longer exist."""
+    claimers = session.scalars(
+        select(Delivery.claimed_by).where(Delivery.edition_id == edition_id,
+                                          Delivery.state == CLAIMED).distinct()
+    ).all()
+    dead = [c for c in claimers if not holder_alive(c)]
+    if not dead:
+        return 0
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.state == CLAIMED,
+               Delivery.claimed_by.in_(dead))
+        .values(state=QUEUED, claimed_by="", lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release(session: Session, worker: str, ids: list[int]) -> None:
+    """Give claimed rows back untouched (pause, shutdown, transport unavailable)."""
+    if not ids:
+        return
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.claimed_by == worker, Delivery.state == CLAIMED)
+        .values(state=QUEUED, claimed_by="", lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: spreads retries so a recovering server is not
+    hit by every worker at the same instant."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * (2 ** max(0, attempt - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    ambiguous: int = 0
+    bounced: int = 0
+    lost: int = 0  # outcome arrived after our claim was taken over (lease expired)
+
+    def add(self, other: Tally) -> None:
+        for key in self.__dataclass_fields__:
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+
+
+def record(session: Session, worker: str, outcomes: list[tuple[Claim, str, Result]],
+           now: datetime, max_attempts: int) -> Tally:
+    """Write each outcome, guarded by our claim so a late answer cannot overwrite another's."""
+    tally = Tally()
+    d = Delivery
+    guard = (d.claimed_by == worker, d.state == CLAIMED)
+    sent_rows: list[dict[str, Any]] = []
+    for c, message_id, result in outcomes:
+        if result.status == "sent":
+            sent_rows.append({"b_id": c.id, "b_worker": worker, "b_pid": result.provider_id[:300],
+                              "b_mid": message_id, "b_now": now, "b_att": c.attempts + 1})
+            continue
+        values: dict[str, Any] = {"error": result.error[:2000], "message_id": message_id,
+                                  "attempts": c.attempts + 1, "lease_until": None}
+        if result.status == "retry":
+            if c.attempts + 1 >= max_attempts:
+                why = f"gave up after {c.attempts + 1} attempts: {result.error}"
+                values.update(state=DFAILED, permanent=False, error=why[:2000])
+                tally.failed += 1
+            else:
+                values.update(state=QUEUED, claimed_by="",
+                              next_attempt_at=now + timedelta(seconds=backoff(c.attempts + 1)))
+                tally.retried += 1
+        elif result.status == "ambiguous":
+            values.update(state=AMBIGUOUS)
+            tally.ambiguous += 1
+        else:
+            values.update(state=DFAILED, permanent=True)
+            tally.failed += 1
+        changed = session.execute(
+            update(d).where(d.id == c.id, *guard).values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if not changed:
+            tally.lost += 1
+            continue
+        if result.status == "failed" and result.hard_bounce:
+            sub = session.get(Subscriber, c.subscriber_id)
+            if sub is not None and sub.status == ACTIVE:
+                set_status(session, sub, result.suppress_reason or BOUNCED, source="dispatch",
+                           detail=result.error[:500], at=now)
+                tally.bounced += 1
+    if sent_rows:
+        from sqlalchemy import bindparam
+
+        stmt = (
+            update(d)
+            .where(d.id == bindparam("b_id"), d.claimed_by == bindparam("b_worker"),
+                   d.state == CLAIMED)
+            .values(state=DELIVERED, provider_id=bindparam("b_pid"),
+                    message_id=bindparam("b_mid"), sent_at=bindparam("b_now"),
+                    attempts=bindparam("b_att"), lease_until=None, error="")
+            .execution_options(synchronize_session=False)
+        )
+        conn = session.connection()
+        result = conn.execute(stmt, sent_rows)
+        changed = result.rowcount
+        if changed is None or changed < 0:
+            changed = len(sent_rows)
+        tally.sent += changed
+        tally.lost += len(sent_rows) - changed
+    return tally
+
+
+def counts(session: Session, edition_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
+        .group_by(Delivery.state)
+    )
+    result = {QUEUED: 0, CLAIMED: 0, DELIVERED: 0, DFAILED: 0, AMBIGUOUS: 0}
+    result.update({state: n for state, n in rows})
+    return result
+
+
+def next_due(session: Session, edition_id: int) -> datetime | None:
+    """When the earliest not-yet-due row becomes claimable (retry backoff, foreign lease)."""
+    d = Delivery
+    q1 = select(func.min(d.next_attempt_at)).where(d.edition_id == edition_id, d.state == QUEUED)
+    q2 = select(func.min(d.lease_until)).where(d.edition_id == edition_id, d.state == CLAIMED)
+    times = [t for t in (session.scalar(q1), session.scalar(q2)) if t is not None]
+    if not times:
+        return None
+    from mailer.models import UTCDateTime
+
+    conv = UTCDateTime().process_result_value
+    dialect = session.get_bind().dialect
+    return min(conv(t, dialect) if isinstance(t, datetime) else _parse(t) for t in times)
+
+
+def _parse(value: Any) -> datetime:
+    from datetime import UTC
+
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def message_id_for(secret: str, edition: Edition, delivery_id: int, domain: str) -> str:
+    """Deterministic per ledger row: a retry or a re-send after a crash reuses the same id, so the
+    file outbox overwrites rather than duplicates and receivers can de-duplicate; a keyed hash
+    keeps ids unguessable across editions."""
+    tag = hmac.new(secret.encode(), f"{edition.id}:{delivery_id}".encode(),
+                   hashlib.sha256).hexdigest()[:12]
+    return f"<{edition.edition_date:%Y%m%d}.{delivery_id}.{tag}@{domain}>"

@@ -1,0 +1,258 @@
+"""The daily job in order: collect -> build -> check -> snapshot -> dispatch.
+
+Called by `mailer send`, the scheduler and the staff console alike, so every trigger takes the
+same run lock and the same guards: a second trigger of one edition says "already running" or
+"already sent" and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy import update
+
+from mailer import ledger
+from mailer.app import App
+from mailer.collect import collect
+from mailer.dispatch import Dispatcher, Progress
+from mailer.edition import EDITABLE, build_edition, get_edition, send_instant
+from mailer.errors import MailerError
+from mailer.locks import LeaseLock
+from mailer.message import MessageTemplate
+from mailer.models import (
+    CANCELLED,
+    PAUSED_SEND,
+    SENDING,
+    SENT,
+    SKIPPED,
+    Edition,
+    SendLog,
+)
+from mailer.subscribers import normalise_email
+from mailer.transports import from_dsn
+from mailer.transports.base import Outgoing
+
+log = logging.getLogger("mailer.pipeline")
+
+
+class LateSend(MailerError):
+    """The scheduled time is too far in the past; sending now needs --force."""
+
+
+@dataclass
+class SendOutcome:
+    status: str  # sent | already-sent | already-running | skipped | paused | cancelled |
+    #              dry-run | test | stopped
+    message: str
+    edition_id: int | None = None
+    articles: int = 0
+    audience: int = 0
+    progress: Progress | None = None
+    details: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "stopped"
+
+
+def default_day(app: App) -> date:
+    return app.clock.today(app.settings.tz)
+
+
+def _edition_state(app: App, day: date) -> Edition | None:
+    with app.sessions() as session:
+        edition = get_edition(session, day)
+        if edition is not None:
+            session.expunge(edition)
+        return edition
+
+
+def run_send(
+    app: App,
+    day: date | None = None,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str = "",
+    test_to: Sequence[str] = (),
+    collect_first: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    connections: int | None = None,
+) -> SendOutcome:
+    day = day or default_day(app)
+    if test_to:
+        return send_test(app, day, test_to, collect_first=collect_first)
+    lock = LeaseLock(app.sessions, app.clock, f"send:{day.isoformat()}", lease_seconds=60)
+    if not lock.try_acquire():
+        existing = _edition_state(app, day)
+        if existing is not None and existing.state == SENT:
+            return SendOutcome("already-sent", f"edition {day} was already sent", existing.id)
+        return SendOutcome("already-running",
+                           f"edition {day} is already being sent by {lock.current_holder()}")
+    try:
+        return _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
+                           collect_first=collect_first, on_progress=on_progress,
+                           connections=connections)
+    finally:
+        lock.release()
+
+
+def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
+                collect_first: bool, on_progress: Callable[[Progress], None] | None,
+                connections: int | None) -> SendOutcome:
+    now = app.clock.now()
+    existing = _edition_state(app, day)
+    if existing is not None:
+        if existing.state == SENT:
+            return SendOutcome("already-sent",
+                               f"edition {day} was already sent ({existing.sent_count} messages);"
+                               " nothing to do", existing.id)
+        if existing.state == SKIPPED:
+            return SendOutcome("skipped", f"edition {day} was skipped: no articles", existing.id)
+        if existing.state == CANCELLED:
+            return SendOutcome("cancelled", f"edition {day} was cancelled; nothing sent",
+                               existing.id)
+        if existing.state == PAUSED_SEND:
+            return SendOutcome("paused", f"edition {day} is paused: run "
+                               f"`mailer editions resume {day}` to continue", existing.id)
+    resuming = existing is not None and existing.state == SENDING
+    if not resuming:
+        due = send_instant(app.settings, day)
+        late = now - due
+        if late > timedelta(hours=app.settings.late_send_hours) and not force and not dry_run:
+            raise LateSend(
+                f"edition {day} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
+                f"{late.total_seconds() / 3600:.1f} hours ago (limit "
+                f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
+            )
+        if collect_first:
+            with app.sessions() as session:
+                from mailer.edition import window_for
+
+                since = window_for(session, app.settings, day).start
+            collect(app, since=since)
+        edition = build_edition(app, day, close_window_at=now)
+        if edition.state not in EDITABLE:
+            return _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
+                               collect_first=False, on_progress=on_progress,
+                               connections=connections)
+        articles = _count_items(app, edition)
+        if articles == 0:
+            if dry_run:
+                return SendOutcome("dry-run", f"edition {day}: no articles in the window; "
+                                   "it would be skipped", edition.id)
+            with app.sessions.begin() as session:
+                session.execute(update(Edition).where(Edition.id == edition.id,
+                                                      Edition.state.in_(EDITABLE))
+                                .values(state=SKIPPED, finished_at=now,
+                                        note="no articles in the window"))
+            return SendOutcome("skipped", f"edition {day}: no articles in the window "
+                               f"({edition.window_start:%Y-%m-%d %H:%M} to "
+                               f"{edition.window_end:%Y-%m-%d %H:%M} UTC); nothing sent",
+                               edition.id)
+        run_preflight(app, edition, force=force, reason=reason)
+        if dry_run:
+            with app.sessions() as session:
+                from mailer.subscribers import counts
+
+                audience = counts(session)["active"]
+            return SendOutcome("dry-run", f"edition {day}: {articles} articles, would send to "
+                               f"{audience} subscribers", edition.id, articles, audience)
+        with app.sessions.begin() as session:
+            started = session.execute(
+                update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
+                .values(state=SENDING, started_at=now, forced_reason=reason if force else "")
+            ).rowcount
+            if started:
+                fresh = session.get(Edition, edition.id)
+                assert fresh is not None
+                fresh.audience = ledger.snapshot(session, fresh)
+    else:
+        assert existing is not None
+        edition = existing
+    dispatcher = Dispatcher(app, edition.id, connections=connections, on_progress=on_progress)
+    progress = dispatcher.run()
+    final = _edition_state(app, day)
+    state = final.state if final else ""
+    if progress.stopped_reason:
+        return SendOutcome("stopped", progress.stopped_reason, edition.id, progress=progress)
+    with app.sessions() as session:
+        c = ledger.counts(session, edition.id)
+    if state == SENT:
+        msg = (f"edition {day}: sent {c['sent']}, failed {c['failed']}, "
+               f"unknown outcome {c['ambiguous']}")
+        return SendOutcome("sent", msg, edition.id, progress=progress, details=c)
+    if state == PAUSED_SEND:
+        return SendOutcome("paused", f"edition {day} paused with {c['queued']} still queued",
+                           edition.id, progress=progress, details=c)
+    if state == CANCELLED:
+        return SendOutcome("cancelled", f"edition {day} cancelled; {c['sent']} were sent "
+                           "before the cancel", edition.id, progress=progress, details=c)
+    return SendOutcome("stopped", f"edition {day} is {state} with {c['queued']} queued",
+                       edition.id, progress=progress, details=c)
+
+
+def _count_items(app: App, edition: Edition) -> int:
+    from sqlalchemy import func, select
+
+    from mailer.models import EditionArticle
+
+    with app.sessions() as session:
+        return session.scalar(select(func.count()).where(
+            EditionArticle.edition_id == edition.id)) or 0
+
+
+def run_preflight(app: App, edition: Edition, *, force: bool, reason: str) -> None:
+    """Hook for the preflight checks (issue 8); records nothing until those exist."""
+    try:
+        from mailer import preflight  # noqa: F401  (optional module)
+    except ImportError:
+        return
+    preflight.check_before_send(app, edition, force=force, reason=reason)
+
+
+def send_test(app: App, day: date, addresses: Sequence[str], *,
+              collect_first: bool = True) -> SendOutcome:
+    """Send the edition to the given addresses only, marked as a test; no ledger rows."""
+    recipients = [normalise_email(a) for a in addresses]
+    existing = _edition_state(app, day)
+    if existing is None or existing.state in EDITABLE:
+        if collect_first:
+            with app.sessions() as session:
+                from mailer.edition import window_for
+
+                since = window_for(session, app.settings, day).start
+            collect(app, since=since)
+        edition = build_edition(app, day)
+    else:
+        edition = existing
+    template = MessageTemplate.build(settings=app.settings, subject=edition.subject,
+                                     html=edition.html, text=edition.text,
+                                     date=app.clock.now(), test=True)
+    from mailer.message import new_message_id
+
+    base = app.settings.base_url.rstrip("/")
+    messages = []
+    for address in recipients:
+        mid = new_message_id(app.settings, f"test.{day:%Y%m%d}")
+        kwargs = dict(email=address, name="", unsubscribe_url=f"{base}/unsubscribe/test",
+                      preferences_url=f"{base}/preferences/test", message_id=mid)
+        messages.append(Outgoing(recipient=address, message_id=mid,
+                                 data=template.fill(**kwargs), fields=template.fields(**kwargs)))
+    transport = from_dsn(app.settings.dsn, app.settings)
+    with transport:
+        results = transport.send(messages) if transport.max_batch >= len(messages) else [
+            r for m in messages for r in transport.send([m])
+        ]
+    bad = [f"{m.recipient}: {r.error}" for m, r in zip(messages, results, strict=True)
+           if r.status != "sent"]
+    with app.sessions.begin() as session:
+        session.add(SendLog(kind="test", edition_id=edition.id, recipients=",".join(recipients),
+                            detail="; ".join(bad) or "ok", created_at=app.clock.now()))
+    if bad:
+        raise MailerError("test send failed for " + "; ".join(bad))
+    return SendOutcome("test", f"test of edition {day} sent to {', '.join(recipients)}",
+                       edition.id)

@@ -1,0 +1,222 @@
+"""The subscriber list: add, import, export, status changes, each recorded as an event.
+
+Every status change goes through `set_status`, so the event trail (`mailer subscribers show`)
+is complete whichever door the change came through: CLI, web, webhook or dispatch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.errors import MailerError
+from mailer.models import (
+    ACTIVE,
+    PENDING,
+    STATUSES,
+    Subscriber,
+    SubscriberEvent,
+    Suppression,
+)
+
+MAX_NAME = 200
+
+
+class InvalidAddress(MailerError, ValueError):
+    """The address is not a valid email address."""
+
+
+def normalise_email(raw: str) -> str:
+    """Validate syntax (no DNS) and return the canonical lower-case form."""
+    text = (raw or "").strip()
+    if not text or len(text) > 320 or any(c in text for c in "\r\n\0"):
+        raise InvalidAddress(f"not a valid email address: {text[:80]!r}")
+    try:
+        info = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"not a valid email address: {text[:80]!r} ({exc})") from None
+    return info.normalized.lower()
+
+
+def clean_name(raw: str | None) -> str:
+    """Names end up in headers and pages: no control characters, bounded length."""
+    text = "".join(ch for ch in (raw or "") if ch.isprintable() or ch == " ")
+    text = " ".join(text.split())
+    if len(text) > MAX_NAME:
+        raise MailerError(f"name is longer than {MAX_NAME} characters")
+    return text
+
+
+def email_hash(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return session.get(Suppression, email_hash(email)) is not None
+
+
+def find(session: Session, email: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email == email.strip().lower()))
+
+
+def record_event(session: Session, sub: Subscriber, kind: str, *, source: str = "",
+                 detail: str = "", at: datetime | None = None) -> None:
+    event = SubscriberEvent(subscriber_id=sub.id, kind=kind, source=source, detail=detail[:2000])
+    if at is not None:
+        event.created_at = at
+    session.add(event)
+
+
+def set_status(session: Session, sub: Subscriber, status: str, *, source: str,
+               detail: str = "", at: datetime | None = None, event: str | None = None) -> bool:
+    """Change status and record why; returns False when nothing changed (idempotent)."""
+    if status not in STATUSES:
+        raise MailerError(f"unknown status {status!r}")
+    if sub.status == status:
+        return False
+    sub.status = status
+    if at is not None:
+        sub.updated_at = at
+    if status == ACTIVE and sub.confirmed_at is None:
+        sub.confirmed_at = at
+    kind = event or {
+        "active": "confirmed" if source in ("confirm", "web") else "activated",
+        "pending": "subscribed",
+    }.get(status, status)
+    record_event(session, sub, kind, source=source, detail=detail, at=at)
+    return True
+
+
+def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
+        source: str = "cli", at: datetime | None = None) -> tuple[Subscriber, bool]:
+    """Add a subscriber; returns (subscriber, created). An existing address is left as it is."""
+    address = normalise_email(email)
+    if status not in STATUSES:
+        raise MailerError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
+    existing = find(session, address)
+    if existing is not None:
+        return existing, False
+    if is_suppressed(session, address):
+        raise MailerError(f"{address} was erased or suppressed and cannot be re-added silently")
+    sub = Subscriber(email=address, name=clean_name(name), status=status, source=source)
+    if at is not None:
+        sub.created_at = sub.updated_at = at
+    if status == ACTIVE:
+        sub.confirmed_at = at or sub.created_at
+    session.add(sub)
+    session.flush()
+    record_event(session, sub, "subscribed" if status == PENDING else "added",
+                 source=source, detail=f"status {status}", at=at)
+    return sub, True
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    unchanged: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def lines(self) -> Iterator[str]:
+        yield f"added {self.added}, already present {self.unchanged}, rejected {len(self.errors)}"
+        for line, reason in self.errors:
+            yield f"line {line}: {reason}"
+
+
+def _column(row: dict[str, str], *names: str) -> str:
+    for name in names:
+        for key, value in row.items():
+            if key and key.strip().lower() == name:
+                return (value or "").strip()
+    return ""
+
+
+def import_csv(session: Session, stream: IO[str], *, source: str = "import",
+               at: datetime | None = None) -> ImportReport:
+    """Import our own columns (email,name,status) or a Mailchimp export's.
+
+    A bad row is reported by its line number and skipped; good rows are kept. Rows without a
+    status become active: an imported list is an existing, already-confirmed list.
+    """
+    report = ImportReport()
+    reader = csv.DictReader(stream)
+    headers = {h.strip().lower() for h in (reader.fieldnames or []) if h}
+    if not headers & {"email", "email address"}:
+        raise MailerError("CSV has no 'email' (or 'Email Address') column")
+    seen: set[str] = set()
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            report.errors.append((line, "more fields than the header has"))
+            continue
+        raw = _column(row, "email", "email address")
+        name = _column(row, "name")
+        if not name:
+            name = " ".join(p for p in (_column(row, "first name"), _column(row, "last name")) if p)
+        status = _column(row, "status").lower() or ACTIVE
+        if status == "subscribed":  # Mailchimp's word
+            status = ACTIVE
+        try:
+            address = normalise_email(raw)
+            if status not in STATUSES:
+                raise MailerError(f"unknown status {status!r}")
+            if address in seen:
+                report.unchanged += 1
+                continue
+            seen.add(address)
+            with session.begin_nested():
+                _, created = add(session, address, name=name, status=status, source=source,
+                                 at=at)
+        except MailerError as exc:
+            report.errors.append((line, str(exc)))
+            continue
+        if created:
+            report.added += 1
+        else:
+            report.unchanged += 1
+    return report
+
+
+EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at")
+
+
+def export_rows(session: Session, status: str | None = None) -> Iterator[list[str]]:
+    """Rows for CSV export, streamed in id order (flat memory for large lists)."""
+    query = select(Subscriber).order_by(Subscriber.id).execution_options(yield_per=1000)
+    if status:
+        query = query.where(Subscriber.status == status)
+    for sub in session.scalars(query):
+        yield [sub.email, sub.name, sub.status, sub.created_at.isoformat(),
+               sub.confirmed_at.isoformat() if sub.confirmed_at else ""]
+
+
+def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for row in rows:
+        # Defuse spreadsheet formulas in user-supplied fields.
+        writer.writerow([("'" + v) if v[:1] in ("=", "+", "-", "@") else v for v in row])
+        count += 1
+    return count
+
+
+def export_csv_text(session: Session, status: str | None = None) -> str:
+    buf = io.StringIO()
+    write_csv(export_rows(session, status), buf)
+    return buf.getvalue()
+
+
+def counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status))
+    result = {status: 0 for status in STATUSES}
+    result.update({status: n for status, n in rows})
+    return result

@@ -1,0 +1,124 @@
+"""The ledger on its own: snapshot, claims, leases, outcomes (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailer import ledger
+from mailer.app import App
+from mailer.clock import FixedClock
+from mailer.db import init_db
+from mailer.models import (
+    ACTIVE,
+    BOUNCED,
+    PENDING,
+    SENDING,
+    UNSUBSCRIBED,
+    Delivery,
+    Edition,
+    Subscriber,
+)
+from mailer.subscribers import add
+from mailer.transports.base import Result
+from tests.conftest import make_settings
+
+NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db_app(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
+    app = App.create(make_settings(tmp_path, database_url=database_url), clock=FixedClock(NOW))
+    init_db(app.engine)
+    yield app
+    app.close()
+
+
+def _edition(app: App) -> int:
+    with app.sessions.begin() as s:
+        for i in range(10):
+            add(s, f"user{i}@example.org", name=f"User {i}")
+        add(s, "pending@example.org", status=PENDING)
+        sub, _ = add(s, "gone@example.org")
+        sub.status = UNSUBSCRIBED
+        ed = Edition(edition_date=date(2026, 11, 26), state=SENDING,
+                     window_start=NOW - timedelta(days=1), window_end=NOW)
+        s.add(ed)
+        s.flush()
+        assert ledger.snapshot(s, ed) == 10
+        assert ledger.snapshot(s, ed) == 0  # a second snapshot adds nobody
+        return ed.id
+
+
+def test_claims_are_disjoint_and_leases_expire(db_app: App) -> None:
+    eid = _edition(db_app)
+    with db_app.sessions.begin() as s:
+        a = ledger.claim(s, eid, "w1", 4, NOW, 60)
+    with db_app.sessions.begin() as s:
+        b = ledger.claim(s, eid, "w2", 100, NOW, 60)
+    assert len(a) == 4 and len(b) == 6
+    assert not {c.id for c in a} & {c.id for c in b}
+    with db_app.sessions.begin() as s:
+        assert ledger.claim(s, eid, "w3", 100, NOW, 60) == []
+        # w1 died: after its lease the rows come back.
+        again = ledger.claim(s, eid, "w3", 100, NOW + timedelta(seconds=61), 60)
+    assert {c.id for c in again} == {c.id for c in a} | {c.id for c in b}
+
+
+def test_outcomes_guarded_by_claim(db_app: App) -> None:
+    eid = _edition(db_app)
+    with db_app.sessions.begin() as s:
+        claims = ledger.claim(s, eid, "w1", 4, NOW, 60)
+    results = [Result("sent", provider_id="q1"), Result("retry", error="451 4.7.1 later"),
+               Result("failed", error="550 5.1.1 no such user", hard_bounce=True),
+               Result("ambiguous", error="lost")]
+    with db_app.sessions.begin() as s:
+        tally = ledger.record(s, "w1", [(c, f"<m{c.id}@x>", r) for c, r in
+                                        zip(claims, results, strict=True)], NOW, 5)
+    assert (tally.sent, tally.retried, tally.failed, tally.ambiguous, tally.bounced) == (
+        1, 1, 1, 1, 1)
+    with db_app.sessions.begin() as s:
+        # A late answer from a worker that lost its claim changes nothing.
+        late = ledger.record(s, "intruder", [(claims[0], "<x@x>", Result("failed"))], NOW, 5)
+        assert late.lost == 1
+        c = ledger.counts(s, eid)
+        assert c == {"queued": 7, "claimed": 0, "sent": 1, "failed": 1, "ambiguous": 1}
+        bounced = s.get(Subscriber, claims[2].subscriber_id)
+        assert bounced is not None and bounced.status == BOUNCED
+        assert bounced.events[-1].kind == BOUNCED
+        retry = s.scalar(select(Delivery).where(Delivery.id == claims[1].id))
+        assert retry is not None and retry.next_attempt_at is not None
+        assert retry.next_attempt_at > NOW and retry.attempts == 1
+        # Not due yet, so not claimable now.
+        ids = {c.id for c in ledger.claim(s, eid, "w2", 100, NOW, 60)}
+        assert claims[1].id not in ids
+
+
+def test_retry_cap_fails_the_row(db_app: App) -> None:
+    eid = _edition(db_app)
+    now = NOW
+    for attempt in range(3):
+        with db_app.sessions.begin() as s:
+            rows = [c for c in ledger.claim(s, eid, "w", 100, now, 60) if c.email ==
+                    "user0@example.org"]
+            ledger.release(s, "w", [c.id for c in ledger.claim(s, eid, "w", 100, now, 60)])
+            tally = ledger.record(s, "w", [(rows[0], "<m>", Result("retry", error="451"))],
+                                  now, 3)
+        now += timedelta(minutes=10)
+        assert (tally.failed == 1) == (attempt == 2)
+    with db_app.sessions() as s:
+        row = s.scalar(select(Delivery).where(Delivery.email == "user0@example.org"))
+        assert row is not None and row.state == "failed" and not row.permanent
+        assert "gave up after 3 attempts" in row.error
+
+
+def test_snapshot_only_active(db_app: App) -> None:
+    eid = _edition(db_app)
+    with db_app.sessions() as s:
+        emails = set(s.scalars(select(Delivery.email).where(Delivery.edition_id == eid)))
+        statuses = set(s.scalars(select(Subscriber.status).where(Subscriber.email.in_(emails))))
+    assert statuses == {ACTIVE}
+    assert "pending@example.org" not in emails and "gone@example.org" not in emails
