@@ -1,0 +1,458 @@
+"""SMTP transport: one connection, many messages, and a precise outcome for each.
+
+After Django's SMTP backend, one connection is opened by ``open()`` and reused for every message
+and batch. Unlike ``smtplib.send_message``, each message is sent with the low-level commands
+(MAIL, RCPT, DATA, then the final reply) so that we know *where* something went wrong:
+
+* a refusal (4xx / 5xx) is a clean retry or failure for that recipient;
+* a connection lost before the message data was completely sent cannot have delivered
+  anything, so it is a safe retry;
+* a connection lost after the data was sent, while waiting for the server's verdict, may or may
+  not have delivered: that is ``ambiguous`` and must never be re-sent blindly (a blind retry is
+  how listmonk and others double-send).
+
+``send()`` never raises: a server that goes away mid-batch turns the rest of the batch into
+retries, so results for the messages already sent are never lost. Only ``open()`` and
+``check()`` raise ``TransportError`` (refused connection, failed TLS, bad credentials).
+
+One transport object serves one worker: it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import smtplib
+import socket
+import ssl
+from email.utils import parseaddr
+from typing import Literal
+
+from mailer.config import Settings
+from mailer.errors import TransportError
+from mailer.transports.base import Outgoing, Result, Transport
+from mailer.transports.dsn import Dsn
+
+TlsMode = Literal["auto", "never", "required"]
+
+DEFAULT_TIMEOUT = 30.0
+AMBIGUOUS_ERROR = "connection lost after the message data was sent; outcome unknown"
+
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def is_hard_bounce(code: int, text: str) -> bool:
+    """Whether a permanent SMTP reply means the address itself is dead (suppress it).
+
+    Enhanced status 5.1.x (bad mailbox / domain) and 5.2.1 (mailbox disabled) do; so does a
+    bare 550 from servers that send no enhanced status. 5.1.7 and 5.1.8 are about *our* sender
+    address: treating them as bounces would suppress the whole list over one DNS mistake.
+    Everything else permanent (552 message too big, 5.7.x policy) fails this message only.
+    """
+    if not 500 <= code < 600:
+        return False
+    match = _ENHANCED.match(text)
+    if match is None:
+        return code == 550
+    klass, subject, detail = match.groups()
+    if klass != "5":
+        return False
+    if subject == "1":
+        return detail not in {"7", "8"}
+    return subject == "2" and detail == "1"
+
+
+def wire_data(data: bytes) -> bytes:
+    """The message as sent after DATA: CRLF line endings, dot-stuffed, ending in CRLF.CRLF."""
+    body = _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", data))
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
+@functools.lru_cache(maxsize=1)
+def _local_fqdn() -> str:
+    # smtplib calls socket.getfqdn() on every connection, which can block on reverse DNS.
+    return socket.getfqdn() or "localhost"
+
+
+class _StaleConnection(Exception):
+    """A reused connection turned out to be closed before this message started."""
+
+
+class SmtpTransport(Transport):
+    """Sends through an SMTP server (``smtp://`` with STARTTLS, ``smtps://`` implicit TLS)."""
+
+    max_batch = 50
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        sender: str,
+        user: str = "",
+        password: str = "",
+        implicit_tls: bool = False,
+        starttls: TlsMode = "auto",
+        verify_tls: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        local_hostname: str | None = None,
+    ) -> None:
+        if not host:
+            raise TransportError("MAILER_DSN for SMTP needs a host, e.g. smtp://smtp.example.org:587")
+        if password and not user:
+            raise TransportError("MAILER_DSN has an SMTP password but no user name")
+        if implicit_tls and starttls == "never":
+            raise TransportError("MAILER_DSN: smtps:// always uses TLS; tls=0 contradicts it")
+        if not sender or "@" not in sender:
+            raise TransportError("setting from_addr: no address to use as the SMTP envelope sender")
+        self.host = host
+        self.port = port or (465 if implicit_tls else 25)
+        self.sender = sender
+        self.user = user
+        self._password = password
+        self.implicit_tls = implicit_tls
+        self.starttls_mode: TlsMode = starttls
+        self.verify_tls = verify_tls
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self.name = "smtps" if implicit_tls else "smtp"
+        self._conn: smtplib.SMTP | None = None
+
+    @classmethod
+    def from_dsn(cls, dsn: Dsn, settings: Settings) -> SmtpTransport:
+        """Build from ``smtp://`` / ``smtps://``; the password may come from MAILER_SMTP_PASSWORD.
+
+        Like Symfony Mailer, ``smtp://`` defaults to port 25, ``smtps://`` to 465, and
+        ``smtp://host:465`` means implicit TLS because nothing else works on that port.
+        """
+        dsn.check_options({"tls", "verify_tls", "timeout", "local_hostname"})
+        implicit = dsn.scheme == "smtps" or (dsn.scheme == "smtp" and dsn.port == 465)
+        mode: TlsMode = "auto"
+        if "tls" in dsn.options and dsn.options["tls"].strip().lower() != "auto":
+            mode = "required" if dsn.bool_option("tls", True) else "never"
+        password = dsn.password or (settings.smtp_password if dsn.user else "")
+        return cls(
+            dsn.host,
+            dsn.port,
+            sender=parseaddr(settings.from_addr)[1],
+            user=dsn.user,
+            password=password,
+            implicit_tls=implicit,
+            starttls=mode,
+            verify_tls=dsn.bool_option("verify_tls", True),
+            timeout=dsn.float_option("timeout", DEFAULT_TIMEOUT),
+            local_hostname=dsn.options.get("local_hostname") or None,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SmtpTransport {self.name}://{self.where} user={self.user!r}>"
+
+    @property
+    def where(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    # ---- Transport interface -------------------------------------------------------------
+    def open(self) -> bool:
+        """Connect, EHLO, STARTTLS, AUTH; raise TransportError with a one-line reason."""
+        if self._conn is not None:
+            return False
+        self._conn, _ = self._connect()
+        return True
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            conn.close()
+
+    def check(self) -> str:
+        """Connect on a separate connection, go as far as AUTH, QUIT; say what happened."""
+        conn, steps = self._connect()
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+        finally:
+            conn.close()
+        return f"{self.name} {self.where}: {', '.join(steps)}"
+
+    def send(self, messages: list[Outgoing]) -> list[Result]:
+        """One Result per message, in order; never raises (see the module docstring)."""
+        results: list[Result] = []
+        unavailable = ""
+        for message in messages:
+            if unavailable:
+                results.append(Result("retry", error=unavailable))
+                continue
+            result: Result | None = None
+            for attempt in (1, 2):
+                fresh = self._conn is None
+                if fresh:
+                    try:
+                        self.open()
+                    except TransportError as exc:
+                        unavailable = f"SMTP server unavailable: {exc}"
+                        result = Result("retry", error=unavailable)
+                        break
+                try:
+                    result = self._deliver(message, may_be_stale=not fresh and attempt == 1)
+                except _StaleConnection:
+                    continue  # the server had closed a reused connection: reconnect once
+                break
+            assert result is not None
+            results.append(result)
+        return results
+
+    # ---- one message -----------------------------------------------------------------------
+    def _deliver(self, message: Outgoing, *, may_be_stale: bool) -> Result:
+        conn = self._conn
+        assert conn is not None
+        data_sent = False
+        try:
+            payload = wire_data(message.data)
+            options: list[str] = []
+            conn.command_encoding = "ascii"
+            if not (self.sender.isascii() and message.recipient.isascii()):
+                if not conn.has_extn("smtputf8"):
+                    return Result("failed", error="the address is not ASCII and the SMTP server "
+                                                  "does not offer SMTPUTF8")
+                options.append("SMTPUTF8")  # smtplib then encodes commands as UTF-8
+            if conn.has_extn("size"):
+                options.append(f"SIZE={len(payload)}")
+            if not payload.isascii() and conn.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")
+
+            try:
+                code, text = self._reply(conn.mail(self.sender, options))
+            except OSError as exc:  # smtplib's exceptions are OSErrors too
+                self._discard()
+                if may_be_stale:
+                    raise _StaleConnection from exc
+                return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
+            if not 200 <= code < 300:
+                return self._refused(code, f"MAIL FROM refused: {code} {text}", hard=False)
+
+            try:
+                code, text = self._reply(conn.rcpt(message.recipient))
+            except OSError as exc:
+                self._discard()
+                return Result("retry", error=f"connection lost at RCPT TO: {_reason(exc)}")
+            if not 200 <= code < 300:
+                return self._refused(code, f"{code} {text}", hard=is_hard_bounce(code, text))
+
+            try:
+                code, text = self._reply(conn.docmd("DATA"))
+            except OSError as exc:
+                self._discard()
+                return Result("retry", error=f"connection lost at DATA: {_reason(exc)}")
+            if code != 354:
+                return self._refused(code, f"DATA refused: {code} {text}", hard=False)
+
+            try:
+                conn.send(payload)
+            except OSError as exc:
+                # The terminating "." never got through, so the server cannot have accepted it.
+                self._discard()
+                return Result("retry", error=f"connection lost while sending the message data: "
+                                             f"{_reason(exc)}")
+            data_sent = True
+
+            try:
+                code, text = self._reply(conn.getreply())
+            except OSError:
+                self._discard()
+                return Result("ambiguous", error=AMBIGUOUS_ERROR)
+            if code == -1:  # an unreadable reply: we cannot tell what the server decided
+                self._discard()
+                return Result("ambiguous", error=f"{AMBIGUOUS_ERROR} (unreadable reply)")
+            if 200 <= code < 300:
+                return Result("sent", provider_id=text)
+            if code == 421:
+                self._discard()
+            status = "failed" if 500 <= code < 600 else "retry"
+            hard = is_hard_bounce(code, text)
+            return Result(status, error=f"{code} {text}", hard_bounce=hard,
+                          suppress_reason="bounced" if hard else "")
+        except _StaleConnection:
+            raise
+        except Exception as exc:  # never lose the results of the messages already sent
+            self._discard()
+            status = "ambiguous" if data_sent else "retry"
+            return Result(status, error=f"unexpected error: {type(exc).__name__}: {exc}")
+
+    def _refused(self, code: int, error: str, *, hard: bool) -> Result:
+        """A refused MAIL/RCPT/DATA command: reset the transaction (or drop on 421)."""
+        if code == 421 or code == -1:
+            self._discard()  # the server is closing the connection (or talking nonsense)
+        else:
+            self._rset()
+        status = "failed" if 500 <= code < 600 else "retry"
+        return Result(status, error=error, hard_bounce=hard,
+                      suppress_reason="bounced" if hard else "")
+
+    def _rset(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            code, _ = conn.rset()
+        except (OSError, smtplib.SMTPException):
+            code = -1
+        if not 200 <= code < 300:
+            self._discard()
+
+    def _discard(self) -> None:
+        """Drop the connection without QUIT; the next message reconnects."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _reply(self, reply: tuple[int, bytes | str]) -> tuple[int, str]:
+        code, raw = reply
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return code, self._scrub(" ".join(text.split()))
+
+    def _scrub(self, text: str) -> str:
+        # No server should echo a password back, but errors end up in logs: make sure.
+        if self._password and self._password in text:
+            text = text.replace(self._password, "***")
+        return text
+
+    # ---- connecting ------------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect(self) -> tuple[smtplib.SMTP, list[str]]:
+        """A ready connection and the steps it went through, or TransportError."""
+        where = self.where
+        local = self.local_hostname or _local_fqdn()
+        try:
+            if self.implicit_tls:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, local_hostname=local, timeout=self.timeout,
+                    context=self._ssl_context(),
+                )
+            else:
+                conn = smtplib.SMTP(self.host, self.port, local_hostname=local,
+                                    timeout=self.timeout)
+        except smtplib.SMTPConnectError as exc:
+            raise TransportError(
+                f"SMTP server {where} refused the connection: {exc.smtp_code} "
+                f"{_text(exc.smtp_error)}"
+            ) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            why = "timed out waiting for the greeting" if "timed out" in str(exc) else (
+                "connection closed by the server")
+            raise TransportError(f"cannot connect to SMTP server {where}: {why}") from None
+        except ssl.SSLError as exc:
+            raise TransportError(
+                f"TLS with SMTP server {where} failed: {_ssl_reason(exc)}"
+            ) from None
+        except OSError as exc:
+            raise TransportError(f"cannot connect to SMTP server {where}: {_reason(exc)}") from None
+
+        steps = ["connected (TLS)" if self.implicit_tls else "connected"]
+        try:
+            self._handshake(conn, steps)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, steps
+
+    def _handshake(self, conn: smtplib.SMTP, steps: list[str]) -> None:
+        where = self.where
+        try:
+            self._hello(conn)
+            steps.append("EHLO ok")
+            if not self.implicit_tls and self.starttls_mode != "never":
+                if conn.has_extn("starttls"):
+                    conn.starttls(context=self._ssl_context())
+                    self._hello(conn)  # capabilities must be asked again over TLS
+                    steps.append("STARTTLS ok")
+                elif self.starttls_mode == "required":
+                    raise TransportError(
+                        f"SMTP server {where} does not offer STARTTLS, which tls=1 in MAILER_DSN "
+                        "requires"
+                    )
+                else:
+                    steps.append("no STARTTLS offered")
+            if not self.user:
+                steps.append("no AUTH")
+                return
+            if not conn.has_extn("auth"):
+                hint = "" if self.implicit_tls or self.starttls_mode != "never" else (
+                    " (many servers offer AUTH only after STARTTLS: remove tls=0)")
+                raise TransportError(
+                    f"SMTP server {where} does not offer AUTH, but MAILER_DSN has credentials "
+                    f"for user {self.user!r}{hint}"
+                )
+            try:
+                conn.login(self.user, self._password)
+            except smtplib.SMTPAuthenticationError as exc:
+                raise TransportError(
+                    f"SMTP server refused the login for user {self.user!r} "
+                    f"({exc.smtp_code} {self._scrub(_text(exc.smtp_error))})"
+                ) from None
+            except smtplib.SMTPNotSupportedError:
+                raise TransportError(f"SMTP server {where} does not support AUTH") from None
+            steps.append(f"AUTH ok as {self.user!r}")
+        except TransportError:
+            raise
+        except smtplib.SMTPResponseException as exc:
+            raise TransportError(
+                f"SMTP server {where} refused the session: {exc.smtp_code} "
+                f"{self._scrub(_text(exc.smtp_error))}"
+            ) from None
+        except ssl.SSLError as exc:
+            raise TransportError(
+                f"STARTTLS with SMTP server {where} failed: {_ssl_reason(exc)}"
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransportError(
+                f"SMTP server {where} closed the session during set-up: {_reason(exc)}"
+            ) from None
+
+    def _hello(self, conn: smtplib.SMTP) -> None:
+        code, raw = conn.ehlo()
+        if not 200 <= code < 300:
+            code, raw = conn.helo()
+            if not 200 <= code < 300:
+                raise smtplib.SMTPHeloError(code, raw)
+
+
+def _text(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())
+
+
+def _reason(exc: BaseException) -> str:
+    """The human part of a socket/smtplib error: "Connection refused", "timed out"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    verify = getattr(exc, "verify_message", None)
+    if verify:
+        return f"certificate verification failed: {verify} (verify_tls=0 skips the check)"
+    return str(exc.reason or exc)
