@@ -197,7 +197,9 @@ class Dispatcher:
     def _send_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
                      personaliser: Personaliser) -> Transport | None:
         settings = self.app.settings
-        chunk = max(1, transport.max_batch)
+        # SMTP: record after every message, so a kill -9 can leave at most one message per
+        # connection sent-but-unrecorded. Batch APIs record per provider call.
+        chunk = 1 if transport.name in ("smtp", "smtps") else max(1, transport.max_batch)
         pending = list(claims)
         while pending:
             if self.stop.is_set() or self._edition_state() != SENDING:
@@ -205,7 +207,22 @@ class Dispatcher:
                     ledger.release(session, worker, [c.id for c in pending])
                 return transport
             part, pending = pending[:chunk], pending[chunk:]
-            messages = [personaliser.outgoing(c) for c in part]
+            messages: list[Outgoing] = []
+            unsendable: list[tuple[ledger.Claim, str, Result]] = []
+            for c in list(part):
+                try:
+                    messages.append(personaliser.outgoing(c))
+                except ValueError as exc:  # e.g. an address the message cannot carry
+                    part.remove(c)
+                    unsendable.append((c, "", Result("failed", error=f"cannot build: {exc}")))
+            if unsendable:
+                with self.app.sessions.begin() as session:
+                    tally = ledger.record(session, worker, unsendable, self.app.clock.now(),
+                                          settings.max_attempts)
+                with self.lock:
+                    self.progress.tally.add(tally)
+            if not messages:
+                continue
             self.limiter.acquire(len(messages))
             try:
                 results = transport.send(messages)

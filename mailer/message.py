@@ -1,0 +1,571 @@
+"""Message stage: the edition's RFC 5322 message, built once and filled per recipient.
+
+A send to 50,000 people must not build 50,000 `EmailMessage` objects or re-render the
+template 50,000 times. `MessageTemplate.build` does all the expensive work once: it encodes
+the common headers, quoted-printable-encodes both bodies and splits them at the
+per-recipient placeholders. `fill` is then a `b"".join` of those byte segments with a few
+small, freshly encoded values (To, Message-ID, List-Unsubscribe, greeting, links).
+
+Two rules make the fill safe:
+
+* every placeholder is an unbreakable atom in the quoted-printable body: it sits on a line of
+  its own between soft line breaks, so no soft break can ever split it, and the value that
+  replaces it is itself quoted-printable encoded (``=`` becomes ``=3D``, long values get their
+  own soft breaks), so every body line stays within 76 octets;
+* every header value passes through `sanitize_header_value`, so no CR or LF from a name,
+  subject or URL can ever start a new header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+import secrets
+import unicodedata
+from datetime import UTC, datetime
+from email.header import Header
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from urllib.parse import quote, urlsplit
+
+from mailer.config import Settings
+
+# Per-recipient placeholders. The templates receive these through the Jinja context (never as
+# literals of their own) and `MessageTemplate.fill` replaces them. They contain no character
+# that HTML escaping, MJML or quoted-printable encoding would change.
+UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
+PREFERENCES_URL = "%%PREFERENCES_URL%%"
+GREETING = "%%GREETING%%"
+PLACEHOLDERS = (UNSUBSCRIBE_URL, PREFERENCES_URL, GREETING)
+
+TEST_PREFIX = "[TEST] "
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+CRLF = b"\r\n"
+SOFT_BREAK = b"=\r\n"
+MAX_NAME = 200          # the subscribers.name column; longer input is cut, not refused
+MAX_DISPLAY_NAME = 120  # in To: keeps even a 4-byte-per-character name's line under 998
+MAX_ADDRESS = 254       # RFC 5321 forward-path limit, less the angle brackets
+MAX_HEADER_LINE = 998   # RFC 5322 section 2.1.1
+
+_PLACEHOLDER_RE = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")")
+# Line breaks and other "space-like" controls become one space so words do not run together;
+# the remaining C0/C1 controls (and DEL) are dropped.
+_BREAKS_RE = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
+_CONTROLS_RE = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x9f]")
+_ADDR_BAD_RE = re.compile(r"[\s<>()\[\],;:\"\\]")
+_HEADER_NAME_RE = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext
+_PLAIN_PHRASE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~ -]+")  # atext and spaces, no "=?"
+_ATOM_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+")  # atext without "=" and "?"
+_Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+_MSGID_RE = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+
+
+# ---- small, public helpers -------------------------------------------------------------------
+
+
+def sanitize_header_value(value: str) -> str:
+    """Make `value` safe for a header line: no CR, LF or other control character survives.
+
+    Defence in depth: values are checked at the door too, but a header is the one place where
+    a stray line break lets an attacker add recipients (``Bcc:``) or forge headers. Line breaks
+    and tabs collapse to a single space (so "a\\nb" reads "a b"), other controls are removed,
+    and surrounding whitespace is trimmed.
+    """
+    value = _BREAKS_RE.sub(" ", str(value))
+    value = _CONTROLS_RE.sub("", value)
+    return value.strip()
+
+
+def greeting_for(name: str) -> str:
+    """The greeting line: "Good morning, Siân", or just "Good morning" when we have no name."""
+    name = _clean_name(name)
+    return f"Good morning, {name}" if name else "Good morning"
+
+
+def new_message_id(settings: Settings, key: str) -> str:
+    """A fresh, unique Message-ID on the sender's domain: ``<key.random@domain>``.
+
+    Gmail refuses repeated Message-IDs (421 4.7.28), so every message, including a retry to
+    the same person, gets a new one; `key` (say ``e12.s345``) only makes logs readable.
+    """
+    domain = parseaddr(settings.from_addr)[1].rpartition("@")[2].strip().lower()
+    domain = re.sub(r"[^a-z0-9.-]", "", _idna(domain)) or "localhost"
+    safe_key = re.sub(r"[^A-Za-z0-9._-]", "-", key)[:64].strip(".") or "msg"
+    return f"<{safe_key}.{secrets.token_hex(10)}@{domain}>"
+
+
+def simple_message(
+    settings: Settings,
+    *,
+    to: str,
+    subject: str,
+    text: str,
+    html: str | None = None,
+    headers: dict[str, str] | None = None,
+    date: datetime | None = None,
+) -> tuple[str, bytes]:
+    """One-off messages (confirmation emails, staff alerts): a plain `EmailMessage` is fine
+    here because there is one of them, not fifty thousand. Bodies are quoted-printable UTF-8,
+    never base64 (SpamAssassin's MIME_BASE64_TEXT)."""
+    message_id = new_message_id(settings, "msg")
+    policy = SMTP.clone(max_line_length=76)  # quoted-printable lines of at most 76
+    msg = EmailMessage(policy=policy)
+    msg["From"] = sanitize_header_value(settings.from_addr)
+    msg["To"] = sanitize_header_value(to)
+    msg["Subject"] = sanitize_header_value(subject)
+    msg["Date"] = format_datetime((date or datetime.now(UTC)).astimezone(UTC))
+    msg["Message-ID"] = message_id
+    if settings.reply_to:
+        msg["Reply-To"] = sanitize_header_value(settings.reply_to)
+    for key, value in (headers or {}).items():
+        if not _HEADER_NAME_RE.fullmatch(key):
+            raise ValueError(f"not a valid header name: {key!r}")
+        msg[key] = sanitize_header_value(value)
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    if html is not None:
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message_id, msg.as_bytes(policy=policy)
+
+
+# ---- the per-edition template ----------------------------------------------------------------
+
+# A slot is where a per-recipient value goes: ("header", name) or (part, placeholder).
+Slot = tuple[str, str]
+Segment = bytes | Slot
+
+
+class MessageTemplate:
+    """Built once per edition: headers and both bodies pre-encoded as bytes with
+    quoted-printable UTF-8; per-recipient fill is a join of pre-split byte segments — no
+    EmailMessage and no template render per recipient.
+
+    `html`, `text` and `subject` keep the placeholders for API providers that do their own
+    substitution (see `fields` and `personalise`).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        subject: str,
+        html: str,
+        text: str,
+        date: datetime,
+        test: bool,
+        segments: list[Segment],
+    ) -> None:
+        self.settings = settings
+        self.subject = subject
+        self.html = html
+        self.text = text
+        self.date = date
+        self.test = test
+        self.from_addr = sanitize_header_value(settings.from_addr)
+        self._segments = segments
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        settings: Settings,
+        subject: str,
+        html: str,
+        text: str,
+        date: datetime,
+        test: bool = False,
+    ) -> MessageTemplate:
+        """Encode everything that is the same for every recipient, once."""
+        if date.tzinfo is None:
+            raise ValueError("the message Date needs an aware datetime")
+        subject = sanitize_header_value(subject)
+        if test and not subject.startswith(TEST_PREFIX):
+            subject = TEST_PREFIX + subject
+        html = _normalise_newlines(html)
+        text = _normalise_newlines(text)
+        boundary = "=_LL" + secrets.token_hex(12)  # "=_" never occurs in quoted-printable
+
+        segments: list[Segment] = []
+        segments.append(_join_lines([_address_header("From", settings.from_addr)]))
+        segments.append(("header", "to"))
+        head = [_folded_text_header("Subject", subject)]
+        head.append(f"Date: {format_datetime(date)}")
+        segments.append(_join_lines(head))
+        segments.append(("header", "message_id"))
+        head = []
+        if settings.reply_to:
+            head.append(_address_header("Reply-To", settings.reply_to))
+        head.append("MIME-Version: 1.0")
+        head.append(_address_header("List-Id", settings.list_id, bare=True))
+        segments.append(_join_lines(head))
+        segments.append(("header", "list_unsubscribe"))
+        head = [f"List-Unsubscribe-Post: {ONE_CLICK}"]
+        if test:
+            head.append("X-Mailer-Test: yes")
+        head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        segments.append(_join_lines(head) + CRLF)  # blank line: end of the header block
+
+        dash = f"--{boundary}".encode("ascii")
+        for part, subtype, body in (("text", "plain", text), ("html", "html", html)):
+            segments.append(
+                dash + CRLF
+                + f"Content-Type: text/{subtype}; charset=utf-8".encode("ascii") + CRLF
+                + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
+            )
+            segments.extend(_encode_body(part, body))
+            segments.append(CRLF)
+        segments.append(dash + b"--" + CRLF)
+
+        return cls(settings=settings, subject=subject, html=html, text=text, date=date,
+                   test=test, segments=_merge(segments))
+
+    # -- per recipient --------------------------------------------------------------------
+
+    def fill(
+        self,
+        *,
+        email: str,
+        name: str,
+        unsubscribe_url: str,
+        preferences_url: str,
+        message_id: str,
+    ) -> bytes:
+        """The complete message for one recipient, CRLF line endings, ready for SMTP DATA."""
+        email = _clean_address(email)
+        name = _clean_name(name)
+        unsubscribe_url = _clean_url(unsubscribe_url)
+        preferences_url = _clean_url(preferences_url)
+        message_id = _clean_message_id(message_id)
+        raw = {
+            GREETING: greeting_for(name),
+            UNSUBSCRIBE_URL: unsubscribe_url,
+            PREFERENCES_URL: preferences_url,
+        }
+        values: dict[Slot, bytes] = {
+            ("header", "to"): _header_line("To", _encode_mailbox(name, email, "To")),
+            ("header", "message_id"): _header_line("Message-ID", message_id),
+            ("header", "list_unsubscribe"): _header_line(
+                "List-Unsubscribe", self._folded_list_unsubscribe(unsubscribe_url)
+            ),
+        }
+        for key, value in raw.items():
+            values[("text", key)] = _qp_value(value)
+            values[("html", key)] = _qp_value(html.escape(value, quote=True))
+        return b"".join(
+            seg if isinstance(seg, bytes) else values[seg] for seg in self._segments
+        )
+
+    def fields(
+        self,
+        *,
+        email: str,
+        name: str,
+        unsubscribe_url: str,
+        preferences_url: str,
+        message_id: str,
+    ) -> dict[str, str]:
+        """The per-recipient values as plain strings, for API providers that take JSON.
+
+        ``greeting`` is plain text: HTML-escape it before substituting it into `html`
+        (`personalise` does both parts correctly).
+        """
+        email = _clean_address(email)
+        name = _clean_name(name)
+        unsubscribe_url = _clean_url(unsubscribe_url)
+        return {
+            "to": _display_mailbox(name, email),
+            "greeting": greeting_for(name),
+            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": _clean_url(preferences_url),
+            "message_id": _clean_message_id(message_id),
+            "list_unsubscribe": self.list_unsubscribe(unsubscribe_url),
+        }
+
+    def personalise(
+        self, *, name: str, unsubscribe_url: str, preferences_url: str
+    ) -> tuple[str, str]:
+        """(text, html) with the placeholders filled, for API providers that want finished
+        bodies per message (Postmark batch). Values are HTML-escaped for the HTML part."""
+        raw = {
+            GREETING: greeting_for(name),
+            UNSUBSCRIBE_URL: _clean_url(unsubscribe_url),
+            PREFERENCES_URL: _clean_url(preferences_url),
+        }
+        text = _PLACEHOLDER_RE.sub(lambda m: raw[m.group(0)], self.text)
+        body = _PLACEHOLDER_RE.sub(lambda m: html.escape(raw[m.group(0)], quote=True), self.html)
+        return text, body
+
+    def common_headers(self) -> dict[str, str]:
+        """Headers that are the same for every recipient and that API providers must pass
+        through as custom headers (From, To, Subject and Date they set themselves)."""
+        headers = {
+            "List-Id": sanitize_header_value(self.settings.list_id),
+            "List-Unsubscribe-Post": ONE_CLICK,
+        }
+        if self.settings.reply_to:
+            headers["Reply-To"] = sanitize_header_value(self.settings.reply_to)
+        if self.test:
+            headers["X-Mailer-Test"] = "yes"
+        return headers
+
+    def list_unsubscribe(self, unsubscribe_url: str) -> str:
+        """RFC 8058 / RFC 2369 value: the one-click HTTPS link first, then the mailto."""
+        return ", ".join(self._list_unsubscribe_parts(unsubscribe_url))
+
+    def _list_unsubscribe_parts(self, unsubscribe_url: str) -> list[str]:
+        url = _clean_url(unsubscribe_url)
+        parts = [f"<{url}>"]
+        mailto = sanitize_header_value(self.settings.unsubscribe_mailto)
+        if mailto:
+            parts.append(f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe>")
+        return parts
+
+    def _folded_list_unsubscribe(self, unsubscribe_url: str) -> str:
+        # Fold only at the comma between the two URIs: a URI must never be broken, and
+        # Python's own folder would RFC 2047-encode a long one.
+        parts = self._list_unsubscribe_parts(unsubscribe_url)
+        one_line = ", ".join(parts)
+        if len("List-Unsubscribe: ") + len(one_line) <= 78:
+            return one_line
+        return ",\r\n ".join(parts)
+
+
+# ---- encoding internals ----------------------------------------------------------------------
+
+
+def _normalise_newlines(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _qp(data: str) -> bytes:
+    """Quoted-printable with CRLF line ends and lines of at most 76 octets."""
+    return binascii.b2a_qp(data.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+
+
+def _qp_open_end(encoded: bytes) -> bytes:
+    """Make room for a soft line break after `encoded`: binascii lets the last line run to
+    76 octets, and the "=" that follows must not make it 77. Splits before an escape, never
+    inside one."""
+    start = encoded.rfind(CRLF) + 2 if CRLF in encoded else 0
+    last = encoded[start:]
+    if len(last) <= 75:
+        return encoded
+    cut = 73
+    while cut > 0 and b"=" in last[max(0, cut - 2):cut]:
+        cut -= 1  # do not split "=XX"
+    return encoded[:start] + last[:cut] + SOFT_BREAK + last[cut:]
+
+
+def _qp_value(value: str) -> bytes:
+    """Encode one fill value; values never contain line breaks (they are sanitised)."""
+    if value and value.isascii() and len(value) <= 75 and "=" not in value and (
+        value.isprintable() and not value.endswith((" ", "\t")) and value != "."
+    ):
+        return value.encode("ascii")  # the common case, no copy through binascii
+    return _qp_open_end(_qp(value))
+
+
+def _encode_body(part: str, body: str) -> list[Segment]:
+    """Quoted-printable encode `body`, each placeholder becoming a slot on a line of its own.
+
+    A soft line break goes before a placeholder (unless it starts a line) and after it (unless
+    it ends one), so the literal text around it is encoded as if it started at column 0 and no
+    soft break can fall inside the placeholder.
+    """
+    out: list[Segment] = []
+    pieces = _PLACEHOLDER_RE.split(body)
+    for index, piece in enumerate(pieces):
+        if index % 2:  # a placeholder
+            previous = out[-1] if out else CRLF
+            if not (isinstance(previous, bytes) and previous.endswith(CRLF)):
+                if isinstance(previous, bytes):
+                    out[-1] = _qp_open_end(previous)
+                out.append(SOFT_BREAK)
+            out.append((part, piece))
+            following = pieces[index + 1] if index + 1 < len(pieces) else "\n"
+            if not following.startswith("\n"):
+                out.append(SOFT_BREAK)
+        elif piece:
+            out.append(_qp(piece))
+    return out
+
+
+def _merge(segments: list[Segment]) -> list[Segment]:
+    """Join adjacent byte strings so a fill joins as few pieces as possible."""
+    merged: list[Segment] = []
+    for seg in segments:
+        if isinstance(seg, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] = merged[-1] + seg
+        else:
+            merged.append(seg)
+    return merged
+
+
+def _join_lines(lines: list[str]) -> bytes:
+    """Header lines to bytes; refuses any line break that is not a fold (defence in depth)."""
+    for line in lines:
+        unfolded = line.replace("\r\n ", " ")
+        if "\r" in unfolded or "\n" in unfolded:
+            raise ValueError("line break in a header value")
+    return b"".join(line.encode("ascii") + CRLF for line in lines)
+
+
+def _header_line(name: str, value: str) -> bytes:
+    line = f"{name}: {value}"
+    if any(len(chunk) > MAX_HEADER_LINE for chunk in line.split("\r\n")):
+        raise ValueError(f"{name} header too long")
+    return line.encode("ascii") + CRLF
+
+
+def _folded_text_header(name: str, value: str) -> str:
+    """Fold an unstructured header (Subject) at spaces; RFC 2047-encode it when it is not
+    ASCII (or could be mistaken for encoded words). `email.header.Header` keeps the spaces
+    inside the encoded words; the policy folder can drop one between two encoded words."""
+    if not value.isascii() or "=?" in value:
+        words = Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
+        return f"{name}: {words}"
+    out = f"{name}:"
+    line_len = len(out)
+    for index, word in enumerate(value.split(" ")):
+        if word and index and line_len + 1 + len(word) > 78:
+            out += "\r\n " + word  # the fold's space is the original space
+            line_len = 1 + len(word)
+        else:
+            out += " " + word
+            line_len += 1 + len(word)
+    if any(len(line) > MAX_HEADER_LINE for line in out.split("\r\n")):
+        raise ValueError(f"{name} header has a word too long to fold")
+    return out
+
+
+def _address_header(name: str, value: str, *, bare: bool = False) -> str:
+    """Encode a `Name <addr>` header value from configuration (From, Reply-To, List-Id)."""
+    value = sanitize_header_value(value)
+    display, addr = parseaddr(value)
+    if not addr:
+        raise ValueError(f"{name}: cannot read an address in {value!r}")
+    addr = _clean_address(addr, allow_no_at=bare)
+    display = _clean_name(display)
+    if bare and not display:
+        return f"{name}: <{addr}>"  # RFC 2919 needs the angle brackets
+    return f"{name}: {_encode_mailbox(display, addr, name)}"
+
+
+def _encode_mailbox(name: str, addr: str, header: str = "To") -> str:
+    """`Name <addr>` in ASCII, folded at spaces so lines stay within 78 where possible.
+
+    An ASCII name is an atom sequence or a quoted string. A non-ASCII name keeps its plain
+    ASCII words as they are and turns each run of other words into ONE encoded word, spaces
+    included: RFC 2047 decoders drop the whitespace between two adjacent encoded words while
+    Python's address parser keeps it, so never putting two encoded words side by side is the
+    one form every decoder reads back identically. (A very long run makes an encoded word over
+    75 characters; decoders accept that, and it is far better than a lost or doubled space.)
+    """
+    if not name:
+        return addr
+    if _PLAIN_PHRASE_RE.fullmatch(name):
+        tokens = name.split(" ")
+    elif name.isascii():
+        tokens = ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    else:
+        tokens = []
+        run: list[str] = []
+        for word in name[:MAX_DISPLAY_NAME].rstrip().split(" "):
+            if _ATOM_RE.fullmatch(word):
+                if run:
+                    tokens.append(_encoded_word(" ".join(run)))
+                    run = []
+                tokens.append(word)
+            else:
+                run.append(word)
+        if run:
+            tokens.append(_encoded_word(" ".join(run)))
+    tokens.append(f"<{addr}>")
+    out = ""
+    line_len = len(header) + 1
+    for token in tokens:
+        if out and line_len + 1 + len(token) > 78:
+            out += "\r\n " + token
+            line_len = 1 + len(token)
+        else:
+            out += (" " if out else "") + token
+            line_len += 1 + len(token)
+    return out
+
+
+def _display_mailbox(name: str, addr: str) -> str:
+    """`"Name" <addr>` unencoded (UTF-8 as is), for JSON APIs that do their own encoding."""
+    if not name:
+        return addr
+    if _PLAIN_PHRASE_RE.fullmatch(name):
+        return f"{name} <{addr}>"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{addr}>'
+
+
+def _encoded_word(text: str) -> str:
+    """One RFC 2047 encoded word for a phrase: Q or B, whichever is shorter."""
+    raw = text.encode("utf-8")
+    q = "".join(
+        chr(b) if chr(b) in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in raw
+    )
+    b64 = base64.b64encode(raw).decode("ascii")
+    return f"=?utf-8?q?{q}?=" if len(q) <= len(b64) else f"=?utf-8?b?{b64}?="
+
+
+def _clean_name(name: str | None) -> str:
+    name = sanitize_header_value(name or "")
+    name = " ".join(unicodedata.normalize("NFC", name).split())
+    for placeholder in PLACEHOLDERS:  # a name must not smuggle another placeholder in
+        name = name.replace(placeholder, "")
+    return name[:MAX_NAME].strip()
+
+
+def _idna(domain: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"cannot encode the domain {domain!r}") from None
+
+
+def _clean_address(email: str, *, allow_no_at: bool = False) -> str:
+    """A bare ASCII addr-spec, or ValueError: a recipient can never carry a second address
+    or a header into the To line."""
+    email = sanitize_header_value(email)
+    local, at, domain = email.rpartition("@")
+    if not at:
+        if allow_no_at and email and not _ADDR_BAD_RE.search(email):
+            return _idna(email)  # a List-Id such as daily.labourlist.org
+        raise ValueError(f"not an email address: {email!r}")
+    if not local or not domain or _ADDR_BAD_RE.search(email) or "@" in local:
+        raise ValueError(f"not an email address: {email!r}")
+    if not local.isascii():
+        raise ValueError(f"address needs SMTPUTF8, not supported: {email!r}")
+    addr = f"{local}@{_idna(domain)}"
+    if len(addr) > MAX_ADDRESS:
+        raise ValueError("email address too long")
+    return addr
+
+
+def _clean_url(url: str) -> str:
+    """An absolute http(s) URL with nothing that could close `<...>` or an HTML attribute."""
+    url = sanitize_header_value(url)
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    return quote(url, safe="!#$%&'()*+,-./:;=?@[]_~")
+
+
+def _clean_message_id(message_id: str) -> str:
+    message_id = sanitize_header_value(message_id)
+    if not message_id.startswith("<"):
+        message_id = f"<{message_id}>"
+    if (not message_id.isascii() or not _MSGID_RE.fullmatch(message_id)
+            or len(message_id) > 250):
+        raise ValueError(f"not a Message-ID: {message_id!r}")
+    return message_id

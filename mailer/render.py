@@ -1,0 +1,357 @@
+"""Render stage: an edition's articles -> view -> HTML (Jinja2 + MJML) and text/plain.
+
+Rendering happens once per edition. The per-recipient parts (greeting, unsubscribe and
+preferences links) are left as the placeholders defined in `mailer.message`, which fills them
+cheaply per recipient; the web archive gets the same content with no placeholders at all.
+
+Both parts come from the same view so they carry the same articles and the same links
+(SpamAssassin's MPART_ALT_DIFF), and untrusted article fields only ever reach the HTML through
+Jinja's autoescaping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from mjml import mjml2html
+
+from mailer.config import Settings
+from mailer.message import GREETING, PLACEHOLDERS, PREFERENCES_URL, UNSUBSCRIBE_URL
+from mailer.models import Article
+
+log = logging.getLogger(__name__)
+
+EDITION_HTML = "edition.mjml.j2"
+EDITION_TEXT = "edition.txt.j2"
+CONFIRM_HTML = "confirm.mjml.j2"
+CONFIRM_TEXT = "confirm.txt.j2"
+
+LEAD_EXCERPT = 420   # characters; the lead gets a fuller excerpt than the rest
+EXCERPT = 240
+UNSECTIONED = "More from LabourList"
+ARCHIVE_GREETING = "Good morning"
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+
+@dataclass
+class ArticleView:
+    """One story as the templates show it; `url` already carries the UTM parameters."""
+
+    title: str
+    url: str
+    author: str
+    section: str
+    summary: str
+    image_url: str
+    published: datetime
+
+
+@dataclass
+class EditionView:
+    """Everything the edition templates need, and nothing per recipient."""
+
+    edition_date: date
+    subject: str
+    preheader: str
+    editor_note: str
+    lead: ArticleView | None
+    sections: list[tuple[str, list[ArticleView]]]
+    archive_url: str
+
+    @property
+    def articles(self) -> list[ArticleView]:
+        """All stories in the order the email shows them (lead first)."""
+        rest = [a for _, items in self.sections for a in items]
+        return ([self.lead] if self.lead else []) + rest
+
+
+@dataclass
+class Rendered:
+    """An email's two bodies. The edition's `html`/`text` contain the per-recipient
+    placeholders from `mailer.message`."""
+
+    html: str
+    text: str
+
+
+# ---- building the view -----------------------------------------------------------------------
+
+
+def long_date(day: date) -> str:
+    """'Thursday 26 November 2026', independent of the process locale."""
+    return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def add_utm(url: str, settings: Settings, edition_date: date, content: str = "") -> str:
+    """Tag a link so the site's analytics can tell which edition (and which slot) a visit
+    came from. Existing query and fragment are kept as they are; a utm_ key the link already
+    has is left alone rather than duplicated. Non-http(s) links are returned unchanged."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return url
+    present = {key for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    wanted = [
+        ("utm_source", settings.utm_source),
+        ("utm_medium", settings.utm_medium),
+        ("utm_campaign", f"daily-{edition_date.isoformat()}"),
+    ]
+    if content:
+        wanted.append(("utm_content", content))
+    extra = urlencode([(k, v) for k, v in wanted if v and k not in present])
+    if not extra:
+        return url
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def build_view(
+    edition_date: date,
+    articles: list[Article],
+    settings: Settings,
+    *,
+    subject: str = "",
+    preheader: str = "",
+    editor_note: str = "",
+) -> EditionView:
+    """Shape the edition for the templates: the first article is the lead, the rest are
+    grouped by section in the configured order (unknown sections after, in the order they
+    first appear). Articles without an http(s) link are left out: every link must work."""
+    views: list[ArticleView] = []
+    for article in articles:
+        if _scheme(article.link) not in ("http", "https"):
+            log.warning("article %s left out of the edition: link %r is not http(s)",
+                        article.guid, article.link)
+            continue
+        content = "lead" if not views else f"story-{len(views) + 1}"
+        views.append(
+            ArticleView(
+                title=_plain(article.title) or "(untitled)",
+                url=add_utm(_defang(article.link), settings, edition_date, content),
+                author=_plain(article.author),
+                section=_plain(article.section),
+                summary=_excerpt(article, LEAD_EXCERPT if not views else EXCERPT),
+                image_url=_defang(article.image_url)
+                if _scheme(article.image_url) in ("http", "https") else "",
+                published=article.published_at,
+            )
+        )
+
+    lead, rest = (views[0], views[1:]) if views else (None, [])
+    order = {name.casefold(): name for name in settings.sections}
+    groups: dict[str, list[ArticleView]] = {}
+    for view in rest:
+        key = view.section.casefold() if view.section else ""
+        groups.setdefault(key, []).append(view)
+    sections: list[tuple[str, list[ArticleView]]] = [
+        (name, groups.pop(key)) for key, name in order.items() if key in groups
+    ]
+    unsectioned = groups.pop("", None)
+    sections.extend((items[0].section, items) for items in groups.values())
+    if unsectioned:
+        sections.append((UNSECTIONED, unsectioned))
+
+    day = long_date(edition_date)
+    if not subject:
+        try:
+            subject = settings.subject.format(date=day)
+        except (AttributeError, KeyError, IndexError, ValueError):
+            subject = settings.subject.replace("{date}", day)
+    return EditionView(
+        edition_date=edition_date,
+        subject=_one_line(subject),
+        preheader=_one_line(_plain(preheader or settings.preheader)),
+        editor_note=_plain(editor_note, keep_newlines=True).strip(),
+        lead=lead,
+        sections=sections,
+        archive_url=f"{settings.base_url.rstrip('/')}/archive/{edition_date.isoformat()}",
+    )
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def render_edition(view: EditionView, settings: Settings) -> Rendered:
+    """The email's HTML and text, rendered and compiled once per edition. Per-recipient values
+    are left as the `mailer.message` placeholders."""
+    context = _edition_context(view, settings, archive=False)
+    return Rendered(html=_compile(_env(settings).get_template(EDITION_HTML).render(context)),
+                    text=_text(_env(settings).get_template(EDITION_TEXT).render(context)))
+
+
+def render_archive(view: EditionView, settings: Settings) -> str:
+    """The web archive page: the same content with no per-recipient placeholder or token;
+    where the email has unsubscribe/preferences links, the page has a sign-up link."""
+    context = _edition_context(view, settings, archive=True)
+    return _compile(_env(settings).get_template(EDITION_HTML).render(context))
+
+
+def render_confirmation(settings: Settings, confirm_url: str) -> Rendered:
+    """The double opt-in email: one button, the link also spelled out, and what happens if
+    the reader ignores it."""
+    if _scheme(confirm_url) not in ("http", "https"):
+        raise ValueError(f"confirmation link must be an absolute http(s) URL: {confirm_url!r}")
+    context = _common_context(settings) | {
+        "confirm_url": confirm_url,
+        "max_age_days": settings.confirm_max_age_days,
+        "subject": f"Please confirm your subscription to {_brand(settings)}",
+    }
+    env = _env(settings)
+    return Rendered(html=_compile(env.get_template(CONFIRM_HTML).render(context)),
+                    text=_text(env.get_template(CONFIRM_TEXT).render(context)))
+
+
+def signup_url(settings: Settings) -> str:
+    """Where a reader of a forwarded copy (or of the archive) signs up."""
+    return settings.signup_url or f"{settings.base_url.rstrip('/')}/subscribe"
+
+
+def _common_context(settings: Settings) -> dict[str, Any]:
+    brand = _brand(settings)
+    publication = brand.removesuffix(" Daily").strip() or brand
+    return {"brand": brand, "publication": publication,
+            "postal_address": settings.postal_address, "signup_url": signup_url(settings)}
+
+
+def _edition_context(view: EditionView, settings: Settings, *, archive: bool) -> dict[str, Any]:
+    day = view.edition_date
+    return _common_context(settings) | {
+        "view": view,
+        "archive": archive,
+        "date_long": long_date(day),
+        "note_paragraphs": _paragraphs(view.editor_note),
+        # The per-recipient values: placeholders in the email, nothing personal in the archive.
+        "greeting": ARCHIVE_GREETING if archive else GREETING,
+        "unsubscribe_url": "" if archive else UNSUBSCRIBE_URL,
+        "preferences_url": "" if archive else PREFERENCES_URL,
+        "signup_url": add_utm(signup_url(settings), settings, day, "signup"),
+        "donation_url": add_utm(settings.donation_url, settings, day, "donate"),
+        "donation_copy": settings.donation_copy,
+        "donation_amount": settings.donation_amount,
+    }
+
+
+@lru_cache(maxsize=8)
+def _env_for(path: str) -> Environment:
+    # Everything is autoescaped except the text templates (.txt.j2), so a new HTML or MJML
+    # template can never be added unescaped by accident.
+    env = Environment(
+        loader=FileSystemLoader(path),
+        autoescape=select_autoescape(enabled_extensions=(), disabled_extensions=("txt.j2", "txt"),
+                                     default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["wrap"] = _wrap
+    return env
+
+
+def _env(settings: Settings) -> Environment:
+    return _env_for(str(Path(settings.templates_path).resolve()))
+
+
+def _compile(mjml_source: str) -> str:
+    """MJML -> HTML, then squeeze the whitespace MJML leaves between tags (Gmail clips at
+    102 KB, so bytes matter). Only inter-tag runs containing a newline are touched, so text
+    and <pre>-like content is unchanged."""
+    out = mjml2html(mjml_source, disable_comments=True, fonts={})
+    return re.sub(r">\s*\n\s*<", "><", out).strip() + "\n"
+
+
+def _text(rendered: str) -> str:
+    """Collapse runs of blank lines the template's conditionals leave behind."""
+    lines = [line.rstrip() for line in rendered.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def _wrap(text: str, width: int = 72, indent: str = "") -> str:
+    """Wrap prose for the text part; URLs and long words are never broken."""
+    return "\n".join(
+        textwrap.fill(para, width=width, initial_indent=indent, subsequent_indent=indent,
+                      break_long_words=False, break_on_hyphens=False)
+        for para in text.split("\n")
+    )
+
+
+# ---- text helpers ----------------------------------------------------------------------------
+
+
+def _scheme(url: str | None) -> str:
+    return urlsplit(url or "").scheme.lower() if url else ""
+
+
+def _brand(settings: Settings) -> str:
+    name = settings.from_addr.partition("<")[0].strip().strip('"')
+    return name or "LabourList Daily"
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("p", "br", "div", "li"):
+            self.parts.append(" ")
+
+
+def _html_to_text(fragment: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(fragment)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def _plain(value: str | None, *, keep_newlines: bool = False) -> str:
+    """Plain text safe to show: controls removed, whitespace tidied, and no placeholder, so
+    an article cannot pull a reader's own links or name into the shared content."""
+    text = _defang(value or "")
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text.replace("\r\n", "\n"))
+    if keep_newlines:
+        lines = [" ".join(line.split()) for line in text.replace("\r", "\n").split("\n")]
+        return "\n".join(lines)
+    return " ".join(text.split())
+
+
+def _defang(value: str) -> str:
+    """Remove the per-recipient placeholders from untrusted input: a feed item must not be
+    able to pull a reader's own unsubscribe link (a token) into its URL or its text."""
+    for placeholder in PLACEHOLDERS:
+        value = value.replace(placeholder, "")
+    return value
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _excerpt(article: Article, limit: int) -> str:
+    text = _plain(article.summary_text) or _plain(_html_to_text(article.summary_html or ""))
+    text = re.sub(r"\s*(\[(…|\.\.\.|&hellip;)\]|…)\s*$", "", text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.-–—")
+    return f"{cut}…"
+
+
+def _paragraphs(note: str) -> list[list[str]]:
+    """The editor's note as paragraphs (blank-line separated) of lines (single newlines)."""
+    blocks = re.split(r"\n\s*\n", note.strip()) if note.strip() else []
+    return [[line for line in block.split("\n") if line.strip()] for block in blocks]
