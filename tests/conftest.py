@@ -11,6 +11,7 @@ from mailer.clock import FixedClock
 from mailer.config import Settings, validate
 from mailer.db import init_db
 from tests.support import pg
+from tests.support.smtpsink import make_smtp_sink, smtp_sink  # noqa: F401
 
 PG_SKIP_REASON = (
     "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "
