@@ -41,7 +41,9 @@ def normalise_email(raw: str) -> str:
     if not text or len(text) > 320 or any(c in text for c in "\r\n\0"):
         raise InvalidAddress(f"not a valid email address: {text[:80]!r}")
     try:
-        info = validate_email(text, check_deliverability=False)
+        # No SMTPUTF8: a non-ASCII local part cannot travel through most relays and APIs, so
+        # it is refused at the door rather than failing at send time.
+        info = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidAddress(f"not a valid email address: {text[:80]!r} ({exc})") from None
     return info.normalized.lower()

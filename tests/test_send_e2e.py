@@ -1,0 +1,207 @@
+"""The whole daily job through the CLI: a local WordPress feed, a real SMTP server, a database.
+
+Runs on SQLite and on the real PostgreSQL (the `database_url` fixture).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from mailer.app import App
+from mailer.cli import cli
+from mailer.clock import FixedClock
+from mailer.db import init_db
+from mailer.models import PENDING, SENT, UNSUBSCRIBED, Edition
+from mailer.subscribers import add, find, set_status
+from tests.conftest import make_settings
+from tests.support.feeds import Post, rss
+from tests.support.feedserver import FeedServer, Reply
+from tests.support.smtpsink import SmtpSink
+
+# Thursday 26 November 2026, 06:59 London (GMT): the edition is due at 07:00.
+NOW = datetime(2026, 11, 26, 6, 59, tzinfo=UTC)
+HOSTILE = (
+    '<p>Fine words.</p><script>alert("x")</script>'
+    '<img src="https://labourlist.org/i.jpg" onerror="alert(1)" alt="pic">'
+    '<a href="javascript:alert(2)">click</a><iframe src="https://evil.example/"></iframe>'
+    '<p><a href="https://labourlist.org/ok/">a real link</a></p>'
+)
+
+
+def _posts() -> tuple[list[Post], list[Post]]:
+    h = timedelta(hours=1)
+    page1 = [
+        Post(101, "Starmer&#8217;s plan &#8211; what it means for unions &#038; councils",
+             NOW - 1 * h, categories=("News",), raw_title=(
+                 "Starmer&#8217;s plan &#8211; what it means for unions &#038; councils")),
+        Post(102, "Good morning: the daily email", NOW - 2 * h, categories=("Daily email",)),
+        Post(103, "Why the left must win the argument on housing", NOW - 3 * h,
+             author="Tom Belger, Katie Neame & Morgan Jones", categories=("Comment",),
+             content=HOSTILE),
+        Post(104, "Polling shows a tight race in the north", NOW - 5 * h,
+             categories=("Analysis",)),
+    ]
+    page2 = [
+        Post(105, "Council by-election results round-up", NOW - 12 * h, categories=("News",)),
+        Post(106, "An old story from two days ago", NOW - 50 * h, categories=("News",)),
+    ]
+    return page1, page2
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, smtp_sink: SmtpSink):  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, database_url=database_url, dsn=smtp_sink.dsn)
+    app = App.create(settings, clock=FixedClock(NOW))
+    init_db(app.engine)
+    with app.sessions.begin() as s:
+        add(s, "ann@example.org", name="Ann Active")
+        add(s, "sian@example.org", name="Siân Evans")
+        add(s, "bob@example.org", name="Bob Active")
+        add(s, "pending@example.org", status=PENDING)
+        gone, _ = add(s, "gone@example.org")
+        set_status(s, gone, UNSUBSCRIBED, source="staff")
+    with FeedServer() as feed:
+        page1, page2 = _posts()
+        feed.serve_pages([rss(page1), rss(page2)], etag='W/"abc"',
+                         last_modified="Thu, 26 Nov 2026 05:59:00 GMT")
+        environ = {
+            "MAILER_DATABASE_URL": database_url, "MAILER_FEED_URL": feed.url,
+            "MAILER_DSN": smtp_sink.dsn, "MAILER_BASE_URL": "https://mail.labourlist.org",
+            "MAILER_SECRET_KEY": "e2e-secret", "MAILER_NOW": NOW.isoformat(),
+            "MAILER_CONFIG": str(Path(__file__).parent.parent / "config" / "mailer.toml"),
+        }
+        yield app, feed, environ
+    app.close()
+
+
+def _mailer(environ: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args), env=environ, catch_exceptions=False)
+
+
+def test_daily_send_end_to_end(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    app, feed, environ = env
+    result = _mailer(environ, "send")
+    assert result.exit_code == 0, result.output
+    assert "sent 3" in result.output
+    got = Counter(smtp_sink.recipients())
+    assert got == Counter({"ann@example.org": 1, "sian@example.org": 1, "bob@example.org": 1})
+    # Paging stopped once items were older than the window: page 3 never asked for.
+    assert {r.page for r in feed.feed_requests()} == {1, 2}
+
+    for received in smtp_sink.messages:
+        msg = message_from_bytes(received.data, policy=policy.default)
+        for header in ("From", "Reply-To", "To", "Subject", "Date", "Message-ID",
+                       "MIME-Version", "List-Id"):
+            assert msg[header], header
+        unsub = str(msg["List-Unsubscribe"])
+        assert unsub.startswith("<https://mail.labourlist.org/unsubscribe/")
+        assert "<mailto:" in unsub
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg.get_content_type() == "multipart/alternative"
+        parts = list(msg.iter_parts())
+        assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+        assert all(p["Content-Transfer-Encoding"] == "quoted-printable" for p in parts)
+        assert all(len(line) <= 998 for line in received.data.split(b"\r\n"))
+        text, html = parts[0].get_content(), parts[1].get_content()
+        # Only the window's articles; not the Daily email post; titles unescaped.
+        assert "Starmer’s plan – what it means for unions & councils" in text
+        assert "Why the left must win the argument on housing" in text
+        assert "Council by-election results round-up" in text
+        assert "An old story from two days ago" not in text + html
+        assert "the daily email" not in (text + html).lower().replace("labourlist daily", "")
+        # Nothing hostile survives.
+        for bad in ("<script", "onerror", "javascript:", "<iframe", "evil.example"):
+            assert bad not in html.lower()
+        assert "utm_source=" in html and "£10 a month" in html
+        # The unsubscribe link in the body is the recipient's own.
+        assert unsub.split(">")[0][1:] in html
+    ids = [str(message_from_bytes(r.data, policy=policy.default)["Message-ID"])
+           for r in smtp_sink.messages]
+    assert len(set(ids)) == len(ids)
+
+    # Running it again for the same date sends nothing and says so.
+    again = _mailer(environ, "send")
+    assert again.exit_code == 0 and "already sent" in again.output
+    assert len(smtp_sink.recipients()) == 3
+    with app.sessions() as s:
+        edition = s.scalar(select(Edition))
+        assert edition is not None and edition.state == SENT and edition.sent_count == 3
+    # Conditional GET: the second fetch sent back the validators exactly.
+    assert _mailer(environ, "collect").output.startswith("feed not modified")
+    last = feed.feed_requests()[-1]
+    assert last.headers.get("if-none-match") == 'W/"abc"'
+    assert last.headers.get("if-modified-since") == "Thu, 26 Nov 2026 05:59:00 GMT"
+
+
+def test_test_send_and_dry_run_touch_no_ledger(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    app, _feed, environ = env
+    dry = _mailer(environ, "send", "--dry-run")
+    assert dry.exit_code == 0 and "would send to 3" in dry.output
+    test = _mailer(environ, "send", "--test-to", "editor@example.org")
+    assert test.exit_code == 0, test.output
+    assert smtp_sink.recipients() == ["editor@example.org"]
+    msg = message_from_bytes(smtp_sink.messages[0].data, policy=policy.default)
+    assert str(msg["Subject"]).startswith("[TEST]")
+    real = _mailer(environ, "send")
+    assert real.exit_code == 0 and "sent 3" in real.output
+
+
+@pytest.mark.parametrize(
+    ("reply", "expect"),
+    [
+        (Reply(500, "oops", "text/plain"), "HTTP 500"),
+        (Reply(200, "<rss><channel><item><title>broken", "application/rss+xml"), "XML"),
+        (Reply(200, "<!doctype html><html><body>Hi</body></html>", "text/html"), "not RSS"),
+        (Reply(200, "", "application/rss+xml"), "empty"),
+        (Reply(200, "x", delay=3.0), "timed out"),
+    ],
+    ids=["http-500", "malformed", "html", "empty", "timeout"],
+)
+def test_bad_feed_sends_nothing(env, smtp_sink: SmtpSink, reply: Reply, expect: str) -> None:  # type: ignore[no-untyped-def]
+    app, feed, environ = env
+    feed.set_reply(1, reply)
+    result = CliRunner().invoke(cli, ["send"], env={**environ, "MAILER_FEED_TIMEOUT": "1"})
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and expect.lower() in lines[0].lower(), result.output
+    assert smtp_sink.recipients() == []
+    with app.sessions() as s:
+        assert s.scalar(select(Edition).where(Edition.state == SENT)) is None
+
+
+def test_no_articles_skips_the_edition(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    app, feed, environ = env
+    feed.serve_pages([rss([])])
+    result = _mailer(environ, "send")
+    assert result.exit_code == 0 and "no articles" in result.output
+    assert smtp_sink.recipients() == []
+    with app.sessions() as s:
+        assert s.scalar(select(Edition.state)) == "skipped"
+
+
+def test_late_send_refused_unless_forced(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    _app, _feed, environ = env
+    late = {**environ, "MAILER_NOW": (NOW + timedelta(hours=5)).isoformat()}
+    refused = CliRunner().invoke(cli, ["send"], env=late)
+    assert refused.exit_code != 0 and "--force" in refused.output
+    assert smtp_sink.recipients() == []
+    forced = _mailer(late, "send", "--force", "--reason", "feed outage this morning")
+    assert forced.exit_code == 0, forced.output
+    assert len(smtp_sink.recipients()) == 3
+
+
+def test_unsubscribed_before_send_is_not_reached(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    app, _feed, environ = env
+    with app.sessions.begin() as s:
+        sub = find(s, "bob@example.org")
+        assert sub is not None
+        set_status(s, sub, UNSUBSCRIBED, source="one-click")
+    assert _mailer(environ, "send").exit_code == 0
+    assert sorted(smtp_sink.recipients()) == ["ann@example.org", "sian@example.org"]
