@@ -1,0 +1,142 @@
+"""kill -9 at random points, and several worker processes on PostgreSQL: exactly once.
+
+These start real `mailer` processes, so they exercise what production runs: the run lock, the
+dispatch lock, lease recovery of a dead process's claims and the ledger's guarded updates.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.clock import FixedClock
+from mailer.db import init_db
+from mailer.models import Delivery, Edition
+from mailer.sample import write_sample_feed
+from tests.conftest import make_settings
+from tests.helpers import eml_recipients, seed_subscribers
+from tests.support.smtpsink import SmtpSink
+
+NOW = datetime(2026, 11, 26, 6, 50, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+TRIALS = int(os.environ.get("MAILER_KILL_TRIALS", "20"))
+
+
+def _environ(database_url: str, dsn: str, feed: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update({
+        "MAILER_DATABASE_URL": database_url, "MAILER_DSN": dsn, "MAILER_FEED_URL": str(feed),
+        "MAILER_NOW": NOW.isoformat(), "MAILER_SECRET_KEY": "kill-test",
+        "MAILER_BASE_URL": "https://mail.example.org",
+        "MAILER_CONFIG": str(ROOT / "config" / "mailer.toml"),
+    })
+    env.update(extra)
+    return env
+
+
+def _prepare(tmp: Path, database_url: str, n: int) -> Path:
+    app = App.create(make_settings(tmp, database_url=database_url), clock=FixedClock(NOW))
+    init_db(app.engine)
+    seed_subscribers(app, n)
+    app.close()
+    return write_sample_feed(tmp / "feed.xml", NOW)
+
+
+def _send(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _kill_then_rerun(env: dict[str, str], rng: random.Random) -> None:
+    proc = _send(env)
+    time.sleep(rng.uniform(0.2, 2.2))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_file_transport_exactly_once(tmp_path: Path) -> None:
+    rng = random.Random(20261126)
+    for trial in range(TRIALS):
+        tmp = tmp_path / f"t{trial}"
+        tmp.mkdir()
+        feed = _prepare(tmp, f"sqlite:///{tmp / 'db.sqlite'}", 150)
+        outbox = tmp / "outbox"
+        env = _environ(f"sqlite:///{tmp / 'db.sqlite'}", f"file://{outbox}", feed,
+                       MAILER_RATE_LIMIT="150", MAILER_CONNECTIONS="2")
+        _kill_then_rerun(env, rng)
+        got = eml_recipients(outbox)
+        assert len(got) == 150, f"trial {trial}: {len(got)} recipients"
+        assert max(got.values()) == 1, f"trial {trial}: duplicates {got.most_common(3)}"
+
+
+@pytest.mark.slow
+def test_kill_9_smtp_no_one_missed_duplicates_bounded(tmp_path: Path) -> None:
+    rng = random.Random(8058)
+    connections = 2
+    worst = 0
+    for trial in range(TRIALS):
+        tmp = tmp_path / f"t{trial}"
+        tmp.mkdir()
+        feed = _prepare(tmp, f"sqlite:///{tmp / 'db.sqlite'}", 150)
+        with SmtpSink() as sink:
+            env = _environ(f"sqlite:///{tmp / 'db.sqlite'}", sink.dsn, feed,
+                           MAILER_RATE_LIMIT="150", MAILER_CONNECTIONS=str(connections))
+            _kill_then_rerun(env, rng)
+            got = Counter(sink.recipients())
+        assert len(got) == 150, f"trial {trial}: someone was missed"
+        duplicates = sum(n - 1 for n in got.values())
+        worst = max(worst, duplicates)
+        assert duplicates <= connections, f"trial {trial}: {duplicates} duplicates"
+    print(f"worst duplicates in {TRIALS} trials: {worst} (bound {connections})")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_four_workers_and_send_on_postgres_exactly_once(tmp_path: Path, pg_url: str) -> None:
+    n = 5000
+    feed = _prepare(tmp_path, pg_url, n)
+    with SmtpSink() as sink:
+        env = _environ(pg_url, sink.dsn, feed, MAILER_CONNECTIONS="2",
+                       MAILER_BATCH_SIZE="50")
+        workers = [subprocess.Popen([sys.executable, "-m", "mailer", "worker", "--poll", "0.2"],
+                                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT) for _ in range(4)]
+        try:
+            sender = subprocess.run([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
+                                    capture_output=True, text=True, timeout=600)
+            assert sender.returncode == 0, sender.stdout + sender.stderr
+            assert sink.wait_for(n, timeout=60)
+            time.sleep(1.0)  # let workers finish anything in flight
+        finally:
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            for w in workers:
+                try:
+                    w.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+        got = Counter(sink.recipients())
+    assert len(got) == n and max(got.values()) == 1
+    app = App.create(make_settings(tmp_path, database_url=pg_url))
+    with app.sessions() as s:
+        claimers = s.scalar(select(func.count(func.distinct(
+            func.split_part(Delivery.claimed_by, ":", 2)))))
+        state = s.scalar(select(Edition.state))
+    app.close()
+    assert state == "sent"
+    print(f"processes that sent part of the edition: {claimers}")
