@@ -7,11 +7,14 @@ N connections send in parallel while one process-wide token bucket keeps the ove
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime
 from email.utils import parseaddr
 
@@ -98,7 +101,7 @@ class Personaliser:
         domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
         return cls(app=app, edition=edition, template=template, domain=domain)
 
-    def outgoing(self, c: ledger.Claim) -> Outgoing:
+    def outgoing(self, c: ledger.Claim, with_fields: bool = True) -> Outgoing:
         secret = self.app.secret_key
         base = self.app.settings.base_url.rstrip("/")
         unsub = f"{base}/unsubscribe/{make_token(secret, UNSUBSCRIBE, c.subscriber_id)}"
@@ -107,8 +110,9 @@ class Personaliser:
         kwargs = dict(email=c.email, name=c.name, unsubscribe_url=unsub, preferences_url=prefs,
                       message_id=message_id)
         return Outgoing(recipient=c.email, message_id=message_id,
-                        data=self.template.fill(**kwargs), fields=self.template.fields(**kwargs),
-                        delivery_id=c.id)
+                        data=self.template.fill(**kwargs),
+                        fields=self.template.fields(**kwargs) if with_fields else {},
+                        delivery_id=c.id, crlf=True)
 
 
 class Dispatcher:
@@ -131,8 +135,25 @@ class Dispatcher:
         self.progress = Progress()
         self.lock = threading.Lock()
         self.errors: list[str] = []
+        self._state = ""
+        self._state_at = 0.0
+        # SQLite has one writer: threads queue on a Python lock instead of on SQLite's busy
+        # handler, whose sleeps would cost milliseconds per message.
+        self.write_lock: Any = (threading.Lock() if app.engine.dialect.name == "sqlite"
+                                else contextlib.nullcontext())
 
     # ---- helpers -----------------------------------------------------------------------
+    def _edition_state_cached(self) -> str:
+        """The edition's state, looked up at most every half second (pause/cancel latency)."""
+        now = time.monotonic()
+        with self.lock:
+            if now - self._state_at < 0.5 and self._state:
+                return self._state
+        state = self._edition_state()
+        with self.lock:
+            self._state, self._state_at = state, now
+        return state
+
     def _edition_state(self) -> str:
         with self.app.sessions() as session:
             return session.scalar(select(Edition.state).where(Edition.id == self.edition_id)) or ""
@@ -157,9 +178,10 @@ class Dispatcher:
         settings = self.app.settings
         transport: Transport | None = None
         unavailable_since: float | None = None
+        recorder = ledger.SentRecorder(self.app.engine, worker)
         try:
             while not self.stop.is_set():
-                state = self._edition_state()
+                state = self._edition_state_cached()
                 if state != SENDING:
                     return
                 if transport is None:
@@ -180,15 +202,17 @@ class Dispatcher:
                         continue
                 batch = max(1, min(settings.batch_size, transport.max_batch * 4))
                 now = self.app.clock.now()
-                with self.app.sessions.begin() as session:
+                with self.write_lock, self.app.sessions.begin() as session:
                     claims = ledger.claim(session, self.edition_id, worker, batch, now,
                                           settings.lease_seconds)
                 if not claims:
                     if self._idle_wait():
                         return
                     continue
-                transport = self._send_claims(worker, claims, transport, personaliser)
+                transport = self._send_claims(worker, claims, transport, personaliser,
+                                              recorder)
         finally:
+            recorder.close()
             if transport is not None:
                 try:
                     transport.close()
@@ -196,14 +220,17 @@ class Dispatcher:
                     pass
 
     def _send_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
-                     personaliser: Personaliser) -> Transport | None:
+                     personaliser: Personaliser,
+                     recorder: ledger.SentRecorder) -> Transport | None:
         settings = self.app.settings
         # SMTP: record after every message, so a kill -9 can leave at most one message per
         # connection sent-but-unrecorded. Batch APIs record per provider call.
         chunk = 1 if transport.name in ("smtp", "smtps") else max(1, transport.max_batch)
+        # SMTP and the outbox send the bytes; only API transports want the fields too.
+        with_fields = transport.name not in ("smtp", "smtps", "file")
         pending = list(claims)
         while pending:
-            if self.stop.is_set() or self._edition_state() != SENDING:
+            if self.stop.is_set() or self._edition_state_cached() != SENDING:
                 with self.app.sessions.begin() as session:
                     ledger.release(session, worker, [c.id for c in pending])
                 return transport
@@ -212,7 +239,7 @@ class Dispatcher:
             unsendable: list[tuple[ledger.Claim, str, Result]] = []
             for c in list(part):
                 try:
-                    messages.append(personaliser.outgoing(c))
+                    messages.append(personaliser.outgoing(c, with_fields))
                 except ValueError as exc:  # e.g. an address the message cannot carry
                     part.remove(c)
                     unsendable.append((c, "", Result("failed", error=f"cannot build: {exc}")))
@@ -234,13 +261,19 @@ class Dispatcher:
                            for _ in messages]
             outcomes = [(c, m.message_id, r) for c, m, r in zip(part, messages, results,
                                                                  strict=True)]
-            with self.app.sessions.begin() as session:
-                if session.get_bind().dialect.name == "postgresql":
-                    # A killed process loses nothing committed; only a server crash could, and
-                    # then the claim's lease brings the row back.
-                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
-                tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
-                                      settings.max_attempts)
+            if len(outcomes) == 1 and results[0].status == "sent":
+                c, message_id, result = outcomes[0]
+                with self.write_lock:
+                    recorded = recorder.sent(c.id, message_id, result.provider_id,
+                                             self.app.clock.now())
+                tally = ledger.Tally(sent=int(recorded), lost=int(not recorded))
+            else:
+                with self.write_lock, self.app.sessions.begin() as session:
+                    if session.get_bind().dialect.name == "postgresql":
+                        session.connection().exec_driver_sql(
+                            "SET LOCAL synchronous_commit = off")
+                    tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
+                                          settings.max_attempts)
             with self.lock:
                 self.progress.tally.add(tally)
             if results and all(r.status == "retry" for r in results) and pending:
@@ -281,6 +314,16 @@ class Dispatcher:
 
     # ---- run ------------------------------------------------------------------------------
     def run(self) -> Progress:
+        # Worker threads mix socket waits with short bursts of Python; the default 5 ms GIL
+        # switch interval lets one thread's burst stall the others' replies (convoy effect).
+        previous_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous_interval, 0.0005))
+        try:
+            return self._run_with_lock()
+        finally:
+            sys.setswitchinterval(previous_interval)
+
+    def _run_with_lock(self) -> Progress:
         sqlite_lock: LeaseLock | None = None
         if self.app.engine.dialect.name == "sqlite":
             sqlite_lock = LeaseLock(self.app.sessions, self.app.clock,

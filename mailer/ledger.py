@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
@@ -251,3 +251,39 @@ def message_id_for(secret: str, edition: Edition, delivery_id: int, domain: str)
     tag = hmac.new(secret.encode(), f"{edition.id}:{delivery_id}".encode(),
                    hashlib.sha256).hexdigest()[:12]
     return f"<{edition.edition_date:%Y%m%d}.{delivery_id}.{tag}@{domain}>"
+
+
+class SentRecorder:
+    """The hot path: mark one row sent in its own short transaction, with minimal overhead.
+
+    Recording every SMTP message as soon as the server accepted it is what bounds duplicates
+    after a kill -9 to one per connection; doing it through the ORM costs about a millisecond
+    per message, this costs a small fraction of that. Other outcomes (rare) use `record`.
+    """
+
+    def __init__(self, engine: Any, worker: str) -> None:
+        self.worker = worker
+        self.conn = engine.connect()
+        self.sqlite = engine.dialect.name == "sqlite"
+        mark = "?" if self.sqlite else "%s"
+        self.sql = (
+            f"UPDATE deliveries SET state='sent', provider_id={mark}, message_id={mark}, "
+            f"sent_at={mark}, attempts=attempts+1, lease_until=NULL, error='' "
+            f"WHERE id={mark} AND claimed_by={mark} AND state='claimed'"
+        )
+        if not self.sqlite:
+            # A killed client loses nothing committed; only a database crash could, and then
+            # the claim's lease brings the row back.
+            self.conn.exec_driver_sql("SET synchronous_commit TO off")
+            self.conn.commit()
+
+    def sent(self, claim_id: int, message_id: str, provider_id: str, now: datetime) -> bool:
+        when: Any = now.astimezone(UTC).replace(tzinfo=None).strftime(
+            "%Y-%m-%d %H:%M:%S.%f") if self.sqlite else now
+        result = self.conn.exec_driver_sql(
+            self.sql, (provider_id[:300], message_id, when, claim_id, self.worker))
+        self.conn.commit()
+        return bool(result.rowcount)
+
+    def close(self) -> None:
+        self.conn.close()

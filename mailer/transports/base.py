@@ -27,6 +27,9 @@ class Outgoing:
     data: bytes  # the whole RFC 5322 message, CRLF line endings
     fields: dict[str, str] = field(default_factory=dict)  # per-recipient values (API providers)
     delivery_id: int | None = None
+    # True when `data` is known to use CRLF line endings throughout (MessageTemplate.fill
+    # guarantees it), so SMTP can skip normalising a 50 KB message per recipient.
+    crlf: bool = False
 
 
 @dataclass

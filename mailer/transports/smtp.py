@@ -64,9 +64,16 @@ def is_hard_bounce(code: int, text: str) -> bool:
     return subject == "2" and detail == "1"
 
 
-def wire_data(data: bytes) -> bytes:
+def wire_data(data: bytes, crlf: bool = False) -> bytes:
     """The message as sent after DATA: CRLF line endings, dot-stuffed, ending in CRLF.CRLF."""
-    body = _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", data))
+    if crlf or data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
+        # Already CRLF throughout (every message we build): plain byte replaces run in C and
+        # are an order of magnitude cheaper than the regular expressions on a 50 KB message.
+        body = data.replace(b"\r\n.", b"\r\n..")
+        if body.startswith(b"."):
+            body = b"." + body
+    else:
+        body = _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", data))
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"
@@ -219,7 +226,7 @@ class SmtpTransport(Transport):
         assert conn is not None
         data_sent = False
         try:
-            payload = wire_data(message.data)
+            payload = wire_data(message.data, message.crlf)
             options: list[str] = []
             conn.command_encoding = "ascii"
             if not (self.sender.isascii() and message.recipient.isascii()):

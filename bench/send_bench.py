@@ -1,0 +1,204 @@
+"""Benchmark: a full `mailer send` against two baselines on the same local SMTP sink.
+
+  python bench/send_bench.py [--n 100000] [--connections 4] [--snapshot-n 1000000]
+
+Prints messages per second for (1) `mailer send` (a real subprocess: collect, build, snapshot,
+dispatch, ledger writes), (2) a naive loop (one EmailMessage built per recipient, one smtplib
+connection) and (3) a raw replay (one pre-built message sent N times over the same number of
+connections, no per-recipient work), the ratios between them, the peak RSS of the `mailer send`
+process, and optionally the time to snapshot an audience of --snapshot-n on SQLite.
+Targets (issue 3): send >= 0.8 x raw replay, >= 4 x naive loop, peak RSS < 150 MB at 100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert  # noqa: E402
+
+from mailer.app import App  # noqa: E402
+from mailer.clock import FixedClock  # noqa: E402
+from mailer.config import load_settings  # noqa: E402
+from mailer.db import init_db  # noqa: E402
+from mailer.models import ACTIVE, Edition, Subscriber  # noqa: E402
+from mailer.sample import write_sample_feed  # noqa: E402
+
+NOW = datetime(2026, 11, 26, 6, 55, tzinfo=UTC)
+
+
+class Sink:
+    def __enter__(self) -> Sink:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sink.py")],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline().split()[1])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def seed(app: App, n: int, chunk: int = 20000) -> None:
+    now = NOW
+    with app.sessions.begin() as session:
+        for start in range(0, n, chunk):
+            rows = [{"email": f"reader{i}@example.org", "name": f"Reader {i}", "status": ACTIVE,
+                     "source": "bench", "created_at": now, "updated_at": now,
+                     "confirmed_at": now, "soft_bounces": 0}
+                    for i in range(start, min(n, start + chunk))]
+            session.execute(insert(Subscriber), rows)
+
+
+def run_mailer_send(tmp: Path, n: int, port: int, connections: int) -> tuple[float, float, int]:
+    db = tmp / "bench.db"
+    url = f"sqlite:///{db}"
+    settings = load_settings({}).replace(database_url=url, secret_key="bench")
+    app = App.create(settings, clock=FixedClock(NOW))
+    init_db(app.engine)
+    seed(app, n)
+    app.close()
+    feed = write_sample_feed(tmp / "feed.xml", NOW)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update({"MAILER_DATABASE_URL": url, "MAILER_FEED_URL": str(feed),
+                "MAILER_DSN": f"smtp://127.0.0.1:{port}?tls=0", "MAILER_NOW": NOW.isoformat(),
+                "MAILER_SECRET_KEY": "bench", "MAILER_BASE_URL": "https://mail.labourlist.org",
+                "MAILER_CONNECTIONS": str(connections), "MAILER_BATCH_SIZE": "200"})
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    if status != 0:
+        raise SystemExit(f"mailer send failed:\n{out}")
+    app = App.create(settings, clock=FixedClock(NOW))
+    with app.sessions() as session:
+        from sqlalchemy import select
+
+        ed = session.scalar(select(Edition))
+        assert ed is not None and ed.started_at and ed.finished_at
+        dispatch_seconds = (ed.finished_at - ed.started_at).total_seconds()
+        assert ed.sent_count == n, out
+    app.close()
+    return elapsed, dispatch_seconds, usage.ru_maxrss  # KB on Linux
+
+
+def naive_loop(n: int, port: int) -> float:
+    """What a simple script does: build an EmailMessage per recipient, one connection."""
+    html = "<html><body>" + "<p>Story text for the daily round-up.</p>" * 300 + "</body></html>"
+    text = "Story text for the daily round-up.\n" * 300
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for i in range(n):
+            msg = EmailMessage()
+            msg["From"] = "LabourList Daily <daily@labourlist.org>"
+            msg["To"] = f"Reader {i} <reader{i}@example.org>"
+            msg["Subject"] = "LabourList Daily: Thursday 26 November 2026"
+            msg["List-Unsubscribe"] = f"<https://mail.labourlist.org/unsubscribe/{i}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            msg.set_content(text)
+            msg.add_alternative(html, subtype="html")
+            smtp.send_message(msg)
+    return time.perf_counter() - start
+
+
+def raw_replay(n: int, port: int, connections: int, data: bytes) -> float:
+    """The ceiling: one pre-built message, N times, over `connections` connections."""
+    per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+
+    def worker(count: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            for i in range(count):
+                smtp.sendmail("daily@labourlist.org", [f"reader{i}@example.org"], data)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in per]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+def sample_message(tmp: Path) -> bytes:
+    """A real edition message (from the demo outbox) so the replay moves the same bytes."""
+    outbox = tmp / "outbox"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["MAILER_DSN"] = f"file://{outbox}"
+    subprocess.run([sys.executable, "-m", "mailer", "demo", "--dir", str(tmp / "demo")],
+                   env=env, cwd=ROOT, check=True, capture_output=True)
+    emls = sorted((tmp / "demo" / "outbox").rglob("*.eml"))
+    return emls[0].read_bytes()
+
+
+def snapshot_time(tmp: Path, n: int) -> tuple[float, float]:
+    from mailer import ledger
+
+    url = f"sqlite:///{tmp / 'snapshot.db'}"
+    app = App.create(load_settings({}).replace(database_url=url, secret_key="bench"),
+                     clock=FixedClock(NOW))
+    init_db(app.engine)
+    t0 = time.perf_counter()
+    seed(app, n, chunk=50000)
+    seeding = time.perf_counter() - t0
+    with app.sessions.begin() as session:
+        ed = Edition(edition_date=date(2026, 11, 26), state="sending",
+                     window_start=NOW - timedelta(days=1), window_end=NOW)
+        session.add(ed)
+        session.flush()
+        t1 = time.perf_counter()
+        queued = ledger.snapshot(session, ed)
+    elapsed = time.perf_counter() - t1
+    app.close()
+    assert queued == n
+    return elapsed, seeding
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--naive-n", type=int, default=0,
+                        help="recipients for the naive loop (default: n/10, it is slow)")
+    parser.add_argument("--snapshot-n", type=int, default=0)
+    args = parser.parse_args()
+    naive_n = args.naive_n or max(1000, args.n // 10)
+    with tempfile.TemporaryDirectory() as d, Sink() as sink:
+        tmp = Path(d)
+        data = sample_message(tmp)
+        print(f"message size {len(data)} bytes; {args.n} recipients; "
+              f"{args.connections} connections; sink on port {sink.port}")
+        total, dispatch, rss_kb = run_mailer_send(tmp, args.n, sink.port, args.connections)
+        send_rate, dispatch_rate = args.n / total, args.n / dispatch
+        naive_rate = naive_n / naive_loop(naive_n, sink.port)
+        raw_rate = args.n / raw_replay(args.n, sink.port, args.connections, data)
+        print(f"mailer send (whole command)   {send_rate:9.0f} msg/s  ({total:.1f} s)")
+        print(f"mailer send (dispatch phase)  {dispatch_rate:9.0f} msg/s  ({dispatch:.1f} s)")
+        print(f"naive loop ({naive_n} msgs)      {naive_rate:9.0f} msg/s")
+        print(f"raw replay                    {raw_rate:9.0f} msg/s")
+        print(f"ratio send/raw replay         {send_rate / raw_rate:9.2f}  (dispatch phase "
+              f"{dispatch_rate / raw_rate:.2f}; target >= 0.8)")
+        print(f"ratio send/naive loop         {send_rate / naive_rate:9.2f}  (target >= 4)")
+        print(f"peak RSS of mailer send       {rss_kb / 1024:9.1f} MB  (target < 150 MB)")
+        if args.snapshot_n:
+            snap, seeding = snapshot_time(tmp, args.snapshot_n)
+            print(f"audience snapshot of {args.snapshot_n} on SQLite: {snap:.1f} s "
+                  f"(target < 30 s; seeding took {seeding:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
