@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import datetime
 from email.utils import parseaddr
+from typing import Any
 
 from sqlalchemy import select, update
 

@@ -78,4 +78,13 @@ def main() -> None:
         fail(str(exc))
 
 
-from mailer.cli import core, editions, subscribers  # noqa: E402,F401  (registers commands)
+def _register_commands() -> None:
+    """Import every module of this package: each one adds its commands to `cli`."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_commands()
