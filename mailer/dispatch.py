@@ -27,6 +27,7 @@ from mailer.errors import MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
+from mailer.ratelimit import NoPacer, Pacer, SharedRateLimiter
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Result, Transport
@@ -38,31 +39,6 @@ TRANSPORT_WAIT_SECONDS = 120.0
 
 class DispatchBusy(MailerError):
     """Another dispatcher already holds this edition (SQLite allows one at a time)."""
-
-
-class RateLimiter:
-    """Token bucket in messages per second, shared by every worker thread of a process."""
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self.lock = threading.Lock()
-
-    def acquire(self, n: int = 1) -> None:
-        if self.rate <= 0:
-            return
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= n or (n > self.capacity and self.tokens >= self.capacity):
-                    self.tokens -= n
-                    return
-                wait = (min(n, self.capacity) - self.tokens) / self.rate
-            time.sleep(wait)
 
 
 @dataclass
@@ -131,7 +107,8 @@ class Dispatcher:
         self.on_progress = on_progress
         self.worker_base = holder_id(worker_tag)
         self.stop = threading.Event()
-        self.limiter = RateLimiter(app.settings.rate_limit)
+        self.limiter = (SharedRateLimiter(app.engine, f"rate:{edition_id}", app.settings.rate_limit)
+                        if app.settings.rate_limit > 0 else None)
         self.progress = Progress()
         self.lock = threading.Lock()
         self.errors: list[str] = []
@@ -201,6 +178,10 @@ class Dispatcher:
                         self.stop.wait(min(10.0, 1.0 + waited / 4))
                         continue
                 batch = max(1, min(settings.batch_size, transport.max_batch * 4))
+                if settings.rate_limit > 0:
+                    # Keep a batch well inside its lease at the configured rate.
+                    share = settings.rate_limit * settings.lease_seconds / 4 / self.connections
+                    batch = max(1, min(batch, int(share)))
                 now = self.app.clock.now()
                 with self.write_lock, self.app.sessions.begin() as session:
                     claims = ledger.claim(session, self.edition_id, worker, batch, now,
@@ -226,10 +207,20 @@ class Dispatcher:
         # SMTP: record after every message, so a kill -9 can leave at most one message per
         # connection sent-but-unrecorded. Batch APIs record per provider call.
         chunk = 1 if transport.name in ("smtp", "smtps") else max(1, transport.max_batch)
+        pacer: Pacer | NoPacer = (self.limiter.pacer(len(claims)) if self.limiter
+                                  else NoPacer())
         # SMTP and the outbox send the bytes; only API transports want the fields too.
         with_fields = transport.name not in ("smtp", "smtps", "file")
         pending = list(claims)
+        claimed_at = time.monotonic()
         while pending:
+            if time.monotonic() - claimed_at > settings.lease_seconds / 3:
+                # A slow batch (rate limit, slow server) keeps its rows: renew the lease so no
+                # other worker takes them over and sends them a second time.
+                with self.write_lock, self.app.sessions.begin() as session:
+                    ledger.renew(session, worker, [c.id for c in pending],
+                                 self.app.clock.now(), settings.lease_seconds)
+                claimed_at = time.monotonic()
             if self.stop.is_set() or self._edition_state_cached() != SENDING:
                 with self.app.sessions.begin() as session:
                     ledger.release(session, worker, [c.id for c in pending])
@@ -251,7 +242,7 @@ class Dispatcher:
                     self.progress.tally.add(tally)
             if not messages:
                 continue
-            self.limiter.acquire(len(messages))
+            pacer.wait(len(messages))
             try:
                 results = transport.send(messages)
             except TransportError as exc:
@@ -300,7 +291,9 @@ class Dispatcher:
         if isinstance(self.app.clock, FixedClock):
             # Tests: time only moves when told, so move it instead of waiting for real.
             self.stop.wait(0.01)
-            if due is not None and wait > 0:
+            if due is not None and wait > 0 and not c["claimed"]:
+                # (Only retry back-off: jumping over another worker's lease would fake its
+                # death.)
                 self.app.clock.advance(seconds=min(wait, 5.0))
             return False
         self.stop.wait(min(1.0, max(0.05, wait)))

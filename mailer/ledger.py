@@ -127,6 +127,19 @@ def release(session: Session, worker: str, ids: list[int]) -> None:
     )
 
 
+def renew(session: Session, worker: str, ids: list[int], now: datetime,
+          lease_seconds: int) -> None:
+    """Extend our lease on rows we still hold."""
+    if not ids:
+        return
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.claimed_by == worker, Delivery.state == CLAIMED)
+        .values(lease_until=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+
+
 def backoff(attempt: int) -> float:
     """Exponential backoff with full jitter: spreads retries so a recovering server is not
     hit by every worker at the same instant."""
