@@ -1,0 +1,38 @@
+"""mailer serve: the web app (public pages, webhooks, staff console) under waitress."""
+
+from __future__ import annotations
+
+import click
+
+from mailer.cli import cli, get_app, handle_errors
+
+
+@cli.command()
+@click.option("--host", default=None,
+              help="Interface to listen on (default: setting host, env MAILER_HOST).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="TCP port (default: setting port, env MAILER_PORT).")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Worker threads serving requests.")
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
+    """Run the web app with waitress, a production WSGI server.
+
+    Put it behind a TLS-terminating proxy and set MAILER_BASE_URL to the public https URL:
+    links in emails use it, and cookies are marked Secure when it is https.
+    """
+    from waitress import serve as waitress_serve
+
+    from mailer.db import require_schema
+    from mailer.web import create_app
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    host = host or app.settings.host
+    port = port or app.settings.port
+    web = create_app(app)
+    click.echo(f"serving on http://{host}:{port}/ (public URL {app.settings.base_url})",
+               err=True)
+    waitress_serve(web, host=host, port=port, threads=threads, ident="labourlist-mailer",
+                   clear_untrusted_proxy_headers=True)

@@ -1,0 +1,86 @@
+"""The web app (`mailer serve`): a Flask application factory in the shape of Flask's tutorial.
+
+`create_app` wraps the same `App` (settings, clock, database) every other entry point builds,
+so a page, a CLI command and the scheduler all see one configuration. Areas are blueprints:
+`public` (this package) always; `hooks` (provider webhooks) and `staff` (the staff console)
+are registered when their modules exist, so they can be added without editing this file. Each
+of those modules only has to define a module-level `bp` (a `flask.Blueprint`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+
+from mailer.app import App
+from mailer.config import PROJECT_ROOT
+
+#: Optional blueprints: module name -> registered when the module exists.
+OPTIONAL_BLUEPRINTS = ("mailer.web.hooks", "mailer.web.staff")
+EXTENSION_KEY = "mailer"
+MAX_BODY = 64 * 1024  # forms are tiny; webhooks may raise this for their own routes
+
+
+def mailer_app() -> App:
+    """The `App` behind the current request (settings, clock, sessions, secret key)."""
+    app: App = current_app.extensions[EXTENSION_KEY]
+    return app
+
+
+def templates_dir(app: App) -> Path:
+    """templates/web under the configured templates directory, or the bundled one when a
+    custom `templates_dir` holds only email templates."""
+    candidate = app.settings.templates_path / "web"
+    return candidate if candidate.is_dir() else PROJECT_ROOT / "templates" / "web"
+
+
+def create_app(app: App | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app around `app` (built from the environment when not given).
+
+    `test_config` overrides Flask configuration keys (TESTING, MAILER_SEND_INLINE,
+    MAILER_RATE_LIMITS, ...) after the defaults are set.
+    """
+    from mailer.web import public, security
+
+    app = app or App.create()
+    folder = templates_dir(app)
+    web = Flask(__name__, template_folder=str(folder), static_folder=str(folder / "static"),
+                static_url_path="/static")
+    web.config.from_mapping(
+        SECRET_KEY=app.secret_key,
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        MAX_FORM_MEMORY_SIZE=MAX_BODY,
+        # Send confirmation emails on a background thread, so a response takes as long for a
+        # known address (no email) as for a new one: timing must not enumerate the list.
+        MAILER_SEND_INLINE=False,
+        MAILER_RATE_LIMITS=dict(public.DEFAULT_LIMITS),
+    )
+    if test_config:
+        web.config.update(test_config)
+    web.extensions[EXTENSION_KEY] = app
+
+    proxies = int(web.config.get("MAILER_TRUSTED_PROXIES",
+                                 getattr(app.settings, "trusted_proxies", 0)) or 0)
+    if proxies:
+        # Behind nginx/a load balancer the peer is the proxy: take the client address from
+        # X-Forwarded-For, trusting only as many hops as there are proxies we run.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        web.wsgi_app = ProxyFix(web.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore
+                                x_host=proxies)
+
+    security.init_app(web, app.settings.base_url)
+    web.register_blueprint(public.bp)
+    public.register_error_pages(web)
+    for name in OPTIONAL_BLUEPRINTS:
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        bp = getattr(module, "bp", None)
+        if bp is not None:
+            web.register_blueprint(bp)
+    return web

@@ -1,0 +1,431 @@
+"""The subscribers' side of the web: subscribe, confirm, unsubscribe, preferences, archive.
+
+Every page is plain HTML that works without JavaScript. The rules live in `mailer.optin`;
+this module only maps HTTP to them: read the form, check the signed token, call the domain
+function inside one transaction, answer with a page and the right status code.
+
+Three choices worth knowing:
+
+* POST /subscribe also accepts forms embedded on the WordPress site, which cannot carry our
+  CSRF token (they are served from another origin). A token, when sent, must be valid; without
+  one the request is accepted only when the honeypot is empty and the per-IP and per-address
+  rate limits pass. Forging a subscription request gains an attacker nothing (double opt-in
+  sends one email, and the limits stop that being repeated), so this is the whole defence
+  CSRF would have given here.
+* POST /unsubscribe/<token> is two things on one URL. With the body `List-Unsubscribe=One-Click`
+  it is RFC 8058: no cookie, no CSRF token, answered 200 at once. Otherwise it is the button on
+  the page, which carries a CSRF token like every other form.
+* GETs never change anything: mail scanners fetch every link in an email.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import date
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import func, select
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.wrappers import Response
+
+from mailer import optin
+from mailer.app import App
+from mailer.models import PENDING, SENT, Edition, Subscriber
+from mailer.render import long_date
+from mailer.subscribers import InvalidAddress, normalise_email
+from mailer.tokens import PREFERENCES, UNSUBSCRIBE, BadToken, make_token, read_token
+from mailer.web import mailer_app
+from mailer.web.ratelimit import Limit, address_key, hit, ip_key
+from mailer.web.security import EMAIL_CSP, CsrfError, csrf_exempt, csrf_token_sent, validate_csrf
+
+log = logging.getLogger("mailer.web")
+
+bp = Blueprint("public", __name__)
+
+HONEYPOT = "hp"
+ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
+ARCHIVE_PAGE = 60
+
+#: Limits on subscription requests: per client IP (a bot filling the form with many
+#: addresses) and per address (someone using the form to flood one inbox).
+DEFAULT_LIMITS: dict[str, tuple[Limit, ...]] = {
+    "subscribe-ip": (Limit(10, 600), Limit(50, 86400)),
+    "subscribe-address": (Limit(3, 3600), Limit(6, 86400)),
+}
+
+MESSAGES = {
+    "paused": "Your daily email is paused.",
+    "resumed": "Welcome back: the daily email will arrive again from the next edition.",
+    "name": "Your name has been updated.",
+    "unsubscribed": "You have been unsubscribed. You will not get the daily email any more.",
+    "resubscribe": "We have sent you an email. Press the link in it to confirm, and the daily "
+                   "email will start again.",
+    "unchanged": "Nothing needed changing.",
+}
+
+ERRORS = {
+    400: ("This request could not be understood",
+          "The link or form you used is not valid. If you copied a link from an email, please "
+          "check it is complete."),
+    403: ("Not allowed", "You are not allowed to do that."),
+    404: ("Page not found", "There is no page at this address."),
+    405: ("Not allowed", "This page cannot be used like that."),
+    409: ("Nothing changed", "That does not fit the current state of your subscription."),
+    410: ("This link no longer works", "The link has expired or has been replaced by a newer one."),
+    413: ("Too much data", "The form sent more data than we accept."),
+    429: ("Too many requests", "Please wait a little and try again later."),
+    500: ("Something went wrong", "Please try again in a few minutes."),
+    503: ("Temporarily unavailable", "Please try again in a few minutes."),
+}
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def brand(app: App) -> str:
+    return app.settings.from_addr.partition("<")[0].strip().strip('"') or "LabourList Daily"
+
+
+@bp.app_context_processor
+def _context() -> dict[str, Any]:
+    app = mailer_app()
+    return {"brand": brand(app), "postal_address": app.settings.postal_address,
+            "long_date": long_date}
+
+
+def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    return render_template(template, **context), status
+
+
+def message_page(title: str, text: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    return page("message.html", status, title=title, text=text, **context)
+
+
+def client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def limits(name: str) -> tuple[Limit, ...]:
+    return tuple(current_app.config["MAILER_RATE_LIMITS"].get(name, ()))
+
+
+def allowed(key: str, name: str) -> bool:
+    """Count a hit in its own committed transaction: a refused or failing request still used
+    up its allowance."""
+    app = mailer_app()
+    with app.sessions.begin() as session:
+        return hit(session, key, limits(name), now=app.clock.now())
+
+
+def read_link(purpose: str, token: str) -> int:
+    """Subscriber id from a signed unsubscribe/preferences token, or a 400 page."""
+    try:
+        sub_id, _ = read_token(mailer_app().secret_key, purpose, token)
+    except BadToken:
+        abort(400)
+    return sub_id
+
+
+def preferences_url(app: App, sub_id: int) -> str:
+    return url_for("public.preferences", token=make_token(app.secret_key, PREFERENCES, sub_id))
+
+
+def dispatch_confirmation(request_: optin.ConfirmRequest) -> None:
+    """Send now on this thread (tests) or on a fresh thread so the response does not wait for,
+    or reveal by its timing, the mail server."""
+    app = mailer_app()
+    if current_app.config.get("MAILER_SEND_INLINE"):
+        optin.send_confirmation(app, request_)
+        return
+    threading.Thread(target=optin.send_confirmation, args=(app, request_),
+                     name=f"confirm-{request_.subscriber_id}").start()
+
+
+# ---- subscribe -----------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> Response:
+    return redirect(url_for("public.subscribe"))
+
+
+@bp.route("/subscribe", methods=["GET", "POST"])
+@csrf_exempt  # checked below: the WordPress embed cannot carry our token
+def subscribe() -> Any:
+    if request.method != "POST":  # GET and HEAD only read
+        return page("subscribe.html")
+    form = request.form
+    email, name = form.get("email", ""), form.get("name", "")
+    if csrf_token_sent():
+        try:
+            validate_csrf()
+        except CsrfError:
+            abort(400, description="csrf")
+    if form.get(HONEYPOT, ""):
+        log.info("subscribe refused: honeypot filled (ip %s)", client_ip())
+        return page("subscribe.html", 400, email=email, name=name,
+                    error="Your request could not be accepted.")
+    if not allowed(ip_key("subscribe", client_ip()), "subscribe-ip"):
+        abort(429)
+    try:
+        address = normalise_email(email)
+        optin.validate_name(name)
+    except InvalidAddress:
+        return page("subscribe.html", 400, email=email, name=name,
+                    error="Please enter a valid email address, like name@example.com.")
+    except optin.InvalidName as exc:
+        return page("subscribe.html", 400, email=email, name="", error=str(exc))
+    if not allowed(address_key("subscribe", address), "subscribe-address"):
+        abort(429)
+    app = mailer_app()
+    with app.sessions.begin() as session:
+        confirm_request = optin.request_subscription(session, address, name,
+                                                     now=app.clock.now(), source="web")
+    if confirm_request is not None:
+        dispatch_confirmation(confirm_request)
+    # The same page whether the address was new, pending, active or suppressed.
+    return page("subscribe_sent.html", email=address)
+
+
+# ---- confirm -------------------------------------------------------------------------------
+
+
+def _confirm_link(token: str) -> tuple[int, int]:
+    try:
+        return optin.read_confirm_token(mailer_app(), token)
+    except BadToken:
+        abort(400)
+
+
+@bp.route("/confirm/<token>", methods=["GET", "POST"])
+def confirm(token: str) -> Any:
+    """GET shows the button and changes nothing (scanners prefetch links); POST confirms."""
+    app = mailer_app()
+    try:
+        sub_id, anchor = _confirm_link(token)
+        with app.sessions.begin() as session:
+            if request.method != "POST":  # GET and HEAD only read
+                sub = optin.check_confirmable(session, sub_id, anchor)
+                if sub.status != PENDING:
+                    return page("confirmed.html", already=True, prefs=preferences_url(app, sub.id))
+                return page("confirm.html", email=sub.email)
+            sub, changed = optin.confirm(session, sub_id, anchor, now=app.clock.now())
+            return page("confirmed.html", already=not changed, prefs=preferences_url(app, sub.id))
+    except optin.LinkGone as exc:
+        return page("link_gone.html", 410, reason=str(exc), expired=exc.expired)
+
+
+# ---- unsubscribe (RFC 8058) ----------------------------------------------------------------
+
+
+def _is_one_click() -> bool:
+    if request.form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE:
+        return True
+    # A sender that forgets the Content-Type still means the same thing.
+    return not request.form and request.get_data(cache=True).strip() == (
+        b"List-Unsubscribe=One-Click")
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@csrf_exempt  # the one-click POST has no cookie and no token, by design; the button has both
+def unsubscribe(token: str) -> Any:
+    app = mailer_app()
+    sub_id = read_link(UNSUBSCRIBE, token)
+    if request.method != "POST":  # GET and HEAD only read
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            if sub is None:
+                return message_page("You are not on our list",
+                                    "This address is no longer on our list: you will not get "
+                                    "the daily email.")
+            return page("unsubscribe.html", email=sub.email, sub_status=sub.status,
+                        prefs=preferences_url(app, sub.id), token=token)
+    one_click = _is_one_click()
+    if not one_click:
+        try:
+            validate_csrf()
+        except CsrfError:
+            abort(400, description="csrf")
+    with app.sessions.begin() as session:
+        sub = session.get(Subscriber, sub_id)
+        if sub is not None:
+            optin.unsubscribe(session, sub, now=app.clock.now(),
+                              source="one-click" if one_click else "page")
+    if one_click:
+        # 200 with a tiny body and no redirect, no cookie: what mailbox providers expect.
+        return Response("You have been unsubscribed.\n", status=200,
+                        mimetype="text/plain")
+    prefs = preferences_url(app, sub_id) if sub is not None else None
+    return page("unsubscribed.html", prefs=prefs)
+
+
+# ---- preferences ---------------------------------------------------------------------------
+
+
+@bp.route("/preferences/<token>", methods=["GET", "POST"])
+def preferences(token: str) -> Any:
+    app = mailer_app()
+    sub_id = read_link(PREFERENCES, token)
+    if request.method != "POST":  # GET and HEAD only read
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            if sub is None:
+                return message_page("You are not on our list",
+                                    "This address is no longer on our list.", 410)
+            done = request.args.get("done", "")
+            return page("preferences.html", sub=sub, message=MESSAGES.get(done, ""),
+                        pause_weeks=optin.PAUSE_WEEKS, left=sub.status in optin.LEFT)
+    action = request.form.get("action", "")
+    if action == "resubscribe":
+        # Checked before the write transaction: the hit commits on its own (SQLite allows one
+        # writer at a time, so it cannot be nested inside another write).
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            address = sub.email if sub is not None else ""
+        if address and not allowed(address_key("subscribe", address), "subscribe-address"):
+            abort(429)
+    now = app.clock.now()
+    confirm_request = None
+    try:
+        with app.sessions.begin() as session:
+            sub = session.get(Subscriber, sub_id)
+            if sub is None:
+                return message_page("You are not on our list",
+                                    "This address is no longer on our list.", 410)
+            if action == "pause":
+                weeks = request.form.get("weeks", "")
+                if not weeks.isdigit():
+                    raise optin.OptinError("Choose how long to pause for.")
+                optin.pause(session, sub, int(weeks), now=now)
+                done = "paused"
+            elif action == "resume":
+                done = "resumed" if optin.resume(session, sub, now=now) else "unchanged"
+            elif action == "name":
+                changed = optin.change_name(session, sub, request.form.get("name", ""), now=now)
+                done = "name" if changed else "unchanged"
+            elif action == "unsubscribe":
+                changed = optin.unsubscribe(session, sub, now=now, source="page",
+                                            detail="preferences page")
+                done = "unsubscribed" if changed else "unchanged"
+            elif action == "resubscribe":
+                confirm_request = optin.resubscribe(session, sub, now=now)
+                done = "resubscribe"
+            else:
+                abort(400)
+    except optin.OptinError as exc:
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            return page("preferences.html", exc.status, sub=sub, error=str(exc),
+                        pause_weeks=optin.PAUSE_WEEKS, left=sub is not None
+                        and sub.status in optin.LEFT)
+    if confirm_request is not None:
+        dispatch_confirmation(confirm_request)
+    return redirect(url_for("public.preferences", token=token, done=done), code=303)
+
+
+# ---- archive -------------------------------------------------------------------------------
+
+
+@bp.get("/archive/")
+def archive_index() -> Any:
+    app = mailer_app()
+    try:
+        number = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        abort(400)
+    with app.sessions() as session:
+        total = session.scalar(select(func.count()).select_from(Edition)
+                               .where(Edition.state == SENT)) or 0
+        rows = session.execute(
+            select(Edition.edition_date, Edition.subject).where(Edition.state == SENT)
+            .order_by(Edition.edition_date.desc())
+            .offset((number - 1) * ARCHIVE_PAGE).limit(ARCHIVE_PAGE)
+        ).all()
+    if number > 1 and not rows:
+        abort(404)
+    return page("archive.html", editions=rows, number=number,
+                more=total > number * ARCHIVE_PAGE)
+
+
+@bp.get("/archive/<day>")
+def archive_edition(day: str) -> Any:
+    """The "view in browser" page: the archived HTML, which holds no per-reader data."""
+    try:
+        edition_date = date.fromisoformat(day)
+    except ValueError:
+        abort(404)
+    if day != edition_date.isoformat():
+        abort(404)  # only the canonical YYYY-MM-DD form, one URL per edition
+    with mailer_app().sessions() as session:
+        html = session.scalar(select(Edition.archive_html).where(
+            Edition.edition_date == edition_date, Edition.state == SENT))
+    if not html:
+        abort(404)
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = EMAIL_CSP
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# ---- health ----------------------------------------------------------------------------------
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    """200 when the database answers; 503 otherwise, for load balancers and monitors.
+
+    A raw DBAPI connection, so SQLite's BEGIN IMMEDIATE (which a send holds for a moment) never
+    makes the check wait for a write lock."""
+    try:
+        raw = mailer_app().engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+            cursor.close()
+        finally:
+            raw.close()
+    except Exception as exc:  # any failure to reach the database is "down"
+        log.warning("health check failed: %s", exc)
+        return jsonify(status="error", detail="database unreachable"), 503
+    return jsonify(status="ok")
+
+
+# ---- error pages -----------------------------------------------------------------------------
+
+
+def register_error_pages(web: Flask) -> None:
+    """Readable HTML error pages with the right status for every abort()."""
+
+    def handle(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        title, text = ERRORS.get(code, ERRORS[500] if code >= 500 else ERRORS[400])
+        if code == 400 and exc.description == "csrf":
+            title = "This form has expired"
+            text = ("The form was too old or was not sent from our site. Please go back, "
+                    "reload the page and try again.")
+        body, status = message_page(title, text, code)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            return body, status, {"Allow": ", ".join(exc.valid_methods)}
+        return body, status
+
+    for code in ERRORS:
+        if code != 500:
+            web.register_error_handler(code, handle)
+
+    @web.errorhandler(500)
+    def server_error(exc: Exception) -> Any:
+        return message_page(*ERRORS[500], 500)
+

@@ -1,0 +1,155 @@
+"""The public pages in a real headless Chromium, against the real app under waitress.
+
+What a reader does, end to end: fill the subscribe form, receive the confirmation email at a
+real SMTP server (aiosmtpd), open its link, press the button; later open an email's unsubscribe
+link and press that button. Also checks the browser reports no CSP violation or other console
+error, since a policy that blocks our own stylesheet would only show up here.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from waitress import create_server
+
+from mailer.app import App
+from mailer.clock import Clock
+from mailer.db import init_db
+from mailer.models import ACTIVE, UNSUBSCRIBED, SubscriberEvent
+from mailer.subscribers import add, find
+from mailer.tokens import UNSUBSCRIBE, make_token
+from mailer.web import create_app
+from tests.conftest import make_settings
+from tests.support.smtpsink import SmtpSink
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs /usr/bin/chromium (Debian: apt install chromium)"),
+]
+
+
+class LiveServer:
+    """The Flask app under waitress on 127.0.0.1 and a free port, in a thread."""
+
+    def __init__(self, build: Callable[[str], Any]) -> None:
+        self._app: Any = None
+        self.server = create_server(self._wsgi, host="127.0.0.1", port=0, threads=4)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self._app = build(self.url)  # the base URL is known only once the port is bound
+        self.thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
+        self.thread.start()
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self._app(environ, start_response)
+
+    def stop(self) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+def live(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[LiveServer, App]]:
+    holder: dict[str, App] = {}
+
+    def build(url: str) -> Any:
+        app = App.create(make_settings(tmp_path, base_url=url, dsn=sink.dsn), clock=Clock())
+        init_db(app.engine)
+        holder["app"] = app
+        return create_app(app)  # as `mailer serve` runs it: emails sent on a thread
+
+    server = LiveServer(build)
+    yield server, holder["app"]
+    server.stop()
+    holder["app"].close()
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(java_script_enabled=False)  # the pages must not need it
+        tab = context.new_page()
+        tab.set_default_timeout(15_000)
+        tab.console_errors = []  # type: ignore[attr-defined]
+        tab.on("console", lambda msg: msg.type == "error"
+               and tab.console_errors.append(msg.text))  # type: ignore[attr-defined]
+        yield tab
+        context.close()
+        browser.close()
+
+
+def test_subscribe_confirm_unsubscribe(live: tuple[LiveServer, App], sink: SmtpSink,
+                                       page: Any) -> None:
+    server, app = live
+    page.goto(f"{server.url}/subscribe")
+    page.get_by_label("Email address").fill("browser@example.org")
+    page.get_by_label("First name").fill("Bea")
+    page.get_by_role("button", name="Subscribe").click()
+    page.get_by_role("heading", name="Check your inbox").wait_for()
+
+    assert sink.wait_for(1, timeout=15), "no confirmation email reached the SMTP server"
+    received = sink.messages[0]
+    assert received.rcpt_tos == ["browser@example.org"]
+    body = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    link = re.search(r"http://127\.0\.0\.1:\d+/confirm/\S+", body)
+    assert link, body
+
+    page.goto(link.group(0))
+    page.get_by_role("heading", name="Confirm your subscription").wait_for()
+    with app.sessions() as session:
+        sub = find(session, "browser@example.org")
+        assert sub is not None and sub.status == "pending" and sub.name == "Bea"
+    page.get_by_role("button", name="Yes, subscribe me").click()
+    page.get_by_role("heading", name="You are subscribed").wait_for()
+    with app.sessions() as session:
+        sub = find(session, "browser@example.org")
+        assert sub is not None and sub.status == ACTIVE
+        sub_id = sub.id
+
+    token = make_token(app.secret_key, UNSUBSCRIBE, sub_id)
+    page.goto(f"{server.url}/unsubscribe/{token}")
+    page.get_by_role("heading", name="Unsubscribe from").wait_for()
+    assert page.get_by_role("link", name=re.compile("preferences")).count() == 1
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.get_by_role("heading", name="You have been unsubscribed").wait_for()
+    with app.sessions() as session:
+        sub = find(session, "browser@example.org")
+        assert sub is not None and sub.status == UNSUBSCRIBED
+        last = session.scalars(select(SubscriberEvent).where(
+            SubscriberEvent.subscriber_id == sub_id).order_by(SubscriberEvent.id.desc())).first()
+        assert last is not None and (last.kind, last.source) == ("unsubscribed", "page")
+
+    assert page.console_errors == []  # e.g. a Content-Security-Policy violation
+
+
+def test_unsubscribe_link_from_an_email(live: tuple[LiveServer, App], page: Any) -> None:
+    server, app = live
+    with app.sessions.begin() as session:
+        sub, _ = add(session, "reader@example.org", status=ACTIVE, source="test")
+        sub_id = sub.id
+    page.goto(f"{server.url}/unsubscribe/{make_token(app.secret_key, UNSUBSCRIBE, sub_id)}")
+    with app.sessions() as session:  # opening the link changed nothing
+        assert find(session, "reader@example.org").status == ACTIVE  # type: ignore[union-attr]
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.get_by_role("heading", name="You have been unsubscribed").wait_for()
+    with app.sessions() as session:
+        assert find(session, "reader@example.org").status == UNSUBSCRIBED  # type: ignore
+    assert page.console_errors == []
