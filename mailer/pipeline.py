@@ -167,6 +167,10 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
                 .values(state=SENDING, started_at=now, forced_reason=reason if force else "")
             ).rowcount
             if started:
+                from mailer.optin import reactivate_due
+
+                # Pauses that ran out end with this edition.
+                reactivate_due(session, now)
                 fresh = session.get(Edition, edition.id)
                 assert fresh is not None
                 fresh.audience = ledger.snapshot(session, fresh)

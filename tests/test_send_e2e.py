@@ -205,3 +205,38 @@ def test_unsubscribed_before_send_is_not_reached(env, smtp_sink: SmtpSink) -> No
         set_status(s, sub, UNSUBSCRIBED, source="one-click")
     assert _mailer(environ, "send").exit_code == 0
     assert sorted(smtp_sink.recipients()) == ["ann@example.org", "sian@example.org"]
+
+
+def test_one_click_unsubscribe_then_next_send_skips_them(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """RFC 8058 POST through the real web app, then `mailer send`: the address is not reached."""
+    from mailer.tokens import UNSUBSCRIBE, make_token
+    from mailer.web import create_app
+
+    app, _feed, environ = env
+    with app.sessions() as s:
+        bob = find(s, "bob@example.org")
+        assert bob is not None
+        token = make_token(environ["MAILER_SECRET_KEY"], UNSUBSCRIBE, bob.id)
+    web_app = App.create(app.settings.replace(secret_key=environ["MAILER_SECRET_KEY"]),
+                         clock=app.clock)
+    client = create_app(web_app, {"TESTING": True}).test_client()
+    answer = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    with app.sessions() as s:
+        assert find(s, "bob@example.org").status == UNSUBSCRIBED  # type: ignore[union-attr]
+    assert _mailer(environ, "send").exit_code == 0
+    assert sorted(smtp_sink.recipients()) == ["ann@example.org", "sian@example.org"]
+    web_app.close()
+
+
+def test_paused_subscriber_comes_back_when_the_pause_ends(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    from mailer.models import PAUSED
+
+    app, _feed, environ = env
+    with app.sessions.begin() as s:
+        ann = find(s, "ann@example.org")
+        assert ann is not None
+        set_status(s, ann, PAUSED, source="preferences")
+        ann.paused_until = NOW - timedelta(minutes=1)
+    assert _mailer(environ, "send").exit_code == 0
+    assert "ann@example.org" in smtp_sink.recipients()
