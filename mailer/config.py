@@ -82,6 +82,11 @@ class Settings:
     batch_size: int = 100
     max_attempts: int = 5
     lease_seconds: int = 300
+    collect_every_minutes: int = 0
+    soft_bounce_limit: int = 3
+    ses_webhook_topic_arns: list[str] = field(default_factory=list)
+    trusted_proxies: int = 0
+    spam_threshold: float = 5.0
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -199,6 +204,10 @@ def validate(s: Settings) -> None:
     _check("batch_size", 1 <= s.batch_size <= 10000, "must be between 1 and 10000")
     _check("max_attempts", 1 <= s.max_attempts <= 50, "must be between 1 and 50")
     _check("lease_seconds", s.lease_seconds >= 5, "must be at least 5")
+    _check("collect_every_minutes", s.collect_every_minutes >= 0,
+           "must be 0 (off) or positive")
+    _check("soft_bounce_limit", s.soft_bounce_limit >= 1, "must be at least 1")
+    _check("trusted_proxies", 0 <= s.trusted_proxies <= 5, "must be between 0 and 5")
     _check("port", 0 < s.port < 65536, "must be a TCP port")
     _check("feed_timeout", s.feed_timeout > 0, "must be positive")
     _check("feed_max_pages", s.feed_max_pages >= 1, "must be at least 1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -35,6 +36,8 @@ from mailer.transports.base import Outgoing, Result, Transport
 log = logging.getLogger("mailer.dispatch")
 
 TRANSPORT_WAIT_SECONDS = 120.0
+# This many permanent failures in a row, with no success in between, pauses the edition.
+MAX_CONSECUTIVE_FAILURES = 25
 
 
 class DispatchBusy(MailerError):
@@ -88,7 +91,8 @@ class Personaliser:
         return Outgoing(recipient=c.email, message_id=message_id,
                         data=self.template.fill(**kwargs),
                         fields=self.template.fields(**kwargs) if with_fields else {},
-                        delivery_id=c.id, crlf=True)
+                        delivery_id=c.id, crlf=True,
+                        template=self.template if with_fields else None)
 
 
 class Dispatcher:
@@ -114,6 +118,7 @@ class Dispatcher:
         self.errors: list[str] = []
         self._state = ""
         self._state_at = 0.0
+        self.consecutive_failures = 0
         # SQLite has one writer: threads queue on a Python lock instead of on SQLite's busy
         # handler, whose sleeps would cost milliseconds per message.
         self.write_lock: Any = (threading.Lock() if app.engine.dialect.name == "sqlite"
@@ -246,6 +251,13 @@ class Dispatcher:
             try:
                 results = transport.send(messages)
             except TransportError as exc:
+                if getattr(exc, "stop_send", False):
+                    # Bad API key, quota exhausted: no recipient can be reached; stop, keep
+                    # every unsent row queued for a later run.
+                    with self.write_lock, self.app.sessions.begin() as session:
+                        ledger.release(session, worker, [c.id for c in part + pending])
+                    self._fail(str(exc))
+                    return transport
                 results = [Result("retry", error=str(exc)) for _ in messages]
             if len(results) != len(messages):
                 results = [Result("ambiguous", error="transport returned a wrong result count")
@@ -267,6 +279,17 @@ class Dispatcher:
                                           settings.max_attempts)
             with self.lock:
                 self.progress.tally.add(tally)
+                if tally.sent:
+                    self.consecutive_failures = 0
+                else:
+                    self.consecutive_failures += tally.failed - tally.bounced
+                too_many = self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
+            if too_many:
+                last = next((r.error for r in reversed(results) if r.error), "")
+                self._pause_for_errors(last)
+                with self.write_lock, self.app.sessions.begin() as session:
+                    ledger.release(session, worker, [c.id for c in pending])
+                return transport
             if results and all(r.status == "retry" for r in results) and pending:
                 # The connection is probably gone: give the rest back and reconnect.
                 with self.app.sessions.begin() as session:
@@ -298,6 +321,22 @@ class Dispatcher:
             return False
         self.stop.wait(min(1.0, max(0.05, wait)))
         return False
+
+    def _pause_for_errors(self, last_error: str) -> None:
+        """Every recent message failed without a single success: the problem is ours (a
+        rejected sender, revoked credentials), not the recipients'. Pause rather than burn
+        through the whole list marking everyone failed (listmonk's "pause after N errors")."""
+        with self.write_lock, self.app.sessions.begin() as session:
+            session.execute(
+                update(Edition).where(Edition.id == self.edition_id, Edition.state == SENDING)
+                .values(state=PAUSED_SEND,
+                        note=f"paused after {MAX_CONSECUTIVE_FAILURES} consecutive failures; "
+                             f"last error: {last_error}"[:2000])
+            )
+        with self.lock:  # every worker of this process stops claiming at once
+            self._state, self._state_at = PAUSED_SEND, time.monotonic()
+        log.error("paused after %s consecutive failures: %s", MAX_CONSECUTIVE_FAILURES,
+                  last_error)
 
     def _fail(self, reason: str) -> None:
         with self.lock:
@@ -357,6 +396,15 @@ class Dispatcher:
                              name=f"dispatch-{i}", daemon=True)
             for i in range(self.connections)
         ]
+        previous_term = None
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (systemd stop, a deploy): finish the messages in flight, give the rest of
+            # the claimed rows back, and exit; a later run or another worker resumes.
+            def on_term(signum: int, frame: Any) -> None:
+                self._fail("stopped by SIGTERM; queued messages are kept: run the send again "
+                           "to resume")
+
+            previous_term = signal.signal(signal.SIGTERM, on_term)
         for t in threads:
             t.start()
         try:
@@ -366,10 +414,12 @@ class Dispatcher:
                 if self.on_progress:
                     self.on_progress(self.progress)
         except KeyboardInterrupt:
-            self.stop.set()
+            self._fail("interrupted; queued messages are kept: run the send again to resume")
             for t in threads:
                 t.join(timeout=30)
-            self.progress.stopped_reason = "interrupted"
+        finally:
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
         if not self.errors and self._edition_state() == SENDING:
             self._finish_if_done()
         if self.on_progress:

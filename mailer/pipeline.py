@@ -190,8 +190,9 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
                f"unknown outcome {c['ambiguous']}")
         return SendOutcome("sent", msg, edition.id, progress=progress, details=c)
     if state == PAUSED_SEND:
-        return SendOutcome("paused", f"edition {day} paused with {c['queued']} still queued",
-                           edition.id, progress=progress, details=c)
+        why = f" ({final.note})" if final is not None and final.note else ""
+        return SendOutcome("paused", f"edition {day} paused with {c['queued']} still queued"
+                           f"{why}", edition.id, progress=progress, details=c)
     if state == CANCELLED:
         return SendOutcome("cancelled", f"edition {day} cancelled; {c['sent']} were sent "
                            "before the cancel", edition.id, progress=progress, details=c)

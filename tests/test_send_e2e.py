@@ -168,7 +168,7 @@ def test_bad_feed_sends_nothing(env, smtp_sink: SmtpSink, reply: Reply, expect: 
     app, feed, environ = env
     feed.set_reply(1, reply)
     result = CliRunner().invoke(cli, ["send"], env={**environ, "MAILER_FEED_TIMEOUT": "1"})
-    assert result.exit_code != 0
+    assert result.exit_code == 4  # feed error
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and expect.lower() in lines[0].lower(), result.output
     assert smtp_sink.recipients() == []
@@ -190,7 +190,7 @@ def test_late_send_refused_unless_forced(env, smtp_sink: SmtpSink) -> None:  # t
     _app, _feed, environ = env
     late = {**environ, "MAILER_NOW": (NOW + timedelta(hours=5)).isoformat()}
     refused = CliRunner().invoke(cli, ["send"], env=late)
-    assert refused.exit_code != 0 and "--force" in refused.output
+    assert refused.exit_code == 3 and "--force" in refused.output
     assert smtp_sink.recipients() == []
     forced = _mailer(late, "send", "--force", "--reason", "feed outage this morning")
     assert forced.exit_code == 0, forced.output

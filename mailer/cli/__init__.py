@@ -39,13 +39,30 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+# Distinct exit statuses, so cron wrappers and monitoring can tell failures apart.
+EXIT_LATE, EXIT_FEED, EXIT_PREFLIGHT, EXIT_STOPPED = 3, 4, 5, 6
+
+
+def exit_code_for(exc: MailerError) -> int:
+    from mailer.errors import FeedError, PreflightError
+
+    if type(exc).__name__ == "LateSend":
+        return EXIT_LATE
+    if isinstance(exc, FeedError):
+        return EXIT_FEED
+    if isinstance(exc, PreflightError):
+        return EXIT_PREFLIGHT
+    return 1
+
+
 def handle_errors(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except MailerError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                 exit_code_for(exc))
         return None
 
     return wrapper  # type: ignore[return-value]

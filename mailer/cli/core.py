@@ -171,7 +171,9 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
         stop()
     _summary(outcome)
     if not outcome.ok:
-        fail(outcome.message)
+        from mailer.cli import EXIT_STOPPED
+
+        fail(outcome.message, EXIT_STOPPED)
     click.echo(outcome.message)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mailer.message import MessageTemplate
 
 # sent: accepted by the server/provider. retry: transient, safe to try again.
 # failed: permanent for this recipient. ambiguous: the data may have been delivered
@@ -30,6 +33,9 @@ class Outgoing:
     # True when `data` is known to use CRLF line endings throughout (MessageTemplate.fill
     # guarantees it), so SMTP can skip normalising a 50 KB message per recipient.
     crlf: bool = False
+    # The edition's shared template, for API transports that send one body with per-recipient
+    # substitutions (SendGrid, Mailgun) instead of N complete messages.
+    template: MessageTemplate | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -46,7 +46,8 @@ class Dsn:
             return f"file://{self.path}"
         auth = ""
         if self.user or self.password:
-            auth = quote(self.user, safe="")
+            # For the API transports the "user" part is the API key itself.
+            auth = "***" if self.scheme.endswith("+api") else quote(self.user, safe="")
             if self.password:
                 auth += ":***"
             auth += "@"
