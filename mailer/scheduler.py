@@ -1,0 +1,593 @@
+"""`mailer scheduler`: APScheduler 3 wiring for the daily send, and nothing else.
+
+The send itself is `pipeline.run_send`, the same code `mailer send` runs from cron: it takes the
+run lock, refuses a late send and never sends an edition twice. This module only decides *when*
+to call it and what to tell staff afterwards:
+
+* a `DailyTrigger` (a `CronTrigger` on send_days at send_time in the configured time zone) that
+  fires exactly once per local calendar day, clock changes included;
+* the job lives in our database (`SQLAlchemyJobStore`, table ``apscheduler_jobs``), with
+  ``coalesce``, ``max_instances=1`` and a ``misfire_grace_time`` equal to the late-send guard;
+* at start-up the job stored by the previous process tells us whether a run fell due while no
+  scheduler was running. Within the grace window we catch up (once: the edition state and the
+  run lock see to that); past it we do not send, we alert staff. This check is explicit because
+  APScheduler cannot do it for us: ``replace_existing`` recomputes the next run from "now", and a
+  misfire past the grace time is merely logged;
+* an optional feed collection every N minutes, so a feed outage at 06:59 does not cost the day.
+
+APScheduler keeps its own real-time clock; `app.clock` (and MAILER_NOW) is used for everything
+we decide ourselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_STARTED,
+    JobExecutionEvent,
+    SchedulerEvent,
+)
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine, MetaData, Table, delete, inspect, select
+
+from mailer.alerts import alert
+from mailer.app import App
+from mailer.config import Settings
+from mailer.db import make_engine, require_schema
+from mailer.edition import get_edition, send_instant
+from mailer.errors import FeedError, MailerError
+from mailer.models import (
+    CANCELLED,
+    PAUSED_SEND,
+    SENDING,
+    SENT,
+    SKIPPED,
+    RunLock,
+)
+from mailer.pipeline import LateSend, run_send
+
+log = logging.getLogger("mailer.scheduler")
+
+JOB_ID = "daily-send"
+COLLECT_JOB_ID = "collect-feed"
+JOBS_TABLE = "apscheduler_jobs"
+# A scheduled job may start a little before its instant by our clock (NTP steps, MAILER_NOW):
+# it still means that day's edition, never the previous one.
+DUE_SLACK = timedelta(minutes=5)
+# A send that starts this long after its due time is worth telling staff about.
+LATE_ALERT_AFTER = timedelta(minutes=10)
+COLLECT_ENV = "MAILER_COLLECT_EVERY_MINUTES"
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Statuses of a run that need nobody's attention.
+OK_STATUSES = frozenset(
+    {"sent", "already-sent", "already-running", "skipped", "paused", "cancelled", "dry-run"}
+)
+
+# The App of the running `mailer scheduler` process; jobs run without one build their own.
+_APP: App | None = None
+
+
+# ---- when ----------------------------------------------------------------------------------
+
+
+class DailyTrigger(CronTrigger):
+    """A CronTrigger that fires at most once per local calendar day.
+
+    Plain cron fires twice when the send time falls in the hour that repeats at the autumn
+    clock change (01:30 on the last Sunday of October exists twice in Europe/London). We keep
+    the first occurrence, the instant `clock.send_datetime` (and so the late-send guard) uses;
+    a time inside the spring gap fires once, an hour later in wall-clock terms, as there.
+    """
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        candidate = super().get_next_fire_time(previous_fire_time, now)
+        while candidate is not None and not _first_occurrence(candidate):
+            candidate = super().get_next_fire_time(candidate, candidate)
+        return candidate
+
+
+def _first_occurrence(fire: datetime) -> bool:
+    first = fire.replace(fold=0)
+    return fire.astimezone(UTC) == first.astimezone(UTC)
+
+
+def cron_days(settings: Settings) -> str:
+    """send_days in the spelling APScheduler's cron fields accept (``mon,tue,...``)."""
+    return ",".join(_DAY_NAMES[d] for d in sorted(settings.send_weekdays))
+
+
+def build_trigger(settings: Settings) -> DailyTrigger:
+    """The one trigger: used by the daemon, by `mailer status` and by the tests."""
+    hour, minute = settings.send_hour_minute
+    return DailyTrigger(day_of_week=cron_days(settings), hour=hour, minute=minute,
+                        timezone=settings.tz)
+
+
+def next_run(settings: Settings, now: datetime) -> datetime | None:
+    """The next scheduled send strictly after `now` (aware, in the configured zone)."""
+    after = now.astimezone(settings.tz) + timedelta(microseconds=1)
+    return build_trigger(settings).get_next_fire_time(None, after)
+
+
+def fire_times(settings: Settings, start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every scheduled send in [start, end): what the daemon would do over that period."""
+    trigger = build_trigger(settings)
+    fire = trigger.get_next_fire_time(None, start.astimezone(settings.tz))
+    while fire is not None and fire < end:
+        yield fire
+        fire = trigger.get_next_fire_time(fire, fire)
+
+
+def grace_seconds(settings: Settings) -> int:
+    """APScheduler's misfire_grace_time: the same limit as the pipeline's late-send guard."""
+    return max(1, int(settings.late_send_hours * 3600))
+
+
+def due_day(settings: Settings, now: datetime, slack: timedelta = timedelta(0)) -> date | None:
+    """The most recent send day whose send instant is at or before `now` (+ `slack`)."""
+    limit = now + slack
+    today = limit.astimezone(settings.tz).date()
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if day.weekday() in settings.send_weekdays and send_instant(settings, day) <= limit:
+            return day
+    return None
+
+
+def collect_every_minutes(settings: Settings) -> int:
+    """Minutes between background feed collections; 0 turns them off.
+
+    Read from the setting `collect_every_minutes` when config.py has it, else from the
+    environment variable of the same name, so the behaviour does not change when it does.
+    """
+    value: Any = getattr(settings, "collect_every_minutes", None)
+    if value is None:
+        value = os.environ.get(COLLECT_ENV, "0").strip() or "0"
+    try:
+        minutes = int(value)
+    except (TypeError, ValueError):
+        raise MailerError(f"setting collect_every_minutes: {value!r} is not a whole number "
+                          "of minutes") from None
+    if minutes < 0:
+        raise MailerError("setting collect_every_minutes: must be 0 (off) or positive")
+    return minutes
+
+
+# ---- what the jobs do ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one scheduled run did, for the log, the exit status of --once-now and the tests."""
+
+    day: date
+    status: str  # a SendOutcome status, or "late" | "feed-error" | "failed"
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATUSES
+
+
+def daily_send() -> str:
+    """The scheduled job. Module-level so the job store can keep a textual reference to it."""
+    app, owned = _job_app()
+    try:
+        day = due_day(app.settings, app.clock.now(), DUE_SLACK) or app.clock.today(app.settings.tz)
+        return run_daily(app, day).status
+    finally:
+        if owned:
+            app.close()
+
+
+def catch_up_send(day_iso: str) -> str:
+    """The one-off job that makes up a run that fell due while no scheduler was running."""
+    app, owned = _job_app()
+    try:
+        return run_daily(app, date.fromisoformat(day_iso), trigger="catch-up").status
+    finally:
+        if owned:
+            app.close()
+
+
+def collect_feed() -> None:
+    """The optional background collection: keeps articles (and feed health) fresh."""
+    from mailer.collect import collect
+
+    app, owned = _job_app()
+    try:
+        result = collect(app)
+        if result.not_modified:
+            log.info("collect: feed not modified")
+        else:
+            log.info("collect: %d new, %d updated", result.new, result.updated)
+    except FeedError as exc:
+        # Recorded in FeedState (mailer status shows it); the send alerts if it still fails.
+        log.warning("collect failed: %s", exc)
+    except Exception:  # noqa: BLE001 - a background fetch must never kill the scheduler
+        log.exception("collect failed")
+    finally:
+        if owned:
+            app.close()
+
+
+def _job_app() -> tuple[App, bool]:
+    if _APP is not None:
+        return _APP, False
+    return App.create(), True
+
+
+def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
+    """Run the send for `day` through the pipeline; log the result and alert staff when it
+    failed, was skipped for want of articles, or ran late. Never raises: the scheduler must
+    still be there tomorrow."""
+    settings = app.settings
+    due = send_instant(settings, day)
+    due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"
+    started = app.clock.now()
+    before = _edition_state(app, day)
+    log.info("%s: edition %s (due %s): starting", trigger, day, due_text)
+    stale_since: datetime | None = None
+    try:
+        try:
+            outcome = run_send(app, day)
+        except FeedError as exc:
+            # The point of collecting ahead: a feed outage at send time does not cost the day.
+            stale_since = _collected_recently(app)
+            if stale_since is None:
+                raise
+            log.warning("%s: %s; sending with the articles collected at %s", trigger, exc,
+                        _both(stale_since.astimezone(settings.tz)))
+            outcome = run_send(app, day, collect_first=False)
+    except LateSend as exc:
+        return _failed(app, day, "late", str(exc), f"edition {day} NOT sent: too late",
+                       "The scheduled send did not start in time and was refused, so nobody "
+                       f"received edition {day}.\n\n{exc}\n\nTo send it anyway: mailer send "
+                       f"--date {day} --force --reason \"...\"")
+    except FeedError as exc:
+        return _failed(app, day, "feed-error", str(exc), f"edition {day} NOT sent: feed error",
+                       f"The feed could not be read, so nothing was sent.\n\n{exc}\n\n"
+                       f"Once the feed is back: mailer send --date {day}")
+    except MailerError as exc:
+        return _failed(app, day, "failed", str(exc), f"edition {day} NOT sent",
+                       f"The scheduled send failed.\n\n{exc}")
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback, then alerted
+        log.exception("%s: edition %s failed", trigger, day)
+        return _failed(app, day, "failed", f"{type(exc).__name__}: {exc}",
+                       f"edition {day} NOT sent: internal error",
+                       f"The scheduled send crashed ({type(exc).__name__}: {exc}). "
+                       "The log of the scheduler has the traceback.")
+    report = RunReport(day, outcome.status, outcome.message)
+    if outcome.status == "skipped":
+        log.info("%s: skipped: %s", trigger, outcome.message)
+        if before != SKIPPED:
+            alert(app, f"edition {day} skipped: no articles",
+                  f"{outcome.message}\n\nNo email went out today. If articles were published, "
+                  "check the feed and the edition window (mailer preview).",
+                  edition_id=outcome.edition_id)
+    elif outcome.status == "sent":
+        late = started - due
+        log.info("%s: %s", trigger, outcome.message)
+        if stale_since is not None:
+            alert(app, f"edition {day} sent without a fresh feed",
+                  f"The feed could not be read at send time, so edition {day} went out with "
+                  f"the articles collected at {stale_since.astimezone(settings.tz):%H:%M %Z}. "
+                  "Articles published after that are not in it and will not be in the next "
+                  f"edition either.\n\n{outcome.message}", edition_id=outcome.edition_id)
+        if late > LATE_ALERT_AFTER:
+            alert(app, f"edition {day} sent late",
+                  f"Edition {day} was due at {due_text} and only started "
+                  f"{late.total_seconds() / 60:.0f} minutes later "
+                  f"({started.astimezone(settings.tz):%H:%M %Z}).\n\n{outcome.message}",
+                  edition_id=outcome.edition_id)
+    elif outcome.status == "stopped" or (outcome.status == "paused" and before != PAUSED_SEND):
+        log.error("%s: %s", trigger, outcome.message)
+        alert(app, f"edition {day} {outcome.status} before finishing",
+              f"{outcome.message}\n\nQueued recipients are kept. To finish (nobody gets it "
+              f"twice): mailer send --date {day}", edition_id=outcome.edition_id)
+    else:
+        log.info("%s: %s", trigger, outcome.message)
+    return report
+
+
+def _collected_recently(app: App) -> datetime | None:
+    """When background collection is on and last succeeded recently, that moment."""
+    minutes = collect_every_minutes(app.settings)
+    if not minutes:
+        return None
+    from mailer.models import FeedState
+
+    try:
+        with app.sessions() as session:
+            state = session.get(FeedState, app.settings.feed_url.strip())
+            last_ok = state.last_ok_at if state is not None else None
+    except Exception:  # noqa: BLE001 - no evidence of a recent fetch: no fallback
+        return None
+    fresh = timedelta(minutes=max(2 * minutes, 15))
+    if last_ok is None or app.clock.now() - last_ok > fresh:
+        return None
+    return last_ok
+
+
+def _failed(app: App, day: date, status: str, reason: str, subject: str,
+            body: str) -> RunReport:
+    log.error("edition %s not sent: %s", day, reason)
+    alert(app, subject, body)
+    return RunReport(day, status, reason)
+
+
+def _edition_state(app: App, day: date) -> str | None:
+    try:
+        with app.sessions() as session:
+            edition = get_edition(session, day)
+            return edition.state if edition is not None else None
+    except Exception:  # noqa: BLE001 - the send itself will report a database problem
+        return None
+
+
+# ---- start-up: did a run fall due while no scheduler was running? ---------------------------
+
+
+@dataclass(frozen=True)
+class StartupPlan:
+    action: Literal["none", "catch-up", "missed"]
+    day: date | None
+    reason: str
+
+
+def plan_startup(app: App, stored_next: datetime | None) -> StartupPlan:
+    """Decide, from the previous process's stored next run and the edition's state, whether
+    to catch up a run now (within the grace window), report it missed (past it), or do nothing.
+
+    Without a stored job (first start) nothing is missed: a fresh install does not alert about
+    days it was never asked to send. An edition left half-sent by a killed process counts as
+    due whatever the store says (its run had started, so the store had moved on).
+    """
+    settings = app.settings
+    now = app.clock.now()
+    day = due_day(settings, now)
+    if day is None:
+        return StartupPlan("none", None, "no send day in the last week")
+    due = send_instant(settings, day)
+    state = _edition_state(app, day)
+    if state in (SENT, SKIPPED, CANCELLED, PAUSED_SEND):
+        return StartupPlan("none", day, f"edition {day} is {state}")
+    if state == SENDING and _send_lock_held(app, day, now):
+        return StartupPlan("none", day, f"edition {day} is being sent by another process")
+    missed = stored_next is not None and stored_next <= now and due >= stored_next - DUE_SLACK
+    if not missed and state != SENDING:
+        return StartupPlan("none", day, "no scheduled run fell due while stopped")
+    late = now - due
+    grace = timedelta(seconds=grace_seconds(settings))
+    what = "was interrupted mid-send" if state == SENDING else "was not sent"
+    due_text = f"{due.astimezone(settings.tz):%Y-%m-%d %H:%M %Z}"
+    if late <= grace:
+        return StartupPlan("catch-up", day, f"edition {day} (due {due_text}) {what}; "
+                           f"{_hours(late)} late, within the {_hours(grace)} window")
+    return StartupPlan("missed", day, f"edition {day} (due {due_text}) {what} and the "
+                       f"scheduler started {_hours(late)} after it, past the "
+                       f"{_hours(grace)} window (late_send_hours)")
+
+
+def _hours(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _send_lock_held(app: App, day: date, now: datetime) -> bool:
+    from mailer.locks import holder_alive
+
+    with app.sessions() as session:
+        row = session.get(RunLock, f"send:{day.isoformat()}")
+        return row is not None and row.lease_until >= now and holder_alive(row.holder)
+
+
+def report_missed(day_iso: str, reason: str) -> None:
+    """Alert staff (once per edition) that a run was missed and will not be sent by itself."""
+    app, owned = _job_app()
+    try:
+        day = date.fromisoformat(day_iso)
+        state = _edition_state(app, day)
+        if state in (SENT, SKIPPED, CANCELLED, PAUSED_SEND) or (
+                state == SENDING and _send_lock_held(app, day, app.clock.now())):
+            log.info("run for edition %s missed, but the edition is %s: nothing to report",
+                     day, state)
+            return
+        log.error("missed: %s; not sending it automatically", reason)
+        if state == SENDING:
+            todo = (f"Some subscribers have it, the rest are still queued. To finish (nobody "
+                    f"gets it twice): mailer send --date {day}")
+        else:
+            todo = (f"To send it anyway: mailer send --date {day} --force --reason \"...\"\n"
+                    "To leave it, do nothing: the next edition carries its articles.")
+        alert(app, f"edition {day} NOT sent: scheduled run missed",
+              f"The scheduled send did not happen: {reason}.\n\nIt was not sent "
+              f"automatically because it is too late.\n\n{todo}", once_key=f"missed:{day}")
+    finally:
+        if owned:
+            app.close()
+
+
+def stored_next_run(engine: Engine) -> datetime | None:
+    """The daily job's next run time as the previous scheduler process left it, if any."""
+    table = _jobs_table(engine)
+    if table is None:
+        return None
+    with engine.connect() as conn:
+        value = conn.execute(select(table.c.next_run_time)
+                             .where(table.c.id == JOB_ID)).scalar_one_or_none()
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def _jobs_table(engine: Engine) -> Table | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(JOBS_TABLE):
+            return None
+    return Table(JOBS_TABLE, MetaData(), autoload_with=engine)
+
+
+def _drop_stale_jobs(engine: Engine, keep: set[str]) -> None:
+    """Remove stored jobs this configuration no longer defines (e.g. collection turned off)."""
+    table = _jobs_table(engine)
+    if table is None:
+        return
+    with engine.begin() as conn:
+        removed = conn.execute(delete(table).where(table.c.id.not_in(keep))).rowcount
+    if removed:
+        log.info("removed %d stored job(s) no longer configured", removed)
+
+
+# ---- the daemon ----------------------------------------------------------------------------
+
+
+def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
+    """A BlockingScheduler with the daily job (and the collect job) in the database store."""
+    settings = app.settings
+    scheduler = BlockingScheduler(
+        timezone=settings.tz,
+        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE),
+                   "memory": MemoryJobStore()},
+        job_defaults={"coalesce": True, "max_instances": 1},
+    )
+    scheduler.add_job(daily_send, trigger=build_trigger(settings), id=JOB_ID,
+                      name="daily send", replace_existing=True, coalesce=True,
+                      max_instances=1, misfire_grace_time=grace_seconds(settings))
+    minutes = collect_every_minutes(settings)
+    if minutes:
+        scheduler.add_job(collect_feed, trigger="interval", minutes=minutes, id=COLLECT_JOB_ID,
+                          name="collect feed", replace_existing=True, coalesce=True,
+                          max_instances=1, misfire_grace_time=minutes * 60)
+    return scheduler
+
+
+def run_scheduler(app: App) -> int:
+    """Run the daemon until SIGTERM or SIGINT; return the process exit status.
+
+    The first signal stops scheduling and lets a send in progress finish (the ledger would
+    survive a kill, but a clean finish leaves no "unknown outcome" rows); a second one exits at
+    once.
+    """
+    global _APP
+    settings = app.settings
+    require_schema(app.engine)
+    engine = make_engine(settings.database_url)
+    minutes = collect_every_minutes(settings)
+    stored = stored_next_run(engine)
+    plan = plan_startup(app, stored)
+    _drop_stale_jobs(engine, {JOB_ID, COLLECT_JOB_ID} if minutes else {JOB_ID})
+    scheduler = build_scheduler(app, engine)
+    now = datetime.now(UTC)
+    if plan.action == "catch-up":
+        log.warning("catch-up: %s: sending now", plan.reason)
+        scheduler.add_job(catch_up_send, "date", run_date=now, args=[str(plan.day)],
+                          id="catch-up", jobstore="memory", misfire_grace_time=None)
+    elif plan.action == "missed":
+        scheduler.add_job(report_missed, "date", run_date=now,
+                          args=[str(plan.day), plan.reason], id="report-missed",
+                          jobstore="memory", misfire_grace_time=None)
+    else:
+        log.debug("start-up check: %s", plan.reason)
+    _listen(scheduler, app)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stopping.is_set():
+            log.warning("%s again: exiting now (an interrupted send resumes safely with "
+                        "`mailer send`)", name)
+            os._exit(128 + signum)
+        stopping.set()
+        log.info("%s received: stopping (a send in progress finishes first)", name)
+        # Not from inside the handler: the main thread may hold the scheduler's locks.
+        threading.Thread(target=_shutdown, args=(scheduler,), name="shutdown",
+                         daemon=True).start()
+
+    def on_started(_event: SchedulerEvent) -> None:
+        # Installed once running, so an early signal never meets a scheduler that cannot stop.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, on_signal)
+        job = scheduler.get_job(JOB_ID)
+        upcoming = job.next_run_time if job is not None else None
+        log.info("scheduler started: %s at %s on %s (%s); next run %s; grace %s%s",
+                 JOB_ID, settings.send_time, settings.send_days, settings.timezone,
+                 _both(upcoming), _hours(timedelta(seconds=grace_seconds(settings))),
+                 f"; collecting every {minutes} min" if minutes else "")
+
+    scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _APP = app
+    try:
+        scheduler.start()
+    finally:
+        _APP = None
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        engine.dispose()
+    log.info("scheduler stopped")
+    return 0
+
+
+def _shutdown(scheduler: BlockingScheduler) -> None:
+    if scheduler.state != STATE_STOPPED:
+        scheduler.shutdown(wait=True)
+
+
+def _both(moment: datetime | None) -> str:
+    if moment is None:
+        return "none"
+    return f"{moment:%Y-%m-%d %H:%M %Z} ({moment.astimezone(UTC):%H:%M} UTC)"
+
+
+def _listen(scheduler: BlockingScheduler, app: App) -> None:
+    """Log (and for the daily job, alert on) what APScheduler itself decides."""
+
+    def on_event(event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.error("job %s missed its run at %s (more than %ss late)", event.job_id,
+                      _both(event.scheduled_run_time), grace_seconds(app.settings))
+            if event.job_id == JOB_ID:
+                local = event.scheduled_run_time.astimezone(app.settings.tz)
+                report_missed(local.date().isoformat(),
+                              f"the run due at {local:%H:%M %Z} could not start in time "
+                              "(the machine was busy or asleep)")
+        elif event.code == EVENT_JOB_ERROR:
+            log.error("job %s raised %r", event.job_id, event.exception)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("job %s is still running from the previous trigger; this one is "
+                        "skipped", event.job_id)
+
+    scheduler.add_listener(on_event,
+                           EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
+
+
+def run_once_now(app: App) -> RunReport:
+    """`mailer scheduler --once-now`: the daily job's work for today, at once, then exit."""
+    require_schema(app.engine)
+    global _APP
+    _APP = app
+    try:
+        return run_daily(app, app.clock.today(app.settings.tz), trigger="once-now")
+    finally:
+        _APP = None
