@@ -1,0 +1,44 @@
+"""mailer transports check."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import click
+
+from mailer.cli import cli, get_app, handle_errors
+from mailer.transports.dsn import Dsn
+
+
+def redacted(dsn: Dsn) -> str:
+    """The DSN for display. API providers keep their key in the user part
+    (``postmark+api://TOKEN@default``), which `Dsn.redacted` shows: mask it as well."""
+    if dsn.scheme.endswith("+api") and dsn.user:
+        return replace(dsn, user="KEY").redacted().replace("://KEY", "://***", 1)
+    return dsn.redacted()
+
+
+@cli.group()
+def transports() -> None:
+    """Where mail goes (MAILER_DSN): SMTP, files or a provider's API."""
+
+
+@transports.command("check")
+@click.option("--dsn", "dsn", default=None, metavar="DSN",
+              help="Check this DSN instead of the configured one (MAILER_DSN).")
+@click.pass_context
+@handle_errors
+def check_cmd(ctx: click.Context, dsn: str | None) -> None:
+    """Verify the transport's settings and credentials without sending anything.
+
+    SMTP: connect, EHLO, STARTTLS and AUTH, then QUIT. Providers: their credential endpoint
+    (Postmark server and message stream, SendGrid key scopes, Mailgun domain, SES account and
+    quota). Exits non-zero with a one-line reason when something is wrong.
+    """
+    from mailer.transports import from_dsn, parse_dsn
+
+    settings = get_app(ctx).settings
+    value = dsn or settings.dsn
+    click.echo(f"checking {redacted(parse_dsn(value))}")
+    transport = from_dsn(value, settings)
+    click.echo(transport.check())
