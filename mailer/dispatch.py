@@ -182,7 +182,9 @@ class Dispatcher:
                         log.warning("transport unavailable (%s); retrying", exc)
                         self.stop.wait(min(10.0, 1.0 + waited / 4))
                         continue
-                batch = max(1, min(settings.batch_size, transport.max_batch * 4))
+                # A claim covers at least one full provider call (Postmark 500, SendGrid and
+                # Mailgun 1,000); for one-message transports, batch_size rows.
+                batch = max(1, settings.batch_size, transport.max_batch)
                 if settings.rate_limit > 0:
                     # Keep a batch well inside its lease at the configured rate.
                     share = settings.rate_limit * settings.lease_seconds / 4 / self.connections
