@@ -1,0 +1,77 @@
+"""CLI contract: init is idempotent on both databases, --help everywhere, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailer.cli import cli
+
+COMMANDS = [
+    [], ["init"], ["collect"], ["preview"], ["send"], ["worker"], ["demo"], ["subscribers"],
+    ["subscribers", "add"], ["subscribers", "import"], ["subscribers", "export"],
+    ["subscribers", "list"], ["subscribers", "unsubscribe"], ["editions"], ["scheduler"],
+    ["serve"], ["status"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "mailer")
+def test_every_command_has_help(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_init_is_idempotent(database_url: str) -> None:
+    runner = CliRunner()
+    env = {"MAILER_DATABASE_URL": database_url}
+    first = runner.invoke(cli, ["init"], env=env)
+    second = runner.invoke(cli, ["init"], env=env)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert "database ready at revision" in second.output
+
+
+def test_commands_before_init_say_so(tmp_path: Path) -> None:
+    env = {"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = CliRunner().invoke(cli, ["subscribers", "list"], env=env)
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: database has no tables yet: run `mailer init` first"
+
+
+def test_bad_setting_is_one_line_naming_the_key() -> None:
+    result = CliRunner().invoke(cli, ["init"], env={"MAILER_SEND_TIME": "7am"})
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: setting send_time:")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_subscribers_round_trip_through_the_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}
+    assert runner.invoke(cli, ["init"], env=env).exit_code == 0
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text("email,name\nann@example.org,Ann\nbroken,Bob\n", encoding="utf-8")
+    imported = runner.invoke(cli, ["subscribers", "import", str(csv_file)], env=env)
+    assert imported.exit_code == 0
+    assert "added 1" in imported.output and "line 3:" in imported.output
+    added = runner.invoke(cli, ["subscribers", "add", "bob@example.org", "--name", "Bob"], env=env)
+    assert added.exit_code == 0 and "added" in added.output
+    bad = runner.invoke(cli, ["subscribers", "add", "not an address"], env=env)
+    assert bad.exit_code == 1 and bad.output.startswith("error: not a valid email address")
+    gone = runner.invoke(cli, ["subscribers", "unsubscribe", "ann@example.org"], env=env)
+    assert gone.exit_code == 0 and "unsubscribed" in gone.output
+    exported = runner.invoke(cli, ["subscribers", "export"], env=env)
+    lines = exported.output.strip().splitlines()
+    assert lines[0] == "email,name,status,created_at,confirmed_at"
+    assert any(line.startswith("ann@example.org,Ann,unsubscribed,") for line in lines)
+    shown = runner.invoke(cli, ["subscribers", "show", "ann@example.org"], env=env)
+    assert "unsubscribed" in shown.output and "staff" in shown.output
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo")], env={})
+    assert result.exit_code == 0, result.output
+    assert "sent 5" in result.output
+    assert len(list((tmp_path / "demo" / "outbox").rglob("*.eml"))) == 5
