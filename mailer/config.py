@@ -87,6 +87,10 @@ class Settings:
     ses_webhook_topic_arns: list[str] = field(default_factory=list)
     trusted_proxies: int = 0
     spam_threshold: float = 5.0
+    spamassassin_command: str = "spamassassin"
+    spamassassin_timeout: float = 60.0
+    link_check_timeout: float = 5.0
+    allow_local_links: bool = False  # staging only: localhost links are not an error
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -207,6 +211,8 @@ def validate(s: Settings) -> None:
     _check("collect_every_minutes", s.collect_every_minutes >= 0,
            "must be 0 (off) or positive")
     _check("soft_bounce_limit", s.soft_bounce_limit >= 1, "must be at least 1")
+    _check("spamassassin_timeout", s.spamassassin_timeout > 0, "must be positive")
+    _check("link_check_timeout", s.link_check_timeout > 0, "must be positive")
     _check("trusted_proxies", 0 <= s.trusted_proxies <= 5, "must be between 0 and 5")
     _check("port", 0 < s.port < 65536, "must be a TCP port")
     _check("feed_timeout", s.feed_timeout > 0, "must be positive")

@@ -1,0 +1,66 @@
+"""preflight: check an edition the way `mailer send` will, before it is time to send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mailer.cli import EXIT_PREFLIGHT, cli, fail, get_app, handle_errors
+
+
+@cli.command("preflight")
+@click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
+@click.option("--check-links", is_flag=True,
+              help="Also request every article and image URL and report dead ones.")
+@click.option("--screenshots", "shots", type=click.Path(file_okay=False, path_type=Path),
+              help="Render the email in headless Chromium (375/800 px, light/dark, images "
+                   "off) and save PNGs in this directory.")
+@click.option("--no-collect", is_flag=True, help="Use stored articles only.")
+@click.pass_context
+@handle_errors
+def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots: Path | None,
+                  no_collect: bool) -> None:
+    """Build the edition and run the pre-send checks on a sample message.
+
+    Prints one line per finding; exits 5 (as `mailer send` does on a refusal) when any is an
+    error, which is exactly when `mailer send` would refuse the edition (unless --force
+    --reason "...").
+    """
+    from mailer import preflight
+    from mailer.cli.core import parse_day
+    from mailer.collect import collect
+    from mailer.db import require_schema
+    from mailer.edition import EDITABLE, build_edition, window_for
+    from mailer.pipeline import default_day
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    the_day = parse_day(day) or default_day(app)
+    if not no_collect:
+        with app.sessions() as session:
+            since = window_for(session, app.settings, the_day).start
+        try:
+            collect(app, since=since)
+        except Exception as exc:  # noqa: BLE001 - the stored articles can still be checked
+            click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
+    edition = build_edition(app, the_day)
+    report = preflight.run_checks(app, edition, check_links=check_links)
+    if edition.state in EDITABLE:
+        preflight.record(app, edition, report)  # the console shows the latest result
+    click.echo(f"preflight of edition {the_day} ({edition.state}): {edition.subject}")
+    for finding in report.findings:
+        click.echo(finding.line())
+    if report.spam_score is not None:
+        fired = ", ".join(f"{r.name} ({r.score:g})" for r in report.rules) or "none"
+        click.echo(f"spamassassin: score {report.spam_score:g} "
+                   f"(limit {report.spam_threshold:g}); rules: {fired}")
+    if shots is not None:
+        html = preflight.sample_message(app, edition).html
+        for path in preflight.render_screenshots(html, shots, prefix=f"{the_day}-"):
+            click.echo(f"screenshot: {path}")
+    counts = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    if not report.ok:
+        fail(f"preflight failed: {counts}; `mailer send` would refuse this edition",
+             EXIT_PREFLIGHT)
+    click.echo(f"preflight passed: {counts}")
