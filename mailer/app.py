@@ -19,13 +19,20 @@ class App:
     engine: Engine
     sessions: sessionmaker[Session]
     _secret: str = field(default="", repr=False)
+    #: The settings as configured (file + environment), before the staff's database overrides:
+    #: what "no override" means on the console's settings page.
+    configured: Settings | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, settings: Settings | None = None, clock: Clock | None = None) -> App:
+        from mailer.overrides import with_overrides
+
         settings = settings or load_settings()
         engine = make_engine(settings.database_url)
-        return cls(settings=settings, clock=clock or Clock.from_env(), engine=engine,
-                   sessions=session_factory(engine))
+        sessions = session_factory(engine)
+        # Staff overrides (mailer/overrides.py) from the database; none before `mailer init`.
+        return cls(settings=with_overrides(settings, sessions), clock=clock or Clock.from_env(),
+                   engine=engine, sessions=sessions, configured=settings)
 
     @property
     def secret_key(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +79,18 @@ def alembic_config(url: str) -> AlembicConfig:
     return cfg
 
 
+_ALEMBIC_LOCK = threading.Lock()
+
+
 def init_db(engine: Engine) -> str:
     """Create or migrate the schema to the newest revision; safe to run any number of times."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    # Alembic's migration context is module-global: one migration per process at a time.
+    with _ALEMBIC_LOCK:
+        return _upgrade(engine, cfg)
+
+
+def _upgrade(engine: Engine, cfg: AlembicConfig) -> str:
     try:
         with engine.begin() as conn:
             if is_postgres(engine):

@@ -237,6 +237,9 @@ def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
     """Run the send for `day` through the pipeline; log the result and alert staff when it
     failed, was skipped for want of articles, or ran late. Never raises: the scheduler must
     still be there tomorrow."""
+    from mailer.overrides import refresh
+
+    refresh(app)  # settings staff changed in the console since the daemon started
     settings = app.settings
     due = send_instant(settings, day)
     due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"

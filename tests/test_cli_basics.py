@@ -75,3 +75,16 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "sent 5" in result.output
     assert len(list((tmp_path / "demo" / "outbox").rglob("*.eml"))) == 5
+
+
+def test_erase_from_the_cli_leaves_only_a_hash(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}
+    assert runner.invoke(cli, ["init"], env=env).exit_code == 0
+    assert runner.invoke(cli, ["subscribers", "add", "eve@example.org"], env=env).exit_code == 0
+    erased = runner.invoke(cli, ["subscribers", "erase", "eve@example.org", "--yes"], env=env)
+    assert erased.exit_code == 0, erased.output
+    listing = runner.invoke(cli, ["subscribers", "list"], env=env)
+    assert "eve@example.org" not in listing.output
+    again = runner.invoke(cli, ["subscribers", "add", "eve@example.org"], env=env)
+    assert again.exit_code == 1 and "erased" in again.output

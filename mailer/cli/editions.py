@@ -69,16 +69,10 @@ def show_cmd(ctx: click.Context, day: str) -> None:
         click.echo(f"  [{a.section}] {a.title} ({a.published_at.astimezone(tz):%d %b %H:%M})")
 
 
-def _transition(app, day: str, from_states: tuple[str, ...], to: str) -> bool:  # type: ignore[no-untyped-def]
-    from mailer.models import Edition
-
+def _transition(app, day: str, control) -> bool:  # type: ignore[no-untyped-def]
+    """Apply one of `mailer.editions_control`'s conditional state changes to DAY's edition."""
     ed = _load(app, day)
-    with app.sessions.begin() as session:
-        changed = session.execute(
-            update(Edition).where(Edition.id == ed.id, Edition.state.in_(from_states))
-            .values(state=to)
-        ).rowcount
-    return bool(changed)
+    return bool(control(app.sessions, ed.id))
 
 
 @editions.command("pause")
@@ -87,10 +81,10 @@ def _transition(app, day: str, from_states: tuple[str, ...], to: str) -> bool:  
 @handle_errors
 def pause_cmd(ctx: click.Context, day: str) -> None:
     """Stop claiming new recipients; messages in flight finish and are recorded."""
-    from mailer.models import PAUSED_SEND, SENDING
+    from mailer import editions_control
 
     app = get_app(ctx)
-    if not _transition(app, day, (SENDING,), PAUSED_SEND):
+    if not _transition(app, day, editions_control.pause):
         fail(f"edition {day} is not sending")
     click.echo(f"edition {day} paused")
 
@@ -102,11 +96,11 @@ def pause_cmd(ctx: click.Context, day: str) -> None:
 @handle_errors
 def resume_cmd(ctx: click.Context, day: str, detach: bool) -> None:
     """Resume a paused edition and send the rest from this process."""
-    from mailer.models import PAUSED_SEND, SENDING
+    from mailer import editions_control
     from mailer.pipeline import run_send
 
     app = get_app(ctx)
-    if not _transition(app, day, (PAUSED_SEND,), SENDING):
+    if not _transition(app, day, editions_control.resume):
         fail(f"edition {day} is not paused")
     click.echo(f"edition {day} resumed")
     if not detach:
@@ -122,10 +116,10 @@ def resume_cmd(ctx: click.Context, day: str, detach: bool) -> None:
 @handle_errors
 def cancel_cmd(ctx: click.Context, day: str) -> None:
     """Cancel: nobody else receives it; what was sent stays recorded."""
-    from mailer.models import CANCELLED, DRAFT, FAILED, PAUSED_SEND, SENDING
+    from mailer import editions_control
 
     app = get_app(ctx)
-    if not _transition(app, day, (DRAFT, FAILED, SENDING, PAUSED_SEND), CANCELLED):
+    if not _transition(app, day, editions_control.cancel):
         fail(f"edition {day} cannot be cancelled in its state")
     click.echo(f"edition {day} cancelled")
 

@@ -149,3 +149,31 @@ def show_cmd(ctx: click.Context, email: str) -> None:
             extra = f" ({ev.detail})" if ev.detail else ""
             click.echo(f"  {ev.created_at:%Y-%m-%d %H:%M:%S}Z  {ev.kind:<13} "
                        f"{ev.source}{extra}")
+
+
+@subscribers.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@handle_errors
+def erase_cmd(ctx: click.Context, email: str, yes: bool) -> None:
+    """Right to erasure: delete the subscriber and their events; keep only a hash."""
+    from mailer import audit
+    from mailer.db import require_schema
+    from mailer.erasure import erase
+    from mailer.subscribers import find
+
+    app = get_app(ctx)
+    require_schema(app.engine)
+    if not yes:
+        click.confirm(f"Erase {email.strip().lower()} permanently?", abort=True)
+    with app.sessions.begin() as session:
+        sub = find(session, email)
+        if sub is None:
+            fail(f"no subscriber {email.strip().lower()}")
+        assert sub is not None
+        result = erase(session, sub, at=app.clock.now())
+        audit.record(session, "cli", "subscriber-erased",
+                     audit.subscriber_target(result.subscriber_id),
+                     f"address hash {result.email_hash[:12]}…", at=app.clock.now())
+    click.echo(f"erased subscriber {result.subscriber_id}")

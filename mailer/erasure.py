@@ -1,0 +1,59 @@
+"""Right to erasure: remove a subscriber and every copy of their address we keep.
+
+What goes: the subscriber row and its events (ON DELETE CASCADE), the address and name on
+their ledger rows (the rows stay, with the subscriber id, so an edition's counts do not
+change, but the address becomes "erased"), the address in SMTP error texts on those rows, and
+the address and raw payload of provider webhook events about them.
+
+What stays: a SHA-256 hash of the address in `suppressions` (reason "erased"), so a later CSV
+import or a sign-up form cannot quietly put them back on the list (the import reports the line;
+the public form answers as always and sends nothing). The audit entry names the subscriber by id
+only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.orm import Session
+
+from mailer.models import Delivery, Subscriber, Suppression, WebhookEvent
+from mailer.subscribers import email_hash
+
+ERASED = "erased"
+
+
+@dataclass(frozen=True)
+class Erasure:
+    subscriber_id: int
+    email_hash: str
+    deliveries: int
+    webhook_events: int
+
+
+def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> Erasure:
+    """Erase `sub` inside the caller's transaction."""
+    address, sub_id, digest = sub.email, sub.id, email_hash(sub.email)
+    deliveries = session.execute(
+        update(Delivery).where(Delivery.subscriber_id == sub_id)
+        .values(email=ERASED, name="", error=func.replace(Delivery.error, address, ERASED))
+        .execution_options(synchronize_session=False)
+    )
+    hooks = session.execute(
+        update(WebhookEvent).where(func.lower(WebhookEvent.email) == address)
+        .values(email="", payload={})
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(Subscriber).where(Subscriber.id == sub_id)
+                    .execution_options(synchronize_session=False))
+    session.expunge(sub)
+    if session.get(Suppression, digest) is None:
+        suppression = Suppression(email_hash=digest, reason=ERASED)
+        if at is not None:
+            suppression.created_at = at
+        session.add(suppression)
+    session.flush()
+    return Erasure(sub_id, digest, int(getattr(deliveries, "rowcount", 0) or 0),
+                   int(getattr(hooks, "rowcount", 0) or 0))

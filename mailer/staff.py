@@ -1,0 +1,183 @@
+"""Staff accounts: who may use the console, with what role, and how they prove it.
+
+Two roles: an `editor` runs the daily edition and looks after the list; an `admin` can also
+change the settings the console overrides (donation copy, sender, send time). Accounts are
+made with the CLI (`mailer staff add`), never from the web, so a stolen session cannot mint a
+new account.
+
+Passwords are hashed with scrypt (memory-hard, so a leaked table is expensive to attack). Login
+is throttled per account here (a lock for `LOCK_MINUTES` after `MAX_FAILURES` wrong passwords
+in a row) and per client IP in the web layer; an unknown address costs the same hash check as
+a known one, so response times do not reveal who has an account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from mailer.errors import MailerError
+from mailer.models import StaffUser
+from mailer.subscribers import InvalidAddress, normalise_email
+
+EDITOR, ADMIN = "editor", "admin"
+ROLES = (EDITOR, ADMIN)
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # scrypt of a megabyte "password" is a cheap denial of service otherwise
+MAX_FAILURES = 5
+LOCK_MINUTES = 15
+HASH_METHOD = "scrypt"
+
+_DUMMY_HASH: list[str] = []
+
+
+class StaffError(MailerError):
+    """A staff account operation that cannot be done (duplicate, unknown, weak password)."""
+
+
+class LoginRefused(MailerError):
+    """Wrong address or password, or the account is locked: deliberately one message."""
+
+    def __init__(self, locked: bool = False) -> None:
+        super().__init__("The email address or password is not right, or the account is "
+                         "locked for a while after too many attempts.")
+        self.locked = locked
+
+
+def hash_password(password: str) -> str:
+    """A slow, salted hash (scrypt via werkzeug)."""
+    return generate_password_hash(password, method=HASH_METHOD)
+
+
+def check_password(password_hash: str, password: str) -> bool:
+    """Constant-time comparison of a password against its stored hash."""
+    if len(password) > MAX_PASSWORD:
+        return False
+    return check_password_hash(password_hash, password)
+
+
+def validate_password(password: str) -> str:
+    """Refuse passwords too short to survive an online guess or too long to hash cheaply."""
+    if len(password) < MIN_PASSWORD:
+        raise StaffError(f"password must be at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise StaffError(f"password must be at most {MAX_PASSWORD} characters")
+    if password != password.strip() or "\n" in password or "\r" in password:
+        raise StaffError("password must not start or end with spaces or contain line breaks")
+    return password
+
+
+def password_version(user: StaffUser) -> str:
+    """A short fingerprint of the stored hash, kept in the session cookie: a password change
+    (or removal and re-creation of the account) logs out every existing session."""
+    return hashlib.sha256(f"{user.id}:{user.password_hash}".encode()).hexdigest()[:16]
+
+
+def _address(email: str) -> str:
+    try:
+        return normalise_email(email)
+    except InvalidAddress as exc:
+        raise StaffError(str(exc)) from None
+
+
+def get_by_email(session: Session, email: str) -> StaffUser | None:
+    return session.scalar(select(StaffUser).where(StaffUser.email == email.strip().lower()))
+
+
+def add_staff(session: Session, email: str, password: str, *, role: str = EDITOR,
+              at: datetime | None = None) -> StaffUser:
+    """Create an account; StaffError when the address is taken or the password is weak."""
+    if role not in ROLES:
+        raise StaffError(f"role must be one of {', '.join(ROLES)}")
+    address = _address(email)
+    if get_by_email(session, address) is not None:
+        raise StaffError(f"{address} already has a staff account")
+    user = StaffUser(email=address, password_hash=hash_password(validate_password(password)),
+                     role=role)
+    if at is not None:
+        user.created_at = at
+    session.add(user)
+    session.flush()
+    return user
+
+
+def list_staff(session: Session) -> list[StaffUser]:
+    return list(session.scalars(select(StaffUser).order_by(StaffUser.email)))
+
+
+def _require(session: Session, email: str) -> StaffUser:
+    user = get_by_email(session, email)
+    if user is None:
+        raise StaffError(f"no staff account {email.strip().lower()}")
+    return user
+
+
+def remove_staff(session: Session, email: str) -> None:
+    """Delete an account; its sessions stop working on their next request."""
+    session.delete(_require(session, email))
+    session.flush()
+
+
+def set_password(session: Session, email: str, password: str) -> StaffUser:
+    """Replace the password, clear any lock, and so log out every session of the account."""
+    user = _require(session, email)
+    user.password_hash = hash_password(validate_password(password))
+    user.failed_logins = 0
+    user.locked_until = None
+    return user
+
+
+def set_role(session: Session, email: str, role: str) -> StaffUser:
+    if role not in ROLES:
+        raise StaffError(f"role must be one of {', '.join(ROLES)}")
+    user = _require(session, email)
+    user.role = role
+    return user
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user_id: int
+    email: str
+    role: str
+    version: str
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(hash_password("not a real password, only for timing"))
+    return _DUMMY_HASH[0]
+
+
+def authenticate(session: Session, email: str, password: str, *, now: datetime) -> LoginResult:
+    """Check a login and update the throttle; LoginRefused (one message) when it fails.
+
+    The caller commits whatever happens, so a failure is counted even though it raises. While
+    an account is locked even the right password is refused, and the lock is not extended, so
+    an attacker cannot keep a colleague locked out for ever by guessing slowly.
+    """
+    address = email.strip().lower()
+    user = get_by_email(session, address) if address and len(address) <= 320 else None
+    if user is None:
+        check_password(_dummy_hash(), password)  # same cost as a real check
+        raise LoginRefused()
+    if user.locked_until is not None and user.locked_until > now:
+        check_password(_dummy_hash(), password)
+        raise LoginRefused(locked=True)
+    if not check_password(user.password_hash, password):
+        user.failed_logins = (user.failed_logins or 0) + 1
+        if user.failed_logins >= MAX_FAILURES:
+            user.locked_until = now + timedelta(minutes=LOCK_MINUTES)
+            user.failed_logins = 0
+            raise LoginRefused(locked=True)
+        raise LoginRefused()
+    user.failed_logins = 0
+    user.locked_until = None
+    user.last_login_at = now
+    session.flush()
+    return LoginResult(user.id, user.email, user.role, password_version(user))

@@ -1,0 +1,447 @@
+"""Console pages for one edition: preview, edits, test sends, send now and its progress.
+
+Every edit is a POST that changes the edition through `mailer.editions_control` (which renders
+the email again), then redirects back to the page (POST/redirect/GET), so the preview frames
+reload with the new rendering and a browser refresh never repeats an action. The previews are
+the real rendered parts with the per-reader placeholders filled for a fictional reader; they
+are served from our own origin with the archive's email CSP (inline styles, remote images, no
+scripts) and may be framed only by the console.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from werkzeug.wrappers import Response
+
+from mailer import audit, editions_control
+from mailer.app import App
+from mailer.edition import EDITABLE, build_edition, get_edition, send_instant, window_for
+from mailer.errors import FeedError, MailerError
+from mailer.message import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL
+from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
+from mailer.subscribers import InvalidAddress, counts, normalise_email
+from mailer.web import mailer_app, staff_send
+from mailer.web.security import EMAIL_CSP
+from mailer.web.staff import (
+    bp,
+    current_staff,
+    login_required,
+    parse_day,
+    record,
+    today,
+)
+from mailer.web.staff_stats import live_counts
+
+MAX_TEST_RECIPIENTS = 20
+#: How often the progress page reloads itself while a send runs (a Refresh header: no script).
+REFRESH_SECONDS = 2
+PREVIEW_CSP = EMAIL_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
+
+
+@dataclass(frozen=True)
+class ItemView:
+    article_id: int
+    title: str
+    section: str
+    author: str
+    published_at: datetime
+    link: str
+    pinned: bool
+
+
+def _preflight_available() -> bool:
+    return importlib.util.find_spec("mailer.preflight") is not None
+
+
+def fill_preview(app: App, body: str) -> str:
+    """The rendered part as a reader with no name would see it, with links that lead nowhere
+    real (a preview must never carry anyone's unsubscribe token)."""
+    base = app.settings.base_url.rstrip("/")
+    return (body.replace(UNSUBSCRIBE_URL, f"{base}/unsubscribe/PREVIEW")
+            .replace(PREFERENCES_URL, f"{base}/preferences/PREVIEW")
+            .replace(GREETING, "Good morning"))
+
+
+def _load(app: App, day: date) -> Edition | None:
+    with app.sessions() as db:
+        edition = get_edition(db, day)
+        if edition is not None:
+            db.expunge(edition)
+        return edition
+
+
+def _article_count(app: App, edition_id: int) -> int:
+    with app.sessions() as db:
+        return db.scalar(select(func.count()).select_from(EditionArticle)
+                         .where(EditionArticle.edition_id == edition_id)) or 0
+
+
+def _back(day: date, anchor: str = "") -> Response:
+    url = url_for("staff.edition", day=day.isoformat())
+    return redirect(url + (f"#{anchor}" if anchor else ""), code=303)
+
+
+# ---- the edition page ----------------------------------------------------------------------
+
+
+@bp.get("/editions/<day>")
+@login_required
+def edition(day: str) -> Any:
+    app = mailer_app()
+    the_day = parse_day(day)
+    now = app.clock.now()
+    with app.sessions() as db:
+        ed = get_edition(db, the_day)
+        audience = counts(db).get("active", 0)
+        items: list[ItemView] = []
+        dropped: list[Article] = []
+        tests: list[SendLog] = []
+        ledger_counts: dict[str, int] = {}
+        if ed is not None:
+            items = [ItemView(i.article_id, i.article.title, i.article.section,
+                              i.article.author, i.article.published_at, i.article.link,
+                              i.pinned) for i in ed.items]
+            if ed.excluded:
+                dropped = list(db.scalars(select(Article).where(Article.id.in_(ed.excluded))))
+            tests = list(db.scalars(select(SendLog).where(SendLog.edition_id == ed.id,
+                                                          SendLog.kind == "test")
+                                    .order_by(SendLog.id.desc()).limit(10)))
+            ledger_counts = live_counts(db, ed.id)
+            db.expunge_all()
+        window = None if ed is not None else window_for(db, app.settings, the_day)
+    job = staff_send.registry(current_app).get(the_day)
+    version = hashlib.sha256((ed.html if ed else "").encode()).hexdigest()[:12]
+    return render_template(
+        "staff/edition.html", title=f"Edition {the_day:%d %b %Y}", day=the_day, ed=ed,
+        items=items, dropped=dropped, tests=tests, counts=ledger_counts, audience=audience,
+        editable=ed is None or ed.state in EDITABLE, job=job, version=version,
+        text=fill_preview(app, ed.text) if ed else "", window=window,
+        due=send_instant(app.settings, the_day), is_today=the_day == today(app),
+        preflight=ed.preflight if ed and ed.preflight else None,
+        preflight_available=_preflight_available(), now=now,
+        html_kb=len(ed.html.encode()) / 1024 if ed else 0,
+    )
+
+
+@bp.get("/editions/<day>/preview")
+@login_required
+def preview(day: str) -> Response:
+    """The HTML part for the preview frames (desktop and 375 px use the same document)."""
+    app = mailer_app()
+    ed = _load(app, parse_day(day))
+    if ed is None or not ed.html:
+        abort(404)
+    response = Response(fill_preview(app, ed.html), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = PREVIEW_CSP
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+@bp.post("/editions/<day>/build")
+@login_required
+def build(day: str) -> Response:
+    """Fetch the feed, then create or refresh the draft (staff edits are kept)."""
+    from mailer.collect import collect
+
+    app = mailer_app()
+    the_day = parse_day(day)
+    existing = _load(app, the_day)
+    if existing is not None and existing.state not in EDITABLE:
+        flash(f"This edition is {existing.state}: it can no longer change.", "error")
+        return _back(the_day)
+    with app.sessions() as db:
+        since = window_for(db, app.settings, the_day).start
+    fetched = ""
+    try:
+        result = collect(app, since=since)
+        fetched = ("the feed has not changed" if result.not_modified
+                   else f"{result.new} new and {result.updated} updated articles")
+    except FeedError as exc:
+        flash(f"Could not fetch the feed ({exc}); the edition uses the articles already "
+              "stored.", "error")
+    built = build_edition(app, the_day)
+    with app.sessions.begin() as db:
+        record(db, "edition-built" if existing is None else "edition-refreshed",
+               audit.edition_target(the_day), fetched)
+    n = _article_count(app, built.id)
+    flash(f"Edition {'built' if existing is None else 'refreshed'}: {n} articles"
+          + (f" ({fetched})." if fetched else "."))
+    return _back(the_day)
+
+
+@bp.post("/editions/<day>/content")
+@login_required
+def content(day: str) -> Response:
+    app = mailer_app()
+    the_day = parse_day(day)
+    before = _load(app, the_day)
+    form = request.form
+    try:
+        changed = editions_control.edit_text(
+            app, the_day, subject=form.get("subject", ""), preheader=form.get("preheader", ""),
+            editor_note=form.get("editor_note", ""))
+    except MailerError as exc:
+        flash(str(exc), "error")
+        return _back(the_day, "content")
+    if changed and before is not None:
+        after = _load(app, the_day)
+        assert after is not None
+        fields = [name for name, a, b in (
+            ("subject", before.subject, after.subject),
+            ("preheader", before.preheader, after.preheader),
+            ("editor's note", before.editor_note, after.editor_note)) if a != b]
+        with app.sessions.begin() as db:
+            record(db, "edition-edited", audit.edition_target(the_day),
+                   "changed " + ", ".join(fields) if fields else "")
+        flash("Saved. The preview shows the new version.")
+    else:
+        flash("Nothing changed.")
+    return _back(the_day, "content")
+
+
+@bp.post("/editions/<day>/articles")
+@login_required
+def articles(day: str) -> Response:
+    app = mailer_app()
+    the_day = parse_day(day)
+    action = request.form.get("action", "")
+    raw_id = request.form.get("article_id", "")
+    if not raw_id.isdigit() or action not in editions_control.ARRANGE_ACTIONS:
+        abort(400)
+    article_id = int(raw_id)
+    try:
+        editions_control.arrange(app, the_day, article_id, action)
+    except MailerError as exc:
+        flash(str(exc), "error")
+        return _back(the_day, "articles")
+    with app.sessions.begin() as db:
+        title = db.scalar(select(Article.title).where(Article.id == article_id)) or ""
+        record(db, "edition-arranged", audit.edition_target(the_day),
+               f"{action} article {article_id}: {title[:200]}")
+    flash({"pin": "Pinned", "unpin": "Unpinned", "drop": "Dropped", "restore": "Restored",
+           "up": "Moved up", "down": "Moved down", "top": "Moved to the top"}[action]
+          + f": {title}")
+    return _back(the_day, "articles")
+
+
+@bp.post("/editions/<day>/cancel-draft")
+@login_required
+def cancel_draft(day: str) -> Response:
+    """Do not send this date's edition at all (the window is then carried by the next one)."""
+    app = mailer_app()
+    the_day = parse_day(day)
+    ed = _load(app, the_day)
+    if ed is None or ed.state not in EDITABLE or not editions_control.cancel(app.sessions, ed.id):
+        flash("Only an edition that has not started sending can be cancelled here.", "error")
+        return _back(the_day)
+    with app.sessions.begin() as db:
+        record(db, "edition-cancelled", audit.edition_target(the_day), "before sending")
+    flash("Edition cancelled: nobody will receive it.")
+    return _back(the_day)
+
+
+# ---- tests ---------------------------------------------------------------------------------
+
+
+def _recipients(raw: str) -> list[str]:
+    parts = [p for p in re.split(r"[\s,;]+", raw) if p]
+    if not parts:
+        raise MailerError("Give at least one address to send the test to.")
+    if len(parts) > MAX_TEST_RECIPIENTS:
+        raise MailerError(f"A test goes to at most {MAX_TEST_RECIPIENTS} addresses.")
+    addresses: list[str] = []
+    bad: list[str] = []
+    for part in parts:
+        try:
+            address = normalise_email(part)
+        except InvalidAddress:
+            bad.append(part[:80])
+            continue
+        if address not in addresses:
+            addresses.append(address)
+    if bad:
+        raise MailerError("Not valid email addresses: " + ", ".join(bad))
+    return addresses
+
+
+@bp.post("/editions/<day>/test")
+@login_required
+def send_test(day: str) -> Response:
+    """Send the edition, marked [TEST], to the signed-in staff member or a list of addresses.
+    Test sends do not touch the ledger: nobody on the list receives anything."""
+    from mailer.pipeline import send_test as pipeline_send_test
+
+    app = mailer_app()
+    the_day = parse_day(day)
+    try:
+        if request.form.get("to") == "me":
+            addresses = [current_staff().email]
+        else:
+            addresses = _recipients(request.form.get("addresses", ""))
+        pipeline_send_test(app, the_day, addresses, collect_first=False)
+    except MailerError as exc:
+        flash(f"The test was not sent: {exc}", "error")
+        return _back(the_day, "test")
+    with app.sessions.begin() as db:
+        record(db, "test-sent", audit.edition_target(the_day), ", ".join(addresses))
+    flash(f"Test sent to {', '.join(addresses)}. Its subject starts with [TEST].")
+    return _back(the_day, "test")
+
+
+@bp.post("/editions/<day>/preflight")
+@login_required
+def run_preflight(day: str) -> Response:
+    """Run the preflight checks now (the send runs them again in any case)."""
+    if not _preflight_available():
+        abort(404)
+    from mailer import preflight
+
+    app = mailer_app()
+    the_day = parse_day(day)
+    ed = _load(app, the_day)
+    if ed is None:
+        flash("Build the edition first.", "error")
+        return _back(the_day)
+    report = preflight.run_checks(app, ed)
+    preflight.record(app, ed, report)
+    with app.sessions.begin() as db:
+        record(db, "preflight-run", audit.edition_target(the_day),
+               f"{len(report.errors)} errors, {len(report.warnings)} warnings")
+    flash("Preflight checks passed." if report.ok else
+          f"Preflight found {len(report.errors)} problem(s) that would stop the send.",
+          "message" if report.ok else "error")
+    return _back(the_day, "preflight")
+
+
+# ---- send now ------------------------------------------------------------------------------
+
+
+def _lateness(app: App, day: date) -> timedelta:
+    return app.clock.now() - send_instant(app.settings, day)
+
+
+@bp.get("/editions/<day>/send")
+@login_required
+def send_confirm(day: str) -> Any:
+    """The confirm step: who will receive it, how many, and whether it is late."""
+    app = mailer_app()
+    the_day = parse_day(day)
+    ed = _load(app, the_day)
+    if ed is not None and ed.state in (SENDING, PAUSED_SEND):
+        return redirect(url_for("staff.progress", day=the_day.isoformat()))
+    with app.sessions() as db:
+        audience = counts(db).get("active", 0)
+    articles_count = _article_count(app, ed.id) if ed is not None else 0
+    late = _lateness(app, the_day)
+    return render_template(
+        "staff/send_confirm.html", title=f"Send the edition of {the_day:%d %b %Y}",
+        day=the_day, ed=ed, audience=audience, articles_count=articles_count,
+        late=late > timedelta(hours=app.settings.late_send_hours), late_by=late,
+        late_hours=app.settings.late_send_hours,
+        due=send_instant(app.settings, the_day), sendable=ed is None or ed.state in EDITABLE,
+        preflight=ed.preflight if ed and ed.preflight else None,
+    )
+
+
+@bp.post("/editions/<day>/send")
+@login_required
+def send_now(day: str) -> Response:
+    app = mailer_app()
+    the_day = parse_day(day)
+    reason = " ".join(request.form.get("reason", "").split())[:500]
+    with app.sessions() as db:
+        audience = counts(db).get("active", 0)
+    detail = f"audience about {audience}" + (f"; forced: {reason}" if reason else "")
+    _, started = staff_send.start(
+        app, staff_send.registry(current_app), the_day, actor=current_staff().email,
+        force=bool(reason), reason=reason, inline=bool(current_app.config["MAILER_SEND_INLINE"]),
+        audit_detail=detail)
+    if not started:
+        flash("This edition is already being sent from here: nothing new was started.")
+    return redirect(url_for("staff.progress", day=the_day.isoformat()), code=303)
+
+
+@bp.get("/editions/<day>/progress")
+@login_required
+def progress(day: str) -> Any:
+    app = mailer_app()
+    the_day = parse_day(day)
+    job = staff_send.registry(current_app).get(the_day)
+    with app.sessions() as db:
+        ed = get_edition(db, the_day)
+        c = live_counts(db, ed.id) if ed is not None else {"sent": 0, "failed": 0,
+                                                           "unknown": 0, "queued": 0}
+        if ed is not None:
+            db.expunge(ed)
+    rate = None
+    if job is not None and job.progress is not None and job.running:
+        rate = job.progress.rate
+    elif ed is not None and ed.started_at is not None:
+        end = ed.finished_at or app.clock.now()
+        elapsed = (end - ed.started_at).total_seconds()
+        rate = c["sent"] / elapsed if elapsed > 0 else None
+    live = (ed is not None and ed.state == SENDING) or (job is not None and job.running)
+    total = ed.audience if ed is not None and ed.audience else sum(c.values())
+    body = render_template(
+        "staff/progress.html", title=f"Sending the edition of {the_day:%d %b %Y}",
+        day=the_day, ed=ed, counts=c, total=total, rate=rate, job=job, live=live,
+        done=c["sent"] + c["failed"] + c["unknown"], refresh=REFRESH_SECONDS,
+    )
+    response = Response(body, mimetype="text/html")
+    if live:
+        response.headers["Refresh"] = str(REFRESH_SECONDS)
+    return response
+
+
+def _control(day: str, action: str) -> Response:
+    app = mailer_app()
+    the_day = parse_day(day)
+    ed = _load(app, the_day)
+    if ed is None:
+        abort(404)
+    control = {"pause": editions_control.pause, "resume": editions_control.resume,
+               "cancel": editions_control.cancel}[action]
+    if not control(app.sessions, ed.id):
+        flash(f"Nothing changed: the edition is {ed.state}.", "error")
+        return redirect(url_for("staff.progress", day=the_day.isoformat()), code=303)
+    with app.sessions.begin() as db:
+        record(db, {"pause": "send-paused", "resume": "send-resumed",
+                    "cancel": "send-cancelled"}[action], audit.edition_target(the_day))
+    if action == "resume":
+        staff_send.start(app, staff_send.registry(current_app), the_day,
+                         actor=current_staff().email, kind="resume",
+                         inline=bool(current_app.config["MAILER_SEND_INLINE"]))
+        flash("Resumed: sending to the rest of the list.")
+    elif action == "pause":
+        flash("Paused: messages already on their way finish; nobody else is sent to until "
+              "you resume.")
+    else:
+        flash("Cancelled: nobody else will receive this edition.")
+    return redirect(url_for("staff.progress", day=the_day.isoformat()), code=303)
+
+
+@bp.post("/editions/<day>/pause")
+@login_required
+def pause(day: str) -> Response:
+    return _control(day, "pause")
+
+
+@bp.post("/editions/<day>/resume")
+@login_required
+def resume(day: str) -> Response:
+    return _control(day, "resume")
+
+
+@bp.post("/editions/<day>/cancel")
+@login_required
+def cancel(day: str) -> Response:
+    return _control(day, "cancel")
+

@@ -1,0 +1,204 @@
+"""Numbers for the dashboard: edition history with outcomes, list growth, the next send.
+
+Read-only, and a handful of queries whatever the list size: the ledger is counted with one
+GROUP BY over the editions shown, and the (rare) bounce and unsubscribe events are fetched
+once and attributed to editions in Python, rather than one join per edition.
+
+"Bounced" and "unsubscribed after" for an edition count its recipients whose address bounced,
+or who unsubscribed or complained, between the start of that send and the start of the next
+one: the readers that edition lost.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer import ledger
+from mailer.app import App
+from mailer.models import (
+    AMBIGUOUS,
+    BOUNCED,
+    CLAIMED,
+    COMPLAINED,
+    DELIVERED,
+    DFAILED,
+    QUEUED,
+    UNSUBSCRIBED,
+    Delivery,
+    Edition,
+    SubscriberEvent,
+)
+
+SIGNUP_KINDS = ("confirmed", "activated", "added")
+DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
+
+
+@dataclass
+class EditionRow:
+    edition: Edition
+    sent: int = 0
+    failed: int = 0
+    queued: int = 0
+    unknown: int = 0
+    bounced: int = 0
+    unsubscribed: int = 0
+
+
+def edition_history(session: Session, *, limit: int = 30, now: datetime) -> list[EditionRow]:
+    """The latest editions, newest first, with ledger counts and what each one lost."""
+    editions = list(session.scalars(select(Edition).order_by(Edition.edition_date.desc())
+                                    .limit(limit)))
+    rows = {e.id: EditionRow(e) for e in editions}
+    if not rows:
+        return []
+    counted = session.execute(
+        select(Delivery.edition_id, Delivery.state, func.count())
+        .where(Delivery.edition_id.in_(rows)).group_by(Delivery.edition_id, Delivery.state))
+    for edition_id, state, n in counted:
+        row = rows[edition_id]
+        if state == DELIVERED:
+            row.sent += n
+        elif state == DFAILED:
+            row.failed += n
+        elif state in (QUEUED, CLAIMED):
+            row.queued += n
+        elif state == AMBIGUOUS:
+            row.unknown += n
+    _attribute_losses(session, [rows[e.id] for e in editions], now)
+    return [rows[e.id] for e in editions]
+
+
+def _attribute_losses(session: Session, rows: list[EditionRow], now: datetime) -> None:
+    started = sorted((r.edition.started_at, r.edition.id) for r in rows
+                     if r.edition.started_at is not None)
+    if not started:
+        return
+    starts = [s for s, _ in started]
+    events = session.execute(
+        select(SubscriberEvent.subscriber_id, SubscriberEvent.kind, SubscriberEvent.created_at)
+        .where(SubscriberEvent.created_at >= starts[0],
+               SubscriberEvent.kind.in_(DEPARTURE_KINDS))
+    ).all()
+    if not events:
+        return
+    by_id = {r.edition.id: r for r in rows}
+    subscriber_ids = {sub_id for sub_id, _, _ in events}
+    received: set[tuple[int, int]] = set()
+    ids = list(subscriber_ids)
+    for chunk in range(0, len(ids), 500):
+        received.update((edition_id, sub_id) for edition_id, sub_id in session.execute(
+            select(Delivery.edition_id, Delivery.subscriber_id)
+            .where(Delivery.edition_id.in_(list(by_id)),
+                   Delivery.subscriber_id.in_(ids[chunk:chunk + 500]))))
+    counted: set[tuple[int, int, str]] = set()
+    for sub_id, kind, at in events:
+        if at > now:
+            continue
+        index = bisect.bisect_right(starts, at) - 1
+        if index < 0:
+            continue
+        edition_id = started[index][1]
+        if (edition_id, sub_id) not in received:
+            continue
+        bucket = "bounced" if kind == BOUNCED else "unsubscribed"
+        if (edition_id, sub_id, bucket) in counted:
+            continue
+        counted.add((edition_id, sub_id, bucket))
+        row = by_id[edition_id]
+        if bucket == "bounced":
+            row.bounced += 1
+        else:
+            row.unsubscribed += 1
+
+
+@dataclass
+class DayGrowth:
+    day: date
+    joined: int = 0
+    left: int = 0
+
+
+def list_growth(session: Session, *, now: datetime, tz: ZoneInfo,
+                days: int = 30) -> list[DayGrowth]:
+    """Sign-ups (confirmed, or added as active by import or CLI) and departures (unsubscribed,
+    bounced, complained) per local day, oldest first, today included."""
+    end = now.astimezone(tz).date()
+    result = [DayGrowth(end - timedelta(days=days - 1 - i)) for i in range(days)]
+    index = {g.day: g for g in result}
+    since = now - timedelta(days=days + 1)
+    rows = session.execute(
+        select(SubscriberEvent.kind, SubscriberEvent.detail, SubscriberEvent.created_at)
+        .where(SubscriberEvent.created_at >= since,
+               SubscriberEvent.kind.in_(SIGNUP_KINDS + DEPARTURE_KINDS))
+    )
+    for kind, detail, at in rows:
+        bucket = index.get(at.astimezone(tz).date())
+        if bucket is None:
+            continue
+        if kind in DEPARTURE_KINDS:
+            bucket.left += 1
+        elif kind != "added" or detail == "status active":
+            bucket.joined += 1
+    return result
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    height: float
+    label: str
+
+
+@dataclass
+class Chart:
+    """Geometry for a small inline SVG (attributes only: the CSP allows no inline styles)."""
+
+    width: int
+    height: int
+    baseline: float
+    bar_width: float
+    joined: list[Bar] = field(default_factory=list)
+    left: list[Bar] = field(default_factory=list)
+    peak: int = 0
+
+
+def growth_chart(growth: list[DayGrowth], *, width: int = 600, height: int = 160) -> Chart:
+    """Sign-ups as bars above a baseline, departures below it, scaled to the busiest day."""
+    peak = max([g.joined for g in growth] + [g.left for g in growth] + [1])
+    half = (height - 20) / 2
+    baseline = 10 + half
+    step = width / max(1, len(growth))
+    bar = max(1.0, step * 0.7)
+    chart = Chart(width=width, height=height, baseline=baseline, bar_width=round(bar, 1),
+                  peak=peak)
+    for i, g in enumerate(growth):
+        x = i * step + (step - bar) / 2
+        label = f"{g.day:%a %d %b}: {g.joined} joined, {g.left} left"
+        up = half * g.joined / peak
+        down = half * g.left / peak
+        chart.joined.append(Bar(round(x, 1), round(baseline - up, 1), round(up, 1), label))
+        chart.left.append(Bar(round(x, 1), round(baseline, 1), round(down, 1), label))
+    return chart
+
+
+def next_send(app: App, now: datetime) -> datetime | None:
+    """The next scheduled send instant (the scheduler's own trigger), or None."""
+    try:
+        from mailer.scheduler import next_run
+    except ImportError:  # pragma: no cover - the scheduler is part of the package
+        return None
+    return next_run(app.settings, now)
+
+
+def live_counts(session: Session, edition_id: int) -> dict[str, int]:
+    """Ledger counts under the names the progress page uses."""
+    c = ledger.counts(session, edition_id)
+    return {"sent": c[DELIVERED], "failed": c[DFAILED], "unknown": c[AMBIGUOUS],
+            "queued": c[QUEUED] + c[CLAIMED]}
