@@ -29,7 +29,7 @@ from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
 from mailer.ratelimit import NoPacer, Pacer, SharedRateLimiter
-from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
+from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Result, Transport
 
@@ -80,11 +80,17 @@ class Personaliser:
         domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
         return cls(app=app, edition=edition, template=template, domain=domain)
 
+    def __post_init__(self) -> None:
+        secret = self.app.secret_key
+        self._unsubscribe = IdTokenSigner(secret, UNSUBSCRIBE)
+        self._preferences = IdTokenSigner(secret, PREFERENCES)
+        self._base = self.app.settings.base_url.rstrip("/")
+
     def outgoing(self, c: ledger.Claim, with_fields: bool = True) -> Outgoing:
         secret = self.app.secret_key
-        base = self.app.settings.base_url.rstrip("/")
-        unsub = f"{base}/unsubscribe/{make_token(secret, UNSUBSCRIBE, c.subscriber_id)}"
-        prefs = f"{base}/preferences/{make_token(secret, PREFERENCES, c.subscriber_id)}"
+        base = self._base
+        unsub = f"{base}/unsubscribe/{self._unsubscribe.make(c.subscriber_id)}"
+        prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
         message_id = ledger.message_id_for(secret, self.edition, c.id, self.domain)
         kwargs = dict(email=c.email, name=c.name, unsubscribe_url=unsub, preferences_url=prefs,
                       message_id=message_id)

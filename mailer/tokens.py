@@ -7,6 +7,9 @@ confirmation tokens carry their issue time, checked against our `Clock` so tests
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from datetime import datetime
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -52,3 +55,24 @@ def read_token(secret: str, purpose: str, token: str, *, now: datetime | None = 
             raise BadToken("this link has expired", expired=True)
     extra = payload[2] if len(payload) > 2 and isinstance(payload[2], str) else ""
     return payload[0], extra
+
+
+class IdTokenSigner:
+    """`make_token(secret, purpose, id)` for many ids, at a fraction of the cost.
+
+    itsdangerous derives the key, JSON-encodes and tries zlib on every call; a send signs two
+    tokens per recipient, so this precomputes the derived key and an HMAC state once. The
+    output is byte-for-byte what `make_token` produces (tests check it), so `read_token` and
+    the web app verify it unchanged.
+    """
+
+    def __init__(self, secret: str, purpose: str) -> None:
+        signer = URLSafeSerializer(secret, salt=purpose).make_signer(purpose)
+        self._mac = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)
+
+    def make(self, subscriber_id: int) -> str:
+        payload = base64.urlsafe_b64encode(b"[%d]" % subscriber_id).rstrip(b"=")
+        mac = self._mac.copy()
+        mac.update(payload)
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (payload + b"." + signature).decode("ascii")
