@@ -85,13 +85,13 @@ class Personaliser:
         self._unsubscribe = IdTokenSigner(secret, UNSUBSCRIBE)
         self._preferences = IdTokenSigner(secret, PREFERENCES)
         self._base = self.app.settings.base_url.rstrip("/")
+        self._message_ids = ledger.MessageIds(secret, self.edition, self.domain)
 
     def outgoing(self, c: ledger.Claim, with_fields: bool = True) -> Outgoing:
-        secret = self.app.secret_key
         base = self._base
         unsub = f"{base}/unsubscribe/{self._unsubscribe.make(c.subscriber_id)}"
         prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
-        message_id = ledger.message_id_for(secret, self.edition, c.id, self.domain)
+        message_id = self._message_ids.make(c.id)
         kwargs = dict(email=c.email, name=c.name, unsubscribe_url=unsub, preferences_url=prefs,
                       message_id=message_id)
         return Outgoing(recipient=c.email, message_id=message_id,

@@ -312,3 +312,18 @@ class SentRecorder:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class MessageIds:
+    """`message_id_for` for every row of one edition, with the keyed hash set up once."""
+
+    def __init__(self, secret: str, edition: Edition, domain: str) -> None:
+        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        self._edition_id = edition.id
+        self._prefix = f"<{edition.edition_date:%Y%m%d}."
+        self._suffix = f"@{domain}>"
+
+    def make(self, delivery_id: int) -> str:
+        mac = self._mac.copy()
+        mac.update(f"{self._edition_id}:{delivery_id}".encode())
+        return f"{self._prefix}{delivery_id}.{mac.hexdigest()[:12]}{self._suffix}"

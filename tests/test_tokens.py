@@ -53,3 +53,16 @@ def test_confirmation_tokens_expire_on_our_clock() -> None:
     # An unsubscribe token (no issue time) is never accepted where expiry is required.
     with pytest.raises(BadToken):
         read_token("k", CONFIRM, make_token("k", CONFIRM, 7), now=NOW, max_age_seconds=week)
+
+
+def test_message_ids_match_the_ledger_function() -> None:
+    from datetime import date
+
+    from mailer.ledger import MessageIds, message_id_for
+    from mailer.models import Edition
+
+    edition = Edition(id=7, edition_date=date(2026, 11, 26))
+    ids = MessageIds("secret", edition, "labourlist.org")
+    made = [ids.make(i) for i in range(1, 300)]
+    assert made == [message_id_for("secret", edition, i, "labourlist.org") for i in range(1, 300)]
+    assert len(set(made)) == len(made)

@@ -64,6 +64,26 @@ def is_hard_bounce(code: int, text: str) -> bool:
     return subject == "2" and detail == "1"
 
 
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
+def _mail(conn: smtplib.SMTP, sender: str, options: list[str]) -> tuple[int, bytes]:
+    """MAIL FROM without smtplib's per-call address parsing when the address is plain ASCII
+    (every address we send from or to was validated at the door); anything else goes
+    through smtplib's own quoting."""
+    if "SMTPUTF8" in options or not _PLAIN_ADDRESS.fullmatch(sender):
+        return conn.mail(sender, options)
+    conn.putcmd("mail", f"FROM:<{sender}>" + (" " + " ".join(options) if options else ""))
+    return conn.getreply()
+
+
+def _rcpt(conn: smtplib.SMTP, recipient: str) -> tuple[int, bytes]:
+    if not _PLAIN_ADDRESS.fullmatch(recipient):
+        return conn.rcpt(recipient)
+    conn.putcmd("rcpt", f"TO:<{recipient}>")
+    return conn.getreply()
+
+
 def wire_data(data: bytes, crlf: bool = False) -> bytes:
     """The message as sent after DATA: CRLF line endings, dot-stuffed, ending in CRLF.CRLF."""
     if crlf or data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
@@ -240,7 +260,7 @@ class SmtpTransport(Transport):
                 options.append("BODY=8BITMIME")
 
             try:
-                code, text = self._reply(conn.mail(self.sender, options))
+                code, text = self._reply(_mail(conn, self.sender, options))
             except OSError as exc:  # smtplib's exceptions are OSErrors too
                 self._discard()
                 if may_be_stale:
@@ -250,7 +270,7 @@ class SmtpTransport(Transport):
                 return self._refused(code, f"MAIL FROM refused: {code} {text}", hard=False)
 
             try:
-                code, text = self._reply(conn.rcpt(message.recipient))
+                code, text = self._reply(_rcpt(conn, message.recipient))
             except OSError as exc:
                 self._discard()
                 return Result("retry", error=f"connection lost at RCPT TO: {_reason(exc)}")
