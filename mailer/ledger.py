@@ -298,13 +298,8 @@ class SentRecorder:
             when = now.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
             raw = self.conn.connection.dbapi_connection
             assert raw is not None
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = raw.execute(self.sql, (*params[:2], when, *params[3:]))
-                raw.execute("COMMIT")
-            except BaseException:
-                raw.execute("ROLLBACK")
-                raise
+            # One statement in autocommit mode is its own atomic, durable transaction.
+            cursor = raw.execute(self.sql, (*params[:2], when, *params[3:]))
             return bool(cursor.rowcount)
         result = self.conn.exec_driver_sql(self.sql, params)
         self.conn.commit()
