@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from mailer import ledger
 from mailer.app import App
-from mailer.collect import collect
+from mailer.collect import CollectResult, collect
 from mailer.dispatch import Dispatcher, Progress
 from mailer.edition import EDITABLE, build_edition, get_edition, send_instant
 from mailer.errors import MailerError
@@ -56,6 +56,15 @@ class SendOutcome:
     @property
     def ok(self) -> bool:
         return self.status != "stopped"
+
+
+def collect_for(app: App, day: date) -> CollectResult:
+    """Fetch the feed far enough back to cover the edition window of `day`."""
+    from mailer.edition import window_for
+
+    with app.sessions() as session:
+        since = window_for(session, app.settings, day).start
+    return collect(app, since=since)
 
 
 def default_day(app: App) -> date:
@@ -129,11 +138,7 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
                 f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
             )
         if collect_first:
-            with app.sessions() as session:
-                from mailer.edition import window_for
-
-                since = window_for(session, app.settings, day).start
-            collect(app, since=since)
+            collect_for(app, day)
         edition = build_edition(app, day, close_window_at=now)
         if edition.state not in EDITABLE:
             return _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
@@ -226,11 +231,7 @@ def send_test(app: App, day: date, addresses: Sequence[str], *,
     existing = _edition_state(app, day)
     if existing is None or existing.state in EDITABLE:
         if collect_first:
-            with app.sessions() as session:
-                from mailer.edition import window_for
-
-                since = window_for(session, app.settings, day).start
-            collect(app, since=since)
+            collect_for(app, day)
         edition = build_edition(app, day)
     else:
         edition = existing

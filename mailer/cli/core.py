@@ -61,20 +61,17 @@ def collect_cmd(ctx: click.Context) -> None:
 @handle_errors
 def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool) -> None:
     """Build the edition and write its HTML (and text part) to files."""
-    from mailer.collect import collect
     from mailer.db import require_schema
-    from mailer.edition import build_edition, window_for
+    from mailer.edition import build_edition
     from mailer.message import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL
-    from mailer.pipeline import default_day
+    from mailer.pipeline import collect_for, default_day
 
     app = get_app(ctx)
     require_schema(app.engine)
     the_day = parse_day(day) or default_day(app)
     if not no_collect:
-        with app.sessions() as session:
-            since = window_for(session, app.settings, the_day).start
         try:
-            collect(app, since=since)
+            collect_for(app, the_day)
         except Exception as exc:  # noqa: BLE001 - a preview still shows what is stored
             click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
     edition = build_edition(app, the_day)

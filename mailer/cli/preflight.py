@@ -29,19 +29,16 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
     """
     from mailer import preflight
     from mailer.cli.core import parse_day
-    from mailer.collect import collect
     from mailer.db import require_schema
-    from mailer.edition import EDITABLE, build_edition, window_for
-    from mailer.pipeline import default_day
+    from mailer.edition import EDITABLE, build_edition
+    from mailer.pipeline import collect_for, default_day
 
     app = get_app(ctx)
     require_schema(app.engine)
     the_day = parse_day(day) or default_day(app)
     if not no_collect:
-        with app.sessions() as session:
-            since = window_for(session, app.settings, the_day).start
         try:
-            collect(app, since=since)
+            collect_for(app, the_day)
         except Exception as exc:  # noqa: BLE001 - the stored articles can still be checked
             click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
     edition = build_edition(app, the_day)
