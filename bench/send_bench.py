@@ -3,7 +3,8 @@
   python bench/send_bench.py [--n 100000] [--connections 4] [--snapshot-n 1000000]
 
 Prints messages per second for (1) `mailer send` (a real subprocess: collect, build, snapshot,
-dispatch, ledger writes), (2) a naive loop (one EmailMessage built per recipient, one smtplib
+dispatch, ledger writes; SMTP PIPELINING as the sink offers it, `--stepwise` adds a run
+without), (2) a naive loop (one EmailMessage built per recipient, one smtplib
 connection) and (3) a raw replay (one pre-built message sent N times over the same number of
 connections, no per-recipient work), the ratios between them, the peak RSS of the `mailer send`
 process, and optionally the time to snapshot an audience of --snapshot-n on SQLite.
@@ -63,7 +64,10 @@ def seed(app: App, n: int, chunk: int = 20000) -> None:
             session.execute(insert(Subscriber), rows)
 
 
-def run_mailer_send(tmp: Path, n: int, port: int, connections: int) -> tuple[float, float, int]:
+def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
+                    pipelining: bool = True) -> tuple[float, float, int]:
+    tmp = tmp / ("pipelined" if pipelining else "stepwise")
+    tmp.mkdir()
     db = tmp / "bench.db"
     url = f"sqlite:///{db}"
     settings = load_settings({}).replace(database_url=url, secret_key="bench")
@@ -74,7 +78,8 @@ def run_mailer_send(tmp: Path, n: int, port: int, connections: int) -> tuple[flo
     feed = write_sample_feed(tmp / "feed.xml", NOW)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update({"MAILER_DATABASE_URL": url, "MAILER_FEED_URL": str(feed),
-                "MAILER_DSN": f"smtp://127.0.0.1:{port}?tls=0", "MAILER_NOW": NOW.isoformat(),
+                "MAILER_DSN": f"smtp://127.0.0.1:{port}?tls=0&pipelining={int(pipelining)}",
+                "MAILER_NOW": NOW.isoformat(),
                 "MAILER_SECRET_KEY": "bench", "MAILER_BASE_URL": "https://mail.labourlist.org",
                 "MAILER_CONNECTIONS": str(connections), "MAILER_BATCH_SIZE": "200"})
     start = time.perf_counter()
@@ -175,6 +180,9 @@ def main() -> None:
     parser.add_argument("--naive-n", type=int, default=0,
                         help="recipients for the naive loop (default: n/10, it is slow)")
     parser.add_argument("--snapshot-n", type=int, default=0)
+    parser.add_argument("--stepwise", action="store_true",
+                        help="also run mailer send with ?pipelining=0 (like-for-like with the "
+                             "raw replay, which uses smtplib's one-command-at-a-time exchange)")
     args = parser.parse_args()
     naive_n = args.naive_n or max(1000, args.n // 10)
     with tempfile.TemporaryDirectory() as d, Sink() as sink:
@@ -194,6 +202,12 @@ def main() -> None:
               f"{dispatch_rate / raw_rate:.2f}; target >= 0.8)")
         print(f"ratio send/naive loop         {send_rate / naive_rate:9.2f}  (target >= 4)")
         print(f"peak RSS of mailer send       {rss_kb / 1024:9.1f} MB  (target < 150 MB)")
+        if args.stepwise:
+            total2, _, _ = run_mailer_send(tmp, args.n, sink.port, args.connections,
+                                           pipelining=False)
+            rate2 = args.n / total2
+            print(f"mailer send, no pipelining    {rate2:9.0f} msg/s  (ratio to raw replay "
+                  f"{rate2 / raw_rate:.2f}, to naive loop {rate2 / naive_rate:.2f})")
         if args.snapshot_n:
             snap, seeding = snapshot_time(tmp, args.snapshot_n)
             print(f"audience snapshot of {args.snapshot_n} on SQLite: {snap:.1f} s "

@@ -533,3 +533,67 @@ def test_smtp_tls_required_but_not_offered(smtp_sink: SmtpSink, settings: Settin
         transport.open()
     auto = from_dsn(f"smtp://127.0.0.1:{smtp_sink.port}", settings)
     assert "no STARTTLS offered" in auto.check()
+
+
+# ---- RFC 2920 pipelining ------------------------------------------------------------------
+
+
+def _pipelined(make_smtp_sink, **options):  # type: ignore[no-untyped-def]
+    return make_smtp_sink(pipelining=True, **options)
+
+
+def test_pipelining_used_when_offered_and_outcomes_unchanged(make_smtp_sink, settings) -> None:  # type: ignore[no-untyped-def]
+    from mailer.transports import from_dsn
+    from mailer.transports.base import Outgoing
+
+    def rcpt(address: str, attempt: int) -> str | None:
+        if address.startswith("dead"):
+            return "550 5.1.1 No such user"
+        if address.startswith("grey") and attempt == 1:
+            return "451 4.7.1 Try later"
+        return None
+
+    sink = _pipelined(make_smtp_sink, rcpt_policy=rcpt)
+    transport = from_dsn(sink.dsn, settings)
+    recipients = ["ann@example.org", "dead@example.org", "grey@example.org", "bob@example.org"]
+    messages = [Outgoing(recipient=r, message_id=f"<m{i}@example.org>",
+                         data=f"Subject: t{i}\r\n\r\nbody {i}\r\n.starts with a dot\r\n".encode())
+                for i, r in enumerate(recipients)]
+    with transport:
+        results = transport.send(messages)
+        retry = transport.send([messages[2]])
+    assert [r.status for r in results] == ["sent", "failed", "retry", "sent"]
+    assert results[1].hard_bounce and not results[2].hard_bounce
+    assert retry[0].status == "sent"
+    assert sorted(sink.recipients()) == ["ann@example.org", "bob@example.org", "grey@example.org"]
+    assert sink.connections == 1
+    assert all(b"\r\n.starts with a dot" in m.data or b"\n.starts with a dot" in m.data
+               for m in sink.messages)
+
+
+def test_pipelining_sender_refused_and_drops(make_smtp_sink, settings) -> None:  # type: ignore[no-untyped-def]
+    from mailer.transports import from_dsn
+    from mailer.transports.base import Outgoing
+
+    msg = Outgoing(recipient="ann@example.org", message_id="<x@example.org>",
+                   data=b"Subject: x\r\n\r\nbody\r\n")
+    refused = _pipelined(make_smtp_sink, mail_policy=lambda a, n: "553 5.7.1 Sender refused")
+    with from_dsn(refused.dsn, settings) as transport:
+        assert transport.send([msg])[0].status == "failed"
+    assert refused.recipients() == []
+    before = _pipelined(make_smtp_sink, drop_after=0, drop_mode="before_data")
+    with from_dsn(before.dsn, settings) as transport:
+        first = transport.send([msg])[0]
+        second = transport.send([msg])[0]
+    assert first.status == "retry" and second.status == "sent"
+    after = _pipelined(make_smtp_sink, drop_after=0, drop_mode="after_data")
+    with from_dsn(after.dsn, settings) as transport:
+        assert transport.send([msg])[0].status == "ambiguous"
+
+
+def test_pipelining_can_be_switched_off(make_smtp_sink, settings) -> None:  # type: ignore[no-untyped-def]
+    from mailer.transports import from_dsn
+
+    sink = _pipelined(make_smtp_sink)
+    transport = from_dsn(sink.dsn + "&pipelining=0", settings)
+    assert transport.pipelining is False  # type: ignore[attr-defined]

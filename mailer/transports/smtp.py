@@ -128,6 +128,7 @@ class SmtpTransport(Transport):
         verify_tls: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         local_hostname: str | None = None,
+        pipelining: bool = True,
     ) -> None:
         if not host:
             raise TransportError("MAILER_DSN for SMTP needs a host, e.g. smtp://smtp.example.org:587")
@@ -147,6 +148,7 @@ class SmtpTransport(Transport):
         self.verify_tls = verify_tls
         self.timeout = timeout
         self.local_hostname = local_hostname
+        self.pipelining = pipelining
         self.name = "smtps" if implicit_tls else "smtp"
         self._conn: smtplib.SMTP | None = None
 
@@ -157,7 +159,7 @@ class SmtpTransport(Transport):
         Like Symfony Mailer, ``smtp://`` defaults to port 25, ``smtps://`` to 465, and
         ``smtp://host:465`` means implicit TLS because nothing else works on that port.
         """
-        dsn.check_options({"tls", "verify_tls", "timeout", "local_hostname"})
+        dsn.check_options({"tls", "verify_tls", "timeout", "local_hostname", "pipelining"})
         implicit = dsn.scheme == "smtps" or (dsn.scheme == "smtp" and dsn.port == 465)
         mode: TlsMode = "auto"
         if "tls" in dsn.options and dsn.options["tls"].strip().lower() != "auto":
@@ -173,6 +175,7 @@ class SmtpTransport(Transport):
             starttls=mode,
             verify_tls=dsn.bool_option("verify_tls", True),
             timeout=dsn.float_option("timeout", DEFAULT_TIMEOUT),
+            pipelining=dsn.bool_option("pipelining", True),
             local_hostname=dsn.options.get("local_hostname") or None,
         )
 
@@ -260,31 +263,18 @@ class SmtpTransport(Transport):
             if not payload.isascii() and conn.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")
 
-            try:
-                code, text = self._reply(_mail(conn, self.sender, options))
-            except OSError as exc:  # smtplib's exceptions are OSErrors too
-                self._discard()
-                if may_be_stale:
-                    raise _StaleConnection from exc
-                return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
-            if not 200 <= code < 300:
-                return self._refused(code, f"MAIL FROM refused: {code} {text}", hard=False)
-
-            try:
-                code, text = self._reply(_rcpt(conn, message.recipient))
-            except OSError as exc:
-                self._discard()
-                return Result("retry", error=f"connection lost at RCPT TO: {_reason(exc)}")
-            if not 200 <= code < 300:
-                return self._refused(code, f"{code} {text}", hard=is_hard_bounce(code, text))
-
-            try:
-                code, text = self._reply(conn.docmd("DATA"))
-            except OSError as exc:
-                self._discard()
-                return Result("retry", error=f"connection lost at DATA: {_reason(exc)}")
-            if code != 354:
-                return self._refused(code, f"DATA refused: {code} {text}", hard=False)
+            if (self.pipelining and conn.has_extn("pipelining") and "SMTPUTF8" not in options
+                    and _PLAIN_ADDRESS.fullmatch(self.sender)
+                    and _PLAIN_ADDRESS.fullmatch(message.recipient)):
+                refused = self._pipelined_envelope(conn, message.recipient, options,
+                                                   may_be_stale=may_be_stale)
+                if refused is not None:
+                    return refused
+            else:
+                refused = self._stepwise_envelope(conn, message.recipient, options,
+                                                  may_be_stale=may_be_stale)
+                if refused is not None:
+                    return refused
 
             try:
                 conn.send(payload)
@@ -317,6 +307,80 @@ class SmtpTransport(Transport):
             self._discard()
             status = "ambiguous" if data_sent else "retry"
             return Result(status, error=f"unexpected error: {type(exc).__name__}: {exc}")
+
+    def _stepwise_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
+                           may_be_stale: bool) -> Result | None:
+        """MAIL, RCPT, DATA one at a time; None when the server is ready for the data."""
+        try:
+            code, text = self._reply(_mail(conn, self.sender, options))
+        except OSError as exc:  # smtplib's exceptions are OSErrors too
+            self._discard()
+            if may_be_stale:
+                raise _StaleConnection from exc
+            return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
+        if not 200 <= code < 300:
+            return self._refused(code, f"MAIL FROM refused: {code} {text}", hard=False)
+
+        try:
+            code, text = self._reply(_rcpt(conn, recipient))
+        except OSError as exc:
+            self._discard()
+            return Result("retry", error=f"connection lost at RCPT TO: {_reason(exc)}")
+        if not 200 <= code < 300:
+            return self._refused(code, f"{code} {text}", hard=is_hard_bounce(code, text))
+
+        try:
+            code, text = self._reply(conn.docmd("DATA"))
+        except OSError as exc:
+            self._discard()
+            return Result("retry", error=f"connection lost at DATA: {_reason(exc)}")
+        if code != 354:
+            return self._refused(code, f"DATA refused: {code} {text}", hard=False)
+        return None
+
+    def _pipelined_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
+                            may_be_stale: bool) -> Result | None:
+        """RFC 2920: MAIL, RCPT and DATA in one write, then their three replies in order.
+
+        Outcomes are exactly those of the stepwise exchange: a refused MAIL or RCPT is final
+        for this message (the server then refuses DATA too), and nothing of the message has
+        been sent until DATA's 354 arrived, so any failure up to here is safe to retry.
+        """
+        extra = (" " + " ".join(options)) if options else ""
+        commands = f"MAIL FROM:<{self.sender}>{extra}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
+        try:
+            conn.send(commands.encode("ascii"))
+            mail_code, mail_text = self._reply(conn.getreply())
+        except OSError as exc:
+            self._discard()
+            if may_be_stale:
+                raise _StaleConnection from exc
+            return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
+        try:
+            rcpt_code, rcpt_text = self._reply(conn.getreply())
+            data_code, data_text = self._reply(conn.getreply())
+        except OSError as exc:
+            self._discard()
+            return Result("retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
+        envelope_ok = 200 <= mail_code < 300 and 200 <= rcpt_code < 300
+        if data_code == 354 and not envelope_ok:
+            # A server should refuse DATA without a valid recipient; if it did not, close the
+            # (empty) message so the conversation stays in step, then reset below.
+            try:
+                conn.send(b".\r\n")
+                conn.getreply()
+            except OSError:
+                self._discard()
+        if not 200 <= mail_code < 300:
+            return self._refused(mail_code, f"MAIL FROM refused: {mail_code} {mail_text}",
+                                 hard=False)
+        if not 200 <= rcpt_code < 300:
+            return self._refused(rcpt_code, f"{rcpt_code} {rcpt_text}",
+                                 hard=is_hard_bounce(rcpt_code, rcpt_text))
+        if data_code != 354:
+            return self._refused(data_code, f"DATA refused: {data_code} {data_text}",
+                                 hard=False)
+        return None
 
     def _refused(self, code: int, error: str, *, hard: bool) -> Result:
         """A refused MAIL/RCPT/DATA command: reset the transaction (or drop on 421)."""

@@ -84,6 +84,7 @@ class SmtpSink:
         tls: TlsKind | None = None,
         max_per_connection: int | None = None,
         data_delay: float = 0.0,
+        pipelining: bool = False,
     ) -> None:
         self.rcpt_policy = rcpt_policy
         self.data_policy = data_policy
@@ -94,6 +95,7 @@ class SmtpSink:
         self.tls = tls
         self.max_per_connection = max_per_connection
         self.data_delay = data_delay
+        self.pipelining = pipelining
 
         self.port = 0
         self.messages: list[Received] = []
@@ -289,6 +291,10 @@ class _Handler:
                           responses: list[str]) -> list[str]:
         self.sink._command(server, "EHLO")
         session.host_name = hostname
+        if self.sink.pipelining:
+            # aiosmtpd reads commands one line at a time from a buffered stream, so it already
+            # copes with pipelined commands; advertise it like Postfix does.
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(self, server: _SinkSMTP, session: Any, envelope: Any, address: str,
