@@ -295,7 +295,8 @@ class SentRecorder:
         if self.sqlite:
             # Straight to the driver (the engine leaves transaction control to us on SQLite):
             # a fraction of the cost of going through SQLAlchemy, per message.
-            when = now.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+            # SQLAlchemy's own SQLite storage format, at a tenth of strftime's cost.
+            when = now.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
             raw = self.conn.connection.dbapi_connection
             assert raw is not None
             # One statement in autocommit mode is its own atomic, durable transaction.

@@ -65,6 +65,10 @@ def test_second_send_sends_nothing(app: App, tmp_path: Path, smtp_sink: SmtpSink
     again = run_send(app, DAY)
     assert again.status == "already-sent" and "already sent" in again.message
     assert len(smtp_sink.recipients()) == 5
+    with app.sessions() as s:
+        # Written by the driver-level hot path, read back through the ORM as aware UTC.
+        stamps = set(s.scalars(select(Delivery.sent_at)))
+        assert stamps == {app.clock.now()}
 
 
 def test_server_down_then_up_finishes_without_losing_anyone(app: App, tmp_path: Path) -> None:
