@@ -8,6 +8,7 @@ daylight-saving changes and midnight edges without waiting for them.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -52,6 +53,14 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
 
+    def wait(self, event: threading.Event, seconds: float, *, may_jump: bool = True) -> bool:
+        """Wait until `event` is set or `seconds` pass; True when the event was set.
+
+        `may_jump=False` says the wait is for someone else's progress (another worker's lease),
+        which a test clock must not fake by jumping ahead; real time ignores it.
+        """
+        return event.wait(max(0.0, seconds))
+
     def local_now(self, tz: ZoneInfo) -> datetime:
         return self.now().astimezone(tz)
 
@@ -79,6 +88,14 @@ class FixedClock(Clock):
 
     def sleep(self, seconds: float) -> None:
         self._now += timedelta(seconds=max(0.0, seconds))
+
+    def wait(self, event: threading.Event, seconds: float, *, may_jump: bool = True) -> bool:
+        """Yield briefly for real, then move this clock on instead of waiting."""
+        if event.wait(0.01):
+            return True
+        if may_jump:
+            self.sleep(seconds)
+        return False
 
 
 def send_datetime(day: date, send_time: tuple[int, int], tz: ZoneInfo) -> datetime:

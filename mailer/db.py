@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,12 +62,6 @@ def is_postgres(engine: Engine) -> bool:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    with factory.begin() as session:
-        yield session
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -139,7 +131,3 @@ def instance_secret(factory: sessionmaker[Session]) -> str:
                 return instance_secret(factory)
         return row.value
 
-
-def get_meta(session: Session, key: str, default: str = "") -> str:
-    value = session.scalar(select(Meta.value).where(Meta.key == key))
-    return default if value is None else value

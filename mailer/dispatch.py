@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
 
@@ -23,7 +22,6 @@ from sqlalchemy import select, update
 
 from mailer import ledger
 from mailer.app import App
-from mailer.clock import FixedClock
 from mailer.errors import MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
@@ -319,15 +317,10 @@ class Dispatcher:
             return True
         now = self.app.clock.now()
         wait = 0.5 if due is None else (due - now).total_seconds()
-        if isinstance(self.app.clock, FixedClock):
-            # Tests: time only moves when told, so move it instead of waiting for real.
-            self.stop.wait(0.01)
-            if due is not None and wait > 0 and not c["claimed"]:
-                # (Only retry back-off: jumping over another worker's lease would fake its
-                # death.)
-                self.app.clock.advance(seconds=min(wait, 5.0))
-            return False
-        self.stop.wait(min(1.0, max(0.05, wait)))
+        # Waiting out a retry back-off may be skipped by a test clock; waiting for another
+        # worker's lease may not (jumping over it would fake that worker's death).
+        self.app.clock.wait(self.stop, min(1.0, max(0.05, wait)),
+                            may_jump=due is not None and not c["claimed"])
         return False
 
     def _pause_for_errors(self, last_error: str) -> None:
@@ -441,11 +434,3 @@ class Dispatcher:
             log.exception("worker %s failed", index)
             self._fail(f"worker failed: {exc}")
 
-
-def paused(app: App, edition_id: int) -> bool:
-    with app.sessions() as session:
-        return session.scalar(select(Edition.state).where(Edition.id == edition_id)) == PAUSED_SEND
-
-
-def now_utc(app: App) -> datetime:
-    return app.clock.now()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer.locks import holder_alive
@@ -30,6 +30,7 @@ from mailer.models import (
     Delivery,
     Edition,
     Subscriber,
+    UTCDateTime,
 )
 from mailer.subscribers import set_status
 from mailer.transports.base import Result
@@ -204,8 +205,6 @@ def record(session: Session, worker: str, outcomes: list[tuple[Claim, str, Resul
                            detail=result.error[:500], at=now)
                 tally.bounced += 1
     if sent_rows:
-        from sqlalchemy import bindparam
-
         stmt = (
             update(d)
             .where(d.id == bindparam("b_id"), d.claimed_by == bindparam("b_worker"),
@@ -243,16 +242,12 @@ def next_due(session: Session, edition_id: int) -> datetime | None:
     times = [t for t in (session.scalar(q1), session.scalar(q2)) if t is not None]
     if not times:
         return None
-    from mailer.models import UTCDateTime
-
     conv = UTCDateTime().process_result_value
     dialect = session.get_bind().dialect
     return min(conv(t, dialect) if isinstance(t, datetime) else _parse(t) for t in times)
 
 
 def _parse(value: Any) -> datetime:
-    from datetime import UTC
-
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -260,10 +255,8 @@ def _parse(value: Any) -> datetime:
 def message_id_for(secret: str, edition: Edition, delivery_id: int, domain: str) -> str:
     """Deterministic per ledger row: a retry or a re-send after a crash reuses the same id, so the
     file outbox overwrites rather than duplicates and receivers can de-duplicate; a keyed hash
-    keeps ids unguessable across editions."""
-    tag = hmac.new(secret.encode(), f"{edition.id}:{delivery_id}".encode(),
-                   hashlib.sha256).hexdigest()[:12]
-    return f"<{edition.edition_date:%Y%m%d}.{delivery_id}.{tag}@{domain}>"
+    keeps ids unguessable across editions. (A send makes many: use `MessageIds`.)"""
+    return MessageIds(secret, edition, domain).make(delivery_id)
 
 
 class SentRecorder:
@@ -311,7 +304,7 @@ class SentRecorder:
 
 
 class MessageIds:
-    """`message_id_for` for every row of one edition, with the keyed hash set up once."""
+    """The Message-IDs of one edition's rows (`message_id_for`), keyed hash set up once."""
 
     def __init__(self, secret: str, edition: Edition, domain: str) -> None:
         self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)

@@ -13,7 +13,7 @@ import threading
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -141,7 +141,3 @@ class LeaseLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-
-def lock_holders(sessions: sessionmaker[Session]) -> list[tuple[str, str]]:
-    with sessions() as session:
-        return [(r.name, r.holder) for r in session.scalars(select(RunLock))]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from mailer import ledger
 from mailer.app import App
@@ -29,6 +29,7 @@ from mailer.models import (
     SENT,
     SKIPPED,
     Edition,
+    EditionArticle,
     SendLog,
 )
 from mailer.subscribers import normalise_email
@@ -206,21 +207,15 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
 
 
 def _count_items(app: App, edition: Edition) -> int:
-    from sqlalchemy import func, select
-
-    from mailer.models import EditionArticle
-
     with app.sessions() as session:
         return session.scalar(select(func.count()).where(
             EditionArticle.edition_id == edition.id)) or 0
 
 
 def run_preflight(app: App, edition: Edition, *, force: bool, reason: str) -> None:
-    """Hook for the preflight checks (issue 8); records nothing until those exist."""
-    try:
-        from mailer import preflight  # noqa: F401  (optional module)
-    except ImportError:
-        return
+    """Check the real edition before the first message goes out (raises PreflightError)."""
+    from mailer import preflight
+
     preflight.check_before_send(app, edition, force=force, reason=reason)
 
 

@@ -17,6 +17,7 @@ import secrets
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -73,11 +74,14 @@ def seed_archive(app: App, workdir: Path) -> None:
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    """The app under waitress on a free loopback port; `builder` makes the App once the URL is
+    known (links in emails must point at it)."""
+
+    def __init__(self, workdir: Path, builder: Callable[[Path, str], App] | None = None) -> None:
         self.web: Any = None
         self.server = create_server(self._wsgi, host="127.0.0.1", port=0, threads=4)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.app = build(workdir, self.url)
+        self.app = (builder or build)(workdir, self.url)
         self.web = create_app(self.app, {"MAILER_SEND_INLINE": True})
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -108,8 +112,8 @@ def newest_confirm_link(outbox: Path) -> str:
     return match.group(0)
 
 
-def shoot(page: Any, out: Path, name: str, width: int) -> None:
-    path = out / f"{name}-{width}.png"
+def shoot(page: Any, out: Path, name: str, width: int, prefix: str = "") -> None:
+    path = out / f"{prefix}{name}-{width}.png"
     page.screenshot(path=str(path), full_page=True)
     print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 

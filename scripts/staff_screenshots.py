@@ -18,7 +18,6 @@ import re
 import secrets
 import sys
 import tempfile
-import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from waitress import create_server  # noqa: E402
 
 from mailer.app import App  # noqa: E402
 from mailer.clock import FixedClock, send_datetime  # noqa: E402
@@ -34,10 +32,11 @@ from mailer.config import Settings, validate  # noqa: E402
 from mailer.db import init_db  # noqa: E402
 from mailer.models import ACTIVE, Article  # noqa: E402
 from mailer.staff import ADMIN, add_staff  # noqa: E402
-from mailer.web import create_app  # noqa: E402
 
-WIDTHS = (375, 1280)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import screenshots  # noqa: E402  (the public pages' script: server, browser flags)
+
+WIDTHS, ARGS = screenshots.WIDTHS, screenshots.ARGS
 NOW = datetime(2026, 11, 26, 6, 30, tzinfo=UTC)  # Thursday, half an hour before the send
 TODAY = date(2026, 11, 26)
 EDITOR, PASSWORD = "hannah.editor@labourlist.org", "screenshots-only-password"
@@ -118,30 +117,8 @@ def seed_history(app: App, workdir: Path) -> None:
     write_sample_feed(workdir / "feed.xml", NOW)
 
 
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.web: Any = None
-        self.server = create_server(self._wsgi, host="127.0.0.1", port=0, threads=4)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.app = build(workdir, self.url)
-        self.web = create_app(self.app, {"MAILER_SEND_INLINE": True})
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.web(environ, start_response)
-
-    def stop(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()
-        self.thread.join(10)
-        self.app.close()
-
-
 def shoot(page: Any, out: Path, name: str, width: int) -> None:
-    path = out / f"staff-{name}-{width}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    screenshots.shoot(page, out, name, width, prefix="staff-")
 
 
 def walk(browser: Any, url: str, out: Path, width: int, workdir: Path) -> None:
@@ -223,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for width in WIDTHS:  # a fresh world per width: the walk sends the edition
                 with tempfile.TemporaryDirectory() as tmp:
-                    server = Server(Path(tmp))
+                    server = screenshots.Server(Path(tmp), build)
                     try:
                         walk(browser, server.url, args.out, width, Path(tmp))
                     finally:

@@ -59,17 +59,11 @@ class LiveServer:
 
 
 @pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-@pytest.fixture
-def live(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[LiveServer, App]]:
+def live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[LiveServer, App]]:
     holder: dict[str, App] = {}
 
     def build(url: str) -> Any:
-        app = App.create(make_settings(tmp_path, base_url=url, dsn=sink.dsn), clock=Clock())
+        app = App.create(make_settings(tmp_path, base_url=url, dsn=smtp_sink.dsn), clock=Clock())
         init_db(app.engine)
         holder["app"] = app
         return create_app(app)  # as `mailer serve` runs it: emails sent on a thread
@@ -96,7 +90,7 @@ def page() -> Iterator[Any]:
         browser.close()
 
 
-def test_subscribe_confirm_unsubscribe(live: tuple[LiveServer, App], sink: SmtpSink,
+def test_subscribe_confirm_unsubscribe(live: tuple[LiveServer, App], smtp_sink: SmtpSink,
                                        page: Any) -> None:
     server, app = live
     page.goto(f"{server.url}/subscribe")
@@ -105,8 +99,8 @@ def test_subscribe_confirm_unsubscribe(live: tuple[LiveServer, App], sink: SmtpS
     page.get_by_role("button", name="Subscribe").click()
     page.get_by_role("heading", name="Check your inbox").wait_for()
 
-    assert sink.wait_for(1, timeout=15), "no confirmation email reached the SMTP server"
-    received = sink.messages[0]
+    assert smtp_sink.wait_for(1, timeout=15), "no confirmation email reached the SMTP server"
+    received = smtp_sink.messages[0]
     assert received.rcpt_tos == ["browser@example.org"]
     body = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     link = re.search(r"http://127\.0\.0\.1:\d+/confirm/\S+", body)

@@ -50,13 +50,7 @@ NOTE = "Good morning from the newsroom: a note added in the browser test."
 
 
 @pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as server:
-        yield server
-
-
-@pytest.fixture
-def live(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[LiveServer, App]]:
+def live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[LiveServer, App]]:
     holder: dict[str, App] = {}
 
     def build(url: str) -> Any:
@@ -64,7 +58,7 @@ def live(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[LiveServer, App]]:
         # URL is https (preflight refuses emails whose links point at 127.0.0.1); the browser
         # talks to the app directly, as a proxy would.
         del url
-        app = App.create(make_settings(tmp_path, base_url=PUBLIC_URL, dsn=sink.dsn),
+        app = App.create(make_settings(tmp_path, base_url=PUBLIC_URL, dsn=smtp_sink.dsn),
                          clock=Clock(NOW))
         init_db(app.engine)
         with_feed(app, tmp_path)
@@ -109,7 +103,7 @@ def page(live: tuple[LiveServer, App]) -> Iterator[Any]:
 
 
 def test_editor_previews_tests_and_sends_the_edition(live: tuple[LiveServer, App],
-                                                     sink: SmtpSink, page: Any,
+                                                     smtp_sink: SmtpSink, page: Any,
                                                      shots: Path) -> None:
     from playwright.sync_api import expect
 
@@ -146,8 +140,8 @@ def test_editor_previews_tests_and_sends_the_edition(live: tuple[LiveServer, App
     # A test to the signed-in editor arrives at the SMTP server, marked as a test.
     page.get_by_role("button", name="Send test to me").click()
     page.get_by_text(f"Test sent to {EDITOR}").wait_for()
-    assert sink.wait_for(1, timeout=20), "the test email did not arrive"
-    test_message = sink.messages[0]
+    assert smtp_sink.wait_for(1, timeout=20), "the test email did not arrive"
+    test_message = smtp_sink.messages[0]
     assert test_message.rcpt_tos == [EDITOR]
     assert str(test_message.message["Subject"]).startswith("[TEST] ")
     body = test_message.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -166,8 +160,8 @@ def test_editor_previews_tests_and_sends_the_edition(live: tuple[LiveServer, App
     expect(page.locator("#failed-count")).to_have_text("0")
     shot("progress")
 
-    assert sink.wait_for(1 + AUDIENCE, timeout=30)
-    real = [m for m in sink.messages if not str(m.message["Subject"]).startswith("[TEST]")]
+    assert smtp_sink.wait_for(1 + AUDIENCE, timeout=30)
+    real = [m for m in smtp_sink.messages if not str(m.message["Subject"]).startswith("[TEST]")]
     assert Counter(r for m in real for r in m.rcpt_tos) == Counter(
         f"reader{i}@example.org" for i in range(AUDIENCE))  # each subscriber exactly once
 

@@ -52,6 +52,24 @@ def collect_cmd(ctx: click.Context) -> None:
                    f"{result.skipped} skipped, {result.pages} page(s)")
 
 
+def build_for_inspection(app, day: str | None, *, collect_first: bool):  # type: ignore[no-untyped-def]
+    """The day's edition, built or refreshed for `preview` and `preflight`: a feed that cannot
+    be fetched is only a warning there, since the stored articles can still be looked at."""
+    from mailer.db import require_schema
+    from mailer.edition import build_edition
+    from mailer.errors import FeedError
+    from mailer.pipeline import collect_for, default_day
+
+    require_schema(app.engine)
+    the_day = parse_day(day) or default_day(app)
+    if collect_first:
+        try:
+            collect_for(app, the_day)
+        except FeedError as exc:
+            click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
+    return the_day, build_edition(app, the_day)
+
+
 @cli.command()
 @click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -61,20 +79,10 @@ def collect_cmd(ctx: click.Context) -> None:
 @handle_errors
 def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool) -> None:
     """Build the edition and write its HTML (and text part) to files."""
-    from mailer.db import require_schema
-    from mailer.edition import build_edition
     from mailer.message import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL
-    from mailer.pipeline import collect_for, default_day
 
     app = get_app(ctx)
-    require_schema(app.engine)
-    the_day = parse_day(day) or default_day(app)
-    if not no_collect:
-        try:
-            collect_for(app, the_day)
-        except Exception as exc:  # noqa: BLE001 - a preview still shows what is stored
-            click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
-    edition = build_edition(app, the_day)
+    the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
     out = out or Path(f"preview-{the_day.isoformat()}.html")
     base = app.settings.base_url.rstrip("/")
 

@@ -28,20 +28,11 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
     --reason "...").
     """
     from mailer import preflight
-    from mailer.cli.core import parse_day
-    from mailer.db import require_schema
-    from mailer.edition import EDITABLE, build_edition
-    from mailer.pipeline import collect_for, default_day
+    from mailer.cli.core import build_for_inspection
+    from mailer.edition import EDITABLE
 
     app = get_app(ctx)
-    require_schema(app.engine)
-    the_day = parse_day(day) or default_day(app)
-    if not no_collect:
-        try:
-            collect_for(app, the_day)
-        except Exception as exc:  # noqa: BLE001 - the stored articles can still be checked
-            click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
-    edition = build_edition(app, the_day)
+    the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
     report = preflight.run_checks(app, edition, check_links=check_links)
     if edition.state in EDITABLE:
         preflight.record(app, edition, report)  # the console shows the latest result
