@@ -95,7 +95,7 @@ class Personaliser:
         return Outgoing(recipient=c.email, message_id=message_id,
                         data=self.template.fill(**kwargs),
                         fields=self.template.fields(**kwargs) if with_fields else {},
-                        delivery_id=c.id, crlf=True,
+                        delivery_id=c.id, wire_ready=True,
                         template=self.template if with_fields else None)
 
 

@@ -62,6 +62,9 @@ _PLAIN_PHRASE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~ -]+")  # atext and sp
 _ATOM_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+")  # atext without "=" and "?"
 _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _MSGID_RE = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_PLAIN_URL_RE = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:[/?#][A-Za-z0-9!#$%&'()*+,\-./:;=?@\[\]_~]*)?"
+)
 
 
 # ---- small, public helpers -------------------------------------------------------------------
@@ -82,8 +85,11 @@ def sanitize_header_value(value: str) -> str:
 
 def greeting_for(name: str) -> str:
     """The greeting line: "Good morning, Siân", or just "Good morning" when we have no name."""
-    name = _clean_name(name)
-    return f"Good morning, {name}" if name else "Good morning"
+    return _greeting(_clean_name(name))
+
+
+def _greeting(clean_name: str) -> str:
+    return f"Good morning, {clean_name}" if clean_name else "Good morning"
 
 
 def new_message_id(settings: Settings, key: str) -> str:
@@ -165,7 +171,13 @@ class MessageTemplate:
         self.date = date
         self.test = test
         self.from_addr = sanitize_header_value(settings.from_addr)
+        mailto = sanitize_header_value(settings.unsubscribe_mailto)
+        self._mailto = (f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe>"
+                        if mailto else "")
         self._segments = segments
+        for seg in segments:
+            if isinstance(seg, bytes) and (seg.startswith(b".") or b"\n." in seg):
+                raise ValueError("the encoded message has a line starting with a dot")
 
     @classmethod
     def build(
@@ -233,14 +245,15 @@ class MessageTemplate:
         preferences_url: str,
         message_id: str,
     ) -> bytes:
-        """The complete message for one recipient, CRLF line endings, ready for SMTP DATA."""
+        """The complete message for one recipient, ready for SMTP DATA as it is: CRLF line
+        endings and no line that starts with a dot (so no dot-stuffing copy per recipient)."""
         email = _clean_address(email)
         name = _clean_name(name)
         unsubscribe_url = _clean_url(unsubscribe_url)
         preferences_url = _clean_url(preferences_url)
         message_id = _clean_message_id(message_id)
         raw = {
-            GREETING: greeting_for(name),
+            GREETING: _greeting(name),
             UNSUBSCRIBE_URL: unsubscribe_url,
             PREFERENCES_URL: preferences_url,
         }
@@ -248,12 +261,17 @@ class MessageTemplate:
             ("header", "to"): _header_line("To", _encode_mailbox(name, email, "To")),
             ("header", "message_id"): _header_line("Message-ID", message_id),
             ("header", "list_unsubscribe"): _header_line(
-                "List-Unsubscribe", self._folded_list_unsubscribe(unsubscribe_url)
+                "List-Unsubscribe", self._fold_list_unsubscribe(unsubscribe_url)
             ),
         }
         for key, value in raw.items():
-            values[("text", key)] = _qp_value(value)
-            values[("html", key)] = _qp_value(html.escape(value, quote=True))
+            values[("text", key)] = encoded = _qp_value(value)
+            escaped = html.escape(value, quote=True)
+            values[("html", key)] = encoded if escaped == value else _qp_value(escaped)
+        for encoded in values.values():
+            # Encoding rules this out; checked because SMTP sends the result as it is.
+            if encoded.startswith(b".") or b"\n." in encoded:
+                raise ValueError("a filled value would start a line with a dot")
         return b"".join(
             seg if isinstance(seg, bytes) else values[seg] for seg in self._segments
         )
@@ -277,7 +295,7 @@ class MessageTemplate:
         unsubscribe_url = _clean_url(unsubscribe_url)
         return {
             "to": _display_mailbox(name, email),
-            "greeting": greeting_for(name),
+            "greeting": _greeting(name),
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": _clean_url(preferences_url),
             "message_id": _clean_message_id(message_id),
@@ -316,17 +334,15 @@ class MessageTemplate:
         return ", ".join(self._list_unsubscribe_parts(unsubscribe_url))
 
     def _list_unsubscribe_parts(self, unsubscribe_url: str) -> list[str]:
-        url = _clean_url(unsubscribe_url)
-        parts = [f"<{url}>"]
-        mailto = sanitize_header_value(self.settings.unsubscribe_mailto)
-        if mailto:
-            parts.append(f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe>")
-        return parts
+        return self._parts_for_clean_url(_clean_url(unsubscribe_url))
 
-    def _folded_list_unsubscribe(self, unsubscribe_url: str) -> str:
+    def _parts_for_clean_url(self, url: str) -> list[str]:
+        return [f"<{url}>", self._mailto] if self._mailto else [f"<{url}>"]
+
+    def _fold_list_unsubscribe(self, clean_url: str) -> str:
         # Fold only at the comma between the two URIs: a URI must never be broken, and
         # Python's own folder would RFC 2047-encode a long one.
-        parts = self._list_unsubscribe_parts(unsubscribe_url)
+        parts = self._parts_for_clean_url(clean_url)
         one_line = ", ".join(parts)
         if len("List-Unsubscribe: ") + len(one_line) <= 78:
             return one_line
@@ -342,30 +358,62 @@ def _normalise_newlines(text: str) -> str:
 
 
 def _qp(data: str) -> bytes:
-    """Quoted-printable with CRLF line ends and lines of at most 76 octets."""
-    return binascii.b2a_qp(data.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+    """Quoted-printable with CRLF line ends, lines of at most 76 octets, and no line that
+    starts with a dot (see `_escape_leading_dots`)."""
+    encoded = binascii.b2a_qp(data.encode("utf-8"), istext=True)
+    if encoded.startswith(b".") or b"\n." in encoded:
+        encoded = _escape_leading_dots(encoded)
+    return encoded.replace(b"\n", CRLF)
+
+
+def _escape_leading_dots(encoded: bytes) -> bytes:
+    """Write a dot that starts a line as "=2E" (quoted-printable allows encoding any octet).
+
+    SMTP DATA would need such a line dot-stuffed, which costs a copy of the whole ~50 KB
+    message per recipient; a message built without them goes on the wire as it is.
+    """
+    lines = encoded.split(b"\n")
+    for index, line in enumerate(lines):
+        if line.startswith(b"."):
+            lines[index] = _rewrap(line, 76, b"\n")
+    return b"\n".join(lines)
+
+
+def _rewrap(line: bytes, limit: int, newline: bytes) -> bytes:
+    """One encoded line as soft-broken lines of at most `limit` octets, none starting with a
+    dot; never splits an "=XX" escape. Each round shortens what is left, so it ends."""
+    out: list[bytes] = []
+    while True:
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
+        if len(line) <= limit:
+            out.append(line)
+            return newline.join(out)
+        cut = limit - 3
+        while cut > 3 and b"=" in line[cut - 2:cut]:
+            cut -= 1  # do not split "=XX"
+        out.append(line[:cut] + b"=")
+        line = line[cut:]
 
 
 def _qp_open_end(encoded: bytes) -> bytes:
     """Make room for a soft line break after `encoded`: binascii lets the last line run to
-    76 octets, and the "=" that follows must not make it 77. Splits before an escape, never
-    inside one."""
+    76 octets, and the "=" that follows must not make it 77."""
     start = encoded.rfind(CRLF) + 2 if CRLF in encoded else 0
     last = encoded[start:]
     if len(last) <= 75:
         return encoded
-    cut = 73
-    while cut > 0 and b"=" in last[max(0, cut - 2):cut]:
-        cut -= 1  # do not split "=XX"
-    return encoded[:start] + last[:cut] + SOFT_BREAK + last[cut:]
+    return encoded[:start] + _rewrap(last, 75, CRLF)
 
 
 def _qp_value(value: str) -> bytes:
     """Encode one fill value; values never contain line breaks (they are sanitised)."""
-    if value and value.isascii() and len(value) <= 75 and "=" not in value and (
-        value.isprintable() and not value.endswith((" ", "\t")) and value != "."
+    if value and value.isascii() and "=" not in value and (
+        value.isprintable() and not value.endswith((" ", "\t")) and not value.startswith(".")
     ):
-        return value.encode("ascii")  # the common case, no copy through binascii
+        # The common case (names, links): nothing to escape, only long lines to break.
+        encoded = value.encode("ascii")
+        return encoded if len(encoded) <= 75 else _rewrap(encoded, 75, CRLF)
     return _qp_open_end(_qp(value))
 
 
@@ -518,7 +566,12 @@ def _encoded_word(text: str) -> str:
 
 
 def _clean_name(name: str | None) -> str:
-    name = sanitize_header_value(name or "")
+    if not name:
+        return ""
+    if (name.isascii() and name.isprintable() and len(name) <= MAX_NAME and "  " not in name
+            and "%%" not in name and name[0] != " " and name[-1] != " "):
+        return name  # what the steps below would return unchanged, at a tenth of the cost
+    name = sanitize_header_value(name)
     name = " ".join(unicodedata.normalize("NFC", name).split())
     for placeholder in PLACEHOLDERS:  # a name must not smuggle another placeholder in
         name = name.replace(placeholder, "")
@@ -555,6 +608,8 @@ def _clean_address(email: str, *, allow_no_at: bool = False) -> str:
 
 def _clean_url(url: str) -> str:
     """An absolute http(s) URL with nothing that could close `<...>` or an HTML attribute."""
+    if _PLAIN_URL_RE.fullmatch(url):
+        return url  # only characters `quote` keeps: the steps below would not change it
     url = sanitize_header_value(url)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         raise ValueError(f"not an absolute http(s) URL: {url!r}")

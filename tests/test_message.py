@@ -9,6 +9,7 @@ import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from urllib.parse import quote
 
 import pytest
 
@@ -87,6 +88,8 @@ def assert_wire_format(data: bytes) -> None:
         assert len(line) <= 998
     for line in body.split(b"\r\n"):
         assert len(line) <= 76, line
+        # no line starts with a dot, so SMTP can send the message without dot-stuffing it
+        assert not line.startswith(b"."), line
     assert data.endswith(b"--\r\n")
     assert head.isascii() and body.isascii()
 
@@ -312,6 +315,53 @@ def test_placeholders_are_never_split_by_soft_breaks(settings: Settings, column:
     assert f'href="{unsub.replace("&", "&amp;")}"' in got_html
     assert got_html.startswith(f"<p>{prefix}<a ")
     assert f"</a>{greeting}</p>" in got_html
+
+
+@pytest.mark.parametrize("column", [0, 1, 40, 70, 72, 73, 74, 75, 76, 77, 150])
+def test_dots_that_start_lines_are_encoded_so_no_dot_stuffing_is_needed(
+    settings: Settings, column: int
+) -> None:
+    """CSS (".mj-column {"), an ellipsis, a lone "." line: wherever a dot lands at the start
+    of an encoded line, hard or soft, it is written "=2E" and reads back unchanged."""
+    filler = "é" * (column // 2) + "x" * (column - column // 2)
+    text = (f".starts\n.\n...\n{filler}.after {filler}\n{'.' * 200}\n"
+            f"{filler}{GREETING}.tail\n{'=.' * 90}\n")
+    page = f".mj-column {{ width:100% }}\n<p>{filler}.{filler}.{filler}</p>\n{'.' * 160}\n"
+    dotted_url = "https://mail.example.org/" + "." * 120
+    data = fill(build(settings, text=text, html=page), settings, name="." + "a" * column,
+                unsubscribe_url=UNSUB, preferences_url=dotted_url)
+    assert_wire_format(data)
+    assert b"\r\n." not in data
+    got_text, got_html = bodies(parse(data))
+    greeting = "Good morning, ." + "a" * column
+    assert got_text == text.replace(GREETING, greeting)
+    assert got_html == page
+
+
+@pytest.mark.parametrize("url", [
+    "https://mail.labourlist.org/unsubscribe/WzFd.abc-_", "http://h:8080/p?a=1&b=%20#f",
+    "https://x.org/(a)[b]*+,;'!~", "https://x.org/a b", "https://x.org/<a>", "https://x.org/\"",
+    "https://x.org/é", "https://x.org/a\r\nBcc: x", "https://x.org/{a}|^`", "https://a@b/",
+])
+def test_clean_url_fast_path_agrees_with_the_full_steps(url: str) -> None:
+    from mailer.message import _clean_url
+
+    expected = quote(sanitize_header_value(url), safe="!#$%&'()*+,-./:;=?@[]_~")
+    assert _clean_url(url) == expected
+
+
+@pytest.mark.parametrize("name", [
+    "Reader 1", "Siân", " Reader", "Reader ", "A  B", "a\tb", "%%GREETING%%", "x" * 250,
+    "O'Brien-Smith", "a\x7fb", "",
+])
+def test_clean_name_fast_path_agrees_with_the_full_steps(name: str) -> None:
+    import unicodedata
+
+    from mailer.message import _clean_name
+
+    slow = " ".join(unicodedata.normalize("NFC", sanitize_header_value(name)).split())
+    slow = slow.replace("%%GREETING%%", "")[:200].strip()
+    assert _clean_name(name) == slow
 
 
 def test_long_fill_values_keep_body_lines_short(settings: Settings) -> None:

@@ -284,6 +284,8 @@ def test_smtp_data_is_dot_stuffed_and_crlf(smtp_sink: SmtpSink, settings: Settin
     received = smtp_sink.messages[0].data
     assert received == message.data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
     assert wire_data(b"a\n.b") == b"a\r\n..b\r\n.\r\n"
+    # what MessageTemplate.fill makes needs no stuffing: only the terminator is added
+    assert wire_data(b"a\r\n=2Eb\r\n", wire_ready=True) == b"a\r\n=2Eb\r\n.\r\n"
 
 
 def test_smtp_auth_success(settings: Settings) -> None:
