@@ -33,6 +33,25 @@ def test_init_is_idempotent(database_url: str) -> None:
     assert "database ready at revision" in second.output
 
 
+def test_migrations_build_exactly_the_models_schema(database_url: str) -> None:
+    """What `mailer init` creates is what the models describe: a model change without its
+    migration (or the reverse) shows up here, on SQLite and on PostgreSQL."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from mailer.db import init_db, make_engine
+    from mailer.models import Base
+
+    engine = make_engine(database_url)
+    try:
+        init_db(engine)
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
 def test_commands_before_init_say_so(tmp_path: Path) -> None:
     env = {"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
     result = CliRunner().invoke(cli, ["subscribers", "list"], env=env)

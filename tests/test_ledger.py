@@ -68,6 +68,51 @@ def test_claims_are_disjoint_and_leases_expire(db_app: App) -> None:
     assert {c.id for c in again} == {c.id for c in a} | {c.id for c in b}
 
 
+def test_expired_claims_come_first_then_queued_rows_up_to_the_limit(db_app: App) -> None:
+    eid = _edition(db_app)
+    with db_app.sessions.begin() as s:
+        dead = ledger.claim(s, eid, "dead", 3, NOW, 60)
+        retry_later = ledger.claim(s, eid, "w", 1, NOW, 60)
+        ledger.record(s, "w", [(retry_later[0], "", Result("retry", error="451"))], NOW, 5)
+        s.get(Delivery, retry_later[0].id).next_attempt_at = NOW + timedelta(hours=1)
+    later = NOW + timedelta(seconds=61)
+    with db_app.sessions.begin() as s:
+        got = ledger.claim(s, eid, "w2", 5, later, 60)
+    dead_ids = {c.id for c in dead}
+    assert dead_ids < {c.id for c in got} and len(got) == 5
+    assert [c.id for c in got] == sorted(c.id for c in got)
+    queued = [c.id for c in got if c.id not in dead_ids]
+    # the oldest queued rows, skipping the one whose retry is not due yet
+    assert queued == sorted(set(range(1, 11)) - dead_ids - {retry_later[0].id})[:2]
+
+
+def test_claim_reads_an_index_range_not_the_whole_edition(tmp_path: Path) -> None:
+    """At a million rows a scan-and-sort per claim costs seconds; a range read does not."""
+    app = App.create(make_settings(tmp_path), clock=FixedClock(NOW))
+    init_db(app.engine)
+    eid = _edition(app)
+    statements: list[str] = []
+
+    def capture(conn, cursor, statement, parameters, context, many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE"):
+            statements.append((statement, parameters))
+
+    from sqlalchemy import event
+
+    event.listen(app.engine, "before_cursor_execute", capture)
+    with app.sessions.begin() as s:
+        ledger.claim(s, eid, "w", 5, NOW, 60)
+    event.remove(app.engine, "before_cursor_execute", capture)
+    assert statements
+    with app.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " | ".join(row[3] for row in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "ix_deliveries_edition_state_id (edition_id=? AND state=?)" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    app.close()
+
+
 def test_outcomes_guarded_by_claim(db_app: App) -> None:
     eid = _edition(db_app)
     with db_app.sessions.begin() as s:
