@@ -242,7 +242,8 @@ def send_test(app: App, day: date, addresses: Sequence[str], *,
         kwargs = dict(email=address, name="", unsubscribe_url=f"{base}/unsubscribe/test",
                       preferences_url=f"{base}/preferences/test", message_id=mid)
         messages.append(Outgoing(recipient=address, message_id=mid,
-                                 data=template.fill(**kwargs), fields=template.fields(**kwargs)))
+                                 data=template.fill(**kwargs), fields=template.fields(**kwargs),
+                                 wire_ready=True))
     transport = from_dsn(app.settings.dsn, app.settings)
     with transport:
         results = transport.send(messages) if transport.max_batch >= len(messages) else [
