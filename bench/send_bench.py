@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -39,6 +40,9 @@ from mailer.config import load_settings  # noqa: E402
 from mailer.db import init_db  # noqa: E402
 from mailer.models import ACTIVE, Edition, Subscriber  # noqa: E402
 from mailer.sample import write_sample_feed  # noqa: E402
+from mailer.transports import from_dsn  # noqa: E402
+from mailer.transports.base import Outgoing  # noqa: E402
+from mailer.transports.smtp import wire_data  # noqa: E402
 
 NOW = datetime(2026, 11, 26, 6, 55, tzinfo=UTC)
 
@@ -124,16 +128,25 @@ def naive_loop(n: int, port: int) -> float:
     return time.perf_counter() - start
 
 
+def timed_workers(n: int, connections: int, worker: Callable[[int], None]) -> float:
+    """Seconds for `connections` threads to run `worker(count)`, the counts summing to n."""
+    counts = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+    threads = [threading.Thread(target=worker, args=(c,)) for c in counts]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def raw_replay(n: int, port: int, connections: int, data: bytes, pipelined: bool) -> float:
     """The ceiling: one message, prepared once (CRLF, dot-stuffed, terminated), sent N times
     over `connections` raw sockets: no per-recipient work beyond the RCPT line, and none of
     smtplib's per-message work either (it scans and copies the message twice per call).
     `pipelined` sends MAIL, RCPT and DATA in one write, as `mailer send` does when the server
     offers PIPELINING; otherwise one command at a time, as smtplib does."""
-    wire = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    wire = (b"." + wire if wire.startswith(b".") else wire).replace(b"\r\n.", b"\r\n..")
-    wire += b".\r\n"
-    per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+    wire = wire_data(data)
 
     def expect(reader: Any, code: bytes) -> None:
         while True:
@@ -168,45 +181,28 @@ def raw_replay(n: int, port: int, connections: int, data: bytes, pipelined: bool
             sock.sendall(b"QUIT\r\n")
             expect(reader, b"221")
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in per]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start
+    return timed_workers(n, connections, worker)
 
 
 def smtplib_replay(n: int, port: int, connections: int, data: bytes) -> float:
     """What an earlier version of this benchmark called the raw replay: smtplib.sendmail of one
     message over `connections` connections. Kept for comparison with the figures of that time;
     smtplib normalises line ends and dot-stuffs with regular expressions on every call."""
-    per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
 
     def worker(count: int) -> None:
         with smtplib.SMTP("127.0.0.1", port) as smtp:
             for i in range(count):
                 smtp.sendmail("daily@labourlist.org", [f"reader{i}@example.org"], data)
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in per]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start
+    return timed_workers(n, connections, worker)
 
 
 def transport_replay(n: int, port: int, connections: int, data: bytes) -> float:
     """The mailer's own SMTP transport sending one pre-built message N times over
     `connections` connections (one thread each, as `mailer send` runs them): everything the
     send does except the per-recipient work (claims, fill, tokens, ledger writes)."""
-    from mailer.transports import from_dsn
-    from mailer.transports.base import Outgoing
-
     settings = load_settings({})
     wire_ready = not data.startswith(b".") and b"\r\n." not in data
-    per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
     failures: list[str] = []
 
     def worker(count: int) -> None:
@@ -219,16 +215,12 @@ def transport_replay(n: int, port: int, connections: int, data: bytes) -> float:
                 if result.status != "sent":
                     failures.append(result.error)
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in per]
     previous = sys.getswitchinterval()
     sys.setswitchinterval(min(previous, 0.0005))  # as the dispatcher does
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    sys.setswitchinterval(previous)
+    try:
+        elapsed = timed_workers(n, connections, worker)
+    finally:
+        sys.setswitchinterval(previous)
     if failures:
         raise SystemExit(f"transport replay: {len(failures)} failed, e.g. {failures[0]}")
     return elapsed

@@ -299,7 +299,7 @@ class MessageTemplate:
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": _clean_url(preferences_url),
             "message_id": _clean_message_id(message_id),
-            "list_unsubscribe": self.list_unsubscribe(unsubscribe_url),
+            "list_unsubscribe": ", ".join(self._list_unsubscribe_parts(unsubscribe_url)),
         }
 
     def personalise(
@@ -331,18 +331,15 @@ class MessageTemplate:
 
     def list_unsubscribe(self, unsubscribe_url: str) -> str:
         """RFC 8058 / RFC 2369 value: the one-click HTTPS link first, then the mailto."""
-        return ", ".join(self._list_unsubscribe_parts(unsubscribe_url))
+        return ", ".join(self._list_unsubscribe_parts(_clean_url(unsubscribe_url)))
 
-    def _list_unsubscribe_parts(self, unsubscribe_url: str) -> list[str]:
-        return self._parts_for_clean_url(_clean_url(unsubscribe_url))
-
-    def _parts_for_clean_url(self, url: str) -> list[str]:
-        return [f"<{url}>", self._mailto] if self._mailto else [f"<{url}>"]
+    def _list_unsubscribe_parts(self, clean_url: str) -> list[str]:
+        return [f"<{clean_url}>", self._mailto] if self._mailto else [f"<{clean_url}>"]
 
     def _fold_list_unsubscribe(self, clean_url: str) -> str:
         # Fold only at the comma between the two URIs: a URI must never be broken, and
         # Python's own folder would RFC 2047-encode a long one.
-        parts = self._parts_for_clean_url(clean_url)
+        parts = self._list_unsubscribe_parts(clean_url)
         one_line = ", ".join(parts)
         if len("List-Unsubscribe: ") + len(one_line) <= 78:
             return one_line

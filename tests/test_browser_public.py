@@ -9,14 +9,12 @@ error, since a policy that blocks our own stylesheet would only show up here.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from waitress import create_server
 
 from mailer.app import App
 from mailer.clock import Clock
@@ -26,36 +24,10 @@ from mailer.subscribers import add, find
 from mailer.tokens import UNSUBSCRIBE, make_token
 from mailer.web import create_app
 from tests.conftest import make_settings
+from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab
 from tests.support.smtpsink import SmtpSink
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs /usr/bin/chromium (Debian: apt install chromium)"),
-]
-
-
-class LiveServer:
-    """The Flask app under waitress on 127.0.0.1 and a free port, in a thread."""
-
-    def __init__(self, build: Callable[[str], Any]) -> None:
-        self._app: Any = None
-        self.server = create_server(self._wsgi, host="127.0.0.1", port=0, threads=4)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self._app = build(self.url)  # the base URL is known only once the port is bound
-        self.thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
-        self.thread.start()
-
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self._app(environ, start_response)
-
-    def stop(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()
-        self.thread.join(10)
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture
@@ -76,18 +48,8 @@ def live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[LiveServer, App]
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(java_script_enabled=False)  # the pages must not need it
-        tab = context.new_page()
-        tab.set_default_timeout(15_000)
-        tab.console_errors = []  # type: ignore[attr-defined]
-        tab.on("console", lambda msg: msg.type == "error"
-               and tab.console_errors.append(msg.text))  # type: ignore[attr-defined]
+    with browser_tab(timeout_ms=15_000) as tab:
         yield tab
-        context.close()
-        browser.close()
 
 
 def test_subscribe_confirm_unsubscribe(live: tuple[LiveServer, App], smtp_sink: SmtpSink,

@@ -31,14 +31,10 @@ from mailer.staff import ADMIN, add_staff
 from mailer.web import create_app
 from tests.conftest import make_settings
 from tests.helpers import seed_subscribers, with_feed
+from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab
 from tests.support.smtpsink import SmtpSink
-from tests.test_browser_public import CHROMIUM, CHROMIUM_ARGS, LiveServer
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs /usr/bin/chromium (Debian: apt install chromium)"),
-]
+pytestmark = NEEDS_CHROMIUM
 
 # Thursday 26 November 2026, 06:30 London: before the 07:00 send, so "Send now" is on time.
 NOW = datetime(2026, 11, 26, 6, 30, tzinfo=UTC)
@@ -83,23 +79,10 @@ def shots(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def page(live: tuple[LiveServer, App]) -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    server, _ = live
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(java_script_enabled=False,
-                                      viewport={"width": 1280, "height": 900})
-        # Offline: the sample articles' images live on labourlist.org.
-        context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"),
-                      lambda route: route.abort())
-        tab = context.new_page()
-        tab.set_default_timeout(20_000)
-        tab.console_errors = []  # type: ignore[attr-defined]
-        tab.on("console", lambda msg: msg.type == "error"
-               and tab.console_errors.append(msg.text))  # type: ignore[attr-defined]
+    # Offline: the sample articles' images live on labourlist.org.
+    with browser_tab(timeout_ms=20_000, offline=True,
+                     viewport={"width": 1280, "height": 900}) as tab:
         yield tab
-        context.close()
-        browser.close()
 
 
 def test_editor_previews_tests_and_sends_the_edition(live: tuple[LiveServer, App],

@@ -91,7 +91,7 @@ def test_claim_reads_an_index_range_not_the_whole_edition(tmp_path: Path) -> Non
     app = App.create(make_settings(tmp_path), clock=FixedClock(NOW))
     init_db(app.engine)
     eid = _edition(app)
-    statements: list[str] = []
+    statements: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, many):  # type: ignore[no-untyped-def]
         if statement.lstrip().upper().startswith("UPDATE"):

@@ -136,8 +136,9 @@ class Rendered:
 
 
 def template_of(message: Outgoing) -> MessageTemplate | None:
-    """The edition's shared template, when the dispatcher attached it to the message."""
-    return getattr(message, "template", None)
+    """The edition's shared template, when the dispatcher attached it together with this
+    recipient's `fields`; None means the message goes as its finished bytes, alone."""
+    return message.template if message.fields else None
 
 
 def fill_placeholders(body: str, values: dict[str, str], *, escape: bool) -> str:
@@ -167,7 +168,7 @@ def render(message: Outgoing) -> Rendered:
     """The recipient's message from the shared template and `fields` (cheap), or parsed from
     the full RFC 5322 bytes when the message carries no template."""
     template = template_of(message)
-    if template is not None and message.fields:
+    if template is not None:
         common = template.common_headers()
         reply_to = common.pop("Reply-To", "")
         return Rendered(
@@ -378,7 +379,7 @@ class HttpTransport(Transport):
         groups: dict[int, list[int]] = {}
         for index, message in enumerate(messages):
             template = template_of(message)
-            if template is None or not message.fields:
+            if template is None:
                 yield [index], self.build([message])
             else:
                 groups.setdefault(id(template), []).append(index)

@@ -63,10 +63,8 @@ class MailgunPayload(Payload):
         super().__init__(messages)
         self.domain = domain
         self.template: MessageTemplate | None = template_of(messages[0])
-        if self.template is None or not messages[0].fields:
-            self.template = None
-            if len(messages) != 1:
-                raise ValueError("messages without a template are sent one per call")
+        if self.template is None and len(messages) != 1:
+            raise ValueError("messages without a template are sent one per call")
 
     def request(self) -> ApiRequest:
         form: list[tuple[str, str]] = []

@@ -69,10 +69,8 @@ class SendGridPayload(Payload):
     def __init__(self, messages: list[Outgoing]) -> None:
         super().__init__(messages)
         self.template: MessageTemplate | None = template_of(messages[0])
-        if self.template is None or not messages[0].fields:
-            self.template = None
-            if len(messages) != 1:
-                raise ValueError("messages without a template are sent one per call")
+        if self.template is None and len(messages) != 1:
+            raise ValueError("messages without a template are sent one per call")
 
     def request(self) -> ApiRequest:
         if self.template is not None:

@@ -21,7 +21,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from mailer import audit, editions_control
+from mailer import audit, editions_control, pipeline
 from mailer.app import App
 from mailer.edition import EDITABLE, build_edition, get_edition, send_instant, window_for
 from mailer.errors import FeedError, MailerError
@@ -149,19 +149,15 @@ def preview(day: str) -> Response:
 @login_required
 def build(day: str) -> Response:
     """Fetch the feed, then create or refresh the draft (staff edits are kept)."""
-    from mailer.collect import collect
-
     app = mailer_app()
     the_day = parse_day(day)
     existing = _load(app, the_day)
     if existing is not None and existing.state not in EDITABLE:
         flash(f"This edition is {existing.state}: it can no longer change.", "error")
         return _back(the_day)
-    with app.sessions() as db:
-        since = window_for(db, app.settings, the_day).start
     fetched = ""
     try:
-        result = collect(app, since=since)
+        result = pipeline.collect_for(app, the_day)
         fetched = ("the feed has not changed" if result.not_modified
                    else f"{result.new} new and {result.updated} updated articles")
     except FeedError as exc:
@@ -277,8 +273,6 @@ def _recipients(raw: str) -> list[str]:
 def send_test(day: str) -> Response:
     """Send the edition, marked [TEST], to the signed-in staff member or a list of addresses.
     Test sends do not touch the ledger: nobody on the list receives anything."""
-    from mailer.pipeline import send_test as pipeline_send_test
-
     app = mailer_app()
     the_day = parse_day(day)
     try:
@@ -286,7 +280,7 @@ def send_test(day: str) -> Response:
             addresses = [current_staff().email]
         else:
             addresses = _recipients(request.form.get("addresses", ""))
-        pipeline_send_test(app, the_day, addresses, collect_first=False)
+        pipeline.send_test(app, the_day, addresses, collect_first=False)
     except MailerError as exc:
         flash(f"The test was not sent: {exc}", "error")
         return _back(the_day, "test")
