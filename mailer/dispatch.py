@@ -1,8 +1,9 @@
 """Workers: claim -> fill -> send -> record, with retries, a shared rate limit and progress.
 
 The dispatcher holds no SQL of its own beyond the ledger's functions and knows transports only
-through their small interface. Each worker thread owns one transport connection (the pool), so
-N connections send in parallel while one process-wide token bucket keeps the overall rate.
+through their small interface. SMTP: one worker thread drives all N connections in lockstep
+(`SmtpPool`), recording each round of N outcomes in one commit. Other transports: each worker
+thread owns one connection. Either way one process-wide token bucket keeps the overall rate.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
@@ -30,12 +31,15 @@ from mailer.ratelimit import NoPacer, Pacer, SharedRateLimiter
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Result, Transport
+from mailer.transports.smtp import SmtpPool, SmtpTransport
 
 log = logging.getLogger("mailer.dispatch")
 
 TRANSPORT_WAIT_SECONDS = 120.0
 # This many permanent failures in a row, with no success in between, pauses the edition.
 MAX_CONSECUTIVE_FAILURES = 25
+# All-sent rounds up to this size (SMTP's, one per connection) take the recorder's fast path.
+MAX_FAST_RECORD = 64
 
 
 class DispatchBusy(MailerError):
@@ -159,7 +163,21 @@ class Dispatcher:
         return True
 
     # ---- the worker ----------------------------------------------------------------------
-    def _worker(self, index: int, personaliser: Personaliser) -> None:
+    def _plan_workers(self) -> tuple[int, Callable[[], Transport]]:
+        """How many worker threads, and what each one sends with.
+
+        SMTP connections all go to one thread (`SmtpPool`): with the GIL, N threads spend as
+        long handing the interpreter to each other as sending. API transports spend their time
+        waiting for HTTP responses, for which one thread each is the simple right answer.
+        """
+        factory = self.transport_factory
+        if isinstance(factory(), SmtpTransport):  # (constructing does not connect)
+            n = self.connections
+            return 1, lambda: SmtpPool([factory() for _ in range(n)])  # type: ignore[misc]
+        return self.connections, factory
+
+    def _worker(self, index: int, personaliser: Personaliser,
+                factory: Callable[[], Transport]) -> None:
         worker = f"{self.worker_base}:{index}"
         settings = self.app.settings
         transport: Transport | None = None
@@ -172,7 +190,7 @@ class Dispatcher:
                     return
                 if transport is None:
                     try:
-                        transport = self.transport_factory()
+                        transport = factory()
                         transport.open()
                         unavailable_since = None
                     except TransportError as exc:
@@ -201,8 +219,12 @@ class Dispatcher:
                     if self._idle_wait():
                         return
                     continue
-                transport = self._send_claims(worker, claims, transport, personaliser,
-                                              recorder)
+                if isinstance(transport, SmtpPool):
+                    transport = self._stream_claims(worker, claims, transport, personaliser,
+                                                    recorder)
+                else:
+                    transport = self._send_claims(worker, claims, transport, personaliser,
+                                                  recorder)
         finally:
             recorder.close()
             if transport is not None:
@@ -215,9 +237,9 @@ class Dispatcher:
                      personaliser: Personaliser,
                      recorder: ledger.SentRecorder) -> Transport | None:
         settings = self.app.settings
-        # SMTP: record after every message, so a kill -9 can leave at most one message per
-        # connection sent-but-unrecorded. Batch APIs record per provider call.
-        chunk = 1 if transport.name in ("smtp", "smtps") else max(1, transport.max_batch)
+        # SMTP: record after every message on each connection, so a kill -9 can leave at most
+        # one message per connection sent-but-unrecorded. Batch APIs record per provider call.
+        chunk = transport.record_every or max(1, transport.max_batch)
         pacer: Pacer | NoPacer = (self.limiter.pacer(len(claims)) if self.limiter
                                   else NoPacer())
         # SMTP and the outbox send the bytes; only API transports want the fields too.
@@ -270,29 +292,7 @@ class Dispatcher:
                            for _ in messages]
             outcomes = [(c, m.message_id, r) for c, m, r in zip(part, messages, results,
                                                                  strict=True)]
-            if len(outcomes) == 1 and results[0].status == "sent":
-                c, message_id, result = outcomes[0]
-                with self.write_lock:
-                    recorded = recorder.sent(c.id, message_id, result.provider_id,
-                                             self.app.clock.now())
-                tally = ledger.Tally(sent=int(recorded), lost=int(not recorded))
-            else:
-                with self.write_lock, self.app.sessions.begin() as session:
-                    if session.get_bind().dialect.name == "postgresql":
-                        session.connection().exec_driver_sql(
-                            "SET LOCAL synchronous_commit = off")
-                    tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
-                                          settings.max_attempts)
-            with self.lock:
-                self.progress.tally.add(tally)
-                if tally.sent:
-                    self.consecutive_failures = 0
-                else:
-                    self.consecutive_failures += tally.failed - tally.bounced
-                too_many = self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
-            if too_many:
-                last = next((r.error for r in reversed(results) if r.error), "")
-                self._pause_for_errors(last)
+            if not self._record(worker, outcomes, recorder):
                 with self.write_lock, self.app.sessions.begin() as session:
                     ledger.release(session, worker, [c.id for c in pending])
                 return transport
@@ -306,6 +306,81 @@ class Dispatcher:
                     pass
                 return None
         return transport
+
+    def _record(self, worker: str, outcomes: list[tuple[ledger.Claim, str, Result]],
+                recorder: ledger.SentRecorder) -> bool:
+        """Write outcomes to the ledger and the tally; False when the edition was just paused
+        for too many failures in a row."""
+        settings = self.app.settings
+        if len(outcomes) <= MAX_FAST_RECORD and all(r.status == "sent" for _, _, r in outcomes):
+            with self.write_lock:
+                recorded = recorder.sent_many(
+                    [(c.id, mid, r.provider_id) for c, mid, r in outcomes], self.app.clock.now())
+            tally = ledger.Tally(sent=recorded, lost=len(outcomes) - recorded)
+        else:
+            with self.write_lock, self.app.sessions.begin() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+                tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
+                                      settings.max_attempts)
+        with self.lock:
+            self.progress.tally.add(tally)
+            if tally.sent:
+                self.consecutive_failures = 0
+            else:
+                self.consecutive_failures += tally.failed - tally.bounced
+            too_many = self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES
+        if too_many:
+            last = next((r.error for _, _, r in reversed(outcomes) if r.error), "")
+            self._pause_for_errors(last)
+        return not too_many
+
+    def _stream_claims(self, worker: str, claims: list[ledger.Claim], pool: SmtpPool,
+                       personaliser: Personaliser,
+                       recorder: ledger.SentRecorder) -> Transport | None:
+        """SMTP over a pool: one thread keeps every connection busy (`SmtpPool.stream`),
+        filling the next message while servers work on the others, and records each round of
+        answers in one commit before those connections go on."""
+        settings = self.app.settings
+        pacer: Pacer | NoPacer = (self.limiter.pacer(len(claims)) if self.limiter
+                                  else NoPacer())
+        taken = 0
+        claimed_at = time.monotonic()
+
+        def messages() -> Iterator[tuple[ledger.Claim, Outgoing]]:
+            nonlocal taken
+            for c in claims:
+                taken += 1
+                try:
+                    message = personaliser.outgoing(c, with_fields=False)
+                except ValueError as exc:  # e.g. an address the message cannot carry
+                    self._record(worker, [(c, "", Result("failed", error=f"cannot build: {exc}"))],
+                                 recorder)
+                    continue
+                pacer.wait(1)
+                yield c, message
+
+        def record(done: list[tuple[ledger.Claim, Outgoing, Result]]) -> bool:
+            nonlocal claimed_at
+            if not self._record(worker, [(c, m.message_id, r) for c, m, r in done], recorder):
+                return False
+            if time.monotonic() - claimed_at > settings.lease_seconds / 3:
+                # A slow batch keeps its rows: renew the lease (rows already recorded are no
+                # longer claimed and are left alone) so no other worker sends them again.
+                with self.write_lock, self.app.sessions.begin() as session:
+                    ledger.renew(session, worker, [c.id for c in claims[taken:]],
+                                 self.app.clock.now(), settings.lease_seconds)
+                claimed_at = time.monotonic()
+            return not self.stop.is_set() and self._edition_state_cached() == SENDING
+
+        unsent = pool.stream(messages(), record) + claims[taken:]
+        if unsent:  # paused, cancelled, stopped, or no connection left
+            with self.write_lock, self.app.sessions.begin() as session:
+                ledger.release(session, worker, [c.id for c in unsent])
+        if not pool.connected:
+            pool.close()
+            return None
+        return pool
 
     def _idle_wait(self) -> bool:
         """Nothing claimable now: finished, or wait for retries / other workers' leases."""
@@ -392,10 +467,11 @@ class Dispatcher:
         self.progress.audience = sum(c.values())
         self.progress.done_before = c[DELIVERED]
         personaliser = Personaliser.for_edition(self.app, edition)
+        workers, factory = self._plan_workers()
         threads = [
-            threading.Thread(target=self._worker_guarded, args=(i, personaliser),
+            threading.Thread(target=self._worker_guarded, args=(i, personaliser, factory),
                              name=f"dispatch-{i}", daemon=True)
-            for i in range(self.connections)
+            for i in range(workers)
         ]
         previous_term = None
         if threading.current_thread() is threading.main_thread():
@@ -427,9 +503,10 @@ class Dispatcher:
             self.on_progress(self.progress)
         return self.progress
 
-    def _worker_guarded(self, index: int, personaliser: Personaliser) -> None:
+    def _worker_guarded(self, index: int, personaliser: Personaliser,
+                        factory: Callable[[], Transport]) -> None:
         try:
-            self._worker(index, personaliser)
+            self._worker(index, personaliser, factory)
         except Exception as exc:  # noqa: BLE001 - a worker's crash must stop the send cleanly
             log.exception("worker %s failed", index)
             self._fail(f"worker failed: {exc}")

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import functools
 import re
+import select
 import smtplib
 import socket
 import ssl
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
 from email.utils import parseaddr
-from typing import Literal
+from typing import Literal, TypeVar
 
 from mailer.config import Settings
 from mailer.errors import TransportError
@@ -34,6 +37,11 @@ from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.dsn import Dsn
 
 TlsMode = Literal["auto", "never", "required"]
+# One message's exchange as a generator returning the message's Result. It yields WAIT where
+# it has written a command and waits for the reply, and READY where the server is ready for the
+# message data: a pool holds it there until the connection's previous outcome is recorded.
+WAIT, READY = "wait", "ready"
+Steps = Generator[str, None, Result]
 
 DEFAULT_TIMEOUT = 30.0
 AMBIGUOUS_ERROR = "connection lost after the message data was sent; outcome unknown"
@@ -65,23 +73,6 @@ def is_hard_bounce(code: int, text: str) -> bool:
 
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
-
-
-def _mail(conn: smtplib.SMTP, sender: str, options: list[str]) -> tuple[int, bytes]:
-    """MAIL FROM without smtplib's per-call address parsing when the address is plain ASCII
-    (every address we send from or to was validated at the door); anything else goes
-    through smtplib's own quoting."""
-    if "SMTPUTF8" in options or not _PLAIN_ADDRESS.fullmatch(sender):
-        return conn.mail(sender, options)
-    conn.putcmd("mail", f"FROM:<{sender}>" + (" " + " ".join(options) if options else ""))
-    return conn.getreply()
-
-
-def _rcpt(conn: smtplib.SMTP, recipient: str) -> tuple[int, bytes]:
-    if not _PLAIN_ADDRESS.fullmatch(recipient):
-        return conn.rcpt(recipient)
-    conn.putcmd("rcpt", f"TO:<{recipient}>")
-    return conn.getreply()
 
 
 def wire_data(data: bytes, wire_ready: bool = False) -> bytes:
@@ -119,6 +110,7 @@ class SmtpTransport(Transport):
     """Sends through an SMTP server (``smtp://`` with STARTTLS, ``smtps://`` implicit TLS)."""
 
     max_batch = 50
+    record_every = 1
 
     def __init__(
         self,
@@ -156,6 +148,7 @@ class SmtpTransport(Transport):
         self.pipelining = pipelining
         self.name = "smtps" if implicit_tls else "smtp"
         self._conn: smtplib.SMTP | None = None
+        self._unavailable = ""
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, settings: Settings) -> SmtpTransport:
@@ -192,6 +185,20 @@ class SmtpTransport(Transport):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The connection's socket, for a pool waiting on many connections at once."""
+        return self._conn.sock if self._conn is not None else None
+
+    @property
+    def unavailable(self) -> str:
+        """Why the last message could not even connect ("" when it could)."""
+        return self._unavailable
+
     # ---- Transport interface -------------------------------------------------------------
     def open(self) -> bool:
         """Connect, EHLO, STARTTLS, AUTH; raise TransportError with a one-line reason."""
@@ -225,32 +232,39 @@ class SmtpTransport(Transport):
     def send(self, messages: list[Outgoing]) -> list[Result]:
         """One Result per message, in order; never raises (see the module docstring)."""
         results: list[Result] = []
-        unavailable = ""
+        self._unavailable = ""
         for message in messages:
-            if unavailable:
-                results.append(Result("retry", error=unavailable))
+            if self._unavailable:
+                results.append(Result("retry", error=self._unavailable))
                 continue
-            result: Result | None = None
-            for attempt in (1, 2):
-                fresh = self._conn is None
-                if fresh:
-                    try:
-                        self.open()
-                    except TransportError as exc:
-                        unavailable = f"SMTP server unavailable: {exc}"
-                        result = Result("retry", error=unavailable)
-                        break
-                try:
-                    result = self._deliver(message, may_be_stale=not fresh and attempt == 1)
-                except _StaleConnection:
-                    continue  # the server had closed a reused connection: reconnect once
-                break
-            assert result is not None
-            results.append(result)
+            results.append(run_steps(self.steps(message)))
         return results
 
+    def steps(self, message: Outgoing) -> Steps:
+        """Send one message, yielding each time it waits for the server (see `SmtpPool`).
+
+        Run to the end with `run_steps` it is a plain blocking send. It connects if needed,
+        and reconnects once if a reused connection turns out to have been closed by the server
+        before this message started (idle timeouts), which cannot have delivered anything.
+        """
+        self._unavailable = ""
+        for attempt in (1, 2):
+            fresh = self._conn is None
+            if fresh:
+                try:
+                    self.open()
+                except TransportError as exc:
+                    self._unavailable = f"SMTP server unavailable: {exc}"
+                    return Result("retry", error=self._unavailable)
+            try:
+                return (yield from self._deliver(message,
+                                                 may_be_stale=not fresh and attempt == 1))
+            except _StaleConnection:
+                continue  # the server had closed a reused connection: reconnect once
+        raise AssertionError("a fresh connection is never stale")  # pragma: no cover
+
     # ---- one message -----------------------------------------------------------------------
-    def _deliver(self, message: Outgoing, *, may_be_stale: bool) -> Result:
+    def _deliver(self, message: Outgoing, *, may_be_stale: bool) -> Steps:
         conn = self._conn
         assert conn is not None
         data_sent = False
@@ -268,19 +282,19 @@ class SmtpTransport(Transport):
             if not payload.isascii() and conn.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")
 
-            if (self.pipelining and conn.has_extn("pipelining") and "SMTPUTF8" not in options
-                    and _PLAIN_ADDRESS.fullmatch(self.sender)
-                    and _PLAIN_ADDRESS.fullmatch(message.recipient)):
-                refused = self._pipelined_envelope(conn, message.recipient, options,
-                                                   may_be_stale=may_be_stale)
-                if refused is not None:
-                    return refused
+            plain = ("SMTPUTF8" not in options and _PLAIN_ADDRESS.fullmatch(self.sender)
+                     and _PLAIN_ADDRESS.fullmatch(message.recipient))
+            if self.pipelining and plain and conn.has_extn("pipelining"):
+                refused = yield from self._pipelined_envelope(
+                    conn, message.recipient, options, may_be_stale=may_be_stale)
             else:
-                refused = self._stepwise_envelope(conn, message.recipient, options,
-                                                  may_be_stale=may_be_stale)
-                if refused is not None:
-                    return refused
+                refused = yield from self._stepwise_envelope(
+                    conn, message.recipient, options, plain=bool(plain),
+                    may_be_stale=may_be_stale)
+            if refused is not None:
+                return refused
 
+            yield READY
             try:
                 conn.send(payload)
             except OSError as exc:
@@ -289,6 +303,7 @@ class SmtpTransport(Transport):
                 return Result("retry", error=f"connection lost while sending the message data: "
                                              f"{_reason(exc)}")
             data_sent = True
+            yield WAIT
 
             try:
                 code, text = self._reply(conn.getreply())
@@ -314,10 +329,20 @@ class SmtpTransport(Transport):
             return Result(status, error=f"unexpected error: {type(exc).__name__}: {exc}")
 
     def _stepwise_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
-                           may_be_stale: bool) -> Result | None:
-        """MAIL, RCPT, DATA one at a time; None when the server is ready for the data."""
+                           plain: bool, may_be_stale: bool) -> Generator[str, None,
+                                                                          Result | None]:
+        """MAIL, RCPT, DATA one at a time; None when the server is ready for the data.
+
+        Plain ASCII addresses (every address we send from or to was validated at the door) are
+        written directly; anything else goes through smtplib's own quoting.
+        """
+        extra = (" " + " ".join(options)) if options else ""
         try:
-            code, text = self._reply(_mail(conn, self.sender, options))
+            if plain:
+                mail = yield from _ask(conn, "mail", f"FROM:<{self.sender}>{extra}")
+            else:
+                mail = conn.mail(self.sender, options)
+            code, text = self._reply(mail)
         except OSError as exc:  # smtplib's exceptions are OSErrors too
             self._discard()
             if may_be_stale:
@@ -327,7 +352,11 @@ class SmtpTransport(Transport):
             return self._refused(code, f"MAIL FROM refused: {code} {text}", hard=False)
 
         try:
-            code, text = self._reply(_rcpt(conn, recipient))
+            if plain:
+                rcpt = yield from _ask(conn, "rcpt", f"TO:<{recipient}>")
+            else:
+                rcpt = conn.rcpt(recipient)
+            code, text = self._reply(rcpt)
         except OSError as exc:
             self._discard()
             return Result("retry", error=f"connection lost at RCPT TO: {_reason(exc)}")
@@ -335,7 +364,7 @@ class SmtpTransport(Transport):
             return self._refused(code, f"{code} {text}", hard=is_hard_bounce(code, text))
 
         try:
-            code, text = self._reply(conn.docmd("DATA"))
+            code, text = self._reply((yield from _ask(conn, "DATA", "")))
         except OSError as exc:
             self._discard()
             return Result("retry", error=f"connection lost at DATA: {_reason(exc)}")
@@ -344,7 +373,7 @@ class SmtpTransport(Transport):
         return None
 
     def _pipelined_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
-                            may_be_stale: bool) -> Result | None:
+                            may_be_stale: bool) -> Generator[str, None, Result | None]:
         """RFC 2920: MAIL, RCPT and DATA in one write, then their three replies in order.
 
         Outcomes are exactly those of the stepwise exchange: a refused MAIL or RCPT is final
@@ -355,6 +384,7 @@ class SmtpTransport(Transport):
         commands = f"MAIL FROM:<{self.sender}>{extra}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
         try:
             conn.send(commands.encode("ascii"))
+            yield WAIT
             mail_code, mail_text = self._reply(conn.getreply())
         except OSError as exc:
             self._discard()
@@ -532,6 +562,181 @@ class SmtpTransport(Transport):
             code, raw = conn.helo()
             if not 200 <= code < 300:
                 raise smtplib.SMTPHeloError(code, raw)
+
+
+def _ask(conn: smtplib.SMTP, command: str, args: str) -> Generator[str, None,
+                                                                     tuple[int, bytes]]:
+    """Write one command, yield while the server answers, return its reply."""
+    conn.putcmd(command, args)
+    yield WAIT
+    return conn.getreply()
+
+
+def run_steps(steps: Steps) -> Result:
+    """Run one message's exchange to the end: a plain blocking send."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
+
+
+K = TypeVar("K")
+
+
+class SmtpPool(Transport):
+    """N SMTP connections driven by one thread, each message's exchange advancing as soon as
+    its server answers (`stream`).
+
+    Threads, one per connection, were the first design; with the GIL they spent as much time
+    handing the interpreter to each other as sending. Here every outcome rule is
+    `SmtpTransport`'s own (its `steps`), and while one server works on a message the thread
+    prepares the next one for another connection.
+    """
+
+    #: How long to wait for any server before resuming the longest-waiting exchange anyway
+    #: (which then waits on its own socket's timeout).
+    poll_seconds = 1.0
+
+    def __init__(self, transports: Sequence[SmtpTransport]) -> None:
+        if not transports:
+            raise ValueError("an SMTP pool needs at least one connection")
+        self.transports = list(transports)
+        self.name = self.transports[0].name
+        self.max_batch = self.record_every = len(self.transports)
+
+    def __repr__(self) -> str:
+        return f"<SmtpPool {len(self.transports)} x {self.transports[0]!r}>"
+
+    def open(self) -> bool:
+        """Open every connection; only the first one's failure is an error (the others
+        connect on their first message, and drop out of the stream if they cannot)."""
+        opened = self.transports[0].open()
+        for transport in self.transports[1:]:
+            try:
+                opened = transport.open() or opened
+            except TransportError:
+                pass
+        return opened
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+
+    def check(self) -> str:
+        return self.transports[0].check()
+
+    @property
+    def connected(self) -> int:
+        return sum(t.connected for t in self.transports)
+
+    def send(self, messages: list[Outgoing]) -> list[Result]:
+        results: list[Result | None] = [None] * len(messages)
+
+        def keep(done: list[tuple[int, Outgoing, Result]]) -> bool:
+            for i, _, result in done:
+                results[i] = result
+            return True
+
+        self.stream(enumerate(messages), keep)
+        unsent = Result("retry", error="SMTP server unavailable: no connection could be opened")
+        return [r or unsent for r in results]
+
+    def stream(self, items: Iterable[tuple[K, Outgoing]],
+               record: Callable[[list[tuple[K, Outgoing, Result]]], bool]) -> list[K]:
+        """Send `items` over the pool until they run out or `record` returns False.
+
+        `record` gets every finished message (with its key) before that message's connection
+        carries another one, so a crash can leave at most one message per connection sent but
+        unrecorded; it sees several at once when several servers answered together, which
+        lets the caller write them in one commit. When `record` says stop, messages whose
+        data is on its way are finished and recorded; the others are abandoned (their
+        connections dropped, nothing of them delivered) and their keys returned; items not
+        yet taken stay in `items`. A connection that cannot be (re)opened drops out of this
+        stream after its message is recorded as a retry; when none is left the stream ends
+        too (see `connected`).
+        """
+        source = iter(items)
+        idle = list(range(len(self.transports)))
+        waiting: dict[int, tuple[K, Outgoing, Steps]] = {}  # for its server's reply
+        held: dict[int, tuple[K, Outgoing, Steps]] = {}  # ready for data, not yet allowed
+        unrecorded: set[int] = set()  # connections whose last outcome is not recorded yet
+        finished: list[tuple[int, K, Outgoing, Result]] = []
+        waiting_since: dict[int, float] = {}
+        sending: set[int] = set()  # connections whose message data has gone out
+        abandoned: list[K] = []
+        poller = select.poll()
+        fds: dict[int, int] = {}  # socket file descriptor -> connection
+        stopping = False  # no more items: the source ran out or `record` said stop
+
+        def run(slot: int, key: K, message: Outgoing, steps: Steps) -> None:
+            """Advance one exchange as far as it can go without waiting."""
+            while True:
+                try:
+                    step = next(steps)
+                except StopIteration as done:
+                    finished.append((slot, key, message, done.value))
+                    unrecorded.add(slot)
+                    sending.discard(slot)
+                    if not self.transports[slot].unavailable:
+                        idle.append(slot)  # its next envelope may go out at once
+                    return
+                if step == READY:
+                    if slot in unrecorded:
+                        held[slot] = (key, message, steps)
+                        return
+                    sending.add(slot)
+                    continue
+                sock = self.transports[slot].sock
+                waiting[slot] = (key, message, steps)
+                waiting_since[slot] = time.monotonic()
+                if sock is not None:
+                    fds[sock.fileno()] = slot
+                    poller.register(sock, select.POLLIN)
+                return
+
+        def abandon(slot: int) -> K:
+            """Give up an exchange whose data has not been sent: nothing of it was delivered."""
+            key, _, steps = held.pop(slot, None) or waiting.pop(slot)
+            for fd in [fd for fd, s in fds.items() if s == slot]:
+                del fds[fd]
+                poller.unregister(fd)
+            steps.close()
+            self.transports[slot]._discard()
+            return key
+
+        while True:
+            while idle and not stopping:
+                item = next(source, None)
+                if item is None:
+                    stopping = True
+                    break
+                slot = idle.pop(0)
+                run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
+            if finished and (held or not waiting or len(finished) >= len(self.transports)):
+                # A connection may not send data before its last outcome is written (and
+                # refusals must not pile up unseen): write every outcome there is, in one go.
+                done, finished = finished, []
+                unrecorded.clear()
+                if not record([(key, message, result) for _, key, message, result in done]):
+                    stopping = True
+                    for slot in [*held, *(s for s in waiting if s not in sending)]:
+                        abandoned.append(abandon(slot))
+                for slot in list(held):
+                    run(slot, *held.pop(slot))
+                continue
+            if not waiting:
+                return abandoned
+            ready = [fds[fd] for fd, _ in poller.poll(self.poll_seconds * 1000) if fd in fds]
+            if not ready:  # resume the longest-waiting exchange on its own socket timeout
+                ready = [min(waiting, key=waiting_since.__getitem__)]
+            for slot in ready:
+                if slot not in waiting:
+                    continue
+                for fd in [fd for fd, s in fds.items() if s == slot]:
+                    del fds[fd]
+                    poller.unregister(fd)
+                run(slot, *waiting.pop(slot))
 
 
 def _text(raw: bytes | str) -> str:

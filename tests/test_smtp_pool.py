@@ -1,0 +1,144 @@
+"""SmtpPool: N SMTP connections driven by one thread, against a real SMTP server (aiosmtpd).
+
+The pool must give exactly the outcomes one connection gives, keep N messages in flight, let
+no connection send a message's data before its previous outcome was recorded (the bound on
+duplicates after a kill -9), and stop cleanly: nothing whose data went out is left unrecorded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mailer.config import Settings
+from mailer.transports import Outgoing, Result, from_dsn
+from mailer.transports.smtp import SmtpPool, SmtpTransport
+from tests.support.smtpsink import SmtpSink
+from tests.test_transports import batch, statuses
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(from_addr="LabourList Daily <daily@labourlist.org>")
+
+
+def pool_for(sink: SmtpSink, settings: Settings, n: int, options: str = "") -> SmtpPool:
+    transports = [from_dsn(sink.dsn + options, settings) for _ in range(n)]
+    assert all(isinstance(t, SmtpTransport) for t in transports)
+    return SmtpPool(transports)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pipelining", [1, 0])
+def test_pool_outcomes_are_a_single_connections(settings: Settings, pipelining: int) -> None:
+    def rcpt(address: str, attempt: int) -> str | None:
+        if address == "reader1@example.org" and attempt == 1:
+            return "451 4.7.1 Try again later"
+        if address == "reader2@example.org":
+            return "550 5.1.1 <reader2@example.org>: No such user"
+        return None
+
+    def data(rcpts: list[str], attempt: int) -> str | None:
+        return "552 5.3.4 Message too big" if rcpts == ["reader3@example.org"] else None
+
+    with SmtpSink(rcpt_policy=rcpt, data_policy=data) as sink:
+        pool = pool_for(sink, settings, 3, f"&pipelining={pipelining}")
+        with pool:
+            results = pool.send(batch(9))
+            assert pool.connected == 3
+        assert statuses(results) == ["sent", "retry", "failed", "failed"] + ["sent"] * 5
+        assert results[2].hard_bounce and not results[3].hard_bounce
+        assert sink.connections == 3
+        assert sorted(sink.recipients()) == sorted(
+            f"reader{n}@example.org" for n in (0, 4, 5, 6, 7, 8))
+        # The 9 messages went over all three connections, not one after another on one.
+        assert set(Counter(m.connection for m in sink.messages)) == {1, 2, 3}
+
+
+def test_no_connection_sends_again_before_its_last_outcome_is_recorded(
+        settings: Settings) -> None:
+    with SmtpSink() as sink:
+        pool = pool_for(sink, settings, 4)
+        recorded: set[str] = set()
+        groups: list[int] = []
+        messages = batch(120)
+
+        def record(done: list[tuple[int, Outgoing, Result]]) -> bool:
+            # Each connection may have at most one message accepted and not yet recorded:
+            # the one whose outcome is in `done`.
+            unrecorded = Counter(m.connection for m in list(sink.messages)
+                                 if m.rcpt_tos[0] not in recorded)
+            assert max(unrecorded.values(), default=0) <= 1, unrecorded
+            assert sum(unrecorded.values()) <= 4
+            recorded.update(message.recipient for _, message, _ in done)
+            groups.append(len(done))
+            return True
+
+        with pool:
+            assert pool.stream(((m.delivery_id, m) for m in messages), record) == []
+        assert recorded == {m.recipient for m in messages}
+        assert sorted(sink.recipients()) == sorted(recorded)
+        assert sum(groups) == 120 and max(groups) <= 4
+
+
+def test_stop_finishes_messages_in_flight_and_abandons_the_rest(settings: Settings) -> None:
+    with SmtpSink() as sink:
+        pool = pool_for(sink, settings, 3)
+        recorded: list[str] = []
+        source = iter((m.delivery_id, m) for m in batch(50))
+
+        def record(done: list[tuple[int | None, Outgoing, Result]]) -> bool:
+            assert all(r.status == "sent" for _, _, r in done)
+            recorded.extend(m.recipient for _, m, _ in done)
+            return len(recorded) < 10
+
+        with pool:
+            abandoned = pool.stream(source, record)
+        untaken = list(source)
+        # Everything the server accepted was recorded; nothing was sent twice; every message
+        # is accounted for exactly once: recorded, abandoned (nothing of it sent) or untaken.
+        assert sorted(sink.recipients()) == sorted(recorded)
+        assert len(set(recorded)) == len(recorded) >= 10
+        keys = ([int(r[len("reader"):].split("@")[0]) for r in recorded] + abandoned
+                + [k for k, _ in untaken])
+        assert sorted(keys) == list(range(50))
+        assert len(recorded) <= 10 + 3  # at most one more per connection, already on its way
+
+
+def test_server_gone_ends_the_stream_with_retries_and_no_connection(settings: Settings) -> None:
+    sink = SmtpSink().start()
+    pool = pool_for(sink, settings, 3, "&timeout=5")
+    outcomes: list[Result] = []
+
+    def record(done: list[tuple[int | None, Outgoing, Result]]) -> bool:
+        outcomes.extend(r for _, _, r in done)
+        if len(outcomes) >= 6:
+            sink.stop()
+        return True
+
+    source = iter((m.delivery_id, m) for m in batch(40))
+    try:
+        pool.open()
+        pool.stream(source, record)
+    finally:
+        sink.stop()
+        pool.close()
+    assert pool.connected == 0
+    sent = [r for r in outcomes if r.status == "sent"]
+    assert len(sent) == len(sink.recipients()) >= 6
+    assert {r.status for r in outcomes} <= {"sent", "retry"}
+    assert any(r.error.startswith("SMTP server unavailable") for r in outcomes)
+    assert len(list(source)) > 0  # the rest were never taken: they stay queued
+
+
+def test_pool_open_fails_only_when_its_first_connection_cannot_open(
+        settings: Settings) -> None:
+    with SmtpSink() as sink:
+        dead = from_dsn("smtp://127.0.0.1:9?tls=0&timeout=2", settings)
+        pool = SmtpPool([from_dsn(sink.dsn, settings), dead])  # type: ignore[list-item]
+        with pool:
+            assert pool.connected == 1
+            results = pool.send(batch(4))
+        # The connection that cannot open drops out after one retry; the other carries on.
+        assert statuses(results).count("retry") == 1
+        assert statuses(results).count("sent") == 3
