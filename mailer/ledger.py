@@ -102,7 +102,7 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
             .returning(d.id, d.subscriber_id, d.email, d.name, d.attempts)
             .execution_options(synchronize_session=False)
         )
-        claims.extend(Claim(*row) for row in session.execute(stmt))
+        claims.extend(Claim(*row) for row in session.connection().execute(stmt))
     return sorted(claims, key=lambda c: c.id)
 
 

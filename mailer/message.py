@@ -175,6 +175,10 @@ class MessageTemplate:
         self._mailto = (f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe>"
                         if mailto else "")
         self._segments = segments
+        # fill() copies the fixed parts and drops the values into their slots: cheaper than
+        # testing every segment's type for every recipient.
+        self._parts = [seg if isinstance(seg, bytes) else b"" for seg in segments]
+        self._slots = [(i, seg) for i, seg in enumerate(segments) if not isinstance(seg, bytes)]
         for seg in segments:
             if isinstance(seg, bytes) and (seg.startswith(b".") or b"\n." in seg):
                 raise ValueError("the encoded message has a line starting with a dot")
@@ -272,9 +276,10 @@ class MessageTemplate:
             # Encoding rules this out; checked because SMTP sends the result as it is.
             if encoded.startswith(b".") or b"\n." in encoded:
                 raise ValueError("a filled value would start a line with a dot")
-        return b"".join(
-            seg if isinstance(seg, bytes) else values[seg] for seg in self._segments
-        )
+        parts = self._parts.copy()
+        for i, slot in self._slots:
+            parts[i] = values[slot]
+        return b"".join(parts)
 
     def fields(
         self,

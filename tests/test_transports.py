@@ -599,3 +599,35 @@ def test_pipelining_can_be_switched_off(make_smtp_sink, settings) -> None:  # ty
     sink = _pipelined(make_smtp_sink)
     transport = from_dsn(sink.dsn + "&pipelining=0", settings)
     assert transport.pipelining is False  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("server_says", [
+    b"250 2.1.0 Ok\r\n",
+    b"250-first\r\n250-second\r\n250 last\r\n",
+    b"354 \r\n",
+    b"xyz nonsense\r\n",
+    b"250-continued and then the server hung up\r\n",
+    b"",
+    b"250 " + b"x" * 9000 + b"\r\n",
+])
+def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes) -> None:
+    import smtplib
+
+    from mailer.transports.smtp import _getreply
+
+    def read(reader: object) -> object:
+        server, client = socket.socketpair()
+        conn = smtplib.SMTP()
+        conn.sock, conn.file = client, client.makefile("rb")
+        server.sendall(server_says)
+        server.close()
+        try:
+            return reader(conn)  # type: ignore[operator]
+        except smtplib.SMTPResponseException as exc:
+            return ("refused", exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPServerDisconnected:
+            return "disconnected"
+        finally:
+            client.close()
+
+    assert read(_getreply) == read(smtplib.SMTP.getreply)

@@ -44,6 +44,7 @@ WAIT, READY = "wait", "ready"
 Steps = Generator[str, None, Result]
 
 DEFAULT_TIMEOUT = 30.0
+_MAXLINE = smtplib._MAXLINE  # (the longest reply line smtplib accepts)
 AMBIGUOUS_ERROR = "connection lost after the message data was sent; outcome unknown"
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
@@ -306,7 +307,7 @@ class SmtpTransport(Transport):
             yield WAIT
 
             try:
-                code, text = self._reply(conn.getreply())
+                code, text = self._reply(_getreply(conn))
             except OSError:
                 self._discard()
                 return Result("ambiguous", error=AMBIGUOUS_ERROR)
@@ -385,18 +386,22 @@ class SmtpTransport(Transport):
         try:
             conn.send(commands.encode("ascii"))
             yield WAIT
-            mail_code, mail_text = self._reply(conn.getreply())
+            mail = _getreply(conn)
         except OSError as exc:
             self._discard()
             if may_be_stale:
                 raise _StaleConnection from exc
             return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
         try:
-            rcpt_code, rcpt_text = self._reply(conn.getreply())
-            data_code, data_text = self._reply(conn.getreply())
+            rcpt = _getreply(conn)
+            data = _getreply(conn)
         except OSError as exc:
             self._discard()
             return Result("retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
+        if data[0] == 354 and 200 <= mail[0] < 300 and 200 <= rcpt[0] < 300:
+            return None  # (the replies' text matters only when something was refused)
+        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = (
+            self._reply(mail), self._reply(rcpt), self._reply(data))
         envelope_ok = 200 <= mail_code < 300 and 200 <= rcpt_code < 300
         if data_code == 354 and not envelope_ok:
             # A server should refuse DATA without a valid recipient; if it did not, close the
@@ -569,7 +574,34 @@ def _ask(conn: smtplib.SMTP, command: str, args: str) -> Generator[str, None,
     """Write one command, yield while the server answers, return its reply."""
     conn.putcmd(command, args)
     yield WAIT
-    return conn.getreply()
+    return _getreply(conn)
+
+
+def _getreply(conn: smtplib.SMTP) -> tuple[int, bytes]:
+    """`smtplib.SMTP.getreply`, same results and errors, at a fraction of its cost for the
+    usual one-line reply: a pipelined message reads four replies."""
+    file = conn.file
+    if file is None:
+        return conn.getreply()
+    lines: list[bytes] = []
+    while True:
+        try:
+            line = file.readline(_MAXLINE + 1)
+        except OSError as exc:
+            conn.close()
+            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+        if not line:
+            conn.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        if len(line) > _MAXLINE:
+            conn.close()
+            raise smtplib.SMTPResponseException(500, "Line too long.")
+        lines.append(line[4:].strip(b" \t\r\n"))
+        code = line[:3]
+        if not (code.isdigit() and len(code) == 3):
+            return -1, b"\n".join(lines)
+        if line[3:4] != b"-":
+            return int(code), b"\n".join(lines) if len(lines) > 1 else lines[0]
 
 
 def run_steps(steps: Steps) -> Result:
