@@ -158,6 +158,7 @@ def raw_replay(n: int, port: int, connections: int, data: bytes, pipelined: bool
 
     def worker(count: int) -> None:
         with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the mailer does
             reader = sock.makefile("rb")
             expect(reader, b"220")
             sock.sendall(b"EHLO bench\r\n")

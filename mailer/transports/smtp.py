@@ -20,6 +20,7 @@ One transport object serves one worker: it is not thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import select
@@ -501,6 +502,10 @@ class SmtpTransport(Transport):
             raise TransportError(f"cannot connect to SMTP server {where}: {_reason(exc)}") from None
 
         steps = ["connected (TLS)" if self.implicit_tls else "connected"]
+        with contextlib.suppress(OSError, AttributeError):
+            # Every write is a whole command group or a whole message: nothing to coalesce,
+            # and Nagle's wait for an ACK would only delay the server's answer.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self._handshake(conn, steps)
         except BaseException:
@@ -699,6 +704,7 @@ class SmtpPool(Transport):
         abandoned: list[K] = []
         poller = select.poll()
         fds: dict[int, int] = {}  # socket file descriptor -> connection
+        watched: dict[int, int] = {}  # connection -> its file descriptor in the poller
         stopping = False  # no more items: the source ran out or `record` said stop
 
         def run(slot: int, key: K, message: Outgoing, steps: Steps) -> None:
@@ -723,16 +729,21 @@ class SmtpPool(Transport):
                 waiting[slot] = (key, message, steps)
                 waiting_since[slot] = time.monotonic()
                 if sock is not None:
-                    fds[sock.fileno()] = slot
-                    poller.register(sock, select.POLLIN)
+                    fd = sock.fileno()
+                    fds[fd], watched[slot] = slot, fd
+                    poller.register(fd, select.POLLIN)
                 return
+
+        def unwatch(slot: int) -> None:
+            fd = watched.pop(slot, None)
+            if fd is not None:
+                del fds[fd]
+                poller.unregister(fd)
 
         def abandon(slot: int) -> K:
             """Give up an exchange whose data has not been sent: nothing of it was delivered."""
             key, _, steps = held.pop(slot, None) or waiting.pop(slot)
-            for fd in [fd for fd, s in fds.items() if s == slot]:
-                del fds[fd]
-                poller.unregister(fd)
+            unwatch(slot)
             steps.close()
             self.transports[slot]._discard()
             return key
@@ -763,12 +774,9 @@ class SmtpPool(Transport):
             if not ready:  # resume the longest-waiting exchange on its own socket timeout
                 ready = [min(waiting, key=waiting_since.__getitem__)]
             for slot in ready:
-                if slot not in waiting:
-                    continue
-                for fd in [fd for fd, s in fds.items() if s == slot]:
-                    del fds[fd]
-                    poller.unregister(fd)
-                run(slot, *waiting.pop(slot))
+                if slot in waiting:
+                    unwatch(slot)
+                    run(slot, *waiting.pop(slot))
 
 
 def _text(raw: bytes | str) -> str:
