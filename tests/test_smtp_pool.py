@@ -142,3 +142,19 @@ def test_pool_open_fails_only_when_its_first_connection_cannot_open(
         # The connection that cannot open drops out after one retry; the other carries on.
         assert statuses(results).count("retry") == 1
         assert statuses(results).count("sent") == 3
+
+
+def test_a_silent_server_times_out_per_connection_without_holding_up_the_rest(
+        settings: Settings) -> None:
+    import time
+
+    with SmtpSink(data_delay=3) as sink:
+        pool = pool_for(sink, settings, 3, "&timeout=0.5")
+        with pool:
+            start = time.monotonic()
+            results = pool.send(batch(3))
+            elapsed = time.monotonic() - start
+    # Each connection waited its own half second for the verdict, at the same time: the
+    # outcome is unknown (the data went out), and nobody waited for the others in turn.
+    assert statuses(results) == ["ambiguous"] * 3
+    assert elapsed < 1.4, elapsed

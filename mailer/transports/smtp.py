@@ -631,10 +631,6 @@ class SmtpPool(Transport):
     prepares the next one for another connection.
     """
 
-    #: How long to wait for any server before resuming the longest-waiting exchange anyway
-    #: (which then waits on its own socket's timeout).
-    poll_seconds = 1.0
-
     def __init__(self, transports: Sequence[SmtpTransport]) -> None:
         if not transports:
             raise ValueError("an SMTP pool needs at least one connection")
@@ -770,13 +766,23 @@ class SmtpPool(Transport):
                 continue
             if not waiting:
                 return abandoned
-            ready = [fds[fd] for fd, _ in poller.poll(self.poll_seconds * 1000) if fd in fds]
-            if not ready:  # resume the longest-waiting exchange on its own socket timeout
-                ready = [min(waiting, key=waiting_since.__getitem__)]
-            for slot in ready:
+            deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
+            wait_ms = max(0.0, deadline - time.monotonic()) * 1000
+            ready = [fds[fd] for fd, _ in poller.poll(wait_ms) if fd in fds]
+            now = time.monotonic()
+            # A server silent for longer than its timeout: let that exchange time out now,
+            # as a blocking read would have, without holding up the other connections.
+            overdue = [s for s in waiting if s not in ready
+                       and now - waiting_since[s] >= self.transports[s].timeout]
+            for slot in ready + overdue:
                 if slot in waiting:
                     unwatch(slot)
+                    sock = self.transports[slot].sock
+                    if slot in overdue and sock is not None:
+                        sock.settimeout(0.001)
                     run(slot, *waiting.pop(slot))
+                    if slot in overdue and sock is not None and sock.fileno() != -1:
+                        sock.settimeout(self.transports[slot].timeout)
 
 
 def _text(raw: bytes | str) -> str:
