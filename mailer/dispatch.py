@@ -1,9 +1,9 @@
 """Workers: claim -> fill -> send -> record, with retries, a shared rate limit and progress.
 
 The dispatcher holds no SQL of its own beyond the ledger's functions and knows transports only
-through their small interface. SMTP: one worker thread drives all N connections in lockstep
-(`SmtpPool`), recording each round of N outcomes in one commit. Other transports: each worker
-thread owns one connection. Either way one process-wide token bucket keeps the overall rate.
+through their small interface. SMTP: one worker thread drives all N connections (`SmtpPool`),
+committing the outcomes that arrive together in one go. Other transports: each worker thread
+owns one connection. Either way one process-wide token bucket keeps the overall rate.
 """
 
 from __future__ import annotations
