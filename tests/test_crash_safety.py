@@ -70,12 +70,12 @@ def _kill_then_rerun(env: dict[str, str], rng: random.Random) -> None:
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
 
-def _trials(run: Callable[[int, random.Random], None], seed: int) -> None:
+def _trials(run: Callable[[int, random.Random], None], seed: int, trials: int = TRIALS) -> None:
     """Independent trials (own database, outbox, sink), four at a time: mostly waiting."""
     seeds = random.Random(seed)
-    rngs = [random.Random(seeds.random()) for _ in range(TRIALS)]
+    rngs = [random.Random(seeds.random()) for _ in range(trials)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for future in [pool.submit(run, trial, rngs[trial]) for trial in range(TRIALS)]:
+        for future in [pool.submit(run, trial, rngs[trial]) for trial in range(trials)]:
             future.result()
 
 
@@ -117,6 +117,46 @@ def test_kill_9_smtp_no_one_missed_duplicates_bounded(tmp_path: Path) -> None:
 
     _trials(trial, 8058)
     print(f"duplicates per trial over {TRIALS} trials: {sorted(worst)} (bound {connections})")
+
+
+@pytest.mark.slow
+def test_kill_9_smtp_at_full_speed_duplicates_bounded(tmp_path: Path) -> None:
+    """No rate limit, four connections, killed after a random number of messages arrived:
+    outcomes are committed a round at a time, and a kill between a server's 250 and that
+    commit must still cost at most one copy per connection."""
+    connections, audience = 4, 600
+    worst: list[int] = []
+    killed_at: list[int] = []
+
+    def trial(n: int, rng: random.Random) -> None:
+        tmp = tmp_path / f"f{n}"
+        tmp.mkdir()
+        feed = _prepare(tmp, f"sqlite:///{tmp / 'db.sqlite'}", audience)
+        with SmtpSink() as sink:
+            env = _environ(f"sqlite:///{tmp / 'db.sqlite'}", sink.dsn, feed,
+                           MAILER_CONNECTIONS=str(connections))
+            proc = _send(env)
+            target, deadline = rng.randrange(1, audience), time.monotonic() + 60
+            while len(sink.messages) < target and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_at.append(len(sink.messages))
+            rerun = subprocess.run([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
+                                   capture_output=True, text=True, timeout=120)
+            assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+            got = Counter(sink.recipients())
+        assert len(got) == audience, f"trial {n}: someone was missed"
+        duplicates = sum(count - 1 for count in got.values())
+        worst.append(duplicates)
+        assert duplicates <= connections, f"trial {n}: {duplicates} duplicates"
+
+    trials = min(TRIALS, 12)  # (the sinks share this process: a full-speed trial is slow)
+    _trials(trial, 2920, trials)
+    print(f"duplicates per trial over {trials} trials: {sorted(worst)} (bound {connections}); "
+          f"killed after {sorted(killed_at)} of {audience} messages")
+    assert sum(0 < k < audience for k in killed_at) >= trials // 2, killed_at  # mid-send
 
 
 @pytest.mark.slow

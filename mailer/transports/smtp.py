@@ -752,9 +752,11 @@ class SmtpPool(Transport):
                     break
                 slot = idle.pop(0)
                 run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
-            if finished and (held or not waiting or len(finished) >= len(self.transports)):
-                # A connection may not send data before its last outcome is written (and
-                # refusals must not pile up unseen): write every outcome there is, in one go.
+            events = poller.poll(0) if waiting else []
+            if finished and (held or not events or len(finished) >= len(self.transports)):
+                # A connection may not send data before its last outcome is written, and
+                # time with no answer to handle is free for writing: write every outcome
+                # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
                 done, finished = finished, []
                 unrecorded.clear()
                 if not record([(key, message, result) for _, key, message, result in done]):
@@ -766,9 +768,10 @@ class SmtpPool(Transport):
                 continue
             if not waiting:
                 return abandoned
-            deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
-            wait_ms = max(0.0, deadline - time.monotonic()) * 1000
-            ready = [fds[fd] for fd, _ in poller.poll(wait_ms) if fd in fds]
+            if not events:
+                deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
+                events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+            ready = [fds[fd] for fd, _ in events if fd in fds]
             now = time.monotonic()
             # A server silent for longer than its timeout: let that exchange time out now,
             # as a blocking read would have, without holding up the other connections.
