@@ -680,9 +680,11 @@ class SmtpPool(Transport):
         """Send `items` over the pool until they run out or `record` returns False.
 
         `record` gets every finished message (with its key) before that message's connection
-        carries another one, so a crash can leave at most one message per connection sent but
-        unrecorded; it sees several at once when several servers answered together, which
-        lets the caller write them in one commit. When `record` says stop, messages whose
+        sends another message's data (the next envelope may already be on its way), so a crash
+        can leave at most one message per connection sent but unrecorded. It is called
+        whenever no answer is waiting to be handled, or a connection needs it, with everything
+        finished so far: several messages when several servers answered together, which the
+        caller writes in one commit. When `record` says stop, messages whose
         data is on its way are finished and recorded; the others are abandoned (their
         connections dropped, nothing of them delivered) and their keys returned; items not
         yet taken stay in `items`. A connection that cannot be (re)opened drops out of this
