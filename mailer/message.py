@@ -62,6 +62,10 @@ _PLAIN_PHRASE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~ -]+")  # atext and sp
 _ATOM_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+")  # atext without "=" and "?"
 _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _MSGID_RE = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+# Addresses and Message-IDs the clean-up steps would return unchanged (the usual case; SMTP
+# writes such addresses into its commands as they are).
+PLAIN_ADDRESS_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+_PLAIN_MSGID_RE = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+>")
 _PLAIN_URL_RE = re.compile(
     r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:[/?#][A-Za-z0-9!#$%&'()*+,\-./:;=?@\[\]_~]*)?"
 )
@@ -592,6 +596,8 @@ def _idna(domain: str) -> str:
 def _clean_address(email: str, *, allow_no_at: bool = False) -> str:
     """A bare ASCII addr-spec, or ValueError: a recipient can never carry a second address
     or a header into the To line."""
+    if len(email) <= MAX_ADDRESS and PLAIN_ADDRESS_RE.fullmatch(email):
+        return email
     email = sanitize_header_value(email)
     local, at, domain = email.rpartition("@")
     if not at:
@@ -619,6 +625,8 @@ def _clean_url(url: str) -> str:
 
 
 def _clean_message_id(message_id: str) -> str:
+    if len(message_id) <= 250 and _PLAIN_MSGID_RE.fullmatch(message_id):
+        return message_id
     message_id = sanitize_header_value(message_id)
     if not message_id.startswith("<"):
         message_id = f"<{message_id}>"

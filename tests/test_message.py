@@ -501,3 +501,57 @@ def test_simple_message_text_only_and_bad_header_name(settings: Settings) -> Non
     with pytest.raises(ValueError):
         simple_message(settings, to="a@example.org", subject="x", text="y",
                        headers={"Bad Name:": "v"})
+
+
+@pytest.mark.parametrize("address", [
+    "reader1@example.org", "o'brien+news@sub.example.co.uk", "a@b", "Reader <a@b.org>",
+    "a b@c.org", "a@b.org\r\nBcc: x@y.org", "a@@b.org", "@b.org", "a@", "é@b.org", "a@bü.org",
+    " a@b.org ", "a@b.org\x00", "x" * 320 + "@b.org", "a;b@c.org",
+])
+def test_clean_address_fast_path_agrees_with_the_full_steps(address: str) -> None:
+    from mailer import message
+
+    def slow(email: str) -> str:
+        email = sanitize_header_value(email)
+        local, at, domain = email.rpartition("@")
+        if (not at or not local or not domain or message._ADDR_BAD_RE.search(email)
+                or "@" in local or not local.isascii()):
+            raise ValueError(email)
+        addr = f"{local}@{message._idna(domain)}"
+        if len(addr) > message.MAX_ADDRESS:
+            raise ValueError(email)
+        return addr
+
+    try:
+        expected: str | type[ValueError] = slow(address)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: str | type[ValueError] = message._clean_address(address)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
+@pytest.mark.parametrize("message_id", [
+    "<20261126.1.abcdef@labourlist.org>", "<a@b>", "a@b", "<a b@c>", "<a@b>\r\nBcc: x",
+    "<é@b>", "<" + "x" * 300 + "@b>", "<a@b@c>", " <a@b> ", "<a@b>\x7f",
+])
+def test_clean_message_id_fast_path_agrees_with_the_full_steps(message_id: str) -> None:
+    from mailer import message
+
+    def slow(value: str) -> str:
+        value = sanitize_header_value(value)
+        if not value.startswith("<"):
+            value = f"<{value}>"
+        if not value.isascii() or not message._MSGID_RE.fullmatch(value) or len(value) > 250:
+            raise ValueError(value)
+        return value
+
+    outcomes = []
+    for clean in (slow, message._clean_message_id):
+        try:
+            outcomes.append(clean(message_id))
+        except ValueError:
+            outcomes.append("ValueError")
+    assert outcomes[0] == outcomes[1]

@@ -34,6 +34,7 @@ from typing import Literal, TypeVar
 
 from mailer.config import Settings
 from mailer.errors import TransportError
+from mailer.message import PLAIN_ADDRESS_RE
 from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.dsn import Dsn
 
@@ -74,7 +75,6 @@ def is_hard_bounce(code: int, text: str) -> bool:
     return subject == "2" and detail == "1"
 
 
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
 
 
 def wire_data(data: bytes, wire_ready: bool = False) -> bytes:
@@ -284,8 +284,8 @@ class SmtpTransport(Transport):
             if not payload.isascii() and conn.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")
 
-            plain = ("SMTPUTF8" not in options and _PLAIN_ADDRESS.fullmatch(self.sender)
-                     and _PLAIN_ADDRESS.fullmatch(message.recipient))
+            plain = ("SMTPUTF8" not in options and PLAIN_ADDRESS_RE.fullmatch(self.sender)
+                     and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
             if self.pipelining and plain and conn.has_extn("pipelining"):
                 refused = yield from self._pipelined_envelope(
                     conn, message.recipient, options, may_be_stale=may_be_stale)
