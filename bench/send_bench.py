@@ -1,6 +1,7 @@
 """Benchmark: a full `mailer send` against two baselines on the same local SMTP sink.
 
   python bench/send_bench.py [--n 100000] [--connections 4] [--stepwise] [--snapshot-n 1000000]
+                             [--latency-ms 0]
 
 Prints messages per second for (1) `mailer send` (a real subprocess: collect, build, snapshot,
 dispatch, ledger writes; SMTP PIPELINING as the sink offers it), (2) a naive loop (one
@@ -50,8 +51,12 @@ NOW = datetime(2026, 11, 26, 6, 55, tzinfo=UTC)
 
 
 class Sink:
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.latency_ms = latency_ms
+
     def __enter__(self) -> Sink:
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sink.py")],
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sink.py"),
+                                      str(self.latency_ms)],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline().split()[1])
@@ -327,17 +332,20 @@ def main() -> None:
     parser.add_argument("--naive-n", type=int, default=0,
                         help="recipients for the naive loop (default: n/10, it is slow)")
     parser.add_argument("--snapshot-n", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="the sink waits this long before every reply, like a remote relay")
     parser.add_argument("--stepwise", action="store_true",
                         help="also compare one command at a time: mailer send with "
                              "?pipelining=0 against a replay that waits for every reply")
     args = parser.parse_args()
     naive_n = args.naive_n or max(1000, args.n // 10)
     modes = [True, False] if args.stepwise else [True]
-    with tempfile.TemporaryDirectory() as d, Sink() as sink:
+    with tempfile.TemporaryDirectory() as d, Sink(args.latency_ms) as sink:
         tmp = Path(d)
         data = sample_message(tmp)
         print(f"message size {len(data)} bytes; {args.n} recipients; "
-              f"{args.connections} connections; sink on port {sink.port}")
+              f"{args.connections} connections; sink on port {sink.port}"
+              + (f", {args.latency_ms:g} ms before each reply" if args.latency_ms else ""))
 
         n, port, conns = args.n, sink.port, args.connections
 

@@ -6,6 +6,11 @@ answered strictly in order, so pipelined and one-at-a-time clients both work.
 aiosmtpd is the right server for tests (it checks the protocol); for a benchmark the sink must
 not be the bottleneck, so this one only frames commands and message data. It runs in its own
 process, prints "PORT n" when ready and "COUNT n" on SIGTERM.
+
+    python bench/sink.py [LATENCY_MS]
+
+LATENCY_MS (default 0) is waited before every reply, as a remote relay's round trip would: with
+it the benchmark shows what the number of connections does against a real server.
 """
 
 from __future__ import annotations
@@ -15,11 +20,18 @@ import signal
 import sys
 
 COUNT = 0
+LATENCY = float(sys.argv[1]) / 1000 if len(sys.argv) > 1 else 0.0
+
+
+async def reply(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if LATENCY:
+        await asyncio.sleep(LATENCY)
+    writer.write(data)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     global COUNT
-    writer.write(b"220 sink ESMTP\r\n")
+    await reply(writer, b"220 sink ESMTP\r\n")
     try:
         while True:
             line = await reader.readline()
@@ -27,22 +39,22 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 break
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                writer.write(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                             b"250 SIZE 52428800\r\n")
+                await reply(writer, b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                                    b"250 SIZE 52428800\r\n")
             elif verb == b"DATA":
-                writer.write(b"354 go ahead\r\n")
+                await reply(writer, b"354 go ahead\r\n")
                 await reader.readuntil(b"\r\n.\r\n")
                 COUNT += 1
-                writer.write(b"250 2.0.0 Ok: queued as %d\r\n" % COUNT)
+                await reply(writer, b"250 2.0.0 Ok: queued as %d\r\n" % COUNT)
             elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
+                await reply(writer, b"221 bye\r\n")
                 await writer.drain()
                 break
             else:
-                writer.write(b"250 2.1.0 Ok\r\n")
+                await reply(writer, b"250 2.1.0 Ok\r\n")
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        pass  # (cancelled: the sink is shutting down with a reply still waiting)
     finally:
         writer.close()
 
