@@ -631,3 +631,39 @@ def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes) -> None:
             client.close()
 
     assert read(_getreply) == read(smtplib.SMTP.getreply)
+
+
+@pytest.mark.parametrize("limit", [-1, 5, 8193])
+def test_reply_reader_reads_lines_as_a_buffered_file_does(limit: int) -> None:
+    from mailer.transports.smtp import _ReplyReader
+
+    stream = b"250-first\r\n250-" + b"x" * 9000 + b"\r\n250 last\r\n354 no end"
+
+    def lines(make_reader: object) -> list[bytes]:
+        server, client = socket.socketpair()
+        server.sendall(stream)
+        server.close()
+        reader = make_reader(client)  # type: ignore[operator]
+        out = []
+        while line := reader.readline(limit):
+            out.append(line)
+        client.close()
+        return out
+
+    ours = lines(_ReplyReader)
+    assert ours == lines(lambda sock: sock.makefile("rb"))
+    assert b"".join(ours) == stream
+
+
+def test_reply_reader_says_when_a_whole_line_is_buffered() -> None:
+    from mailer.transports.smtp import _ReplyReader
+
+    server, client = socket.socketpair()
+    with server, client:
+        reader = _ReplyReader(client)
+        server.sendall(b"250 ok\r\n250 ok\r\n354 go")
+        assert not reader.has_line()  # nothing read from the socket yet
+        assert reader.readline() == b"250 ok\r\n"
+        assert reader.has_line()  # the second reply came in the same read
+        assert reader.readline() == b"250 ok\r\n"
+        assert not reader.has_line()  # half a line: the rest must be waited for

@@ -394,7 +394,11 @@ class SmtpTransport(Transport):
                 raise _StaleConnection from exc
             return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
         try:
+            if not _reply_buffered(conn):
+                yield WAIT  # (a server may answer a pipelined group one reply at a time)
             rcpt = _getreply(conn)
+            if not _reply_buffered(conn):
+                yield WAIT
             data = _getreply(conn)
         except OSError as exc:
             self._discard()
@@ -511,6 +515,9 @@ class SmtpTransport(Transport):
         except BaseException:
             conn.close()
             raise
+        # From here on replies are read through a reader that can tell whether a reply is
+        # already buffered (nothing is pending after the handshake's last reply).
+        conn.file = _ReplyReader(conn.sock)  # type: ignore[assignment]
         return conn, steps
 
     def _handshake(self, conn: smtplib.SMTP, steps: list[str]) -> None:
@@ -580,6 +587,55 @@ def _ask(conn: smtplib.SMTP, command: str, args: str) -> Generator[str, None,
     conn.putcmd(command, args)
     yield WAIT
     return _getreply(conn)
+
+
+class _ReplyReader:
+    """`conn.file` for our connections: the line reader smtplib expects (`readline`,
+    `close`), which can also say whether a whole reply line is already buffered, so that an
+    exchange waits on its socket only when the next reply is not here yet."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def readline(self, limit: int = -1) -> bytes:
+        if not self.buffer:
+            chunk = self.sock.recv(65536)
+            end = chunk.find(b"\n") + 1
+            if end == len(chunk) and (limit < 0 or end <= limit):
+                return chunk  # the usual case: one whole reply line per read (or b"": closed)
+            self.buffer += chunk
+        while True:
+            end = self.buffer.find(b"\n") + 1
+            if end and (limit < 0 or end <= limit):
+                break
+            if 0 <= limit <= len(self.buffer):
+                end = limit
+                break
+            chunk = self.sock.recv(65536)
+            if not chunk:  # closed: what is left, as a file would return it
+                end = len(self.buffer)
+                break
+            self.buffer += chunk
+        line = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return line
+
+    def has_line(self) -> bool:
+        if b"\n" in self.buffer:
+            return True
+        # TLS may hold decrypted bytes that the socket no longer shows as readable.
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
+    def close(self) -> None:
+        self.buffer.clear()
+
+
+def _reply_buffered(conn: smtplib.SMTP) -> bool:
+    """Whether the next reply can be read without waiting (a reader that cannot tell: yes,
+    read it as smtplib would, blocking)."""
+    reader = conn.file
+    return reader.has_line() if isinstance(reader, _ReplyReader) else True
 
 
 def _getreply(conn: smtplib.SMTP) -> tuple[int, bytes]:
