@@ -135,10 +135,14 @@ def naive_loop(n: int, port: int) -> float:
     return time.perf_counter() - start
 
 
+def shares(n: int, connections: int) -> list[int]:
+    """n messages split over `connections` as evenly as they go."""
+    return [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+
+
 def timed_workers(n: int, connections: int, worker: Callable[[int], None]) -> float:
     """Seconds for `connections` threads to run `worker(count)`, the counts summing to n."""
-    counts = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
-    threads = [threading.Thread(target=worker, args=(c,)) for c in counts]
+    threads = [threading.Thread(target=worker, args=(c,)) for c in shares(n, connections)]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -199,14 +203,13 @@ def raw_replay_polled(n: int, port: int, connections: int, data: bytes) -> float
     takes whichever replay is faster as the ceiling."""
     wire = wire_data(data)
     envelope = b"MAIL FROM:<daily@labourlist.org>\r\nRCPT TO:<reader@example.org>\r\nDATA\r\n"
-    counts = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
     socks: dict[int, socket.socket] = {}
     left: dict[int, int] = {}
     expect: dict[int, int] = {}  # replies still due before the next write
     phase: dict[int, str] = {}  # "envelope" (then the data) or "data" (then the next message)
     buffers: dict[int, bytes] = {}
     poller = select.poll()
-    for count in counts:
+    for count in shares(n, connections):
         if not count:
             continue
         sock = socket.create_connection(("127.0.0.1", port))

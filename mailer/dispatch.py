@@ -38,8 +38,6 @@ log = logging.getLogger("mailer.dispatch")
 TRANSPORT_WAIT_SECONDS = 120.0
 # This many permanent failures in a row, with no success in between, pauses the edition.
 MAX_CONSECUTIVE_FAILURES = 25
-# All-sent rounds up to this size (SMTP's, one per connection) take the recorder's fast path.
-MAX_FAST_RECORD = 64
 
 
 class DispatchBusy(MailerError):
@@ -237,13 +235,13 @@ class Dispatcher:
                      personaliser: Personaliser,
                      recorder: ledger.SentRecorder) -> Transport | None:
         settings = self.app.settings
-        # SMTP: record after every message on each connection, so a kill -9 can leave at most
-        # one message per connection sent-but-unrecorded. Batch APIs record per provider call.
-        chunk = transport.record_every or max(1, transport.max_batch)
+        # API transports (SMTP goes through `_stream_claims`): outcomes are recorded per
+        # provider call.
+        chunk = max(1, transport.max_batch)
         pacer: Pacer | NoPacer = (self.limiter.pacer(len(claims)) if self.limiter
                                   else NoPacer())
-        # SMTP and the outbox send the bytes; only API transports want the fields too.
-        with_fields = transport.name not in ("smtp", "smtps", "file")
+        # The outbox writes the bytes; API transports want the fields too.
+        with_fields = transport.name != "file"
         pending = list(claims)
         claimed_at = time.monotonic()
         while pending:
@@ -260,19 +258,12 @@ class Dispatcher:
                 return transport
             part, pending = pending[:chunk], pending[chunk:]
             messages: list[Outgoing] = []
-            unsendable: list[tuple[ledger.Claim, str, Result]] = []
             for c in list(part):
                 try:
                     messages.append(personaliser.outgoing(c, with_fields))
                 except ValueError as exc:  # e.g. an address the message cannot carry
                     part.remove(c)
-                    unsendable.append((c, "", Result("failed", error=f"cannot build: {exc}")))
-            if unsendable:
-                with self.app.sessions.begin() as session:
-                    tally = ledger.record(session, worker, unsendable, self.app.clock.now(),
-                                          settings.max_attempts)
-                with self.lock:
-                    self.progress.tally.add(tally)
+                    self._record_unbuildable(worker, c, exc)
             if not messages:
                 continue
             pacer.wait(len(messages))
@@ -312,7 +303,7 @@ class Dispatcher:
         """Write outcomes to the ledger and the tally; False when the edition was just paused
         for too many failures in a row."""
         settings = self.app.settings
-        if len(outcomes) <= MAX_FAST_RECORD and all(r.status == "sent" for _, _, r in outcomes):
+        if all(r.status == "sent" for _, _, r in outcomes):
             with self.write_lock:
                 recorded = recorder.sent_many(
                     [(c.id, mid, r.provider_id) for c, mid, r in outcomes], self.app.clock.now())
@@ -335,6 +326,16 @@ class Dispatcher:
             self._pause_for_errors(last)
         return not too_many
 
+    def _record_unbuildable(self, worker: str, c: ledger.Claim, exc: ValueError) -> None:
+        """A message that cannot be built for this recipient fails it alone: the recipient's
+        problem, not ours, so it does not count towards pausing the edition."""
+        outcome = [(c, "", Result("failed", error=f"cannot build: {exc}"))]
+        with self.write_lock, self.app.sessions.begin() as session:
+            tally = ledger.record(session, worker, outcome,
+                                  self.app.clock.now(), self.app.settings.max_attempts)
+        with self.lock:
+            self.progress.tally.add(tally)
+
     def _stream_claims(self, worker: str, claims: list[ledger.Claim], pool: SmtpPool,
                        personaliser: Personaliser,
                        recorder: ledger.SentRecorder) -> Transport | None:
@@ -354,8 +355,7 @@ class Dispatcher:
                 try:
                     message = personaliser.outgoing(c, with_fields=False)
                 except ValueError as exc:  # e.g. an address the message cannot carry
-                    self._record(worker, [(c, "", Result("failed", error=f"cannot build: {exc}"))],
-                                 recorder)
+                    self._record_unbuildable(worker, c, exc)
                     continue
                 pacer.wait(1)
                 yield c, message

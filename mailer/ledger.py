@@ -294,9 +294,6 @@ class SentRecorder:
             self.conn.exec_driver_sql("SET synchronous_commit TO off")
             self.conn.commit()
 
-    def sent(self, claim_id: int, message_id: str, provider_id: str, now: datetime) -> bool:
-        return self.sent_many([(claim_id, message_id, provider_id)], now) == 1
-
     def sent_many(self, rows: list[tuple[int, str, str]], now: datetime) -> int:
         """Mark (claim id, message id, provider id) rows sent, all or none; return how many
         were still ours to mark (a row whose lease ran out may have been taken over)."""

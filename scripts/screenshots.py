@@ -16,7 +16,6 @@ import re
 import secrets
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
@@ -26,8 +25,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from waitress import create_server  # noqa: E402
-
 from mailer.app import App  # noqa: E402
 from mailer.clock import FixedClock, send_datetime  # noqa: E402
 from mailer.config import Settings, validate  # noqa: E402
@@ -36,9 +33,10 @@ from mailer.models import ACTIVE, SENT, Edition  # noqa: E402
 from mailer.subscribers import add  # noqa: E402
 from mailer.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, make_token  # noqa: E402
 from mailer.web import create_app  # noqa: E402
+from tests.support.browser import CHROMIUM_ARGS, LiveServer  # noqa: E402
 
 WIDTHS = (375, 1280)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARGS = CHROMIUM_ARGS
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 
 
@@ -73,26 +71,19 @@ def seed_archive(app: App, workdir: Path) -> None:
     app.clock.set(NOW)  # type: ignore[attr-defined]
 
 
-class Server:
-    """The app under waitress on a free loopback port; `builder` makes the App once the URL is
-    known (links in emails must point at it)."""
+class Server(LiveServer):
+    """The browser tests' live server; `builder` makes the App once the URL is known (links in
+    emails must point at it)."""
 
     def __init__(self, workdir: Path, builder: Callable[[Path, str], App] | None = None) -> None:
-        self.web: Any = None
-        self.server = create_server(self._wsgi, host="127.0.0.1", port=0, threads=4)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.app = (builder or build)(workdir, self.url)
-        self.web = create_app(self.app, {"MAILER_SEND_INLINE": True})
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        def web(url: str) -> Any:
+            self.app = (builder or build)(workdir, url)
+            return create_app(self.app, {"MAILER_SEND_INLINE": True})
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.web(environ, start_response)
+        super().__init__(web)
 
     def stop(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()
-        self.thread.join(10)
+        super().stop()
         self.app.close()
 
 

@@ -53,10 +53,6 @@ class Transport(ABC):
 
     #: How many messages one `send` call may carry (providers' batch APIs take hundreds).
     max_batch: int = 1
-    #: Transports that deliver each message separately (SMTP) want their outcomes recorded
-    #: after every `record_every` messages: what a crash can leave sent but unrecorded.
-    #: None: record per `send` call of up to `max_batch` (one provider API call).
-    record_every: int | None = None
     #: Short name for logs and status output.
     name: str = "transport"
 

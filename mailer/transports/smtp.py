@@ -112,7 +112,6 @@ class SmtpTransport(Transport):
     """Sends through an SMTP server (``smtp://`` with STARTTLS, ``smtps://`` implicit TLS)."""
 
     max_batch = 50
-    record_every = 1
 
     def __init__(
         self,
@@ -692,7 +691,7 @@ class SmtpPool(Transport):
             raise ValueError("an SMTP pool needs at least one connection")
         self.transports = list(transports)
         self.name = self.transports[0].name
-        self.max_batch = self.record_every = len(self.transports)
+        self.max_batch = len(self.transports)
 
     def __repr__(self) -> str:
         return f"<SmtpPool {len(self.transports)} x {self.transports[0]!r}>"
@@ -751,8 +750,7 @@ class SmtpPool(Transport):
         idle = list(range(len(self.transports)))
         waiting: dict[int, tuple[K, Outgoing, Steps]] = {}  # for its server's reply
         held: dict[int, tuple[K, Outgoing, Steps]] = {}  # ready for data, not yet allowed
-        unrecorded: set[int] = set()  # connections whose last outcome is not recorded yet
-        finished: list[tuple[int, K, Outgoing, Result]] = []
+        finished: list[tuple[int, K, Outgoing, Result]] = []  # outcomes not recorded yet
         waiting_since: dict[int, float] = {}
         sending: set[int] = set()  # connections whose message data has gone out
         abandoned: list[K] = []
@@ -768,13 +766,12 @@ class SmtpPool(Transport):
                     step = next(steps)
                 except StopIteration as done:
                     finished.append((slot, key, message, done.value))
-                    unrecorded.add(slot)
                     sending.discard(slot)
                     if not self.transports[slot].unavailable:
                         idle.append(slot)  # its next envelope may go out at once
                     return
                 if step == READY:
-                    if slot in unrecorded:
+                    if any(done_slot == slot for done_slot, *_ in finished):
                         held[slot] = (key, message, steps)
                         return
                     sending.add(slot)
@@ -816,7 +813,6 @@ class SmtpPool(Transport):
                 # time with no answer to handle is free for writing: write every outcome
                 # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
                 done, finished = finished, []
-                unrecorded.clear()
                 if not record([(key, message, result) for _, key, message, result in done]):
                     stopping = True
                     for slot in [*held, *(s for s in waiting if s not in sending)]:
