@@ -81,7 +81,10 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
     subquery is enough there.
     """
     d = Delivery
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return _claim_sqlite(session, edition_id, worker, limit, now, lease_seconds)
+    postgres = dialect == "postgresql"
     claims: list[Claim] = []
     for state, due in (
         (CLAIMED, d.lease_until < now),
@@ -104,6 +107,42 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
         )
         claims.extend(Claim(*row) for row in session.connection().execute(stmt))
     return sorted(claims, key=lambda c: c.id)
+
+
+_SQLITE_CLAIM = (
+    "UPDATE deliveries SET state='claimed', claimed_by=?, lease_until=? WHERE id IN "
+    "(SELECT id FROM deliveries WHERE edition_id=? AND state=? AND {due} ORDER BY id LIMIT ?) "
+    "RETURNING id, subscriber_id, email, name, attempts"
+)
+_SQLITE_CLAIMS = (
+    (CLAIMED, _SQLITE_CLAIM.format(due="lease_until < ?")),
+    (QUEUED, _SQLITE_CLAIM.format(due="(next_attempt_at IS NULL OR next_attempt_at <= ?)")),
+)
+
+
+def _claim_sqlite(session: Session, edition_id: int, worker: str, limit: int, now: datetime,
+                  lease_seconds: int) -> list[Claim]:
+    """`claim` for SQLite, the same two statements written for the driver: the ORM's
+    statement building and row handling cost four times the query itself, per row, and a
+    send claims every row once. Runs inside the session's transaction."""
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    lease_until = sqlite_time(now + timedelta(seconds=lease_seconds))
+    when = sqlite_time(now)
+    claims: list[Claim] = []
+    for state, sql in _SQLITE_CLAIMS:
+        want = limit - len(claims)
+        if want <= 0:
+            break
+        rows = raw.execute(sql, (worker, lease_until, edition_id, state, when, want))
+        claims.extend(Claim(*row) for row in rows)
+    return sorted(claims, key=lambda c: c.id)
+
+
+def sqlite_time(moment: datetime) -> str:
+    """A datetime as `UTCDateTime` stores it on SQLite (naive UTC text that sorts in time
+    order), for SQL that goes straight to the driver; a tenth of strftime's cost."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def recover_dead_claims(session: Session, edition_id: int) -> int:
@@ -300,8 +339,7 @@ class SentRecorder:
         if self.sqlite:
             # Straight to the driver (the engine leaves transaction control to us on SQLite):
             # a fraction of the cost of going through SQLAlchemy, per message.
-            # SQLAlchemy's own SQLite storage format, at a tenth of strftime's cost.
-            when = now.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            when = sqlite_time(now)
             raw = self.conn.connection.dbapi_connection
             assert raw is not None
             params = [(pid[:300], mid, when, cid, self.worker) for cid, mid, pid in rows]

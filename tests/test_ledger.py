@@ -91,25 +91,26 @@ def test_claim_reads_an_index_range_not_the_whole_edition(tmp_path: Path) -> Non
     app = App.create(make_settings(tmp_path), clock=FixedClock(NOW))
     init_db(app.engine)
     eid = _edition(app)
-    statements: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, many):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("UPDATE"):
-            statements.append((statement, parameters))
-
-    from sqlalchemy import event
-
-    event.listen(app.engine, "before_cursor_execute", capture)
+    statements: list[str] = []
     with app.sessions.begin() as s:
-        ledger.claim(s, eid, "w", 5, NOW, 60)
-    event.remove(app.engine, "before_cursor_execute", capture)
-    assert statements
+        # SQLite's own trace sees what reaches the database, whichever way it was written.
+        raw = s.connection().connection.dbapi_connection
+        raw.set_trace_callback(statements.append)
+        got = ledger.claim(s, eid, "w", 5, NOW, 60)
+        raw.set_trace_callback(None)
+    updates = [st for st in statements if st.lstrip().upper().startswith("UPDATE")]
+    assert len(got) == 5 and len(updates) == 2  # expired claims, then queued rows
     with app.engine.connect() as conn:
-        for statement, parameters in statements:
+        for statement in updates:
             plan = " | ".join(row[3] for row in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN " + statement, parameters))
+                "EXPLAIN QUERY PLAN " + statement))
             assert "ix_deliveries_edition_state_id (edition_id=? AND state=?)" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
+    with app.sessions() as s:
+        # The lease as the ORM reads it back: aware UTC, a minute on.
+        leases = {d.lease_until for d in s.scalars(select(Delivery).where(
+            Delivery.id.in_([c.id for c in got])))}
+        assert leases == {NOW + timedelta(seconds=60)}
     app.close()
 
 
