@@ -92,13 +92,15 @@ class Personaliser:
         unsub = f"{base}/unsubscribe/{self._unsubscribe.make(c.subscriber_id)}"
         prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
         message_id = self._message_ids.make(c.id)
-        kwargs = dict(email=c.email, name=c.name, unsubscribe_url=unsub, preferences_url=prefs,
-                      message_id=message_id)
-        return Outgoing(recipient=c.email, message_id=message_id,
-                        data=self.template.fill(**kwargs),
-                        fields=self.template.fields(**kwargs) if with_fields else {},
-                        delivery_id=c.id, wire_ready=True,
-                        template=self.template if with_fields else None)
+        template = self.template
+        data = template.fill(email=c.email, name=c.name, unsubscribe_url=unsub,
+                             preferences_url=prefs, message_id=message_id)
+        if not with_fields:  # SMTP and the outbox: the bytes are all they send
+            return Outgoing(c.email, message_id, data, {}, c.id, True)
+        fields = template.fields(email=c.email, name=c.name, unsubscribe_url=unsub,
+                                 preferences_url=prefs, message_id=message_id)
+        return Outgoing(recipient=c.email, message_id=message_id, data=data, fields=fields,
+                        delivery_id=c.id, wire_ready=True, template=template)
 
 
 class Dispatcher:

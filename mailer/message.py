@@ -146,6 +146,13 @@ def simple_message(
 # A slot is where a per-recipient value goes: ("header", name) or (part, placeholder).
 Slot = tuple[str, str]
 Segment = bytes | Slot
+# The order in which `MessageTemplate.fill` computes the slots' values.
+_FILL_ORDER: tuple[Slot, ...] = (
+    ("header", "to"), ("header", "message_id"), ("header", "list_unsubscribe"),
+    ("text", GREETING), ("html", GREETING),
+    ("text", UNSUBSCRIBE_URL), ("html", UNSUBSCRIBE_URL),
+    ("text", PREFERENCES_URL), ("html", PREFERENCES_URL),
+)
 
 
 class MessageTemplate:
@@ -182,7 +189,9 @@ class MessageTemplate:
         # fill() copies the fixed parts and drops the values into their slots: cheaper than
         # testing every segment's type for every recipient.
         self._parts = [seg if isinstance(seg, bytes) else b"" for seg in segments]
-        self._slots = [(i, seg) for i, seg in enumerate(segments) if not isinstance(seg, bytes)]
+        # (index in the parts, index in fill's tuple of values) for every slot.
+        self._slots = [(i, _FILL_ORDER.index(seg)) for i, seg in enumerate(segments)
+                       if not isinstance(seg, bytes)]
         for seg in segments:
             if isinstance(seg, bytes) and (seg.startswith(b".") or b"\n." in seg):
                 raise ValueError("the encoded message has a line starting with a dot")
@@ -258,31 +267,22 @@ class MessageTemplate:
         email = _clean_address(email)
         name = _clean_name(name)
         unsubscribe_url = _clean_url(unsubscribe_url)
-        preferences_url = _clean_url(preferences_url)
         message_id = _clean_message_id(message_id)
-        raw = {
-            GREETING: _greeting(name),
-            UNSUBSCRIBE_URL: unsubscribe_url,
-            PREFERENCES_URL: preferences_url,
-        }
-        values: dict[Slot, bytes] = {
-            ("header", "to"): _header_line("To", _encode_mailbox(name, email, "To")),
-            ("header", "message_id"): _header_line("Message-ID", message_id),
-            ("header", "list_unsubscribe"): _header_line(
-                "List-Unsubscribe", self._fold_list_unsubscribe(unsubscribe_url)
-            ),
-        }
-        for key, value in raw.items():
-            values[("text", key)] = encoded = _qp_value(value)
-            escaped = html.escape(value, quote=True)
-            values[("html", key)] = encoded if escaped == value else _qp_value(escaped)
-        for encoded in values.values():
+        values = (  # in _FILL_ORDER
+            _header_line("To", _encode_mailbox(name, email, "To")),
+            _header_line("Message-ID", message_id),
+            _header_line("List-Unsubscribe", self._fold_list_unsubscribe(unsubscribe_url)),
+            *_qp_text_and_html(_greeting(name)),
+            *_qp_text_and_html(unsubscribe_url),
+            *_qp_text_and_html(_clean_url(preferences_url)),
+        )
+        for encoded in values:
             # Encoding rules this out; checked because SMTP sends the result as it is.
-            if encoded.startswith(b".") or b"\n." in encoded:
+            if encoded[:1] == b"." or b"\n." in encoded:
                 raise ValueError("a filled value would start a line with a dot")
         parts = self._parts.copy()
-        for i, slot in self._slots:
-            parts[i] = values[slot]
+        for i, value in self._slots:
+            parts[i] = values[value]
         return b"".join(parts)
 
     def fields(
@@ -423,6 +423,15 @@ def _qp_value(value: str) -> bytes:
     return _qp_open_end(_qp(value))
 
 
+def _qp_text_and_html(value: str) -> tuple[bytes, bytes]:
+    """A fill value encoded for the text part and, HTML-escaped, for the HTML part (the
+    same bytes when escaping changes nothing, as for names and links almost always)."""
+    encoded = _qp_value(value)
+    if "&" in value or "<" in value or ">" in value or '"' in value or "'" in value:
+        return encoded, _qp_value(html.escape(value, quote=True))
+    return encoded, encoded
+
+
 def _encode_body(part: str, body: str) -> list[Segment]:
     """Quoted-printable encode `body`, each placeholder becoming a slot on a line of its own.
 
@@ -470,7 +479,8 @@ def _join_lines(lines: list[str]) -> bytes:
 
 def _header_line(name: str, value: str) -> bytes:
     line = f"{name}: {value}"
-    if any(len(chunk) > MAX_HEADER_LINE for chunk in line.split("\r\n")):
+    if len(line) > MAX_HEADER_LINE and any(
+            len(chunk) > MAX_HEADER_LINE for chunk in line.split("\r\n")):
         raise ValueError(f"{name} header too long")
     return line.encode("ascii") + CRLF
 
@@ -522,6 +532,8 @@ def _encode_mailbox(name: str, addr: str, header: str = "To") -> str:
     if not name:
         return addr
     if _PLAIN_PHRASE_RE.fullmatch(name):
+        if len(header) + len(name) + len(addr) + 5 <= 78:
+            return f"{name} <{addr}>"  # what the folding below makes of it, in one line
         tokens = name.split(" ")
     elif name.isascii():
         tokens = ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
