@@ -286,7 +286,7 @@ def transport_replay(n: int, port: int, connections: int, data: bytes) -> float:
     connections, as `mailer send` runs it) with one pre-built message N times: everything the
     send does except the per-recipient work (claims, fill, tokens, ledger writes)."""
     settings = load_settings({})
-    wire_ready = not data.startswith(b".") and b"\r\n." not in data
+    wire_ready = data.isascii() and not data.startswith(b".") and b"\r\n." not in data
     message = Outgoing(recipient="reader@example.org", message_id="<m@labourlist.org>",
                        data=data, wire_ready=wire_ready)
     failures: list[str] = []

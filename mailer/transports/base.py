@@ -30,9 +30,10 @@ class Outgoing:
     data: bytes  # the whole RFC 5322 message, CRLF line endings
     fields: dict[str, str] = field(default_factory=dict)  # per-recipient values (API providers)
     delivery_id: int | None = None
-    # True when `data` is known to use CRLF line endings throughout, to end in CRLF and to have
-    # no line that starts with a dot (MessageTemplate.fill guarantees all three), so SMTP can
-    # send it without scanning, normalising or dot-stuffing a 50 KB message per recipient.
+    # True when `data` is known to be 7-bit ASCII, to use CRLF line endings throughout, to end
+    # in CRLF and to have no line that starts with a dot (MessageTemplate.fill guarantees all
+    # four), so SMTP can send it without scanning, normalising or dot-stuffing a 50 KB message
+    # per recipient.
     wire_ready: bool = False
     # The edition's shared template, for API transports that send one body with per-recipient
     # substitutions (SendGrid, Mailgun) instead of N complete messages.

@@ -29,6 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Literal, TypeVar
 
@@ -104,6 +105,41 @@ def _local_fqdn() -> str:
     return socket.getfqdn() or "localhost"
 
 
+@dataclass(frozen=True)
+class _Capabilities:
+    """What the connected server offers, read once per connection rather than per message."""
+
+    size: bool = False
+    pipelining: bool = False
+    eight_bit_mime: bool = False
+    smtputf8: bool = False
+    plain_sender: bool = False  # an address written into MAIL FROM as it is
+
+    @classmethod
+    def of(cls, conn: smtplib.SMTP, sender: str) -> _Capabilities:
+        return cls(size=conn.has_extn("size"), pipelining=conn.has_extn("pipelining"),
+                   eight_bit_mime=conn.has_extn("8bitmime"), smtputf8=conn.has_extn("smtputf8"),
+                   plain_sender=bool(PLAIN_ADDRESS_RE.fullmatch(sender)))
+
+
+def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes) -> None:
+    """`conn.send(data + end)` without building that string: on a plain socket the two go
+    out in one `sendmsg` (resumed if the kernel takes only part)."""
+    sock = conn.sock
+    if sock is None:
+        raise smtplib.SMTPServerDisconnected("please run connect() first")
+    if not end or isinstance(sock, ssl.SSLSocket):  # (TLS sockets have no sendmsg)
+        sock.sendall(data + end)
+        return
+    buffers = [memoryview(data), memoryview(end)]
+    while buffers:
+        sent = sock.sendmsg(buffers)
+        while buffers and sent >= len(buffers[0]):
+            sent -= len(buffers.pop(0))
+        if sent:
+            buffers[0] = buffers[0][sent:]
+
+
 class _StaleConnection(Exception):
     """A reused connection turned out to be closed before this message started."""
 
@@ -149,6 +185,7 @@ class SmtpTransport(Transport):
         self.pipelining = pipelining
         self.name = "smtps" if implicit_tls else "smtp"
         self._conn: smtplib.SMTP | None = None
+        self._caps = _Capabilities()
         self._unavailable = ""
 
     @classmethod
@@ -206,6 +243,7 @@ class SmtpTransport(Transport):
         if self._conn is not None:
             return False
         self._conn, _ = self._connect()
+        self._caps = _Capabilities.of(self._conn, self.sender)
         return True
 
     def close(self) -> None:
@@ -270,22 +308,28 @@ class SmtpTransport(Transport):
         assert conn is not None
         data_sent = False
         try:
-            payload = wire_data(message.data, message.wire_ready)
+            if message.wire_ready:
+                # 7-bit, CRLF, no line to dot-stuff: the data as it is, then the terminator,
+                # written together without copying 50 KB into one string (`_send_data`).
+                data, end = message.data, b".\r\n"
+            else:
+                data, end = wire_data(message.data), b""
             options: list[str] = []
             conn.command_encoding = "ascii"
+            caps = self._caps
             if not (self.sender.isascii() and message.recipient.isascii()):
-                if not conn.has_extn("smtputf8"):
+                if not caps.smtputf8:
                     return Result("failed", error="the address is not ASCII and the SMTP server "
                                                   "does not offer SMTPUTF8")
                 options.append("SMTPUTF8")  # smtplib then encodes commands as UTF-8
-            if conn.has_extn("size"):
-                options.append(f"SIZE={len(payload)}")
-            if not payload.isascii() and conn.has_extn("8bitmime"):
+            if caps.size:
+                options.append(f"SIZE={len(data) + len(end)}")
+            if caps.eight_bit_mime and not message.wire_ready and not data.isascii():
                 options.append("BODY=8BITMIME")
 
-            plain = ("SMTPUTF8" not in options and PLAIN_ADDRESS_RE.fullmatch(self.sender)
+            plain = ("SMTPUTF8" not in options and caps.plain_sender
                      and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
-            if self.pipelining and plain and conn.has_extn("pipelining"):
+            if self.pipelining and plain and caps.pipelining:
                 refused = yield from self._pipelined_envelope(
                     conn, message.recipient, options, may_be_stale=may_be_stale)
             else:
@@ -297,7 +341,7 @@ class SmtpTransport(Transport):
 
             yield READY
             try:
-                conn.send(payload)
+                _send_data(conn, data, end)
             except OSError as exc:
                 # The terminating "." never got through, so the server cannot have accepted it.
                 self._discard()
