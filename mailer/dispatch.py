@@ -221,7 +221,7 @@ class Dispatcher:
                     continue
                 if isinstance(transport, SmtpPool):
                     transport = self._stream_claims(worker, claims, transport, personaliser,
-                                                    recorder)
+                                                    recorder, batch)
                 else:
                     transport = self._send_claims(worker, claims, transport, personaliser,
                                                   recorder)
@@ -339,28 +339,44 @@ class Dispatcher:
             self.progress.tally.add(tally)
 
     def _stream_claims(self, worker: str, claims: list[ledger.Claim], pool: SmtpPool,
-                       personaliser: Personaliser,
-                       recorder: ledger.SentRecorder) -> Transport | None:
+                       personaliser: Personaliser, recorder: ledger.SentRecorder,
+                       batch: int) -> Transport | None:
         """SMTP over a pool: one thread keeps every connection busy (`SmtpPool.stream`),
         filling the next message while servers work on the others, and records each round of
-        answers in one commit before those connections go on."""
+        answers in one commit before those connections go on.
+
+        The next batch is claimed as soon as this one is all under way, inside the same
+        stream: ending the stream at every batch would leave the connections idle while the
+        last messages of each batch finish (with 32 connections and a relay 5 ms away, about
+        a tenth of the time).
+        """
         settings = self.app.settings
-        pacer: Pacer | NoPacer = (self.limiter.pacer(len(claims)) if self.limiter
-                                  else NoPacer())
+        current = claims  # the batch messages are being taken from
         taken = 0
         claimed_at = time.monotonic()
 
+        def more() -> list[ledger.Claim]:
+            if self.stop.is_set() or self._edition_state_cached() != SENDING:
+                return []
+            with self.write_lock, self.app.sessions.begin() as session:
+                return ledger.claim(session, self.edition_id, worker, batch,
+                                    self.app.clock.now(), settings.lease_seconds)
+
         def messages() -> Iterator[tuple[ledger.Claim, Outgoing]]:
-            nonlocal taken
-            for c in claims:
-                taken += 1
-                try:
-                    message = personaliser.outgoing(c, with_fields=False)
-                except ValueError as exc:  # e.g. an address the message cannot carry
-                    self._record_unbuildable(worker, c, exc)
-                    continue
-                pacer.wait(1)
-                yield c, message
+            nonlocal current, taken, claimed_at
+            while current:
+                pacer: Pacer | NoPacer = (self.limiter.pacer(len(current)) if self.limiter
+                                          else NoPacer())
+                for c in current:
+                    taken += 1
+                    try:
+                        message = personaliser.outgoing(c, with_fields=False)
+                    except ValueError as exc:  # e.g. an address the message cannot carry
+                        self._record_unbuildable(worker, c, exc)
+                        continue
+                    pacer.wait(1)
+                    yield c, message
+                current, taken, claimed_at = more(), 0, time.monotonic()
 
         def record(done: list[tuple[ledger.Claim, Outgoing, Result]]) -> bool:
             nonlocal claimed_at
@@ -370,12 +386,13 @@ class Dispatcher:
                 # A slow batch keeps its rows: renew the lease (rows already recorded are no
                 # longer claimed and are left alone) so no other worker sends them again.
                 with self.write_lock, self.app.sessions.begin() as session:
-                    ledger.renew(session, worker, [c.id for c in claims[taken:]],
+                    ledger.renew(session, worker, [c.id for c in current[taken:]],
                                  self.app.clock.now(), settings.lease_seconds)
                 claimed_at = time.monotonic()
             return not self.stop.is_set() and self._edition_state_cached() == SENDING
 
-        unsent = pool.stream(messages(), record) + claims[taken:]
+        abandoned = pool.stream(messages(), record)
+        unsent = abandoned + current[taken:]
         if unsent:  # paused, cancelled, stopped, or no connection left
             with self.write_lock, self.app.sessions.begin() as session:
                 ledger.release(session, worker, [c.id for c in unsent])
