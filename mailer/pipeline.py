@@ -170,7 +170,9 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
         with app.sessions.begin() as session:
             started = session.execute(
                 update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
-                .values(state=SENDING, started_at=now, forced_reason=reason if force else "")
+                # (started when sending starts: after the build and the preflight checks)
+                .values(state=SENDING, started_at=app.clock.now(),
+                        forced_reason=reason if force else "")
             ).rowcount
             if started:
                 from mailer.optin import reactivate_due

@@ -288,6 +288,40 @@ def test_smtp_data_is_dot_stuffed_and_crlf(smtp_sink: SmtpSink, settings: Settin
     assert wire_data(b"a\r\n=2Eb\r\n", wire_ready=True) == b"a\r\n=2Eb\r\n.\r\n"
 
 
+def test_message_data_and_terminator_survive_partial_writes() -> None:
+    """The data and its terminator go out in one sendmsg without being joined; with a small
+    send buffer, a slow reader and a socket timeout (as smtplib sets one) the kernel takes
+    them a piece at a time, and every byte must arrive once, in order."""
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from mailer.transports.smtp import _send_data
+
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(server.getsockname())
+    receiver, _ = server.accept()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sender.settimeout(10)
+    data = bytes(range(256)) * 8192  # 2 MB, every offset distinguishable
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while chunk := receiver.recv(8192):
+            received.extend(chunk)
+            time.sleep(0.0005)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    _send_data(SimpleNamespace(sock=sender), data, b".\r\n")  # type: ignore[arg-type]
+    sender.close()
+    reader.join(timeout=30)
+    receiver.close()
+    server.close()
+    assert bytes(received) == data + b".\r\n"
+
+
 def test_smtp_auth_success(settings: Settings) -> None:
     with SmtpSink(auth=("mailer@labourlist.org", SECRET)) as sink:
         assert SECRET_DSN in sink.dsn
