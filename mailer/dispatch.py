@@ -127,6 +127,9 @@ class Dispatcher:
         self._state = ""
         self._state_at = 0.0
         self.consecutive_failures = 0
+        # SMTP on SQLite: "sent" outcomes go to a file first (see ledger.SentJournal).
+        self.journal: ledger.SentJournal | None = None
+        self.journal_usable = False
         # SQLite has one writer: threads queue on a Python lock instead of on SQLite's busy
         # handler, whose sleeps would cost milliseconds per message.
         self.write_lock: Any = (threading.Lock() if app.engine.dialect.name == "sqlite"
@@ -161,6 +164,16 @@ class Dispatcher:
                         sent_count=c[DELIVERED], failed_count=c["failed"] + c["ambiguous"])
             )
         return True
+
+    def _fold(self, session: Any) -> None:
+        """Write the journal's outcomes into the ledger inside `session`'s transaction (the
+        caller then calls `_folded` once it has committed)."""
+        if self.journal is not None:
+            self.journal.fold(session)
+
+    def _folded(self) -> None:
+        if self.journal is not None:
+            self.journal.clear()
 
     # ---- the worker ----------------------------------------------------------------------
     def _plan_workers(self) -> tuple[int, Callable[[], Transport]]:
@@ -213,8 +226,10 @@ class Dispatcher:
                     batch = max(1, min(batch, int(share)))
                 now = self.app.clock.now()
                 with self.write_lock, self.app.sessions.begin() as session:
+                    self._fold(session)  # (so no row is claimed again while its outcome waits)
                     claims = ledger.claim(session, self.edition_id, worker, batch, now,
                                           settings.lease_seconds)
+                self._folded()
                 if not claims:
                     if self._idle_wait():
                         return
@@ -301,14 +316,24 @@ class Dispatcher:
         return transport
 
     def _record(self, worker: str, outcomes: list[tuple[ledger.Claim, str, Result]],
-                recorder: ledger.SentRecorder) -> bool:
+                recorder: ledger.SentRecorder, *, journal: bool = False) -> bool:
         """Write outcomes to the ledger and the tally; False when the edition was just paused
         for too many failures in a row."""
         settings = self.app.settings
         if all(r.status == "sent" for _, _, r in outcomes):
-            with self.write_lock:
-                recorded = recorder.sent_many(
-                    [(c.id, mid, r.provider_id) for c, mid, r in outcomes], self.app.clock.now())
+            rows = [(c.id, mid, r.provider_id) for c, mid, r in outcomes]
+            recorded = -1
+            if journal and self.journal is not None and self.journal_usable:
+                try:
+                    self.journal.append(worker, rows, self.app.clock.now())
+                    recorded = len(rows)  # (one dispatcher on SQLite: the rows are ours)
+                except OSError as exc:
+                    log.warning("cannot write the sent journal (%s); committing each "
+                                "outcome instead", exc)
+                    self.journal_usable = False
+            if recorded < 0:
+                with self.write_lock:
+                    recorded = recorder.sent_many(rows, self.app.clock.now())
             tally = ledger.Tally(sent=recorded, lost=len(outcomes) - recorded)
         else:
             with self.write_lock, self.app.sessions.begin() as session:
@@ -359,8 +384,11 @@ class Dispatcher:
             if self.stop.is_set() or self._edition_state_cached() != SENDING:
                 return []
             with self.write_lock, self.app.sessions.begin() as session:
-                return ledger.claim(session, self.edition_id, worker, batch,
-                                    self.app.clock.now(), settings.lease_seconds)
+                self._fold(session)
+                claims = ledger.claim(session, self.edition_id, worker, batch,
+                                      self.app.clock.now(), settings.lease_seconds)
+            self._folded()
+            return claims
 
         def messages() -> Iterator[tuple[ledger.Claim, Outgoing]]:
             nonlocal current, taken, claimed_at
@@ -380,7 +408,8 @@ class Dispatcher:
 
         def record(done: list[tuple[ledger.Claim, Outgoing, Result]]) -> bool:
             nonlocal claimed_at
-            if not self._record(worker, [(c, m.message_id, r) for c, m, r in done], recorder):
+            if not self._record(worker, [(c, m.message_id, r) for c, m, r in done], recorder,
+                                journal=True):
                 return False
             if time.monotonic() - claimed_at > settings.lease_seconds / 3:
                 # A slow batch keeps its rows: renew the lease (rows already recorded are no
@@ -393,9 +422,11 @@ class Dispatcher:
 
         abandoned = pool.stream(messages(), record)
         unsent = abandoned + current[taken:]
-        if unsent:  # paused, cancelled, stopped, or no connection left
-            with self.write_lock, self.app.sessions.begin() as session:
+        with self.write_lock, self.app.sessions.begin() as session:
+            self._fold(session)  # the ledger is complete whenever no stream runs
+            if unsent:  # paused, cancelled, stopped, or no connection left
                 ledger.release(session, worker, [c.id for c in unsent])
+        self._folded()
         if not pool.connected:
             pool.close()
             return None
@@ -467,13 +498,28 @@ class Dispatcher:
                 sqlite_lock.release()
 
     def _run(self) -> Progress:
+        self.journal = ledger.SentJournal.for_edition(self.app.engine, self.edition_id)
+        try:
+            return self._run_journalled()
+        finally:
+            if self.journal is not None:
+                # Normally folded already; after an error, whatever is left goes in now.
+                with self.app.sessions.begin() as session:
+                    self.journal.fold(session)
+                self.journal.close(remove=True)
+                self.journal = None
+
+    def _run_journalled(self) -> Progress:
         with self.app.sessions.begin() as session:
             edition = session.get(Edition, self.edition_id)
             if edition is None:
                 raise MailerError(f"no edition with id {self.edition_id}")
             session.expunge(edition)
             if self.app.engine.dialect.name == "sqlite":
-                # We hold the only dispatch lock: any claim left behind belongs to a dead run.
+                # A run that died may have left outcomes in its journal: they go in first,
+                # then (we hold the only dispatch lock) any claim left behind belongs to a
+                # dead run and goes back to the queue.
+                self._fold(session)
                 session.execute(
                     update(ledger.Delivery)
                     .where(ledger.Delivery.edition_id == self.edition_id,
@@ -483,10 +529,13 @@ class Dispatcher:
             else:
                 ledger.recover_dead_claims(session, self.edition_id)
             c = ledger.counts(session, self.edition_id)
+        self._folded()
         self.progress.audience = sum(c.values())
         self.progress.done_before = c[DELIVERED]
         personaliser = Personaliser.for_edition(self.app, edition)
         workers, factory = self._plan_workers()
+        # Only the SMTP stream writes the journal: one thread, one writer.
+        self.journal_usable = isinstance(factory(), SmtpPool)
         threads = [
             threading.Thread(target=self._worker_guarded, args=(i, personaliser, factory),
                              name=f"dispatch-{i}", daemon=True)
@@ -516,6 +565,9 @@ class Dispatcher:
         finally:
             if previous_term is not None:
                 signal.signal(signal.SIGTERM, previous_term)
+        with self.app.sessions.begin() as session:  # (every worker has stopped)
+            self._fold(session)
+        self._folded()
         if not self.errors and self._edition_state() == SENDING:
             self._finish_if_done()
         if self.on_progress:

@@ -133,6 +133,39 @@ def test_pause_then_resume_no_one_skipped_or_twice(app: App, tmp_path: Path,
     assert set(got) == set(emails) and max(got.values()) == 1
 
 
+def test_a_dead_runs_journal_is_folded_before_its_claims_go_back(
+        app: App, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """SQLite + SMTP: a run killed with outcomes still in its sent journal. The next run
+    writes them into the ledger before returning the dead run's claims to the queue, so
+    nobody whose message went out gets it again."""
+    with_feed(_use(app, smtp_sink), tmp_path)
+    emails = seed_subscribers(app, 10)
+    assert run_send(app, DAY, dry_run=True).status == "dry-run"
+    with app.sessions.begin() as s:
+        ed = s.scalar(select(Edition))
+        assert ed is not None
+        ed.state = SENDING
+        ledger.snapshot(s, ed)
+        dead = ledger.claim(s, ed.id, "thishost:999999:dead:0", 4, app.clock.now(),
+                            app.settings.lease_seconds)
+        edition_id = ed.id
+    journal = ledger.SentJournal.for_edition(app.engine, edition_id)
+    assert journal is not None
+    journal.append("thishost:999999:dead:0",
+                   [(c.id, f"<dead{c.id}@labourlist.org>", "250 queued") for c in dead[:2]],
+                   app.clock.now())
+    journal.close()
+    progress = Dispatcher(app, edition_id).run()
+    assert progress.tally.sent == 8
+    delivered = {c.email for c in dead[:2]}
+    assert Counter(smtp_sink.recipients()) == Counter(set(emails) - delivered)
+    with app.sessions() as s:
+        assert ledger.counts(s, edition_id)["sent"] == 10
+        assert s.scalar(select(Delivery.message_id).where(Delivery.id == dead[0].id)) == (
+            f"<dead{dead[0].id}@labourlist.org>")
+    assert not journal.path.exists()  # folded and removed at the end of the run
+
+
 def test_stale_claim_is_reclaimed_after_lease(tmp_path: Path, database_url: str,
                                               clock, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     from mailer.db import init_db

@@ -114,6 +114,45 @@ def test_claim_reads_an_index_range_not_the_whole_edition(tmp_path: Path) -> Non
     app.close()
 
 
+def test_sent_journal_folds_complete_lines_once(tmp_path: Path) -> None:
+    """SMTP's "sent" outcomes on SQLite: a line in a file, folded into the ledger later."""
+    app = App.create(make_settings(tmp_path), clock=FixedClock(NOW))
+    init_db(app.engine)
+    eid = _edition(app)
+    journal = ledger.SentJournal.for_edition(app.engine, eid)
+    assert journal is not None and journal.path.name.endswith(f"-sent-{eid}")
+    with app.sessions.begin() as s:
+        mine = ledger.claim(s, eid, "w", 5, NOW, 60)
+    journal.append("w", [(mine[0].id, "<a@x>", "250 ok\tqueued"),
+                         (mine[1].id, "<b@x>", "250 ok")], NOW)
+    journal.append("other-worker", [(mine[2].id, "<c@x>", "250 ok")], NOW)  # not its claim
+    with journal.path.open("ab") as f:
+        f.write(b"garbled line\n")
+        f.write(f"{mine[3].id}\tw\t<d@x>\t250 ok".encode())  # cut short: no newline
+    with app.sessions.begin() as s:
+        assert journal.fold(s) == 2
+    journal.clear()
+    assert journal.path.read_bytes() == b""
+    with app.sessions() as s:
+        rows = {d.id: d for d in s.scalars(select(Delivery).where(
+            Delivery.id.in_([c.id for c in mine])))}
+    assert [rows[c.id].state for c in mine] == ["sent", "sent", "claimed", "claimed",
+                                                "claimed"]
+    assert rows[mine[0].id].message_id == "<a@x>"
+    assert rows[mine[0].id].provider_id == "250 ok queued"  # (a tab would split the line)
+    assert rows[mine[0].id].sent_at == NOW
+    # Folding the same lines again changes nothing (each row is guarded by its claim).
+    journal.append("w", [(mine[0].id, "<a@x>", "250 ok")], NOW)
+    with app.sessions.begin() as s:
+        assert journal.fold(s) == 0
+    journal.close(remove=True)
+    assert not journal.path.exists()
+    assert ledger.SentJournal.for_edition(
+        App.create(make_settings(tmp_path, database_url="sqlite://"),
+                   clock=FixedClock(NOW)).engine, eid) is None
+    app.close()
+
+
 def test_outcomes_guarded_by_claim(db_app: App) -> None:
     eid = _edition(db_app)
     with db_app.sessions.begin() as s:
