@@ -351,7 +351,12 @@ class SentJournal:
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         if not database or database == ":memory:" or database.startswith("file:"):
             return None
-        return cls(Path(f"{database}-sent-{edition_id}"))
+        try:
+            return cls(Path(f"{database}-sent-{edition_id}"))
+        except OSError as exc:  # (SQLite's own -wal file needs the same directory)
+            log.warning("no sent journal beside the database (%s): committing each outcome",
+                        exc)
+            return None
 
     def append(self, worker: str, rows: list[tuple[int, str, str]], now: datetime) -> None:
         """Make (claim id, message id, provider id) rows durable as sent; OSError if the
