@@ -9,7 +9,8 @@ EmailMessage built per recipient, one smtplib connection) and (3) a raw replay (
 prepared once and written N times over the same number of raw sockets, no per-recipient work,
 pipelined like the send; the best of a thread per socket and one polling thread, each run
 before and after the sends), the ratios between
-them, the peak RSS of the `mailer send` process, and optionally the time to snapshot an
+them, the peak RSS of the `mailer send` process, the CPU time per message of the sender and of
+the sink in each run (where the two cores go), and optionally the time to snapshot an
 audience of --snapshot-n on SQLite. `--stepwise` adds the same comparison one command at a time.
 Targets (issue 3): send >= 0.8 x raw replay, >= 4 x naive loop, peak RSS < 150 MB at 100k.
 """
