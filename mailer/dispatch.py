@@ -368,7 +368,8 @@ class Dispatcher:
                        batch: int) -> Transport | None:
         """SMTP over a pool: one thread keeps every connection busy (`SmtpPool.stream`),
         filling the next message while servers work on the others, and records each round of
-        answers in one commit before those connections go on.
+        answers in one write (a commit, or on SQLite a line each in the sent journal) before
+        those connections go on.
 
         The next batch is claimed as soon as this one is all under way, inside the same
         stream: ending the stream at every batch would leave the connections idle while the
@@ -502,12 +503,18 @@ class Dispatcher:
         try:
             return self._run_journalled()
         finally:
-            if self.journal is not None:
+            journal, self.journal = self.journal, None
+            if journal is not None:
                 # Normally folded already; after an error, whatever is left goes in now.
-                with self.app.sessions.begin() as session:
-                    self.journal.fold(session)
-                self.journal.close(remove=True)
-                self.journal = None
+                try:
+                    with self.app.sessions.begin() as session:
+                        journal.fold(session)
+                except Exception:  # noqa: BLE001 - keep the error that got us here
+                    log.exception("could not fold the sent journal %s; the next run of this "
+                                  "edition will", journal.path)
+                    journal.close()
+                else:
+                    journal.close(remove=True)
 
     def _run_journalled(self) -> Progress:
         with self.app.sessions.begin() as session:
