@@ -9,8 +9,9 @@ process, prints "PORT n" when ready and "COUNT n" on SIGTERM.
 
     python bench/sink.py [LATENCY_MS]
 
-LATENCY_MS (default 0) is waited before every reply, as a remote relay's round trip would: with
-it the benchmark shows what the number of connections does against a real server.
+LATENCY_MS (default 0) is waited before every reply, so that the number of connections matters
+as it does against a remote relay. (Every reply: a pipelined group of three replies waits three
+times, where a real relay's round trip would cost once.)
 """
 
 from __future__ import annotations

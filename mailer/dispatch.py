@@ -20,6 +20,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from mailer import ledger
 from mailer.app import App
@@ -128,6 +129,7 @@ class Dispatcher:
         self._state_at = 0.0
         self.consecutive_failures = 0
         # SMTP on SQLite: "sent" outcomes go to a file first (see ledger.SentJournal).
+        # Usable only by the one SMTP thread (one writer), until a write to it fails.
         self.journal: ledger.SentJournal | None = None
         self.journal_usable = False
         # SQLite has one writer: threads queue on a Python lock instead of on SQLite's busy
@@ -165,7 +167,7 @@ class Dispatcher:
             )
         return True
 
-    def _fold(self, session: Any) -> None:
+    def _fold(self, session: Session) -> None:
         """Write the journal's outcomes into the ledger inside `session`'s transaction (the
         caller then calls `_folded` once it has committed)."""
         if self.journal is not None:
@@ -174,6 +176,16 @@ class Dispatcher:
     def _folded(self) -> None:
         if self.journal is not None:
             self.journal.clear()
+
+    def _claim(self, worker: str, batch: int) -> list[ledger.Claim]:
+        """Claim up to `batch` due rows, folding the journal in the same transaction first so
+        that no row is claimed again while its outcome waits there."""
+        with self.write_lock, self.app.sessions.begin() as session:
+            self._fold(session)
+            claims = ledger.claim(session, self.edition_id, worker, batch,
+                                  self.app.clock.now(), self.app.settings.lease_seconds)
+        self._folded()
+        return claims
 
     # ---- the worker ----------------------------------------------------------------------
     def _plan_workers(self) -> tuple[int, Callable[[], Transport]]:
@@ -224,12 +236,7 @@ class Dispatcher:
                     # Keep a batch well inside its lease at the configured rate.
                     share = settings.rate_limit * settings.lease_seconds / 4 / self.connections
                     batch = max(1, min(batch, int(share)))
-                now = self.app.clock.now()
-                with self.write_lock, self.app.sessions.begin() as session:
-                    self._fold(session)  # (so no row is claimed again while its outcome waits)
-                    claims = ledger.claim(session, self.edition_id, worker, batch, now,
-                                          settings.lease_seconds)
-                self._folded()
+                claims = self._claim(worker, batch)
                 if not claims:
                     if self._idle_wait():
                         return
@@ -316,14 +323,14 @@ class Dispatcher:
         return transport
 
     def _record(self, worker: str, outcomes: list[tuple[ledger.Claim, str, Result]],
-                recorder: ledger.SentRecorder, *, journal: bool = False) -> bool:
+                recorder: ledger.SentRecorder) -> bool:
         """Write outcomes to the ledger and the tally; False when the edition was just paused
         for too many failures in a row."""
         settings = self.app.settings
         if all(r.status == "sent" for _, _, r in outcomes):
             rows = [(c.id, mid, r.provider_id) for c, mid, r in outcomes]
             recorded = -1
-            if journal and self.journal is not None and self.journal_usable:
+            if self.journal is not None and self.journal_usable:
                 try:
                     self.journal.append(worker, rows, self.app.clock.now())
                     recorded = len(rows)  # (one dispatcher on SQLite: the rows are ours)
@@ -384,12 +391,7 @@ class Dispatcher:
         def more() -> list[ledger.Claim]:
             if self.stop.is_set() or self._edition_state_cached() != SENDING:
                 return []
-            with self.write_lock, self.app.sessions.begin() as session:
-                self._fold(session)
-                claims = ledger.claim(session, self.edition_id, worker, batch,
-                                      self.app.clock.now(), settings.lease_seconds)
-            self._folded()
-            return claims
+            return self._claim(worker, batch)
 
         def messages() -> Iterator[tuple[ledger.Claim, Outgoing]]:
             nonlocal current, taken, claimed_at
@@ -409,8 +411,7 @@ class Dispatcher:
 
         def record(done: list[tuple[ledger.Claim, Outgoing, Result]]) -> bool:
             nonlocal claimed_at
-            if not self._record(worker, [(c, m.message_id, r) for c, m, r in done], recorder,
-                                journal=True):
+            if not self._record(worker, [(c, m.message_id, r) for c, m, r in done], recorder):
                 return False
             if time.monotonic() - claimed_at > settings.lease_seconds / 3:
                 # A slow batch keeps its rows: renew the lease (rows already recorded are no

@@ -64,8 +64,9 @@ _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 _MSGID_RE = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 # Addresses and Message-IDs the clean-up steps would return unchanged (the usual case; SMTP
 # writes such addresses into its commands as they are).
-PLAIN_ADDRESS_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
-_PLAIN_MSGID_RE = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+>")
+_PLAIN_ADDRESS = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+"
+PLAIN_ADDRESS_RE = re.compile(_PLAIN_ADDRESS)
+_PLAIN_MSGID_RE = re.compile(f"<{_PLAIN_ADDRESS}>")
 _PLAIN_URL_RE = re.compile(
     r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:[/?#][A-Za-z0-9!#$%&'()*+,\-./:;=?@\[\]_~]*)?"
 )

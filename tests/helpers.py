@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
+from mailer import ledger
 from mailer.app import App
-from mailer.models import ACTIVE, Subscriber
+from mailer.models import ACTIVE, SENDING, Edition, Subscriber
+from mailer.pipeline import run_send
 from mailer.sample import write_sample_feed
 
 
@@ -51,3 +54,19 @@ def add_article(app: App, guid: str, *, hours_ago: float = 1.0, title: str = "A 
                             author="Staff", summary_text="Summary.", section="News",
                             categories=["News"],
                             published_at=app.clock.now() - timedelta(hours=hours_ago)))
+
+
+def start_sending(app: App, day: date, *, claimed_by: str = "",
+                  claims: int = 0) -> tuple[int, list[ledger.Claim]]:
+    """Build `day`'s edition and put it in `sending` with its audience snapshotted, as a send
+    does before its workers start; optionally `claimed_by` takes `claims` rows first (a
+    worker that then dies). Returns the edition id and those claims."""
+    assert run_send(app, day, dry_run=True).status == "dry-run"
+    with app.sessions.begin() as s:
+        ed = s.scalar(select(Edition))
+        assert ed is not None
+        ed.state = SENDING
+        ledger.snapshot(s, ed)
+        taken = (ledger.claim(s, ed.id, claimed_by, claims, app.clock.now(),
+                              app.settings.lease_seconds) if claims else [])
+        return ed.id, taken

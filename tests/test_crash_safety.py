@@ -128,8 +128,8 @@ def test_kill_9_smtp_no_one_missed_duplicates_bounded(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_kill_9_smtp_at_full_speed_duplicates_bounded(tmp_path: Path) -> None:
     """No rate limit, four connections, killed after a random number of messages arrived:
-    outcomes are committed a round at a time, and a kill between a server's 250 and that
-    commit must still cost at most one copy per connection."""
+    outcomes are written a round at a time (on SQLite to the sent journal), and a kill
+    between a server's 250 and that write must still cost at most one copy per connection."""
     connections, audience = 4, 600
     worst: list[int] = []
     killed_at: list[int] = []

@@ -14,7 +14,7 @@ from mailer.app import App
 from mailer.dispatch import Dispatcher
 from mailer.models import BOUNCED, PAUSED_SEND, SENDING, SENT, Delivery, Edition, Subscriber
 from mailer.pipeline import run_send
-from tests.helpers import add_article, seed_subscribers, with_feed
+from tests.helpers import add_article, seed_subscribers, start_sending, with_feed
 from tests.support.smtpsink import SmtpSink
 
 DAY = date(2026, 11, 26)
@@ -140,15 +140,7 @@ def test_a_dead_runs_journal_is_folded_before_its_claims_go_back(
     nobody whose message went out gets it again."""
     with_feed(_use(app, smtp_sink), tmp_path)
     emails = seed_subscribers(app, 10)
-    assert run_send(app, DAY, dry_run=True).status == "dry-run"
-    with app.sessions.begin() as s:
-        ed = s.scalar(select(Edition))
-        assert ed is not None
-        ed.state = SENDING
-        ledger.snapshot(s, ed)
-        dead = ledger.claim(s, ed.id, "thishost:999999:dead:0", 4, app.clock.now(),
-                            app.settings.lease_seconds)
-        edition_id = ed.id
+    edition_id, dead = start_sending(app, DAY, claimed_by="thishost:999999:dead:0", claims=4)
     journal = ledger.SentJournal.for_edition(app.engine, edition_id)
     assert journal is not None
     journal.append("thishost:999999:dead:0",
@@ -176,16 +168,9 @@ def test_stale_claim_is_reclaimed_after_lease(tmp_path: Path, database_url: str,
     init_db(app.engine)
     with_feed(app, tmp_path)
     seed_subscribers(app, 10)
-    assert run_send(app, DAY, dry_run=True).status == "dry-run"
     # The send starts; a worker on another machine claims 4 rows and dies.
-    with app.sessions.begin() as s:
-        ed = s.scalar(select(Edition))
-        assert ed is not None
-        ed.state = SENDING
-        ledger.snapshot(s, ed)
-        claimed = ledger.claim(s, ed.id, "otherhost:4242:dead:0", 4, app.clock.now(),
-                               app.settings.lease_seconds)
-        edition_id = ed.id
+    edition_id, claimed = start_sending(app, DAY, claimed_by="otherhost:4242:dead:0",
+                                        claims=4)
     assert len(claimed) == 4
     if app.engine.dialect.name == "postgresql":
         # The other host may be alive: its rows are not touched while its lease runs ...

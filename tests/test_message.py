@@ -544,6 +544,22 @@ def test_clean_message_id_fast_path_agrees_with_the_full_steps(message_id: str) 
     assert _outcome(message._clean_message_id, message_id) == _outcome(slow, message_id)
 
 
+@pytest.mark.parametrize("header", ["To", "Reply-To"])
+def test_a_plain_name_is_folded_only_past_78_characters(header: str) -> None:
+    """Names of every length around the limit: one line exactly while it fits (the short
+    cut), folded at spaces into lines of at most 78 once it does not, never altered."""
+    from mailer.message import _encode_mailbox
+
+    addr = "reader12345@example.org"
+    for length in range(1, 90):
+        name = ("Ann Lee " * 12)[:length].strip() or "A"
+        value = _encode_mailbox(name, addr, header)
+        lines = f"{header}: {value}".split("\r\n")
+        assert value.replace("\r\n ", " ") == f"{name} <{addr}>"
+        assert (len(lines) == 1) == (len(header) + len(name) + len(addr) + 5 <= 78), length
+        assert all(len(line) <= 78 for line in lines), (length, lines)
+
+
 def _outcome(clean: Callable[[str], str], value: str) -> str:
     """What a clean-up step makes of `value`, or "ValueError" when it refuses it."""
     try:

@@ -6,18 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import select
-
-from mailer import ledger
 from mailer.app import App
 from mailer.clock import Clock
 from mailer.db import init_db
 from mailer.dispatch import Dispatcher
-from mailer.models import SENDING, Edition
-from mailer.pipeline import run_send
 from mailer.ratelimit import SharedRateLimiter
 from tests.conftest import make_settings
-from tests.helpers import seed_subscribers, with_feed
+from tests.helpers import seed_subscribers, start_sending, with_feed
 from tests.support.smtpsink import SmtpSink
 
 
@@ -55,14 +50,7 @@ def test_two_dispatchers_share_one_rate(tmp_path: Path, database_url: str,
     init_db(app.engine)
     with_feed(app, tmp_path)
     seed_subscribers(app, 80)
-    day = app.clock.today(app.settings.tz)
-    assert run_send(app, day, dry_run=True).status == "dry-run"
-    with app.sessions.begin() as s:
-        ed = s.scalar(select(Edition))
-        assert ed is not None
-        ed.state = SENDING
-        ledger.snapshot(s, ed)
-        edition_id = ed.id
+    edition_id, _ = start_sending(app, app.clock.today(app.settings.tz))
     if app.engine.dialect.name == "sqlite":
         dispatchers = [Dispatcher(app, edition_id, connections=2)]
     else:

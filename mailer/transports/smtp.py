@@ -77,8 +77,6 @@ def is_hard_bounce(code: int, text: str) -> bool:
     return subject == "2" and detail == "1"
 
 
-
-
 def wire_data(data: bytes, wire_ready: bool = False) -> bytes:
     """The message as sent after DATA: CRLF line endings, dot-stuffed, ending in CRLF.CRLF.
 
@@ -114,13 +112,11 @@ class _Capabilities:
     pipelining: bool = False
     eight_bit_mime: bool = False
     smtputf8: bool = False
-    plain_sender: bool = False  # an address written into MAIL FROM as it is
 
     @classmethod
-    def of(cls, conn: smtplib.SMTP, sender: str) -> _Capabilities:
+    def of(cls, conn: smtplib.SMTP) -> _Capabilities:
         return cls(size=conn.has_extn("size"), pipelining=conn.has_extn("pipelining"),
-                   eight_bit_mime=conn.has_extn("8bitmime"), smtputf8=conn.has_extn("smtputf8"),
-                   plain_sender=bool(PLAIN_ADDRESS_RE.fullmatch(sender)))
+                   eight_bit_mime=conn.has_extn("8bitmime"), smtputf8=conn.has_extn("smtputf8"))
 
 
 def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes) -> None:
@@ -176,6 +172,7 @@ class SmtpTransport(Transport):
         self.host = host
         self.port = port or (465 if implicit_tls else 25)
         self.sender = sender
+        self._plain_sender = bool(PLAIN_ADDRESS_RE.fullmatch(sender))  # MAIL FROM as it is
         self.user = user
         self._password = password
         self.implicit_tls = implicit_tls
@@ -244,7 +241,7 @@ class SmtpTransport(Transport):
         if self._conn is not None:
             return False
         self._conn, _ = self._connect()
-        self._caps = _Capabilities.of(self._conn, self.sender)
+        self._caps = _Capabilities.of(self._conn)
         return True
 
     def close(self) -> None:
@@ -328,7 +325,7 @@ class SmtpTransport(Transport):
             if caps.eight_bit_mime and not message.wire_ready and not data.isascii():
                 options.append("BODY=8BITMIME")
 
-            plain = ("SMTPUTF8" not in options and caps.plain_sender
+            plain = ("SMTPUTF8" not in options and self._plain_sender
                      and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
             if self.pipelining and plain and caps.pipelining:
                 refused = yield from self._pipelined_envelope(
@@ -803,7 +800,7 @@ class SmtpPool(Transport):
         can leave at most one message per connection sent but unrecorded. It is called
         whenever no answer is waiting to be handled, or a connection needs it, with everything
         finished so far: several messages when several servers answered together, which the
-        caller writes in one commit. When `record` says stop, messages whose
+        caller writes in one go. When `record` says stop, messages whose
         data is on its way are finished and recorded; the others are abandoned (their
         connections dropped, nothing of them delivered) and their keys returned; items not
         yet taken stay in `items`. A connection that cannot be (re)opened drops out of this
