@@ -42,7 +42,7 @@ def test_pool_outcomes_are_a_single_connections(settings: Settings, pipelining: 
     def data(rcpts: list[str], attempt: int) -> str | None:
         return "552 5.3.4 Message too big" if rcpts == ["reader3@example.org"] else None
 
-    with SmtpSink(rcpt_policy=rcpt, data_policy=data) as sink:
+    with SmtpSink(rcpt_policy=rcpt, data_policy=data, pipelining=True) as sink:
         pool = pool_for(sink, settings, 3, f"&pipelining={pipelining}")
         with pool:
             results = pool.send(batch(9))
@@ -54,6 +54,27 @@ def test_pool_outcomes_are_a_single_connections(settings: Settings, pipelining: 
             f"reader{n}@example.org" for n in (0, 4, 5, 6, 7, 8))
         # The 9 messages went over all three connections, not one after another on one.
         assert set(Counter(m.connection for m in sink.messages)) == {1, 2, 3}
+
+
+def test_pool_connections_send_the_next_envelope_behind_the_data(settings: Settings) -> None:
+    """Each connection takes its next message as its data goes out, so that the envelope
+    goes in the same write (one round trip per message); every message still goes exactly
+    once, and no connection runs ahead of its recorded outcomes."""
+    with SmtpSink(pipelining=True, data_delay=0.02) as sink:
+        pool = pool_for(sink, settings, 3)
+        recorded: list[str] = []
+
+        def record(done: list[tuple[int, Outgoing, Result]]) -> bool:
+            assert all(r.status == "sent" for _, _, r in done)
+            recorded.extend(m.recipient for _, m, _ in done)
+            return True
+
+        messages = batch(30)
+        with pool:
+            assert pool.stream(((m.delivery_id, m) for m in messages), record) == []
+    assert sorted(recorded) == sorted(sink.recipients()) == sorted(m.recipient for m in messages)
+    behind = Counter(m.sent_behind for m in sink.messages)
+    assert behind[b"MAIL"] >= 30 - 3 * 2, behind  # (the last of each connection has none)
 
 
 def test_no_connection_sends_again_before_its_last_outcome_is_recorded(
@@ -217,3 +238,34 @@ def test_a_silent_server_times_out_per_connection_without_holding_up_the_rest(
     # outcome is unknown (the data went out), and nobody waited for the others in turn.
     assert statuses(results) == ["ambiguous"] * 3
     assert elapsed < 1.4, elapsed
+
+
+def _stop_at_round(settings: Settings, pipelining: bool, stop_at: int) -> None:
+    with SmtpSink(pipelining=pipelining) as sink:
+        pool = pool_for(sink, settings, 4)
+        recorded: list[str] = []
+        calls = 0
+        source = iter((m.delivery_id, m) for m in batch(60))
+
+        def record(done: list[tuple[int | None, Outgoing, Result]]) -> bool:
+            nonlocal calls
+            calls += 1
+            recorded.extend(m.recipient for _, m, r in done if r.status == "sent")
+            return calls < stop_at
+
+        with pool:
+            abandoned = pool.stream(source, record)
+        delivered = set(sink.recipients())
+        assert not delivered & {f"reader{k}@example.org" for k in abandoned}, stop_at
+        assert sorted(delivered) == sorted(recorded), stop_at
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_message_whose_data_went_out_is_never_abandoned(settings: Settings,
+                                                          pipelining: bool) -> None:
+    """Stopping at any round: an exchange that was held back at the data (its connection's
+    previous outcome not yet recorded) and then let go has sent its data; if the stream is
+    stopped while it waits for its final reply, it must be finished and recorded, not returned
+    as abandoned (which would put a delivered message back in the queue)."""
+    for stop_at in range(1, 25):
+        _stop_at_round(settings, pipelining, stop_at)

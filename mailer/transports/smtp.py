@@ -119,22 +119,52 @@ class _Capabilities:
                    eight_bit_mime=conn.has_extn("8bitmime"), smtputf8=conn.has_extn("smtputf8"))
 
 
-def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes) -> None:
-    """`conn.send(data + end)` without building that string: on a plain socket the two go
-    out in one `sendmsg` (resumed if the kernel takes only part)."""
+def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes, tail: bytes = b"") -> bool:
+    """`conn.send(data + end + tail)` without building that string: on a plain socket they go
+    out in one `sendmsg` (resumed if the kernel takes only part).
+
+    An error before `data + end` is all out raises (the server cannot have the message); one
+    in `tail` (the next message's pipelined commands) returns False: this message is out and
+    its reply will say what became of it.
+    """
     sock = conn.sock
     if sock is None:
         raise smtplib.SMTPServerDisconnected("please run connect() first")
-    if not end or isinstance(sock, ssl.SSLSocket):  # (TLS sockets have no sendmsg)
+    if isinstance(sock, ssl.SSLSocket):  # (TLS sockets have no sendmsg)
         sock.sendall(data + end)
-        return
-    buffers = [memoryview(data), memoryview(end)]
+        try:
+            if tail:
+                sock.sendall(tail)
+        except OSError:
+            return False
+        return True
+    buffers = [memoryview(part) for part in (data, end, tail) if part]
+    unsent_message = len(data) + len(end)
     while buffers:
-        sent = sock.sendmsg(buffers)
+        try:
+            sent = sock.sendmsg(buffers)
+        except OSError:
+            if unsent_message > 0:
+                raise
+            return False
+        unsent_message -= sent
         while buffers and sent >= len(buffers[0]):
             sent -= len(buffers.pop(0))
         if sent:
             buffers[0] = buffers[0][sent:]
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One message's bytes and MAIL options; `pipelined` when its envelope can go as one
+    RFC 2920 group; `refused` when it cannot be sent over this connection at all."""
+
+    data: bytes
+    end: bytes
+    options: list[str]
+    pipelined: bool
+    refused: Result | None = None
 
 
 class _StaleConnection(Exception):
@@ -185,6 +215,11 @@ class SmtpTransport(Transport):
         self._conn: smtplib.SMTP | None = None
         self._caps = _Capabilities()
         self._unavailable = ""
+        # Set by the caller just before a message's data goes out: the message this
+        # connection sends next, whose envelope may go in the same write (see `_deliver`).
+        self.upcoming: Outgoing | None = None
+        # The message whose envelope is on the wire behind the last data, and its bytes.
+        self._chained: tuple[Outgoing, _Prepared] | None = None
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, settings: Settings) -> SmtpTransport:
@@ -231,6 +266,12 @@ class SmtpTransport(Transport):
         return self._conn.sock if self._conn is not None else None
 
     @property
+    def chains(self) -> bool:
+        """Whether this connection pipelines, so that a message's envelope can go out behind
+        the previous message's data (`upcoming`)."""
+        return self.pipelining and self._caps.pipelining
+
+    @property
     def unavailable(self) -> str:
         """Why the last message could not even connect ("" when it could)."""
         return self._unavailable
@@ -245,6 +286,10 @@ class SmtpTransport(Transport):
         return True
 
     def close(self) -> None:
+        if self._chained is not None:
+            # The server took the next DATA and waits for a message: a QUIT now would be
+            # read as its first line. Hang up instead; nothing of that message was sent.
+            self._discard()
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -270,11 +315,13 @@ class SmtpTransport(Transport):
         """One Result per message, in order; never raises (see the module docstring)."""
         results: list[Result] = []
         self._unavailable = ""
-        for message in messages:
+        for i, message in enumerate(messages):
             if self._unavailable:
                 results.append(Result("retry", error=self._unavailable))
                 continue
+            self.upcoming = messages[i + 1] if i + 1 < len(messages) else None
             results.append(run_steps(self.steps(message)))
+        self.upcoming = None
         return results
 
     def steps(self, message: Outgoing) -> Steps:
@@ -285,6 +332,8 @@ class SmtpTransport(Transport):
         before this message started (idle timeouts), which cannot have delivered anything.
         """
         self._unavailable = ""
+        if self._chained is not None and self._chained[0] is not message:
+            self._discard()  # another message's envelope is on the wire: start afresh
         for attempt in (1, 2):
             fresh = self._conn is None
             if fresh:
@@ -301,51 +350,83 @@ class SmtpTransport(Transport):
         raise AssertionError("a fresh connection is never stale")  # pragma: no cover
 
     # ---- one message -----------------------------------------------------------------------
+    def _prepare(self, message: Outgoing) -> _Prepared:
+        """What the exchange of `message` writes, worked out once (also ahead of its turn,
+        when its envelope goes out with the previous message's data)."""
+        if message.wire_ready:
+            # 7-bit, CRLF, no line to dot-stuff: the data as it is, then the terminator,
+            # written together without copying 50 KB into one string (`_send_data`).
+            data, end = message.data, b".\r\n"
+        else:
+            data, end = wire_data(message.data), b""
+        options: list[str] = []
+        caps = self._caps
+        if not (self.sender.isascii() and message.recipient.isascii()):
+            if not caps.smtputf8:
+                return _Prepared(data, end, options, False, Result(
+                    "failed", error="the address is not ASCII and the SMTP server does not "
+                                    "offer SMTPUTF8"))
+            options.append("SMTPUTF8")  # smtplib then encodes commands as UTF-8
+        if caps.size:
+            options.append(f"SIZE={len(data) + len(end)}")
+        if caps.eight_bit_mime and not message.wire_ready and not data.isascii():
+            options.append("BODY=8BITMIME")
+        plain = bool("SMTPUTF8" not in options and self._plain_sender
+                     and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
+        return _Prepared(data, end, options, plain and self.chains)
+
+    def _envelope(self, recipient: str, options: list[str]) -> bytes:
+        """MAIL, RCPT and DATA as one pipelined group (plain ASCII addresses only)."""
+        extra = (" " + " ".join(options)) if options else ""
+        return f"MAIL FROM:<{self.sender}>{extra}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode(
+            "ascii")
+
     def _deliver(self, message: Outgoing, *, may_be_stale: bool) -> Steps:
         conn = self._conn
         assert conn is not None
         data_sent = False
+        tail_lost = False
         try:
-            if message.wire_ready:
-                # 7-bit, CRLF, no line to dot-stuff: the data as it is, then the terminator,
-                # written together without copying 50 KB into one string (`_send_data`).
-                data, end = message.data, b".\r\n"
-            else:
-                data, end = wire_data(message.data), b""
-            options: list[str] = []
             conn.command_encoding = "ascii"
-            caps = self._caps
-            if not (self.sender.isascii() and message.recipient.isascii()):
-                if not caps.smtputf8:
-                    return Result("failed", error="the address is not ASCII and the SMTP server "
-                                                  "does not offer SMTPUTF8")
-                options.append("SMTPUTF8")  # smtplib then encodes commands as UTF-8
-            if caps.size:
-                options.append(f"SIZE={len(data) + len(end)}")
-            if caps.eight_bit_mime and not message.wire_ready and not data.isascii():
-                options.append("BODY=8BITMIME")
-
-            plain = ("SMTPUTF8" not in options and self._plain_sender
-                     and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
-            if self.pipelining and plain and caps.pipelining:
+            chained, self._chained = self._chained, None
+            written = chained is not None and chained[0] is message
+            prepared = chained[1] if written and chained is not None else self._prepare(message)
+            if prepared.refused is not None:
+                return prepared.refused
+            data, end, options = prepared.data, prepared.end, prepared.options
+            if prepared.pipelined:
                 refused = yield from self._pipelined_envelope(
-                    conn, message.recipient, options, may_be_stale=may_be_stale)
+                    conn, message.recipient, options, may_be_stale=may_be_stale,
+                    written=written)
             else:
+                plain = "SMTPUTF8" not in options and self._plain_sender and bool(
+                    PLAIN_ADDRESS_RE.fullmatch(message.recipient))
                 refused = yield from self._stepwise_envelope(
-                    conn, message.recipient, options, plain=bool(plain),
-                    may_be_stale=may_be_stale)
+                    conn, message.recipient, options, plain=plain, may_be_stale=may_be_stale)
             if refused is not None:
                 return refused
 
             yield READY
+            # RFC 2920: the next message's MAIL, RCPT and DATA may follow this one's data in
+            # the same write, so a connection waits for one round trip per message, not two.
+            # Nothing of the next message is sent before its own 354 and its own turn.
+            tail = b""
+            upcoming, self.upcoming = self.upcoming, None
+            if upcoming is not None and upcoming is not message:
+                ahead = self._prepare(upcoming)
+                if ahead.pipelined and ahead.refused is None:
+                    tail = self._envelope(upcoming.recipient, ahead.options)
+                    self._chained = (upcoming, ahead)
             try:
-                _send_data(conn, data, end)
+                tail_lost = not _send_data(conn, data, end, tail)
             except OSError as exc:
                 # The terminating "." never got through, so the server cannot have accepted it.
                 self._discard()
                 return Result("retry", error=f"connection lost while sending the message data: "
                                              f"{_reason(exc)}")
             data_sent = True
+            if tail_lost:
+                self._chained = None  # (the connection is dropped once this reply is read)
             yield WAIT
 
             try:
@@ -353,6 +434,8 @@ class SmtpTransport(Transport):
             except OSError:
                 self._discard()
                 return Result("ambiguous", error=AMBIGUOUS_ERROR)
+            if tail_lost:
+                self._discard()  # half a pipelined envelope may be on the wire: start afresh
             if code == -1:  # an unreadable reply: we cannot tell what the server decided
                 self._discard()
                 return Result("ambiguous", error=f"{AMBIGUOUS_ERROR} (unreadable reply)")
@@ -416,18 +499,21 @@ class SmtpTransport(Transport):
         return None
 
     def _pipelined_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
-                            may_be_stale: bool) -> Generator[str, None, Result | None]:
+                            may_be_stale: bool, written: bool = False) -> Generator[
+                                str, None, Result | None]:
         """RFC 2920: MAIL, RCPT and DATA in one write, then their three replies in order.
 
         Outcomes are exactly those of the stepwise exchange: a refused MAIL or RCPT is final
         for this message (the server then refuses DATA too), and nothing of the message has
         been sent until DATA's 354 arrived, so any failure up to here is safe to retry.
+        `written`: the commands already went out behind the previous message's data.
         """
-        extra = (" " + " ".join(options)) if options else ""
-        commands = f"MAIL FROM:<{self.sender}>{extra}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
         try:
-            conn.send(commands.encode("ascii"))
-            yield WAIT
+            if not written:
+                conn.send(self._envelope(recipient, options))
+                yield WAIT
+            elif not _reply_buffered(conn):
+                yield WAIT
             mail = _getreply(conn)
         except OSError as exc:
             self._discard()
@@ -491,6 +577,7 @@ class SmtpTransport(Transport):
 
     def _discard(self) -> None:
         """Drop the connection without QUIT; the next message reconnects."""
+        self._chained = None
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -806,6 +893,10 @@ class SmtpPool(Transport):
         yet taken stay in `items`. A connection that cannot be (re)opened drops out of this
         stream after its message is recorded as a retry; when none is left the stream ends
         too (see `connected`).
+
+        When its connection pipelines, the next item is taken as a message's data goes out,
+        so that its envelope goes in the same write (`SmtpTransport.upcoming`); if the stream
+        stops first, that item is abandoned with the others and its connection dropped.
         """
         source = iter(items)
         idle = list(range(len(self.transports)))
@@ -815,10 +906,28 @@ class SmtpPool(Transport):
         waiting_since: dict[int, float] = {}
         sending: set[int] = set()  # connections whose message data has gone out
         abandoned: list[K] = []
+        upcoming: dict[int, tuple[K, Outgoing]] = {}  # taken to go behind a message's data
         poller = select.poll()
         fds: dict[int, int] = {}  # socket file descriptor -> connection
         watched: dict[int, int] = {}  # connection -> its file descriptor in the poller
         stopping = False  # no more items: the source ran out or `record` said stop
+
+        def take() -> tuple[K, Outgoing] | None:
+            nonlocal stopping
+            item = None if stopping else next(source, None)
+            stopping = stopping or item is None
+            return item
+
+        def go_ahead(slot: int) -> None:
+            """The exchange on `slot` goes on to send its data: from here on it is finished
+            and recorded whatever happens, never abandoned."""
+            sending.add(slot)
+            transport = self.transports[slot]
+            if transport.chains and slot not in upcoming:
+                item = take()
+                if item is not None:
+                    upcoming[slot] = item
+                    transport.upcoming = item[1]
 
         def run(slot: int, key: K, message: Outgoing, steps: Steps) -> None:
             """Advance one exchange as far as it can go without waiting."""
@@ -835,7 +944,7 @@ class SmtpPool(Transport):
                     if any(done_slot == slot for done_slot, *_ in finished):
                         held[slot] = (key, message, steps)
                         return
-                    sending.add(slot)
+                    go_ahead(slot)
                     continue
                 sock = self.transports[slot].sock
                 waiting[slot] = (key, message, steps)
@@ -861,10 +970,13 @@ class SmtpPool(Transport):
             return key
 
         while True:
-            while idle and not stopping:
-                item = next(source, None)
+            for slot in [s for s in idle if s in upcoming]:
+                idle.remove(slot)
+                key, message = upcoming.pop(slot)
+                run(slot, key, message, self.transports[slot].steps(message))
+            while idle:
+                item = take()
                 if item is None:
-                    stopping = True
                     break
                 slot = idle.pop(0)
                 run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
@@ -878,10 +990,20 @@ class SmtpPool(Transport):
                     stopping = True
                     for slot in [*held, *(s for s in waiting if s not in sending)]:
                         abandoned.append(abandon(slot))
+                    abandoned.extend(key for key, _ in upcoming.values())
+                    upcoming.clear()
                 for slot in list(held):
+                    go_ahead(slot)
                     run(slot, *held.pop(slot))
                 continue
             if not waiting:
+                # Items taken for a connection that dropped out, and connections holding a
+                # pipelined envelope for an abandoned item, which must not be used again.
+                abandoned.extend(key for key, _ in upcoming.values())
+                for transport in self.transports:
+                    transport.upcoming = None
+                    if transport._chained is not None:
+                        transport._discard()
                 return abandoned
             if not events:
                 deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)

@@ -52,6 +52,10 @@ class Received:
     message: EmailMessage
     connection: int = 0  # which connection carried it, counting from 1
     reply: str = ""  # what the sink answered after the data
+    # What the client had already sent behind the data when the sink answered it, as far as
+    # it is known (with data_delay: the client had that long to send more): b"MAIL" when it
+    # pipelined the next message's envelope without waiting for this reply (RFC 2920).
+    sent_behind: bytes = b""
 
 
 class SmtpSink:
@@ -344,6 +348,8 @@ class _Handler:
             await asyncio.sleep(3600)  # cancelled by connection_lost(); no reply is ever sent
         if sink.data_delay:
             await asyncio.sleep(sink.data_delay)
+        # (asyncio.StreamReader keeps what has arrived and is not read yet in _buffer)
+        received.sent_behind = bytes(getattr(server._reader, "_buffer", b"")[:4])
         reply = sink._data_reply(received.rcpt_tos)
         if reply is not None and not reply.startswith("2"):
             return self._reply(server, reply)
