@@ -412,7 +412,7 @@ class SmtpTransport(Transport):
             # Nothing of the next message is sent before its own 354 and its own turn.
             tail = b""
             upcoming, self.upcoming = self.upcoming, None
-            if upcoming is not None and upcoming is not message:
+            if upcoming is not None:
                 ahead = self._prepare(upcoming)
                 if ahead.pipelined and ahead.refused is None:
                     tail = self._envelope(upcoming.recipient, ahead.options)
