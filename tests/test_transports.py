@@ -556,6 +556,17 @@ def test_smtps_implicit_tls(settings: Settings) -> None:
             assert transport.send([outgoing(1)])[0].status == "sent"
 
 
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_tls_connections_chain_envelopes_too(settings: Settings, tls: str) -> None:
+    """Over TLS (no sendmsg) the data and the next envelope go out as two writes, the
+    envelope still ahead of the data's reply."""
+    with SmtpSink(tls=tls, pipelining=True, data_delay=0.05) as sink:  # type: ignore[arg-type]
+        with from_dsn(sink.dsn, settings) as transport:
+            assert statuses(transport.send(batch(3))) == ["sent"] * 3
+        assert [m.sent_behind for m in sink.messages] == [b"MAIL", b"MAIL", b""]
+        assert sink.connections == 1
+
+
 def test_smtp_tls_certificate_is_verified_by_default(settings: Settings) -> None:
     with SmtpSink(tls="starttls") as sink:
         transport = from_dsn(f"smtp://127.0.0.1:{sink.port}", settings)
