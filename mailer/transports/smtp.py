@@ -520,6 +520,7 @@ class SmtpTransport(Transport):
             if may_be_stale:
                 raise _StaleConnection from exc
             return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
+        rcpt: tuple[int, bytes] | None = None
         try:
             if not _reply_buffered(conn):
                 yield WAIT  # (a server may answer a pipelined group one reply at a time)
@@ -529,6 +530,14 @@ class SmtpTransport(Transport):
             data = _getreply(conn)
         except OSError as exc:
             self._discard()
+            # A refusal read before the hang-up says why (a 421 announces it; a 550 is still
+            # a bounce): the outcome is the refusal's.
+            for reply, prefix, bounce in ((mail, "MAIL FROM refused: ", False),
+                                          (rcpt, "", True)):
+                if reply is not None and not 200 <= reply[0] < 300:
+                    code, text = self._reply(reply)
+                    return self._refused(code, f"{prefix}{code} {text}",
+                                         hard=bounce and is_hard_bounce(code, text))
             return Result("retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
         if data[0] == 354 and 200 <= mail[0] < 300 and 200 <= rcpt[0] < 300:
             return None  # (the replies' text matters only when something was refused)

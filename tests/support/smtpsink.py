@@ -65,8 +65,10 @@ class SmtpSink:
     attempt) return None to accept or a reply such as "451 4.7.1 Try again later" or
     "550 5.1.1 No such user". ``attempt`` counts from 1: per address for RCPT, per recipient
     list for DATA, and over all MAIL commands for MAIL. A reply starting with 421 is sent and
-    the connection is then closed, as real servers do. A 2xx reply from data_policy accepts
-    the message with that text.
+    the connection is then closed, as real servers do: nothing after it is answered, not even
+    commands the client had already pipelined (so too after the last of max_per_connection).
+    A 2xx reply from data_policy accepts the message with that text. It offers PIPELINING,
+    as Postfix and the big providers do (``pipelining=False`` leaves it out).
 
     drop_after=N: once N messages have been accepted, the next DATA is answered by closing the
     connection abruptly, once: ``drop_mode="before_data"`` before the 354 (nothing was sent),
@@ -88,7 +90,7 @@ class SmtpSink:
         tls: TlsKind | None = None,
         max_per_connection: int | None = None,
         data_delay: float = 0.0,
-        pipelining: bool = False,
+        pipelining: bool = True,
     ) -> None:
         self.rcpt_policy = rcpt_policy
         self.data_policy = data_policy
@@ -266,6 +268,14 @@ class _SinkSMTP(SMTP):
         self.sink = sink
         self.sink_connection = sink._new_connection()
         self.accepted_here = 0
+        self.hang_up_after_reply = False
+
+    async def push(self, status: str) -> None:
+        await super().push(status)
+        if self.hang_up_after_reply and self.transport is not None:
+            # Like a real server that closes after N messages: nothing after this reply is
+            # answered, even commands the client had already pipelined.
+            self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         self.sink._command(self, "DATA")
@@ -286,9 +296,8 @@ class _Handler:
 
     @staticmethod
     def _reply(server: _SinkSMTP, reply: str) -> str:
-        if reply.startswith("421") and server.transport is not None:
-            # Send the reply first (push() writes before this callback runs), then hang up.
-            server.loop.call_soon(server.transport.close)
+        if reply.startswith("421"):
+            server.hang_up_after_reply = True  # send the reply, then hang up
         return reply
 
     async def handle_EHLO(self, server: _SinkSMTP, session: Any, envelope: Any, hostname: str,
@@ -358,7 +367,7 @@ class _Handler:
         server.accepted_here += 1
         if (sink.max_per_connection is not None and server.transport is not None
                 and server.accepted_here >= sink.max_per_connection):
-            server.loop.call_soon(server.transport.close)  # silently, after the 250
+            server.hang_up_after_reply = True  # silently, after the 250
         return received.reply
 
 
