@@ -5,9 +5,8 @@ from __future__ import annotations
 import secrets
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -15,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.errors import ConfigError, MailerError
 from mailer.models import Meta
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -65,6 +67,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    # (imported here: Alembic and what it pulls in cost every command, `mailer send` too,
+    # about a fifth of a second, and only `mailer init` migrates)
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
@@ -89,6 +95,8 @@ def _upgrade(engine: Engine, cfg: AlembicConfig) -> str:
                 # Two `mailer init` at once on one database: serialise them.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(726411)")
             cfg.attributes["connection"] = conn
+            from alembic import command
+
             command.upgrade(cfg, "head")
     except OperationalError as exc:
         raise MailerError(f"database unreachable: {exc.orig}") from None
