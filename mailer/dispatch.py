@@ -422,7 +422,9 @@ class Dispatcher:
                 claimed_at = time.monotonic()
             return not self.stop.is_set() and self._edition_state_cached() == SENDING
 
-        abandoned = pool.stream(messages(), record)
+        # With a rate limit, taking the next message may sleep: not while a server waits for
+        # this one's data (chaining would take it there), and the limit sets the pace anyway.
+        abandoned = pool.stream(messages(), record, chain=self.limiter is None)
         unsent = abandoned + current[taken:]
         with self.write_lock, self.app.sessions.begin() as session:
             self._fold(session)  # the ledger is complete whenever no stream runs

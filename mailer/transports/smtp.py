@@ -888,7 +888,8 @@ class SmtpPool(Transport):
         return [r or unsent for r in results]
 
     def stream(self, items: Iterable[tuple[K, Outgoing]],
-               record: Callable[[list[tuple[K, Outgoing, Result]]], bool]) -> list[K]:
+               record: Callable[[list[tuple[K, Outgoing, Result]]], bool], *,
+               chain: bool = True) -> list[K]:
         """Send `items` over the pool until they run out or `record` returns False.
 
         `record` gets every finished message (with its key) before that message's connection
@@ -906,6 +907,8 @@ class SmtpPool(Transport):
         When its connection pipelines, the next item is taken as a message's data goes out,
         so that its envelope goes in the same write (`SmtpTransport.upcoming`); if the stream
         stops first, that item is abandoned with the others and its connection dropped.
+        `chain=False` leaves that out: for a source that may sleep before an item (a rate
+        limit), which would hold the server waiting for this message's data meanwhile.
         """
         source = iter(items)
         idle = list(range(len(self.transports)))
@@ -932,7 +935,7 @@ class SmtpPool(Transport):
             and recorded whatever happens, never abandoned."""
             sending.add(slot)
             transport = self.transports[slot]
-            if transport.chains and slot not in upcoming:
+            if chain and transport.chains and slot not in upcoming:
                 item = take()
                 if item is not None:
                     upcoming[slot] = item
