@@ -269,3 +269,33 @@ def test_a_message_whose_data_went_out_is_never_abandoned(settings: Settings,
     as abandoned (which would put a delivered message back in the queue)."""
     for stop_at in range(1, 25):
         _stop_at_round(settings, pipelining, stop_at)
+
+
+def test_a_failing_source_leaves_no_connection_in_the_middle_of_a_message(
+        settings: Settings) -> None:
+    """The source raising (a database error while claiming the next batch) ends the stream
+    with that error; connections caught after a 354 are dropped, so closing the pool does not
+    send a QUIT into a message and wait out the timeout."""
+    import time
+
+    with SmtpSink() as sink:
+        pool = pool_for(sink, settings, 3, "&timeout=5")
+        recorded: list[str] = []
+
+        def source():  # type: ignore[no-untyped-def]
+            for m in batch(12):
+                yield m.delivery_id, m
+            raise RuntimeError("database is locked")
+
+        def record(done: list[tuple[int | None, Outgoing, Result]]) -> bool:
+            recorded.extend(m.recipient for _, m, r in done if r.status == "sent")
+            return True
+
+        pool.open()
+        with pytest.raises(RuntimeError, match="database is locked"):
+            pool.stream(source(), record)
+        started = time.monotonic()
+        pool.close()
+        assert time.monotonic() - started < 2
+        assert set(recorded) <= set(sink.recipients())
+        assert len(sink.recipients()) <= len(recorded) + 3  # (one per connection at most)

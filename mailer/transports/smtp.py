@@ -981,60 +981,67 @@ class SmtpPool(Transport):
             self.transports[slot]._discard()
             return key
 
-        while True:
-            for slot in [s for s in idle if s in upcoming]:
-                idle.remove(slot)
-                key, message = upcoming.pop(slot)
-                run(slot, key, message, self.transports[slot].steps(message))
-            while idle:
-                item = take()
-                if item is None:
-                    break
-                slot = idle.pop(0)
-                run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
-            events = poller.poll(0) if waiting else []
-            if finished and (held or not events or len(finished) >= len(self.transports)):
-                # A connection may not send data before its last outcome is written, and
-                # time with no answer to handle is free for writing: write every outcome
-                # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
-                done, finished = finished, []
-                if not record([(key, message, result) for _, key, message, result in done]):
-                    stopping = True
-                    for slot in [*held, *(s for s in waiting if s not in sending)]:
-                        abandoned.append(abandon(slot))
+        try:
+            while True:
+                for slot in [s for s in idle if s in upcoming]:
+                    idle.remove(slot)
+                    key, message = upcoming.pop(slot)
+                    run(slot, key, message, self.transports[slot].steps(message))
+                while idle:
+                    item = take()
+                    if item is None:
+                        break
+                    slot = idle.pop(0)
+                    run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
+                events = poller.poll(0) if waiting else []
+                if finished and (held or not events or len(finished) >= len(self.transports)):
+                    # A connection may not send data before its last outcome is written, and
+                    # time with no answer to handle is free for writing: write every outcome
+                    # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
+                    done, finished = finished, []
+                    if not record([(key, message, result) for _, key, message, result in done]):
+                        stopping = True
+                        for slot in [*held, *(s for s in waiting if s not in sending)]:
+                            abandoned.append(abandon(slot))
+                        abandoned.extend(key for key, _ in upcoming.values())
+                        upcoming.clear()
+                    for slot in list(held):
+                        go_ahead(slot)
+                        run(slot, *held.pop(slot))
+                    continue
+                if not waiting:
+                    # Items taken for a connection that dropped out, and connections holding a
+                    # pipelined envelope for an abandoned item, which must not be used again.
                     abandoned.extend(key for key, _ in upcoming.values())
-                    upcoming.clear()
-                for slot in list(held):
-                    go_ahead(slot)
-                    run(slot, *held.pop(slot))
-                continue
-            if not waiting:
-                # Items taken for a connection that dropped out, and connections holding a
-                # pipelined envelope for an abandoned item, which must not be used again.
-                abandoned.extend(key for key, _ in upcoming.values())
-                for transport in self.transports:
-                    transport.upcoming = None
-                    if transport._chained is not None:
-                        transport._discard()
-                return abandoned
-            if not events:
-                deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
-                events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
-            ready = [fds[fd] for fd, _ in events if fd in fds]
-            now = time.monotonic()
-            # A server silent for longer than its timeout: let that exchange time out now,
-            # as a blocking read would have, without holding up the other connections.
-            overdue = [s for s in waiting if s not in ready
-                       and now - waiting_since[s] >= self.transports[s].timeout]
-            for slot in ready + overdue:
-                if slot in waiting:
-                    unwatch(slot)
-                    sock = self.transports[slot].sock
-                    if slot in overdue and sock is not None:
-                        sock.settimeout(0.001)
-                    run(slot, *waiting.pop(slot))
-                    if slot in overdue and sock is not None and sock.fileno() != -1:
-                        sock.settimeout(self.transports[slot].timeout)
+                    for transport in self.transports:
+                        transport.upcoming = None
+                        if transport._chained is not None:
+                            transport._discard()
+                    return abandoned
+                if not events:
+                    deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
+                    events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+                ready = [fds[fd] for fd, _ in events if fd in fds]
+                now = time.monotonic()
+                # A server silent for longer than its timeout: let that exchange time out now,
+                # as a blocking read would have, without holding up the other connections.
+                overdue = [s for s in waiting if s not in ready
+                           and now - waiting_since[s] >= self.transports[s].timeout]
+                for slot in ready + overdue:
+                    if slot in waiting:
+                        unwatch(slot)
+                        sock = self.transports[slot].sock
+                        if slot in overdue and sock is not None:
+                            sock.settimeout(0.001)
+                        run(slot, *waiting.pop(slot))
+                        if slot in overdue and sock is not None and sock.fileno() != -1:
+                            sock.settimeout(self.transports[slot].timeout)
+        except BaseException:
+            # (a failing source or `record`): no connection may be left mid-exchange, where
+            # a QUIT at close would be taken for message text and wait out the timeout.
+            for slot in {*waiting, *held, *sending}:
+                self.transports[slot]._discard()
+            raise
 
 
 def _text(raw: bytes | str) -> str:
