@@ -711,8 +711,11 @@ def test_pipelining_can_be_switched_off(make_smtp_sink, settings) -> None:  # ty
     assert transport.pipelining is False  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("ours", [False, True])
 @pytest.mark.parametrize("server_says", [
     b"250 2.1.0 Ok\r\n",
+    b"250 2.0.0 queued\r\n250 2.1.0 Ok\r\n250-a\r\n250 b\r\n354 go\r\n",
+    b"2a0 odd\r\n",
     b"250-first\r\n250-second\r\n250 last\r\n",
     b"354 \r\n",
     b"xyz nonsense\r\n",
@@ -720,27 +723,35 @@ def test_pipelining_can_be_switched_off(make_smtp_sink, settings) -> None:  # ty
     b"",
     b"250 " + b"x" * 9000 + b"\r\n",
 ])
-def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes) -> None:
+def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes, ours: bool) -> None:
+    """`_getreply` (over a buffered file, or over `_ReplyReader` as connections use it) gives
+    smtplib's results reply after reply, a pipelined group's replies arriving together."""
     import smtplib
 
-    from mailer.transports.smtp import _getreply
+    from mailer.transports.smtp import _getreply, _ReplyReader
 
-    def read(reader: object) -> object:
+    def read(reader: object, file: object) -> object:
         server, client = socket.socketpair()
         conn = smtplib.SMTP()
-        conn.sock, conn.file = client, client.makefile("rb")
+        conn.sock, conn.file = client, file(client)  # type: ignore[operator]
         server.sendall(server_says)
         server.close()
+        replies: list[object] = []
         try:
-            return reader(conn)  # type: ignore[operator]
+            while True:
+                replies.append(reader(conn))  # type: ignore[operator]
+                if conn.file is None:
+                    return replies
         except smtplib.SMTPResponseException as exc:
-            return ("refused", exc.smtp_code, exc.smtp_error)
+            return [*replies, ("refused", exc.smtp_code, exc.smtp_error)]
         except smtplib.SMTPServerDisconnected:
-            return "disconnected"
+            return [*replies, "disconnected"]
         finally:
             client.close()
 
-    assert read(_getreply) == read(smtplib.SMTP.getreply)
+    ours_file = _ReplyReader if ours else (lambda sock: sock.makefile("rb"))
+    assert read(_getreply, ours_file) == read(smtplib.SMTP.getreply,
+                                              lambda sock: sock.makefile("rb"))
 
 
 @pytest.mark.parametrize("limit", [-1, 5, 8193])

@@ -733,39 +733,46 @@ class _ReplyReader:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buffer = bytearray()
+        self.buffer = b""  # received and, from `pos` on, not read yet
+        self.pos = 0
 
     def readline(self, limit: int = -1) -> bytes:
-        if not self.buffer:
+        buffer, pos = self.buffer, self.pos
+        end = buffer.find(b"\n", pos) + 1
+        if end and (limit < 0 or end - pos <= limit):
+            self.pos = end  # a line already here (a pipelined group's replies come together)
+            return buffer[pos:end]
+        if pos == len(buffer):
             chunk = self.sock.recv(65536)
             end = chunk.find(b"\n") + 1
             if end == len(chunk) and (limit < 0 or end <= limit):
-                return chunk  # the usual case: one whole reply line per read (or b"": closed)
-            self.buffer += chunk
+                return chunk  # one whole reply line per read (or b"": closed)
+            buffer = chunk
+        else:
+            buffer = buffer[pos:]
         while True:
-            end = self.buffer.find(b"\n") + 1
+            end = buffer.find(b"\n") + 1
             if end and (limit < 0 or end <= limit):
                 break
-            if 0 <= limit <= len(self.buffer):
+            if 0 <= limit <= len(buffer):
                 end = limit
                 break
             chunk = self.sock.recv(65536)
             if not chunk:  # closed: what is left, as a file would return it
-                end = len(self.buffer)
+                end = len(buffer)
                 break
-            self.buffer += chunk
-        line = bytes(self.buffer[:end])
-        del self.buffer[:end]
-        return line
+            buffer += chunk
+        self.buffer, self.pos = buffer, end
+        return buffer[:end]
 
     def has_line(self) -> bool:
-        if b"\n" in self.buffer:
+        if self.buffer.find(b"\n", self.pos) >= 0:
             return True
         # TLS may hold decrypted bytes that the socket no longer shows as readable.
         return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
 
     def close(self) -> None:
-        self.buffer.clear()
+        self.buffer, self.pos = b"", 0
 
 
 def _reply_buffered(conn: smtplib.SMTP) -> bool:
@@ -777,7 +784,9 @@ def _reply_buffered(conn: smtplib.SMTP) -> bool:
 
 def _getreply(conn: smtplib.SMTP) -> tuple[int, bytes]:
     """`smtplib.SMTP.getreply`, same results and errors, at a fraction of its cost for the
-    usual one-line reply: a pipelined message reads four replies."""
+    usual one-line reply: a pipelined message reads four replies. (One difference: a code
+    that is not three digits, such as " 25", is unreadable (-1) here, where smtplib's int()
+    would make 25 of it.)"""
     file = conn.file
     if file is None:
         return conn.getreply()
@@ -794,6 +803,8 @@ def _getreply(conn: smtplib.SMTP) -> tuple[int, bytes]:
         if len(line) > _MAXLINE:
             conn.close()
             raise smtplib.SMTPResponseException(500, "Line too long.")
+        if not lines and line[3:4] == b" " and line[:3].isdigit():
+            return int(line[:3]), line[4:].strip(b" \t\r\n")  # the usual one-line reply
         lines.append(line[4:].strip(b" \t\r\n"))
         code = line[:3]
         if not (code.isdigit() and len(code) == 3):
@@ -915,6 +926,7 @@ class SmtpPool(Transport):
         waiting: dict[int, tuple[K, Outgoing, Steps]] = {}  # for its server's reply
         held: dict[int, tuple[K, Outgoing, Steps]] = {}  # ready for data, not yet allowed
         finished: list[tuple[int, K, Outgoing, Result]] = []  # outcomes not recorded yet
+        unrecorded: set[int] = set()  # the connections of those outcomes
         waiting_since: dict[int, float] = {}
         sending: set[int] = set()  # connections whose message data has gone out
         abandoned: list[K] = []
@@ -948,12 +960,13 @@ class SmtpPool(Transport):
                     step = next(steps)
                 except StopIteration as done:
                     finished.append((slot, key, message, done.value))
+                    unrecorded.add(slot)
                     sending.discard(slot)
                     if not self.transports[slot].unavailable:
                         idle.append(slot)  # its next envelope may go out at once
                     return
                 if step == READY:
-                    if any(done_slot == slot for done_slot, *_ in finished):
+                    if slot in unrecorded:
                         held[slot] = (key, message, steps)
                         return
                     go_ahead(slot)
@@ -999,6 +1012,7 @@ class SmtpPool(Transport):
                     # time with no answer to handle is free for writing: write every outcome
                     # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
                     done, finished = finished, []
+                    unrecorded.clear()
                     if not record([(key, message, result) for _, key, message, result in done]):
                         stopping = True
                         for slot in [*held, *(s for s in waiting if s not in sending)]:
