@@ -32,7 +32,7 @@ from mailer.ratelimit import NoPacer, Pacer, SharedRateLimiter
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Result, Transport
-from mailer.transports.smtp import SmtpPool, SmtpTransport
+from mailer.transports.smtp import Pause, SmtpPool, SmtpTransport
 
 log = logging.getLogger("mailer.dispatch")
 
@@ -393,19 +393,23 @@ class Dispatcher:
                 return []
             return self._claim(worker, batch)
 
-        def messages() -> Iterator[tuple[ledger.Claim, Outgoing]]:
+        def messages() -> Iterator[tuple[ledger.Claim, Outgoing] | Pause]:
             nonlocal current, taken, claimed_at
             while current:
-                pacer: Pacer | NoPacer = (self.limiter.pacer(len(current)) if self.limiter
-                                          else NoPacer())
+                pacer = self.limiter.pacer(len(current)) if self.limiter else None
                 for c in current:
+                    if pacer is not None and (delay := pacer.delay()) > 0:
+                        # The pool waits for the slot in its poll, reading answers meanwhile
+                        # (a sleep here would hold every server waiting for a message's data).
+                        yield Pause(delay)
                     taken += 1
                     try:
                         message = personaliser.outgoing(c, with_fields=False)
                     except ValueError as exc:  # e.g. an address the message cannot carry
                         self._record_unbuildable(worker, c, exc)
                         continue
-                    pacer.wait(1)
+                    if pacer is not None:
+                        pacer.advance()
                     yield c, message
                 current, taken, claimed_at = more(), 0, time.monotonic()
 
@@ -422,9 +426,7 @@ class Dispatcher:
                 claimed_at = time.monotonic()
             return not self.stop.is_set() and self._edition_state_cached() == SENDING
 
-        # With a rate limit, taking the next message may sleep: not while a server waits for
-        # this one's data (chaining would take it there), and the limit sets the pace anyway.
-        abandoned = pool.stream(messages(), record, chain=self.limiter is None)
+        abandoned = pool.stream(messages(), record)
         unsent = abandoned + current[taken:]
         with self.write_lock, self.app.sessions.begin() as session:
             self._fold(session)  # the ledger is complete whenever no stream runs

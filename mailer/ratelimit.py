@@ -65,11 +65,19 @@ class Pacer:
         self.next = start
         self.interval = interval
 
+    def delay(self) -> float:
+        """Seconds until the next slot is due (0 or less: now)."""
+        return self.next - time.time()
+
+    def advance(self, count: int = 1) -> None:
+        """Use `count` slots."""
+        self.next += self.interval * count
+
     def wait(self, count: int = 1) -> None:
-        delay = self.next - time.time()
+        delay = self.delay()
         if delay > 0:
             time.sleep(delay)
-        self.next += self.interval * count
+        self.advance(count)
 
 
 class NoPacer:

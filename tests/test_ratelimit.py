@@ -63,9 +63,6 @@ def test_two_dispatchers_share_one_rate(tmp_path: Path, database_url: str,
         t.join()
     elapsed = time.monotonic() - started
     assert sorted(smtp_sink.recipients()) == sorted(f"reader{i}@example.org" for i in range(80))
-    # Pacing sleeps where chaining would take the next message, while the server waits for
-    # this one's data: paced sends do not chain.
-    assert {m.sent_behind for m in smtp_sink.messages} == {b""}
     # 80 messages at 40/s cannot take less than 79/40 s, however many workers share them.
     assert elapsed >= 79 / 40 - 0.05
     app.close()

@@ -299,3 +299,38 @@ def test_a_failing_source_leaves_no_connection_in_the_middle_of_a_message(
         assert time.monotonic() - started < 2
         assert set(recorded) <= set(sink.recipients())
         assert len(sink.recipients()) <= len(recorded) + 3  # (one per connection at most)
+
+
+def test_a_pausing_source_does_not_hold_up_answers(settings: Settings) -> None:
+    """A rate limit's wait is a `Pause` from the source, not a sleep: meanwhile the pool reads
+    answers and records outcomes (a sleep would hold them, and hold servers at their 354),
+    and a pause with nothing under way does not end the stream."""
+    import time
+
+    from mailer.transports.smtp import Pause
+
+    messages = batch(4)
+    recorded_at: dict[str, float] = {}
+    with SmtpSink() as sink:
+        pool = pool_for(sink, settings, 2)
+        started = time.monotonic()
+
+        def source():  # type: ignore[no-untyped-def]
+            yield messages[0].delivery_id, messages[0]
+            yield messages[1].delivery_id, messages[1]
+            yield Pause(0.5)
+            yield messages[2].delivery_id, messages[2]
+            yield Pause(0.3)
+            yield messages[3].delivery_id, messages[3]
+
+        def record(done: list[tuple[int | None, Outgoing, Result]]) -> bool:
+            assert all(r.status == "sent" for _, _, r in done)
+            recorded_at.update((m.recipient, time.monotonic() - started) for _, m, _ in done)
+            return True
+
+        with pool:
+            assert pool.stream(source(), record) == []
+        assert sorted(sink.recipients()) == sorted(m.recipient for m in messages)
+    first, second, third, fourth = (recorded_at[m.recipient] for m in messages)
+    assert first < 0.4 and second < 0.4  # recorded during the pause, not after it
+    assert third >= 0.5 and fourth >= 0.8

@@ -167,6 +167,13 @@ class _Prepared:
     refused: Result | None = None
 
 
+@dataclass(frozen=True)
+class Pause:
+    """Yielded by an `SmtpPool.stream` source instead of an item: no item for `seconds`."""
+
+    seconds: float
+
+
 class _StaleConnection(Exception):
     """A reused connection turned out to be closed before this message started."""
 
@@ -898,9 +905,8 @@ class SmtpPool(Transport):
         unsent = Result("retry", error="SMTP server unavailable: no connection could be opened")
         return [r or unsent for r in results]
 
-    def stream(self, items: Iterable[tuple[K, Outgoing]],
-               record: Callable[[list[tuple[K, Outgoing, Result]]], bool], *,
-               chain: bool = True) -> list[K]:
+    def stream(self, items: Iterable[tuple[K, Outgoing] | Pause],
+               record: Callable[[list[tuple[K, Outgoing, Result]]], bool]) -> list[K]:
         """Send `items` over the pool until they run out or `record` returns False.
 
         `record` gets every finished message (with its key) before that message's connection
@@ -918,8 +924,10 @@ class SmtpPool(Transport):
         When its connection pipelines, the next item is taken as a message's data goes out,
         so that its envelope goes in the same write (`SmtpTransport.upcoming`); if the stream
         stops first, that item is abandoned with the others and its connection dropped.
-        `chain=False` leaves that out: for a source that may sleep before an item (a rate
-        limit), which would hold the server waiting for this message's data meanwhile.
+        A source that must wait before its next item (a rate limit's next slot) yields a
+        `Pause` instead of sleeping: the pool takes nothing more until then, and goes on
+        reading answers, recording outcomes and sending the data of messages already under
+        way meanwhile.
         """
         source = iter(items)
         idle = list(range(len(self.transports)))
@@ -935,19 +943,29 @@ class SmtpPool(Transport):
         fds: dict[int, int] = {}  # socket file descriptor -> connection
         watched: dict[int, int] = {}  # connection -> its file descriptor in the poller
         stopping = False  # no more items: the source ran out or `record` said stop
+        resume_at = 0.0  # (monotonic) the source paused: take nothing before then
 
         def take() -> tuple[K, Outgoing] | None:
-            nonlocal stopping
-            item = None if stopping else next(source, None)
-            stopping = stopping or item is None
+            nonlocal stopping, resume_at
+            if stopping or time.monotonic() < resume_at:
+                return None
+            item = next(source, None)
+            if isinstance(item, Pause):
+                resume_at = time.monotonic() + item.seconds
+                return None
+            stopping = item is None
             return item
+
+        def paused() -> float:
+            """Seconds until the source's pause ends, when an idle connection waits for it."""
+            return resume_at - time.monotonic() if idle and not stopping else 0.0
 
         def go_ahead(slot: int) -> None:
             """The exchange on `slot` goes on to send its data: from here on it is finished
             and recorded whatever happens, never abandoned."""
             sending.add(slot)
             transport = self.transports[slot]
-            if chain and transport.chains and slot not in upcoming:
+            if transport.chains and slot not in upcoming:
                 item = take()
                 if item is not None:
                     upcoming[slot] = item
@@ -1023,6 +1041,9 @@ class SmtpPool(Transport):
                         go_ahead(slot)
                         run(slot, *held.pop(slot))
                     continue
+                if not waiting and (pause := paused()) > 0:
+                    time.sleep(pause)  # nothing under way: only the source's slot to wait for
+                    continue
                 if not waiting:
                     # Items taken for a connection that dropped out, and connections holding a
                     # pipelined envelope for an abandoned item, which must not be used again.
@@ -1034,7 +1055,10 @@ class SmtpPool(Transport):
                     return abandoned
                 if not events:
                     deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
-                    events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+                    wait = deadline - time.monotonic()
+                    if (pause := paused()) > 0:
+                        wait = min(wait, pause)
+                    events = poller.poll(max(0.0, wait) * 1000)
                 ready = [fds[fd] for fd, _ in events if fd in fds]
                 now = time.monotonic()
                 # A server silent for longer than its timeout: let that exchange time out now,
