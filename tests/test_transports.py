@@ -285,7 +285,10 @@ def test_smtp_data_is_dot_stuffed_and_crlf(smtp_sink: SmtpSink, settings: Settin
     assert received == message.data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
     assert wire_data(b"a\n.b") == b"a\r\n..b\r\n.\r\n"
     # what MessageTemplate.fill makes needs no stuffing: only the terminator is added
-    assert wire_data(b"a\r\n=2Eb\r\n", wire_ready=True) == b"a\r\n=2Eb\r\n.\r\n"
+    ready = Outgoing(recipient="a@example.org", message_id="<m@example.org>",
+                     data=b"a\r\n=2Eb\r\n", wire_ready=True)
+    prepared = from_dsn(smtp_sink.dsn, settings)._prepare(ready)  # type: ignore[attr-defined]
+    assert prepared.data + prepared.end == b"a\r\n=2Eb\r\n.\r\n"
 
 
 def test_message_data_and_terminator_survive_partial_writes() -> None:
@@ -674,7 +677,7 @@ def test_a_chained_envelope_is_never_mistaken_for_a_sent_message(make_smtp_sink,
                                                                  settings) -> None:  # type: ignore[no-untyped-def]
     """The connection drops after a message's data, with the next envelope behind it: the
     first is ambiguous, the second was never sent (retried on a new connection, delivered);
-    and a connection left with a chained envelope hangs up rather than QUIT into the data."""
+    and closing a connection left with a chained envelope delivers nothing of that message."""
     import time
 
     from mailer.transports import from_dsn
@@ -691,16 +694,16 @@ def test_a_chained_envelope_is_never_mistaken_for_a_sent_message(make_smtp_sink,
     assert after.recipients() == ["r0@example.org", "r2@example.org"]
     assert after.connections == 2
 
-    sink = _pipelined(make_smtp_sink)
+    sink = _pipelined(make_smtp_sink, data_delay=0.05)
     transport = from_dsn(sink.dsn + "&timeout=5", settings)
     transport.open()
     transport.upcoming = messages[1]  # (as a pool does when it has the next message)
     assert run_steps(transport.steps(messages[0])).status == "sent"
     started = time.monotonic()
     transport.close()
-    assert time.monotonic() - started < 1  # no QUIT waiting for a reply that cannot come
+    assert time.monotonic() - started < 1  # (closing waits for nothing)
     assert sink.recipients() == ["r0@example.org"]
-    assert [m.sent_behind for m in sink.messages] in ([b"MAIL"], [b""])
+    assert [m.sent_behind for m in sink.messages] == [b"MAIL"]  # (so close() had one)
 
 
 def test_pipelining_can_be_switched_off(make_smtp_sink, settings) -> None:  # type: ignore[no-untyped-def]

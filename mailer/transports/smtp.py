@@ -77,14 +77,13 @@ def is_hard_bounce(code: int, text: str) -> bool:
     return subject == "2" and detail == "1"
 
 
-def wire_data(data: bytes, wire_ready: bool = False) -> bytes:
+def wire_data(data: bytes) -> bytes:
     """The message as sent after DATA: CRLF line endings, dot-stuffed, ending in CRLF.CRLF.
 
-    `wire_ready` data (see `Outgoing`) needs none of it: on a 50 KB message even the search
-    for a dot at a line start costs more than half as much as filling the message.
+    `wire_ready` data (see `Outgoing`) needs none of it and does not come here
+    (`SmtpTransport._prepare`): on a 50 KB message even the search for a dot at a line start
+    costs more than half as much as filling the message.
     """
-    if wire_ready:
-        return data + b".\r\n"
     if data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
         # Already CRLF throughout: plain byte replaces run in C and are an order of magnitude
         # cheaper than the regular expressions on a 50 KB message.
@@ -157,12 +156,14 @@ def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes, tail: bytes = b"") -
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """One message's bytes and MAIL options; `pipelined` when its envelope can go as one
-    RFC 2920 group; `refused` when it cannot be sent over this connection at all."""
+    """One message's bytes and MAIL options; `plain` when both addresses go into MAIL and RCPT
+    as they are; `pipelined` when its envelope can also go as one RFC 2920 group; `refused`
+    when it cannot be sent over this connection at all."""
 
     data: bytes
     end: bytes
     options: list[str]
+    plain: bool
     pipelined: bool
     refused: Result | None = None
 
@@ -294,8 +295,9 @@ class SmtpTransport(Transport):
 
     def close(self) -> None:
         if self._chained is not None:
-            # The server took the next DATA and waits for a message: a QUIT now would be
-            # read as its first line. Hang up instead; nothing of that message was sent.
+            # The server took the next DATA and waits for that message: a QUIT now would go
+            # in as its first line (and smtplib would take the MAIL reply still unread for
+            # QUIT's). Hang up instead; nothing of that message was sent.
             self._discard()
         conn, self._conn = self._conn, None
         if conn is None:
@@ -370,7 +372,7 @@ class SmtpTransport(Transport):
         caps = self._caps
         if not (self.sender.isascii() and message.recipient.isascii()):
             if not caps.smtputf8:
-                return _Prepared(data, end, options, False, Result(
+                return _Prepared(data, end, options, False, False, Result(
                     "failed", error="the address is not ASCII and the SMTP server does not "
                                     "offer SMTPUTF8"))
             options.append("SMTPUTF8")  # smtplib then encodes commands as UTF-8
@@ -380,7 +382,7 @@ class SmtpTransport(Transport):
             options.append("BODY=8BITMIME")
         plain = bool("SMTPUTF8" not in options and self._plain_sender
                      and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
-        return _Prepared(data, end, options, plain and self.chains)
+        return _Prepared(data, end, options, plain, plain and self.chains)
 
     def _envelope(self, recipient: str, options: list[str]) -> bytes:
         """MAIL, RCPT and DATA as one pipelined group (plain ASCII addresses only)."""
@@ -406,10 +408,9 @@ class SmtpTransport(Transport):
                     conn, message.recipient, options, may_be_stale=may_be_stale,
                     written=written)
             else:
-                plain = "SMTPUTF8" not in options and self._plain_sender and bool(
-                    PLAIN_ADDRESS_RE.fullmatch(message.recipient))
                 refused = yield from self._stepwise_envelope(
-                    conn, message.recipient, options, plain=plain, may_be_stale=may_be_stale)
+                    conn, message.recipient, options, plain=prepared.plain,
+                    may_be_stale=may_be_stale)
             if refused is not None:
                 return refused
 
@@ -421,7 +422,7 @@ class SmtpTransport(Transport):
             upcoming, self.upcoming = self.upcoming, None
             if upcoming is not None:
                 ahead = self._prepare(upcoming)
-                if ahead.pipelined and ahead.refused is None:
+                if ahead.pipelined:  # (never when refused)
                     tail = self._envelope(upcoming.recipient, ahead.options)
                     self._chained = (upcoming, ahead)
             try:
@@ -539,19 +540,13 @@ class SmtpTransport(Transport):
             self._discard()
             # A refusal read before the hang-up says why (a 421 announces it; a 550 is still
             # a bounce): the outcome is the refusal's.
-            for reply, prefix, bounce in ((mail, "MAIL FROM refused: ", False),
-                                          (rcpt, "", True)):
-                if reply is not None and not 200 <= reply[0] < 300:
-                    code, text = self._reply(reply)
-                    return self._refused(code, f"{prefix}{code} {text}",
-                                         hard=bounce and is_hard_bounce(code, text))
-            return Result("retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
-        if data[0] == 354 and 200 <= mail[0] < 300 and 200 <= rcpt[0] < 300:
+            return self._envelope_refused(mail, rcpt) or Result(
+                "retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
+        envelope_ok = 200 <= mail[0] < 300 and 200 <= rcpt[0] < 300
+        if data[0] == 354 and envelope_ok:
             return None  # (the replies' text matters only when something was refused)
-        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = (
-            self._reply(mail), self._reply(rcpt), self._reply(data))
-        envelope_ok = 200 <= mail_code < 300 and 200 <= rcpt_code < 300
-        if data_code == 354 and not envelope_ok:
+        data_code, data_text = self._reply(data)
+        if data_code == 354:
             # A server should refuse DATA without a valid recipient; if it did not, close the
             # (empty) message so the conversation stays in step, then reset below.
             try:
@@ -559,15 +554,24 @@ class SmtpTransport(Transport):
                 conn.getreply()
             except OSError:
                 self._discard()
-        if not 200 <= mail_code < 300:
-            return self._refused(mail_code, f"MAIL FROM refused: {mail_code} {mail_text}",
-                                 hard=False)
-        if not 200 <= rcpt_code < 300:
-            return self._refused(rcpt_code, f"{rcpt_code} {rcpt_text}",
-                                 hard=is_hard_bounce(rcpt_code, rcpt_text))
+        refused = self._envelope_refused(mail, rcpt)
+        if refused is not None:
+            return refused
         if data_code != 354:
             return self._refused(data_code, f"DATA refused: {data_code} {data_text}",
                                  hard=False)
+        return None
+
+    def _envelope_refused(self, mail: tuple[int, bytes],
+                          rcpt: tuple[int, bytes] | None) -> Result | None:
+        """The outcome of a refused MAIL, else of a refused RCPT (which may be a bounce);
+        None when neither was refused (`rcpt` None: its reply never came)."""
+        if not 200 <= mail[0] < 300:
+            code, text = self._reply(mail)
+            return self._refused(code, f"MAIL FROM refused: {code} {text}", hard=False)
+        if rcpt is not None and not 200 <= rcpt[0] < 300:
+            code, text = self._reply(rcpt)
+            return self._refused(code, f"{code} {text}", hard=is_hard_bounce(code, text))
         return None
 
     def _refused(self, code: int, error: str, *, hard: bool) -> Result:
@@ -1045,13 +1049,9 @@ class SmtpPool(Transport):
                     time.sleep(pause)  # nothing under way: only the source's slot to wait for
                     continue
                 if not waiting:
-                    # Items taken for a connection that dropped out, and connections holding a
-                    # pipelined envelope for an abandoned item, which must not be used again.
+                    # (A connection left holding the envelope of an abandoned item hangs up
+                    # at its next message or at close: `steps`, `close`.)
                     abandoned.extend(key for key, _ in upcoming.values())
-                    for transport in self.transports:
-                        transport.upcoming = None
-                        if transport._chained is not None:
-                            transport._discard()
                     return abandoned
                 if not events:
                     deadline = min(waiting_since[s] + self.transports[s].timeout for s in waiting)
