@@ -102,7 +102,7 @@ def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
                 "MAILER_DSN": f"smtp://127.0.0.1:{port}?tls=0&pipelining={int(pipelining)}",
                 "MAILER_NOW": NOW.isoformat(),
                 "MAILER_SECRET_KEY": "bench", "MAILER_BASE_URL": "https://mail.labourlist.org",
-                "MAILER_CONNECTIONS": str(connections), "MAILER_BATCH_SIZE": "200"})
+                "MAILER_CONNECTIONS": str(connections)})
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -39,6 +39,11 @@ log = logging.getLogger("mailer.dispatch")
 TRANSPORT_WAIT_SECONDS = 120.0
 # This many permanent failures in a row, with no success in between, pauses the edition.
 MAX_CONSECUTIVE_FAILURES = 25
+# Rows an SMTP stream claims at a time, at least. A stream claims its next batch without
+# stopping, so a bigger claim idles no connection; each claim is a transaction (on SQLite
+# with the fold of the sent journal), which at 200 rows cost the sending thread about 12 us
+# per message and at 1,000 about 9.
+STREAM_CLAIM_ROWS = 1000
 
 
 class DispatchBusy(MailerError):
@@ -230,8 +235,11 @@ class Dispatcher:
                         self.stop.wait(min(10.0, 1.0 + waited / 4))
                         continue
                 # A claim covers at least one full provider call (Postmark 500, SendGrid and
-                # Mailgun 1,000); for one-message transports, batch_size rows.
+                # Mailgun 1,000); for one-message transports, batch_size rows (an SMTP
+                # stream at least STREAM_CLAIM_ROWS).
                 batch = max(1, settings.batch_size, transport.max_batch)
+                if isinstance(transport, SmtpPool):
+                    batch = max(batch, STREAM_CLAIM_ROWS)
                 if settings.rate_limit > 0:
                     # Keep a batch well inside its lease at the configured rate.
                     share = settings.rate_limit * settings.lease_seconds / 4 / self.connections

@@ -344,6 +344,11 @@ class SentJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # What this journal appended since the last `clear`, as `fold` writes it: folding
+        # then need not read back and parse what it wrote (a fifth of a fold's cost). None
+        # while the file may hold lines of a run that died: the next fold reads the file.
+        self._appended: list[tuple[str, str, str, int, str]] | None = (
+            [] if os.fstat(self._fd).st_size == 0 else None)
 
     @classmethod
     def for_edition(cls, engine: Any, edition_id: int) -> SentJournal | None:
@@ -362,27 +367,19 @@ class SentJournal:
         """Make (claim id, message id, provider id) rows durable as sent; OSError if the
         file cannot take them (the caller then commits them to the database instead)."""
         when = sqlite_time(now)
-        data = "".join(
-            f"{cid}\t{worker}\t{_one_field(mid)}\t{_one_field(pid[:300])}\t{when}\n"
-            for cid, mid, pid in rows).encode("utf-8")
+        params = [(_one_field(pid[:300]), _one_field(mid), when, cid, worker)
+                  for cid, mid, pid in rows]
+        data = "".join(f"{cid}\t{worker}\t{mid}\t{pid}\t{when}\n"
+                       for pid, mid, when, cid, worker in params).encode("utf-8")
         if os.write(self._fd, data) != len(data):
             raise OSError("short write to the sent journal")
+        if self._appended is not None:
+            self._appended.extend(params)
 
     def fold(self, session: Session) -> int:
         """Write every complete line into the ledger, inside the caller's transaction; call
         `clear` once it has committed. Returns the number of rows that changed."""
-        try:
-            content = self.path.read_bytes()
-        except FileNotFoundError:
-            return 0
-        params = []
-        for line in content.split(b"\n")[:-1]:  # (text after the last newline is torn)
-            fields = line.decode("utf-8", "replace").split("\t")
-            if len(fields) != 5 or not fields[0].isdigit():
-                log.warning("sent journal %s: skipping an unreadable line", self.path)
-                continue
-            cid, worker, mid, pid, when = fields
-            params.append((pid, mid, when, int(cid), worker))
+        params = self._appended if self._appended is not None else self._read()
         if not params:
             return 0
         raw = session.connection().connection.dbapi_connection
@@ -392,6 +389,23 @@ class SentJournal:
     def clear(self) -> None:
         """Empty the file once its lines are committed (appends go on at the new end)."""
         os.ftruncate(self._fd, 0)
+        self._appended = []
+
+    def _read(self) -> list[tuple[str, str, str, int, str]]:
+        """The file's complete lines as `fold` writes them (after a run that died)."""
+        try:
+            content = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        params = []
+        for line in content.split(b"\n")[:-1]:  # (text after the last newline is torn)
+            fields = line.decode("utf-8", "replace").split("\t")
+            if len(fields) != 5 or not fields[0].isdigit():
+                log.warning("sent journal %s: skipping an unreadable line", self.path)
+                continue
+            cid, worker, mid, pid, when = fields
+            params.append((pid, mid, when, int(cid), worker))
+        return params
 
     def close(self, *, remove: bool = False) -> None:
         os.close(self._fd)

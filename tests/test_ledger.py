@@ -126,11 +126,19 @@ def test_sent_journal_folds_complete_lines_once(tmp_path: Path) -> None:
     journal.append("w", [(mine[0].id, "<a@x>", "250 ok\tqueued"),
                          (mine[1].id, "<b@x>", "250 ok")], NOW)
     journal.append("other-worker", [(mine[2].id, "<c@x>", "250 ok")], NOW)  # not its claim
+    # The journal folds what it appended without reading it back (rolled back here) ...
+    with app.sessions() as s:
+        assert journal.fold(s) == 2
+        s.rollback()
+    # ... and a run that died leaves its lines to the next run's journal, which reads them.
     with journal.path.open("ab") as f:
         f.write(b"garbled line\n")
         f.write(f"{mine[3].id}\tw\t<d@x>\t250 ok".encode())  # cut short: no newline
+    reopened = ledger.SentJournal.for_edition(app.engine, eid)
+    assert reopened is not None
     with app.sessions.begin() as s:
-        assert journal.fold(s) == 2
+        assert reopened.fold(s) == 2
+    reopened.close()
     journal.clear()
     assert journal.path.read_bytes() == b""
     with app.sessions() as s:
