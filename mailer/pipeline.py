@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import func, select, update
 
-from mailer import ledger
+from mailer import ledger, spamassassin
 from mailer.app import App
 from mailer.collect import CollectResult, collect
 from mailer.dispatch import Dispatcher, Progress
@@ -185,6 +185,7 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
     else:
         assert existing is not None
         edition = existing
+    spamassassin.release()  # (started ahead by the CLI for the preflight check, if any)
     dispatcher = Dispatcher(app, edition.id, connections=connections, on_progress=on_progress)
     progress = dispatcher.run()
     final = _edition_state(app, day)

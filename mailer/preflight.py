@@ -20,16 +20,10 @@ Settings read with `getattr` (new keys with defaults): ``spam_threshold`` (5.0),
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
-import os
 import re
-import shutil
 import struct
-import subprocess
-import tempfile
-import threading
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +43,15 @@ from mailer.config import Settings
 from mailer.errors import MailerError, PreflightError
 from mailer.message import ONE_CLICK, PLACEHOLDERS
 from mailer.models import Edition
+from mailer.spamassassin import (  # noqa: F401 - parse_spamassassin: part of this API
+    DEFAULT_SPAM_TIMEOUT,
+    SpamCheckUnavailable,
+    SpamResult,
+    SpamRule,
+    configured_command,
+    parse_spamassassin,
+    spam_score,
+)
 
 log = logging.getLogger("mailer.preflight")
 
@@ -60,7 +63,6 @@ HTML_WARN_BYTES = 90 * 1024         # close enough to the clip to say so
 SUBJECT_LIMIT = 120                 # characters; the subject must be shorter than this
 MAX_LINE = 998                      # RFC 5322 section 2.1.1, CRLF excluded
 DEFAULT_SPAM_THRESHOLD = 5.0
-DEFAULT_SPAM_TIMEOUT = 60.0
 DEFAULT_LINK_TIMEOUT = 5.0
 LINK_CHECK_WORKERS = 8
 
@@ -112,15 +114,6 @@ class Finding:
 
     def line(self) -> str:
         return f"{self.severity}: {self.message} [{self.code}]"
-
-
-@dataclass(frozen=True)
-class SpamRule:
-    """A SpamAssassin rule that fired on the sample message."""
-
-    name: str
-    score: float
-    description: str = ""
 
 
 @dataclass
@@ -247,7 +240,7 @@ def run_checks(app: App, edition: Edition, *, check_links: bool = False) -> Repo
             log.exception("preflight check %s crashed", name)
             report.add(Finding(ERROR, "check-crashed", f"the {name} check crashed: {exc!r}"))
     try:
-        result = spam_score(sample.data, command=_spam_command(settings),
+        result = spam_score(sample.data, command=configured_command(settings),
                             timeout=float(getattr(settings, "spamassassin_timeout",
                                                   DEFAULT_SPAM_TIMEOUT)))
     except SpamCheckUnavailable as exc:
@@ -310,10 +303,6 @@ def record(app: App, edition: Edition, report: Report, *, forced: bool = False,
 
 def _spam_threshold(settings: Settings) -> float:
     return float(getattr(settings, "spam_threshold", DEFAULT_SPAM_THRESHOLD))
-
-
-def _spam_command(settings: Settings) -> str:
-    return str(getattr(settings, "spamassassin_command", "spamassassin") or "spamassassin")
 
 
 def _settings_findings(settings: Settings) -> list[Finding]:
@@ -894,119 +883,6 @@ def _part_text(msg: EmailMessage, subtype: str) -> str | None:
                 return payload.decode(charset, errors="replace")
             return None
     return None
-
-
-# ---- SpamAssassin ----------------------------------------------------------------------------
-
-
-class SpamCheckUnavailable(Exception):
-    """SpamAssassin is not installed or did not answer; the message says which."""
-
-
-@dataclass(frozen=True)
-class SpamResult:
-    score: float
-    rules: list[SpamRule]
-
-
-_spam_cache: dict[str, SpamResult] = {}
-_spam_cache_lock = threading.Lock()
-_SPAM_CACHE_SIZE = 64
-_STATUS_SCORE_RE = re.compile(r"score=(-?\d+(?:\.\d+)?)")
-_STATUS_TESTS_RE = re.compile(r"tests=(.*?)(?:\s+(?:autolearn|autolearn_force|version)=|$)")
-_RULE_ROW_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s*(.*)$")
-
-
-def spam_score(data: bytes, *, command: str = "spamassassin",
-               timeout: float = DEFAULT_SPAM_TIMEOUT) -> SpamResult:
-    """Score a message with `spamassassin -L -t` (local tests only: no DNS or network).
-
-    The user preferences and any Bayes files go to a throw-away HOME, so a check never writes
-    to the operator's ~/.spamassassin. An identical message (ignoring its random MIME boundary)
-    is scored once per process: the score depends on nothing else.
-    """
-    binary = shutil.which(command)
-    if binary is None:
-        raise SpamCheckUnavailable("spamassassin not installed: score not checked")
-    key = hashlib.sha256(command.encode() + b"\0" + _without_boundary(data)).hexdigest()
-    with _spam_cache_lock:
-        cached = _spam_cache.get(key)
-    if cached is not None:
-        return cached
-    with tempfile.TemporaryDirectory(prefix="mailer-sa-") as home:
-        prefs = Path(home) / "user_prefs"
-        prefs.write_text("", encoding="utf-8")
-        env = {**os.environ, "HOME": home}
-        try:
-            proc = subprocess.run([binary, "-L", "-t", "-p", str(prefs)], input=data,
-                                  capture_output=True, timeout=timeout, env=env, check=False)
-        except subprocess.TimeoutExpired:
-            raise SpamCheckUnavailable(
-                f"spamassassin took over {timeout:g}s: score not checked") from None
-        except OSError as exc:
-            raise SpamCheckUnavailable(f"spamassassin could not run ({exc}): "
-                                       "score not checked") from None
-    result = parse_spamassassin(proc.stdout.decode("utf-8", errors="replace"))
-    if result is None:
-        detail = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        raise SpamCheckUnavailable(
-            f"spamassassin gave no score (exit {proc.returncode}"
-            f"{': ' + detail[-1] if detail else ''}): score not checked")
-    with _spam_cache_lock:
-        if len(_spam_cache) >= _SPAM_CACHE_SIZE:
-            _spam_cache.pop(next(iter(_spam_cache)))
-        _spam_cache[key] = result
-    return result
-
-
-def parse_spamassassin(output: str) -> SpamResult | None:
-    """Read the total from X-Spam-Status and each rule's points from the "Content analysis
-    details" table that `-t` appends; rules named in the header but absent from the table
-    count 0."""
-    head = output.replace("\r\n", "\n").split("\n\n", 1)[0]
-    status = ""
-    for match in re.finditer(r"^X-Spam-Status:(.*(?:\n[ \t].*)*)", head, re.MULTILINE):
-        status = " ".join(match.group(1).split())
-    score_match = _STATUS_SCORE_RE.search(status)
-    rules: dict[str, SpamRule] = {}
-    details = output.rfind("Content analysis details:")
-    if details >= 0:
-        table = output[details:].replace("\r\n", "\n")
-        if score_match is None:
-            score_match = re.search(r"\((-?\d+(?:\.\d+)?) points", table)
-        started = False
-        last = ""
-        for line in table.split("\n")[1:]:
-            if line.startswith("----"):
-                started = True
-                continue
-            if not started:
-                continue
-            row = _RULE_ROW_RE.match(line)
-            if row:
-                last = row.group(2)
-                rules[last] = SpamRule(last, float(row.group(1)), row.group(3).strip())
-            elif line.startswith((" ", "\t")) and line.strip() and last:
-                rule = rules[last]
-                rules[last] = SpamRule(rule.name, rule.score,
-                                       f"{rule.description} {line.strip()}".strip())
-            elif not line.strip() or not line.startswith((" ", "\t")):
-                if rules:
-                    break
-    if score_match is None:
-        return None
-    tests = _STATUS_TESTS_RE.search(status)
-    if tests:
-        for name in re.split(r"[,\s]+", tests.group(1)):
-            if name and name != "none" and name not in rules:
-                rules[name] = SpamRule(name, 0.0)
-    ordered = sorted(rules.values(), key=lambda r: (-r.score, r.name))
-    return SpamResult(float(score_match.group(1)), ordered)
-
-
-def _without_boundary(data: bytes) -> bytes:
-    match = re.search(rb'boundary="([^"]+)"', data[:8192])
-    return data.replace(match.group(1), b"BOUNDARY") if match else data
 
 
 def _worst(rules: list[SpamRule]) -> list[SpamRule]:

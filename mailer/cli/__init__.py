@@ -24,13 +24,24 @@ class Obj:
 
     def __init__(self) -> None:
         self._app: Any = None
+        self._settings: Any = None
+
+    @property
+    def settings(self) -> Any:
+        """The settings from the file and environment, without the database (and its imports)
+        or the staff overrides in it."""
+        if self._settings is None:
+            from mailer.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
 
     @property
     def app(self) -> Any:
         if self._app is None:
             from mailer.app import App
 
-            self._app = App.create()
+            self._app = App.create(self.settings)
         return self._app
 
 
@@ -71,6 +82,11 @@ def handle_errors(func: F) -> F:
 def get_app(ctx: click.Context) -> Any:
     obj: Obj = ctx.ensure_object(Obj)
     return obj.app
+
+
+def get_settings(ctx: click.Context) -> Any:
+    obj: Obj = ctx.ensure_object(Obj)
+    return obj.settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.cli import cli, fail, get_app, get_settings, handle_errors
 
 
 def parse_day(value: str | None) -> date | None:
@@ -160,20 +161,27 @@ def _summary(outcome) -> None:  # type: ignore[no-untyped-def]
 def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run: bool,
          force: bool, reason: str, connections: int | None, no_collect: bool) -> None:
     """Collect, build and send the edition for a date, exactly once per subscriber."""
-    from mailer.db import require_schema
-    from mailer.pipeline import run_send
+    from mailer import spamassassin
 
-    app = get_app(ctx)
-    require_schema(app.engine)
-    if force and not reason and not test_to and not dry_run:
-        fail("--force needs --reason \"...\" (it is logged on the edition)")
-    update, stop = _progress_printer()
-    try:
-        outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force, reason=reason,
-                           test_to=test_to, collect_first=not no_collect, on_progress=update,
-                           connections=connections)
-    finally:
-        stop()
+    # SpamAssassin loads its rules while this process starts and the edition is collected
+    # and built: the preflight check then waits for its scan alone (a test send has none).
+    warm = (nullcontext() if test_to
+            else spamassassin.warmed(spamassassin.configured_command(get_settings(ctx))))
+    with warm:
+        app = get_app(ctx)
+        from mailer.db import require_schema
+        from mailer.pipeline import run_send
+
+        require_schema(app.engine)
+        if force and not reason and not test_to and not dry_run:
+            fail("--force needs --reason \"...\" (it is logged on the edition)")
+        update, stop = _progress_printer()
+        try:
+            outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force,
+                               reason=reason, test_to=test_to, collect_first=not no_collect,
+                               on_progress=update, connections=connections)
+        finally:
+            stop()
     _summary(outcome)
     if not outcome.ok:
         from mailer.cli import EXIT_STOPPED

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli import EXIT_PREFLIGHT, cli, fail, get_app, handle_errors
+from mailer.cli import EXIT_PREFLIGHT, cli, fail, get_app, get_settings, handle_errors
 
 
 @cli.command("preflight")
@@ -27,13 +27,14 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
     error, which is exactly when `mailer send` would refuse the edition (unless --force
     --reason "...").
     """
-    from mailer import preflight
+    from mailer import preflight, spamassassin
     from mailer.cli.core import build_for_inspection
     from mailer.edition import EDITABLE
 
-    app = get_app(ctx)
-    the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
-    report = preflight.run_checks(app, edition, check_links=check_links)
+    with spamassassin.warmed(spamassassin.configured_command(get_settings(ctx))):
+        app = get_app(ctx)
+        the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
+        report = preflight.run_checks(app, edition, check_links=check_links)
     if edition.state in EDITABLE:
         preflight.record(app, edition, report)  # the console shows the latest result
     click.echo(f"preflight of edition {the_day} ({edition.state}): {edition.subject}")
