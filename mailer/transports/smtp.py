@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from mailer.config import Settings
 from mailer.errors import TransportError
@@ -154,11 +154,11 @@ def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes, tail: bytes = b"") -
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
+class _Prepared(NamedTuple):
     """One message's bytes and MAIL options; `plain` when both addresses go into MAIL and RCPT
     as they are; `pipelined` when its envelope can also go as one RFC 2920 group; `refused`
-    when it cannot be sent over this connection at all."""
+    when it cannot be sent over this connection at all. (A tuple: one per message, and a
+    frozen dataclass costs several times as much to make.)"""
 
     data: bytes
     end: bytes
@@ -948,6 +948,7 @@ class SmtpPool(Transport):
         watched: dict[int, int] = {}  # connection -> its file descriptor in the poller
         stopping = False  # no more items: the source ran out or `record` said stop
         resume_at = 0.0  # (monotonic) the source paused: take nothing before then
+        look_for_overdue_at = 0.0  # (monotonic)
 
         def take() -> tuple[K, Outgoing] | None:
             nonlocal stopping, resume_at
@@ -1028,11 +1029,15 @@ class SmtpPool(Transport):
                         break
                     slot = idle.pop(0)
                     run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
-                events = poller.poll(0) if waiting else []
+                events: list[tuple[int, int]] = []
+                if waiting and not (finished and (held or len(finished) >= len(self.transports))):
+                    events = poller.poll(0)
                 if finished and (held or not events or len(finished) >= len(self.transports)):
                     # A connection may not send data before its last outcome is written, and
                     # time with no answer to handle is free for writing: write every outcome
                     # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
+                    # (With a connection held for it there is no need to look for answers
+                    # first: it is written now either way.)
                     done, finished = finished, []
                     unrecorded.clear()
                     if not record([(key, message, result) for _, key, message, result in done]):
@@ -1063,8 +1068,12 @@ class SmtpPool(Transport):
                 now = time.monotonic()
                 # A server silent for longer than its timeout: let that exchange time out now,
                 # as a blocking read would have, without holding up the other connections.
-                overdue = [s for s in waiting if s not in ready
-                           and now - waiting_since[s] >= self.transports[s].timeout]
+                # (Looked for when the poll above waited in vain, else every 50 ms at most.)
+                overdue: list[int] = []
+                if not events or now >= look_for_overdue_at:
+                    look_for_overdue_at = now + 0.05
+                    overdue = [s for s in waiting if s not in ready
+                               and now - waiting_since[s] >= self.transports[s].timeout]
                 for slot in ready + overdue:
                     if slot in waiting:
                         unwatch(slot)
