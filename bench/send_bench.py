@@ -8,7 +8,8 @@ dispatch, ledger writes; SMTP PIPELINING as the sink offers it, each envelope be
 previous message's data), (2) a naive loop (one EmailMessage built per recipient, one smtplib
 connection) and (3) a raw replay (one message prepared once and written N times over the same
 number of raw sockets, no per-recipient work, pipelined like the send; the best of a thread
-per socket and one polling thread, each run before and after the sends), the ratios between
+per socket and one polling thread, each run before and after each of the two runs of the
+send, whose faster run counts), the ratios between
 them, the peak RSS of the `mailer send` process, the CPU time per message of the sender and of
 the sink in each run (where the two cores go), and optionally the time to snapshot an
 audience of --snapshot-n on SQLite. `--stepwise` adds the same comparison one command at a time.
@@ -88,7 +89,7 @@ def seed(app: App, n: int, chunk: int = 20000) -> None:
 def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
                     pipelining: bool = True) -> tuple[float, float, int, float]:
     tmp = tmp / ("pipelined" if pipelining else "stepwise")
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     db = tmp / "bench.db"
     url = f"sqlite:///{db}"
     settings = load_settings({}).replace(database_url=url, secret_key="bench")
@@ -365,7 +366,8 @@ def main() -> None:
                         help="recipients for the naive loop (default: n/10, it is slow)")
     parser.add_argument("--snapshot-n", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="the sink waits this long before every reply, like a remote relay")
+                        help="the sink answers this long after the bytes it answers "
+                             "arrived (one wait per round trip), like a remote relay")
     parser.add_argument("--stepwise", action="store_true",
                         help="also compare one command at a time: mailer send with "
                              "?pipelining=0 against a replay that waits for every reply")
@@ -377,7 +379,7 @@ def main() -> None:
         data = sample_message(tmp)
         print(f"message size {len(data)} bytes; {args.n} recipients; "
               f"{args.connections} connections; sink on port {sink.port}"
-              + (f", {args.latency_ms:g} ms before each reply" if args.latency_ms else ""))
+              + (f", {args.latency_ms:g} ms per round trip" if args.latency_ms else ""))
 
         n, port, conns = args.n, sink.port, args.connections
         # CPU microseconds per message (sender, sink) of the fastest run of each kind: where
@@ -405,22 +407,36 @@ def main() -> None:
         def via_transport() -> float:
             return measured("transport", lambda: transport_replay(n, port, conns, data))
 
-        # Replays run before and after the sends and the faster run counts: on a shared, noisy
-        # machine that makes the ratios conservative rather than lucky.
+        sends: dict[bool, tuple[float, float, int, float]] = {}
+        peak_rss_kb = 0
+
+        def send(round_: int) -> None:
+            nonlocal peak_rss_kb
+            for p in modes:
+                sink0 = sink.cpu_seconds()
+                run = run_mailer_send(tmp / f"send{round_}", n, port, conns, pipelining=p)
+                peak_rss_kb = max(peak_rss_kb, run[2])
+                if p not in sends or run[0] < sends[p][0]:
+                    sends[p] = run
+                    cpu[f"send{p}"] = (run[3] * 1e6 / n, (sink.cpu_seconds() - sink0) * 1e6 / n)
+
+        # Each side runs twice, the replays before and after each round of sends, and its
+        # faster run counts (the raw replay is also the faster of two designs): on a shared,
+        # noisy machine, where one spell can run 20-40% slower than the next, one run of the
+        # send against the best of four replays measured the spells more than the code.
         raw = {p: replay(p) for p in modes}
         transport_rate = via_transport()
-        sends = {}
-        for p in modes:
-            sink0 = sink.cpu_seconds()
-            sends[p] = run_mailer_send(tmp, n, port, conns, pipelining=p)
-            cpu[f"send{p}"] = (sends[p][3] * 1e6 / n, (sink.cpu_seconds() - sink0) * 1e6 / n)
+        send(1)
         naive_rate = naive_n / naive_loop(naive_n, port)
         smtplib_rate = n / smtplib_replay(n, port, conns, data)
         raw = {p: max(raw[p], replay(p)) for p in modes}
         transport_rate = max(transport_rate, via_transport())
-        total, dispatch, rss_kb, _ = sends[True]
+        send(2)
+        total, dispatch, _, _ = sends[True]
+        rss_kb = peak_rss_kb
         send_rate, dispatch_rate = n / total, n / dispatch
-        print(f"mailer send (whole command)   {send_rate:9.0f} msg/s  ({total:.1f} s)")
+        print(f"mailer send (whole command)   {send_rate:9.0f} msg/s  ({total:.1f} s; the faster "
+              "of two runs)")
         print(f"mailer send (dispatch phase)  {dispatch_rate:9.0f} msg/s  ({dispatch:.1f} s)")
         print(f"naive loop ({naive_n} msgs)      {naive_rate:9.0f} msg/s")
         print(f"raw replay                    {raw[True]:9.0f} msg/s  (raw sockets; best of a "
@@ -435,7 +451,8 @@ def main() -> None:
               f"{dispatch_rate / transport_rate:.2f})")
         print(f"ratio send/smtplib replay     {send_rate / smtplib_rate:9.2f}")
         print(f"ratio send/naive loop         {send_rate / naive_rate:9.2f}  (target >= 4)")
-        print(f"peak RSS of mailer send       {rss_kb / 1024:9.1f} MB  (target < 150 MB)")
+        print(f"peak RSS of mailer send       {rss_kb / 1024:9.1f} MB  (target < 150 MB; the "
+              "higher of two runs)")
         print("CPU per message, sender / sink (us; the send's includes collect and snapshot):")
         for label, key in (("mailer send", "sendTrue"), ("raw replay", "rawTrue"),
                            ("transport replay", "transport")):
