@@ -566,3 +566,21 @@ def _outcome(clean: Callable[[str], str], value: str) -> str:
         return clean(value)
     except ValueError:
         return "ValueError"
+
+
+def test_a_long_link_is_broken_as_the_general_rewrap_breaks_it() -> None:
+    """`_qp_value` makes the one soft break most links need itself; it must be exactly what
+    `_rewrap` makes, for every length and wherever a dot falls (a line must never start with
+    one: SMTP would take it for the end of the data)."""
+    from mailer.message import CRLF, _qp_value, _rewrap
+
+    for length in range(1, 200):
+        for dot in (None, 0, 1, 71, 72, 73, length - 1):
+            chars = [chr(ord("a") + i % 26) for i in range(length)]
+            if dot is not None and 0 < dot < length:
+                chars[dot] = "."
+            value = "h" + "".join(chars)
+            encoded = value.encode()
+            expected = encoded if len(encoded) <= 75 else _rewrap(encoded, 75, CRLF)
+            assert _qp_value(value) == expected
+            assert b"\n." not in expected
