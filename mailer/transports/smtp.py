@@ -516,32 +516,39 @@ class SmtpTransport(Transport):
         been sent until DATA's 354 arrived, so any failure up to here is safe to retry.
         `written`: the commands already went out behind the previous message's data.
         """
+        group: list[tuple[int, bytes]] | None = None
         try:
             if not written:
                 conn.send(self._envelope(recipient, options))
                 yield WAIT
             elif not _reply_buffered(conn):
                 yield WAIT
-            mail = _getreply(conn)
+            # (servers usually answer the group in one write: all three read at once)
+            reader = conn.file
+            group = reader.one_line_replies(3) if isinstance(reader, _ReplyReader) else None
+            mail = group[0] if group is not None else _getreply(conn)
         except OSError as exc:
             self._discard()
             if may_be_stale:
                 raise _StaleConnection from exc
             return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
         rcpt: tuple[int, bytes] | None = None
-        try:
-            if not _reply_buffered(conn):
-                yield WAIT  # (a server may answer a pipelined group one reply at a time)
-            rcpt = _getreply(conn)
-            if not _reply_buffered(conn):
-                yield WAIT
-            data = _getreply(conn)
-        except OSError as exc:
-            self._discard()
-            # A refusal read before the hang-up says why (a 421 announces it; a 550 is still
-            # a bounce): the outcome is the refusal's.
-            return self._envelope_refused(mail, rcpt) or Result(
-                "retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
+        if group is not None:
+            rcpt, data = group[1], group[2]
+        else:
+            try:
+                if not _reply_buffered(conn):
+                    yield WAIT  # (a server may answer a pipelined group one reply at a time)
+                rcpt = _getreply(conn)
+                if not _reply_buffered(conn):
+                    yield WAIT
+                data = _getreply(conn)
+            except OSError as exc:
+                self._discard()
+                # A refusal read before the hang-up says why (a 421 announces it; a 550 is
+                # still a bounce): the outcome is the refusal's.
+                return self._envelope_refused(mail, rcpt) or Result(
+                    "retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
         envelope_ok = 200 <= mail[0] < 300 and 200 <= rcpt[0] < 300
         if data[0] == 354 and envelope_ok:
             return None  # (the replies' text matters only when something was refused)
@@ -775,6 +782,23 @@ class _ReplyReader:
             buffer += chunk
         self.buffer, self.pos = buffer, end
         return buffer[:end]
+
+    def one_line_replies(self, count: int) -> list[tuple[int, bytes]] | None:
+        """The next `count` replies, as `_getreply` reads them, when all are here and each is
+        one line (a pipelined group as servers send it); else None, and nothing is read."""
+        buffer, pos = self.buffer, self.pos
+        replies = []
+        for _ in range(count):
+            end = buffer.find(b"\n", pos) + 1
+            if not end or end - pos > _MAXLINE:
+                return None
+            line = buffer[pos:end]
+            if line[3:4] != b" " or not line[:3].isdigit():
+                return None
+            replies.append((int(line[:3]), line[4:].strip(b" \t\r\n")))
+            pos = end
+        self.pos = pos
+        return replies
 
     def has_line(self) -> bool:
         if self.buffer.find(b"\n", self.pos) >= 0:
