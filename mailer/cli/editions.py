@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import update
 
 from mailer.cli import cli, fail, get_app, handle_errors
 from mailer.cli.core import parse_day
@@ -133,6 +132,8 @@ def requeue_cmd(ctx: click.Context, day: str) -> None:
 
     Only after checking the server's logs: these recipients may already have the message.
     """
+    from sqlalchemy import update
+
     from mailer.models import AMBIGUOUS, QUEUED, SENDING, SENT, Delivery, Edition
 
     app = get_app(ctx)

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import func, or_, select
 
 from mailer.cli import cli, fail, get_app, handle_errors
 
@@ -86,6 +85,8 @@ def export_cmd(ctx: click.Context, out: Path | None, status: str | None) -> None
 @handle_errors
 def list_cmd(ctx: click.Context, status: str | None, search: str | None, limit: int) -> None:
     """List subscribers and the totals per status."""
+    from sqlalchemy import func, or_, select
+
     from mailer.db import require_schema
     from mailer.models import Subscriber
     from mailer.subscribers import counts

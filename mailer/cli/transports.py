@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import click
 
 from mailer.cli import cli, get_app, handle_errors
-from mailer.transports.dsn import Dsn
+
+if TYPE_CHECKING:
+    from mailer.transports.dsn import Dsn
 
 
 def redacted(dsn: Dsn) -> str:
