@@ -349,18 +349,13 @@ class Dispatcher:
             if recorded < 0:
                 with self.write_lock:
                     recorded = recorder.sent_many(rows, self.app.clock.now())
-            with self.lock:  # (the usual outcome, once per round of answers: kept short)
-                tally = self.progress.tally
-                tally.sent += recorded
-                tally.lost += len(outcomes) - recorded
-                if recorded:
-                    self.consecutive_failures = 0
-                return self.consecutive_failures < MAX_CONSECUTIVE_FAILURES
-        with self.write_lock, self.app.sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
-            tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
-                                  settings.max_attempts)
+            tally = ledger.Tally(sent=recorded, lost=len(outcomes) - recorded)
+        else:
+            with self.write_lock, self.app.sessions.begin() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+                tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
+                                      settings.max_attempts)
         with self.lock:
             self.progress.tally.add(tally)
             if tally.sent:

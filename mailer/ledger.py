@@ -8,6 +8,8 @@ claimed row whose fate is decided on reclaim. Rows are never re-created: the uni
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import random
@@ -34,7 +36,6 @@ from mailer.models import (
     UTCDateTime,
 )
 from mailer.subscribers import set_status
-from mailer.tokens import KeyedHash
 from mailer.transports.base import Result
 
 log = logging.getLogger("mailer.ledger")
@@ -212,8 +213,14 @@ class Tally:
     lost: int = 0  # outcome arrived after our claim was taken over (lease expired)
 
     def add(self, other: Tally) -> None:
-        for key in self.__dataclass_fields__:
-            setattr(self, key, getattr(self, key) + getattr(other, key))
+        # (field by field: a send adds one per round of answers, and a loop over the
+        # dataclass's fields with getattr/setattr cost several microseconds each time)
+        self.sent += other.sent
+        self.failed += other.failed
+        self.retried += other.retried
+        self.ambiguous += other.ambiguous
+        self.bounced += other.bounced
+        self.lost += other.lost
 
 
 def record(session: Session, worker: str, outcomes: list[tuple[Claim, str, Result]],
@@ -474,11 +481,12 @@ class MessageIds:
     """The Message-IDs of one edition's rows (`message_id_for`), keyed hash set up once."""
 
     def __init__(self, secret: str, edition: Edition, domain: str) -> None:
-        self._mac = KeyedHash(secret.encode(), "sha256")
+        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
         self._edition_id = edition.id
         self._prefix = f"<{edition.edition_date:%Y%m%d}."
         self._suffix = f"@{domain}>"
 
     def make(self, delivery_id: int) -> str:
-        mac = self._mac.digest(f"{self._edition_id}:{delivery_id}".encode())
-        return f"{self._prefix}{delivery_id}.{mac[:6].hex()}{self._suffix}"
+        mac = self._mac.copy()
+        mac.update(f"{self._edition_id}:{delivery_id}".encode())
+        return f"{self._prefix}{delivery_id}.{mac.hexdigest()[:12]}{self._suffix}"

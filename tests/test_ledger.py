@@ -215,3 +215,14 @@ def test_snapshot_only_active(db_app: App) -> None:
         statuses = set(s.scalars(select(Subscriber.status).where(Subscriber.email.in_(emails))))
     assert statuses == {ACTIVE}
     assert "pending@example.org" not in emails and "gone@example.org" not in emails
+
+
+def test_a_tally_adds_every_field() -> None:
+    """`Tally.add` names its fields one by one (it runs once per round of answers): a field
+    added to the dataclass and forgotten there fails here."""
+    from dataclasses import asdict, fields
+
+    total = ledger.Tally(*range(1, len(fields(ledger.Tally)) + 1))
+    total.add(ledger.Tally(*range(10, 10 + len(fields(ledger.Tally)))))
+    assert asdict(total) == {f.name: (i + 1) + (10 + i)
+                             for i, f in enumerate(fields(ledger.Tally))}

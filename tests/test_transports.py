@@ -757,45 +757,6 @@ def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes, ours: bool) -
                                               lambda sock: sock.makefile("rb"))
 
 
-@pytest.mark.parametrize(("server_says", "at_once"), [
-    (b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n", True),
-    (b"250 2.0.0 queued\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", True),
-    (b"250 Ok\r\n550 5.1.1 <r@x> no such user\r\n554 5.5.1 no valid recipients\r\n", True),
-    (b"250 Ok\r\n250-a\r\n250 b\r\n354 go\r\n", False),  # a multi-line reply inside
-    (b"250 Ok\r\n250 Ok\r\n", False),  # the third not here yet
-    (b"250 Ok\r\n2a0 odd\r\n354 go\r\n", False),
-    (b"250 " + b"x" * 9000 + b"\r\n250 Ok\r\n354 go\r\n", False),  # too long a line
-])
-def test_a_group_of_replies_reads_as_one_reply_after_another(server_says: bytes,
-                                                             at_once: bool) -> None:
-    """`one_line_replies(3)`, the pipelined envelope's shortcut, gives what three `_getreply`
-    calls give when it gives anything, and reads nothing when it gives up."""
-    import smtplib
-
-    from mailer.transports.smtp import _getreply, _ReplyReader
-
-    server, client = socket.socketpair()
-    with server, client:
-        server.sendall(server_says)
-        server.close()
-        conn = smtplib.SMTP()
-        reader = _ReplyReader(client)
-        conn.sock, conn.file = client, reader  # type: ignore[assignment]
-        reader.buffer, reader.pos = client.recv(65536), 0  # (all of it, as one read brings)
-        before = reader.pos
-        group = reader.one_line_replies(3)
-        assert (group is not None) == at_once
-        if group is None:
-            assert reader.pos == before  # (the general path then reads them)
-            return
-        reader.pos = before
-        try:
-            one_by_one = [_getreply(conn) for _ in range(3)]
-        except smtplib.SMTPException as exc:
-            pytest.fail(f"the group was read, one by one it is {exc!r}")
-        assert group == one_by_one
-
-
 @pytest.mark.parametrize("limit", [-1, 5, 8193])
 def test_reply_reader_reads_lines_as_a_buffered_file_does(limit: int) -> None:
     from mailer.transports.smtp import _ReplyReader

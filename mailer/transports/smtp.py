@@ -516,39 +516,32 @@ class SmtpTransport(Transport):
         been sent until DATA's 354 arrived, so any failure up to here is safe to retry.
         `written`: the commands already went out behind the previous message's data.
         """
-        group: list[tuple[int, bytes]] | None = None
         try:
             if not written:
                 conn.send(self._envelope(recipient, options))
                 yield WAIT
             elif not _reply_buffered(conn):
                 yield WAIT
-            # (servers usually answer the group in one write: all three read at once)
-            reader = conn.file
-            group = reader.one_line_replies(3) if isinstance(reader, _ReplyReader) else None
-            mail = group[0] if group is not None else _getreply(conn)
+            mail = _getreply(conn)
         except OSError as exc:
             self._discard()
             if may_be_stale:
                 raise _StaleConnection from exc
             return Result("retry", error=f"connection lost at MAIL FROM: {_reason(exc)}")
         rcpt: tuple[int, bytes] | None = None
-        if group is not None:
-            rcpt, data = group[1], group[2]
-        else:
-            try:
-                if not _reply_buffered(conn):
-                    yield WAIT  # (a server may answer a pipelined group one reply at a time)
-                rcpt = _getreply(conn)
-                if not _reply_buffered(conn):
-                    yield WAIT
-                data = _getreply(conn)
-            except OSError as exc:
-                self._discard()
-                # A refusal read before the hang-up says why (a 421 announces it; a 550 is
-                # still a bounce): the outcome is the refusal's.
-                return self._envelope_refused(mail, rcpt) or Result(
-                    "retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
+        try:
+            if not _reply_buffered(conn):
+                yield WAIT  # (a server may answer a pipelined group one reply at a time)
+            rcpt = _getreply(conn)
+            if not _reply_buffered(conn):
+                yield WAIT
+            data = _getreply(conn)
+        except OSError as exc:
+            self._discard()
+            # A refusal read before the hang-up says why (a 421 announces it; a 550 is still
+            # a bounce): the outcome is the refusal's.
+            return self._envelope_refused(mail, rcpt) or Result(
+                "retry", error=f"connection lost at RCPT TO/DATA: {_reason(exc)}")
         envelope_ok = 200 <= mail[0] < 300 and 200 <= rcpt[0] < 300
         if data[0] == 354 and envelope_ok:
             return None  # (the replies' text matters only when something was refused)
@@ -783,23 +776,6 @@ class _ReplyReader:
         self.buffer, self.pos = buffer, end
         return buffer[:end]
 
-    def one_line_replies(self, count: int) -> list[tuple[int, bytes]] | None:
-        """The next `count` replies, as `_getreply` reads them, when all are here and each is
-        one line (a pipelined group as servers send it); else None, and nothing is read."""
-        buffer, pos = self.buffer, self.pos
-        replies = []
-        for _ in range(count):
-            end = buffer.find(b"\n", pos) + 1
-            if not end or end - pos > _MAXLINE:
-                return None
-            line = buffer[pos:end]
-            if line[3:4] != b" " or not line[:3].isdigit():
-                return None
-            replies.append((int(line[:3]), line[4:].strip(b" \t\r\n")))
-            pos = end
-        self.pos = pos
-        return replies
-
     def has_line(self) -> bool:
         if self.buffer.find(b"\n", self.pos) >= 0:
             return True
@@ -972,7 +948,6 @@ class SmtpPool(Transport):
         watched: dict[int, int] = {}  # connection -> its file descriptor in the poller
         stopping = False  # no more items: the source ran out or `record` said stop
         resume_at = 0.0  # (monotonic) the source paused: take nothing before then
-        look_for_overdue_at = 0.0  # (monotonic)
 
         def take() -> tuple[K, Outgoing] | None:
             nonlocal stopping, resume_at
@@ -1053,15 +1028,12 @@ class SmtpPool(Transport):
                         break
                     slot = idle.pop(0)
                     run(slot, item[0], item[1], self.transports[slot].steps(item[1]))
-                events: list[tuple[int, int]] = []
-                if waiting and not (finished and (held or len(finished) >= len(self.transports))):
-                    events = poller.poll(0)
-                if finished and (held or not events or len(finished) >= len(self.transports)):
-                    # A connection may not send data before its last outcome is written, and
-                    # time with no answer to handle is free for writing: write every outcome
-                    # there is, in one go (the fewer left unwritten, the fewer a crash repeats).
-                    # (With a connection held for it there is no need to look for answers
-                    # first: it is written now either way.)
+                # A connection may not send data before its last outcome is written, and time
+                # with no answer to handle is free for writing: write every outcome there is,
+                # in one go (the fewer left unwritten, the fewer a crash repeats).
+                due = bool(finished) and (bool(held) or len(finished) >= len(self.transports))
+                events = poller.poll(0) if waiting and not due else []
+                if due or (finished and not events):
                     done, finished = finished, []
                     unrecorded.clear()
                     if not record([(key, message, result) for _, key, message, result in done]):
@@ -1092,12 +1064,8 @@ class SmtpPool(Transport):
                 now = time.monotonic()
                 # A server silent for longer than its timeout: let that exchange time out now,
                 # as a blocking read would have, without holding up the other connections.
-                # (Looked for when the poll above waited in vain, else every 50 ms at most.)
-                overdue: list[int] = []
-                if not events or now >= look_for_overdue_at:
-                    look_for_overdue_at = now + 0.05
-                    overdue = [s for s in waiting if s not in ready
-                               and now - waiting_since[s] >= self.transports[s].timeout]
+                overdue = [s for s in waiting if s not in ready
+                           and now - waiting_since[s] >= self.transports[s].timeout]
                 for slot in ready + overdue:
                     if slot in waiting:
                         unwatch(slot)
