@@ -44,6 +44,11 @@ MAX_CONSECUTIVE_FAILURES = 25
 # with the fold of the sent journal), which at 200 rows cost the sending thread about 12 us
 # per message and at 1,000 about 9.
 STREAM_CLAIM_ROWS = 1000
+# On SQLite "sent" outcomes wait in the sent journal until a fold, which each claim does; a
+# slow relay takes minutes over a claim (1,000 rows at 10 a second), so a stream also folds
+# when this long has passed: what others see (the staff progress page, `mailer editions
+# show`) is never further behind. At full speed the claims come first and this never runs.
+JOURNAL_FOLD_SECONDS = 1.0
 
 
 class DispatchBusy(MailerError):
@@ -137,6 +142,7 @@ class Dispatcher:
         # Usable only by the one SMTP thread (one writer), until a write to it fails.
         self.journal: ledger.SentJournal | None = None
         self.journal_usable = False
+        self.folded_at = 0.0  # (monotonic) when the journal was last folded
         # SQLite has one writer: threads queue on a Python lock instead of on SQLite's busy
         # handler, whose sleeps would cost milliseconds per message.
         self.write_lock: Any = (threading.Lock() if app.engine.dialect.name == "sqlite"
@@ -181,6 +187,7 @@ class Dispatcher:
     def _folded(self) -> None:
         if self.journal is not None:
             self.journal.clear()
+        self.folded_at = time.monotonic()
 
     def _claim(self, worker: str, batch: int) -> list[ledger.Claim]:
         """Claim up to `batch` due rows, folding the journal in the same transaction first so
@@ -425,6 +432,11 @@ class Dispatcher:
             nonlocal claimed_at
             if not self._record(worker, [(c, m.message_id, r) for c, m, r in done], recorder):
                 return False
+            if (self.journal is not None and self.journal_usable
+                    and time.monotonic() - self.folded_at > JOURNAL_FOLD_SECONDS):
+                with self.write_lock, self.app.sessions.begin() as session:
+                    self._fold(session)
+                self._folded()
             if time.monotonic() - claimed_at > settings.lease_seconds / 3:
                 # A slow batch keeps its rows: renew the lease (rows already recorded are no
                 # longer claimed and are left alone) so no other worker sends them again.

@@ -133,6 +133,38 @@ def test_pause_then_resume_no_one_skipped_or_twice(app: App, tmp_path: Path,
     assert set(got) == set(emails) and max(got.values()) == 1
 
 
+def test_others_see_progress_within_a_claim_batch(app: App, tmp_path: Path,
+                                                  make_smtp_sink) -> None:  # type: ignore[no-untyped-def]
+    """SQLite + SMTP: "sent" outcomes wait in the sent journal until a fold, and a slow relay
+    takes minutes over one claim of 1,000 rows. The staff progress page and `mailer editions
+    show` read the ledger: a stream folds at least every JOURNAL_FOLD_SECONDS, so they see
+    the count go up while the claim is still being sent, not only at its end."""
+    sink = make_smtp_sink(data_delay=0.04)  # 25 messages a second on one connection
+    with_feed(_use(app, sink, connections=1), tmp_path)
+    seed_subscribers(app, 100)  # one claim, about four seconds
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            with app.sessions() as s:
+                edition_id = s.scalar(select(Edition.id))
+                if edition_id is not None:
+                    seen.append(ledger.counts(s, edition_id)["sent"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        outcome = run_send(app, DAY)
+    finally:
+        done.set()
+        watcher.join()
+    assert outcome.status == "sent", outcome.message
+    assert len(sink.recipients()) == 100
+    midway = [n for n in seen if 0 < n < 100]
+    assert len(set(midway)) >= 2, seen  # it went up in steps, before the claim was done
+
+
 def test_a_dead_runs_journal_is_folded_before_its_claims_go_back(
         app: App, tmp_path: Path, smtp_sink: SmtpSink) -> None:
     """SQLite + SMTP: a run killed with outcomes still in its sent journal. The next run
