@@ -350,6 +350,27 @@ def test_smtp_bad_credentials_is_one_clean_line(settings: Settings) -> None:
         assert sink.messages == []
 
 
+def test_smtp_never_sends_a_password_in_clear_text_unless_told_to(settings: Settings) -> None:
+    """tls=auto (the default) encrypts when the server offers STARTTLS. A server that does not
+    (or a man in the middle who struck it from the EHLO reply) does not get the password:
+    the operator has to say tls=0 for that."""
+    with SmtpSink(auth=("mailer", "pw")) as sink:
+        auto = sink.dsn.replace("?tls=0", "")
+        assert "tls" not in auto
+        transport = from_dsn(auto, settings)
+        with pytest.raises(TransportError) as err:
+            transport.open()
+        assert str(err.value) == (
+            f"SMTP server 127.0.0.1:{sink.port} does not offer STARTTLS: refusing to send the "
+            "password for user 'mailer' in clear text (tls=0 in MAILER_DSN allows it, on a "
+            "network you trust; smtps:// encrypts from the start)")
+        assert sink.logins == []
+        told = from_dsn(sink.dsn, settings)  # ?tls=0
+        with told:
+            assert statuses(told.send(batch(1))) == ["sent"]
+        assert sink.logins == ["mailer"]
+
+
 def test_smtp_credentials_but_no_auth_offered(smtp_sink: SmtpSink, settings: Settings) -> None:
     transport = from_dsn(f"smtp://mailer:pw@127.0.0.1:{smtp_sink.port}?tls=0", settings)
     with pytest.raises(TransportError, match="does not offer AUTH"):

@@ -673,11 +673,13 @@ class SmtpTransport(Transport):
         try:
             self._hello(conn)
             steps.append("EHLO ok")
+            encrypted = self.implicit_tls
             if not self.implicit_tls and self.starttls_mode != "never":
                 if conn.has_extn("starttls"):
                     conn.starttls(context=self._ssl_context())
                     self._hello(conn)  # capabilities must be asked again over TLS
                     steps.append("STARTTLS ok")
+                    encrypted = True
                 elif self.starttls_mode == "required":
                     raise TransportError(
                         f"SMTP server {where} does not offer STARTTLS, which tls=1 in MAILER_DSN "
@@ -688,6 +690,15 @@ class SmtpTransport(Transport):
             if not self.user:
                 steps.append("no AUTH")
                 return
+            if not encrypted and self.starttls_mode == "auto":
+                # tls=auto: encryption when the server offers it, but never the password in
+                # clear text (a man in the middle who strips STARTTLS from the EHLO reply would
+                # read it). Saying tls=0 is how an operator accepts that on a trusted network.
+                raise TransportError(
+                    f"SMTP server {where} does not offer STARTTLS: refusing to send the "
+                    f"password for user {self.user!r} in clear text (tls=0 in MAILER_DSN "
+                    "allows it, on a network you trust; smtps:// encrypts from the start)"
+                )
             if not conn.has_extn("auth"):
                 hint = "" if self.implicit_tls or self.starttls_mode != "never" else (
                     " (many servers offer AUTH only after STARTTLS: remove tls=0)")
