@@ -237,10 +237,18 @@ def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
     """Run the send for `day` through the pipeline; log the result and alert staff when it
     failed, was skipped for want of articles, or ran late. Never raises: the scheduler must
     still be there tomorrow."""
+    from mailer import spamassassin
     from mailer.overrides import refresh
 
     refresh(app)  # settings staff changed in the console since the daemon started
     settings = app.settings
+    # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the
+    # edition built, and the preflight check then waits for its scan alone.
+    with spamassassin.warmed(spamassassin.configured_command(settings)):
+        return _run_daily(app, day, trigger, settings)
+
+
+def _run_daily(app: App, day: date, trigger: str, settings: Settings) -> RunReport:
     due = send_instant(settings, day)
     due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"
     started = app.clock.now()

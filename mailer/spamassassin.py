@@ -141,7 +141,11 @@ def _start_warm(command: str) -> _Warm | None:
     perl = _perl_of(binary) if binary else None
     if perl is None:
         return None
-    home = tempfile.TemporaryDirectory(prefix="mailer-sa-")
+    try:
+        home = tempfile.TemporaryDirectory(prefix="mailer-sa-")
+    except OSError as exc:
+        log.info("could not start SpamAssassin ahead (%s); it will run when needed", exc)
+        return None
     prefs = Path(home.name) / "user_prefs"
     try:
         prefs.write_text("", encoding="utf-8")

@@ -281,6 +281,32 @@ def test_no_articles_skips_and_alerts_once(sched_app: App, clock: FixedClock) ->
     ]
 
 
+def test_the_scheduled_send_starts_spamassassin_ahead(sched_app: App,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like `mailer send`: the daily job starts SpamAssassin before it fetches the feed, and
+    the preflight check uses that one (or, without SpamAssassin, runs as before)."""
+    from mailer import spamassassin
+
+    started: list[tuple[str, object]] = []
+    real_start = spamassassin._start_warm
+
+    def spy(command: str) -> object:
+        warm = real_start(command)
+        started.append((command, warm))
+        return warm
+
+    monkeypatch.setattr(spamassassin, "_start_warm", spy)
+    add_subscribers(sched_app, SAMPLE_SUBSCRIBERS)
+    write_sample_feed(Path(sched_app.settings.feed_url), london(2026, 11, 26, 6, 30))
+    assert run_daily(sched_app, date(2026, 11, 26)).status == "sent"
+    assert [command for command, _ in started] == [
+        spamassassin.configured_command(sched_app.settings)]
+    warm = started[0][1]
+    if warm is not None:  # (SpamAssassin installed: it answered the check itself)
+        assert warm.proc.returncode == 0  # type: ignore[attr-defined]
+    assert spamassassin._warm is None  # nothing left running
+
+
 def test_a_refused_late_send_alerts(sched_app: App, clock: FixedClock) -> None:
     add_subscribers(sched_app, SAMPLE_SUBSCRIBERS)
     clock.set(london(2026, 11, 26, 10, 30))
