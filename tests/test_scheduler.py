@@ -296,6 +296,7 @@ def test_the_scheduled_send_starts_spamassassin_ahead(sched_app: App,
         return warm
 
     monkeypatch.setattr(spamassassin, "_start_warm", spy)
+    monkeypatch.setattr(spamassassin, "_spam_cache", {})  # (another test may have scored it)
     add_subscribers(sched_app, SAMPLE_SUBSCRIBERS)
     write_sample_feed(Path(sched_app.settings.feed_url), london(2026, 11, 26, 6, 30))
     assert run_daily(sched_app, date(2026, 11, 26)).status == "sent"
