@@ -447,7 +447,6 @@ def main() -> None:
                 naive_rate = naive_n / naive_loop(naive_n, port)
                 smtplib_rate = n / smtplib_replay(n, port, conns, data)
         total, dispatch, _, _ = sends[True]
-        rss_kb = peak_rss_kb
         send_rate, dispatch_rate = n / total, n / dispatch
         print(f"mailer send (whole command)   {send_rate:9.0f} msg/s  ({total:.1f} s; the fastest "
               f"of {len(paired)} runs)")
@@ -471,7 +470,7 @@ def main() -> None:
               f"{dispatch_rate / transport_rate:.2f})")
         print(f"ratio send/smtplib replay     {send_rate / smtplib_rate:9.2f}")
         print(f"ratio send/naive loop         {send_rate / naive_rate:9.2f}  (target >= 4)")
-        print(f"peak RSS of mailer send       {rss_kb / 1024:9.1f} MB  (target < 150 MB; the "
+        print(f"peak RSS of mailer send       {peak_rss_kb / 1024:9.1f} MB  (target < 150 MB; the "
               f"highest of {len(paired)} runs)")
         print("CPU per message, sender / sink (us; the send's includes collect and snapshot):")
         for label, key in (("mailer send", "sendTrue"), ("raw replay", "rawTrue"),

@@ -178,26 +178,30 @@ class Dispatcher:
             )
         return True
 
-    def _fold(self, session: Session) -> None:
-        """Write the journal's outcomes into the ledger inside `session`'s transaction (the
-        caller then calls `_folded` once it has committed)."""
-        if self.journal is not None:
-            self.journal.fold(session)
-
-    def _folded(self) -> None:
+    @contextlib.contextmanager
+    def _folding(self) -> Iterator[Session]:
+        """A write transaction that begins by writing the sent journal's outcomes into the
+        ledger (so no row is claimed, released or counted while its outcome waits there); the
+        journal is emptied once the transaction has committed."""
+        with self.write_lock, self.app.sessions.begin() as session:
+            if self.journal is not None:
+                self.journal.fold(session)
+            yield session
         if self.journal is not None:
             self.journal.clear()
         self.folded_at = time.monotonic()
 
+    def _fold_now(self) -> None:
+        """The sent journal's outcomes into the ledger, in a transaction of their own."""
+        with self._folding():
+            pass
+
     def _claim(self, worker: str, batch: int) -> list[ledger.Claim]:
         """Claim up to `batch` due rows, folding the journal in the same transaction first so
         that no row is claimed again while its outcome waits there."""
-        with self.write_lock, self.app.sessions.begin() as session:
-            self._fold(session)
-            claims = ledger.claim(session, self.edition_id, worker, batch,
-                                  self.app.clock.now(), self.app.settings.lease_seconds)
-        self._folded()
-        return claims
+        with self._folding() as session:
+            return ledger.claim(session, self.edition_id, worker, batch,
+                                self.app.clock.now(), self.app.settings.lease_seconds)
 
     # ---- the worker ----------------------------------------------------------------------
     def _plan_workers(self) -> tuple[int, Callable[[], Transport]]:
@@ -434,9 +438,7 @@ class Dispatcher:
                 return False
             if (self.journal is not None and self.journal_usable
                     and time.monotonic() - self.folded_at > JOURNAL_FOLD_SECONDS):
-                with self.write_lock, self.app.sessions.begin() as session:
-                    self._fold(session)
-                self._folded()
+                self._fold_now()
             if time.monotonic() - claimed_at > settings.lease_seconds / 3:
                 # A slow batch keeps its rows: renew the lease (rows already recorded are no
                 # longer claimed and are left alone) so no other worker sends them again.
@@ -448,11 +450,9 @@ class Dispatcher:
 
         abandoned = pool.stream(messages(), record)
         unsent = abandoned + current[taken:]
-        with self.write_lock, self.app.sessions.begin() as session:
-            self._fold(session)  # the ledger is complete whenever no stream runs
+        with self._folding() as session:  # the ledger is complete whenever no stream runs
             if unsent:  # paused, cancelled, stopped, or no connection left
                 ledger.release(session, worker, [c.id for c in unsent])
-        self._folded()
         if not pool.connected:
             pool.close()
             return None
@@ -542,16 +542,15 @@ class Dispatcher:
                     journal.close(remove=True)
 
     def _run_journalled(self) -> Progress:
-        with self.app.sessions.begin() as session:
+        # A run that died may have left outcomes in its journal: they go in first, then (on
+        # SQLite we hold the only dispatch lock) any claim left behind belongs to a dead run
+        # and goes back to the queue.
+        with self._folding() as session:
             edition = session.get(Edition, self.edition_id)
             if edition is None:
                 raise MailerError(f"no edition with id {self.edition_id}")
             session.expunge(edition)
             if self.app.engine.dialect.name == "sqlite":
-                # A run that died may have left outcomes in its journal: they go in first,
-                # then (we hold the only dispatch lock) any claim left behind belongs to a
-                # dead run and goes back to the queue.
-                self._fold(session)
                 session.execute(
                     update(ledger.Delivery)
                     .where(ledger.Delivery.edition_id == self.edition_id,
@@ -561,7 +560,6 @@ class Dispatcher:
             else:
                 ledger.recover_dead_claims(session, self.edition_id)
             c = ledger.counts(session, self.edition_id)
-        self._folded()
         self.progress.audience = sum(c.values())
         self.progress.done_before = c[DELIVERED]
         personaliser = Personaliser.for_edition(self.app, edition)
@@ -597,9 +595,7 @@ class Dispatcher:
         finally:
             if previous_term is not None:
                 signal.signal(signal.SIGTERM, previous_term)
-        with self.app.sessions.begin() as session:  # (every worker has stopped)
-            self._fold(session)
-        self._folded()
+        self._fold_now()  # (every worker has stopped)
         if not self.errors and self._edition_state() == SENDING:
             self._finish_if_done()
         if self.on_progress:

@@ -241,14 +241,14 @@ def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
     from mailer.overrides import refresh
 
     refresh(app)  # settings staff changed in the console since the daemon started
-    settings = app.settings
     # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the
     # edition built, and the preflight check then waits for its scan alone.
-    with spamassassin.warmed(spamassassin.configured_command(settings)):
-        return _run_daily(app, day, trigger, settings)
+    with spamassassin.warmed(spamassassin.configured_command(app.settings)):
+        return _run_daily(app, day, trigger)
 
 
-def _run_daily(app: App, day: date, trigger: str, settings: Settings) -> RunReport:
+def _run_daily(app: App, day: date, trigger: str) -> RunReport:
+    settings = app.settings
     due = send_instant(settings, day)
     due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"
     started = app.clock.now()

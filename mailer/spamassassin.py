@@ -206,9 +206,8 @@ def _score_warm(warm: _Warm, data: bytes, timeout: float) -> SpamResult | None:
     result = (parse_spamassassin(out.decode("utf-8", errors="replace"))
               if warm.proc.returncode == 0 else None)
     if result is None:
-        detail = err.decode("utf-8", errors="replace").strip().splitlines()
         log.info("SpamAssassin started ahead gave no score (exit %s%s); running %s",
-                 warm.proc.returncode, f": {detail[-1]}" if detail else "", warm.command)
+                 warm.proc.returncode, _last_line(err), warm.command)
     return result
 
 
@@ -256,11 +255,15 @@ def _score_cold(binary: str, data: bytes, timeout: float) -> SpamResult:
                                        "score not checked") from None
     result = parse_spamassassin(proc.stdout.decode("utf-8", errors="replace"))
     if result is None:
-        detail = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        raise SpamCheckUnavailable(
-            f"spamassassin gave no score (exit {proc.returncode}"
-            f"{': ' + detail[-1] if detail else ''}): score not checked")
+        raise SpamCheckUnavailable(f"spamassassin gave no score (exit {proc.returncode}"
+                                   f"{_last_line(proc.stderr)}): score not checked")
     return result
+
+
+def _last_line(stderr: bytes) -> str:
+    """": <the last line SpamAssassin wrote to stderr>", or "" (its reason for failing)."""
+    lines = stderr.decode("utf-8", errors="replace").strip().splitlines()
+    return f": {lines[-1]}" if lines else ""
 
 
 def parse_spamassassin(output: str) -> SpamResult | None:
