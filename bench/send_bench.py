@@ -25,6 +25,7 @@ import resource
 import select
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -460,12 +461,10 @@ def main() -> None:
               "ceiling: it scans and copies each message twice)")
         print(f"ratio send/raw replay         {send_rate / raw[True]:9.2f}  (dispatch phase "
               f"{dispatch_rate / raw[True]:.2f}; target >= 0.8)")
-        whole_ratios = sorted(w for w, _ in paired)
-        dispatch_ratios = sorted(d for _, d in paired)
         print(f"ratio per round               {'  '.join(f'{w:.2f}' for w, _ in paired)}  "
               f"(each send against the raw replay just before it; median "
-              f"{whole_ratios[len(paired) // 2]:.2f}, dispatch phase "
-              f"{dispatch_ratios[len(paired) // 2]:.2f})")
+              f"{statistics.median(w for w, _ in paired):.2f}, dispatch phase "
+              f"{statistics.median(d for _, d in paired):.2f})")
         print(f"ratio send/transport replay   {send_rate / transport_rate:9.2f}  (dispatch phase "
               f"{dispatch_rate / transport_rate:.2f})")
         print(f"ratio send/smtplib replay     {send_rate / smtplib_rate:9.2f}")
