@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,32 @@ def test_the_warm_score_is_the_commands(app: App, tmp_path: Path,
     assert "gave no score" not in caplog.text
     assert result == cold  # same score, same rules and descriptions
     assert {r.name for r in result.rules} >= {"HTML_MESSAGE"}
+
+
+@needs_spamassassin
+def test_a_check_teaches_bayes_nothing(app: App, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SpamAssassin learns every message it scores unless told not to: with a shared
+    `bayes_path`, each day's check would train the operator's filter on our newsletter. What
+    each check's HOME holds when it is removed shows whether it learned (bayes_toks)."""
+    left: list[list[str]] = []
+
+    class Recorded(tempfile.TemporaryDirectory):  # type: ignore[type-arg]
+        def cleanup(self) -> None:
+            own = Path(self.name) / ".spamassassin"
+            if Path(self.name).exists():
+                left.append(sorted(p.name for p in own.iterdir()) if own.exists() else [])
+            super().cleanup()
+
+    monkeypatch.setattr(spamassassin.tempfile, "TemporaryDirectory", Recorded)
+    data = sample(app, tmp_path)
+    cold = spamassassin.spam_score(data)  # the command
+    spamassassin._spam_cache.clear()
+    with spamassassin.warmed():
+        warm = spamassassin.spam_score(data)  # the library started ahead
+    assert warm == cold
+    assert len(left) == 2
+    assert not [name for names in left for name in names if name.startswith("bayes")], left
 
 
 @needs_spamassassin
