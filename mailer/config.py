@@ -83,6 +83,7 @@ class Settings:
     max_attempts: int = 5
     lease_seconds: int = 300
     collect_every_minutes: int = 0
+    settings_check_seconds: float = 60.0
     soft_bounce_limit: int = 3
     ses_webhook_topic_arns: list[str] = field(default_factory=list)
     trusted_proxies: int = 0
@@ -210,6 +211,7 @@ def validate(s: Settings) -> None:
     _check("lease_seconds", s.lease_seconds >= 5, "must be at least 5")
     _check("collect_every_minutes", s.collect_every_minutes >= 0,
            "must be 0 (off) or positive")
+    _check("settings_check_seconds", s.settings_check_seconds > 0, "must be positive")
     _check("soft_bounce_limit", s.soft_bounce_limit >= 1, "must be at least 1")
     _check("spamassassin_timeout", s.spamassassin_timeout > 0, "must be positive")
     _check("link_check_timeout", s.link_check_timeout > 0, "must be positive")

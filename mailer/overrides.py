@@ -10,7 +10,7 @@ Only the keys in `FIELDS` can ever be overridden: a stray ``setting:database_url
 it got there, is ignored, and secrets, the database and the transport are not on the list.
 
 `App.create` applies the stored overrides when it builds the settings; a process that is
-already running (the scheduler daemon) sees them when it next builds an App.
+already running (the scheduler daemon) re-reads them with `refresh`.
 """
 
 from __future__ import annotations
@@ -207,8 +207,35 @@ def clear_overrides(session: Session) -> None:
 
 def refresh(app: App) -> Settings:
     """Re-read the overrides into a long-running process's App (the scheduler daemon before
-    each job, the web app after a save) and return the settings now in force."""
-    # Applied on top of what the process runs with now, so a setting changed in code (tests,
-    # `mailer demo`) is kept; an override removed in the console takes effect at restart.
-    app.settings = with_overrides(app.settings, app.sessions)
+    each job and every `settings_check_seconds`) and return the settings now in force.
+
+    Every overridable key starts again from its configured value (so an override removed in
+    the console ends here too, not at the next restart) and the stored overrides go on top;
+    everything else the process runs with is kept (a setting changed in code: tests, `mailer
+    demo`). A database that cannot be read leaves the settings as they are.
+    """
+    try:
+        stored = load_overrides(app.sessions)
+    except Exception as exc:  # noqa: BLE001 - keep running on what we have
+        log.warning("could not re-read the setting overrides (%s); keeping the current ones",
+                    exc)
+        return app.settings
+    base = app.settings
+    if app.configured is not None:
+        base = _as_configured(base, app.configured)
+    app.settings = apply(base, stored)
     return app.settings
+
+
+def _as_configured(settings: Settings, configured: Settings) -> Settings:
+    """`settings` with every overridable key back at its configured value."""
+    changes: dict[str, Any] = {}
+    for key in KEYS:
+        if current_value(settings, key) == current_value(configured, key):
+            continue
+        if key == "sender_name":
+            name, address = parseaddr(configured.from_addr)[0], parseaddr(settings.from_addr)[1]
+            changes["from_addr"] = f'"{name}" <{address}>' if name else address
+        else:
+            changes[key] = getattr(configured, key)
+    return settings.replace(**changes) if changes else settings

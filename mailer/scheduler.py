@@ -13,7 +13,10 @@ to call it and what to tell staff afterwards:
   run lock see to that); past it we do not send, we alert staff. This check is explicit because
   APScheduler cannot do it for us: ``replace_existing`` recomputes the next run from "now", and a
   misfire past the grace time is merely logged;
-* an optional feed collection every N minutes, so a feed outage at 06:59 does not cost the day.
+* an optional feed collection every N minutes, so a feed outage at 06:59 does not cost the day;
+* every `settings_check_seconds` the console's settings are re-read (`ScheduleFollower`): a new
+  send time or new send days move the daily job at once, and a time moved earlier past a run
+  still to come today is treated like a run that fell due while stopped.
 
 APScheduler keeps its own real-time clock; `app.clock` (and MAILER_NOW) is used for everything
 we decide ourselves.
@@ -65,6 +68,7 @@ log = logging.getLogger("mailer.scheduler")
 
 JOB_ID = "daily-send"
 COLLECT_JOB_ID = "collect-feed"
+FOLLOW_JOB_ID = "follow-schedule"
 JOBS_TABLE = "apscheduler_jobs"
 # A scheduled job may start a little before its instant by our clock (NTP steps, MAILER_NOW):
 # it still means that day's edition, never the previous one.
@@ -368,7 +372,10 @@ def plan_startup(app: App, stored_next: datetime | None) -> StartupPlan:
 
     Without a stored job (first start) nothing is missed: a fresh install does not alert about
     days it was never asked to send. An edition left half-sent by a killed process counts as
-    due whatever the store says (its run had started, so the store had moved on).
+    due whatever the store says (its run had started, so the store had moved on). A send time
+    moved earlier, past a run still to come that day (`stored_next` later today, the new time
+    gone by), would skip the day: that counts as due too. The running daemon asks the same
+    question when the send time changes (`ScheduleFollower`).
     """
     settings = app.settings
     now = app.clock.now()
@@ -382,18 +389,29 @@ def plan_startup(app: App, stored_next: datetime | None) -> StartupPlan:
     if state == SENDING and _send_lock_held(app, day, now):
         return StartupPlan("none", day, f"edition {day} is being sent by another process")
     missed = stored_next is not None and stored_next <= now and due >= stored_next - DUE_SLACK
-    if not missed and state != SENDING:
+    # The send time moved earlier (in the console) past a run still to come that day: the new
+    # schedule's run for the day has gone by and the old one will not come.
+    overtaken = (stored_next is not None and stored_next > now
+                 and stored_next.astimezone(settings.tz).date() == day)
+    if not (missed or overtaken) and state != SENDING:
         return StartupPlan("none", day, "no scheduled run fell due while stopped")
     late = now - due
     grace = timedelta(seconds=grace_seconds(settings))
-    what = "was interrupted mid-send" if state == SENDING else "was not sent"
+    if state == SENDING:
+        what = "was interrupted mid-send"
+    elif overtaken:
+        assert stored_next is not None
+        what = (f"was not sent (it was to go at {_both(stored_next.astimezone(settings.tz))}; "
+                "the send time has moved to before now)")
+    else:
+        what = "was not sent"
     due_text = f"{due.astimezone(settings.tz):%Y-%m-%d %H:%M %Z}"
     if late <= grace:
         return StartupPlan("catch-up", day, f"edition {day} (due {due_text}) {what}; "
                            f"{_hours(late)} late, within the {_hours(grace)} window")
-    return StartupPlan("missed", day, f"edition {day} (due {due_text}) {what} and the "
-                       f"scheduler started {_hours(late)} after it, past the "
-                       f"{_hours(grace)} window (late_send_hours)")
+    return StartupPlan("missed", day, f"edition {day} (due {due_text}) {what}; now "
+                       f"{_hours(late)} late, past the {_hours(grace)} window "
+                       "(late_send_hours)")
 
 
 def _hours(delta: timedelta) -> str:
@@ -488,7 +506,72 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
         scheduler.add_job(collect_feed, trigger="interval", minutes=minutes, id=COLLECT_JOB_ID,
                           name="collect feed", replace_existing=True, coalesce=True,
                           max_instances=1, misfire_grace_time=minutes * 60)
+    scheduler.add_job(ScheduleFollower(scheduler, app), trigger="interval",
+                      seconds=settings.settings_check_seconds, id=FOLLOW_JOB_ID,
+                      name="follow the console's schedule", jobstore="memory",
+                      coalesce=True, max_instances=1, misfire_grace_time=None)
     return scheduler
+
+
+def schedule_of(settings: Settings) -> tuple[tuple[int, int], frozenset[int], str]:
+    """What the daily job's trigger is built from."""
+    return settings.send_hour_minute, settings.send_weekdays, settings.timezone
+
+
+class ScheduleFollower:
+    """A job of the running daemon: re-reads the console's settings and, when staff changed
+    the send time or days, moves the daily job there without a restart.
+
+    A time moved earlier past the run still to come today would skip today's edition; that
+    is the start-up question again (`plan_startup`, with the run the old schedule still had
+    to come): within the grace window the edition goes now, past it staff are told.
+    """
+
+    def __init__(self, scheduler: BlockingScheduler, app: App) -> None:
+        self.scheduler = scheduler
+        self.app = app
+        self.scheduled = schedule_of(app.settings)
+
+    def __call__(self) -> None:
+        try:
+            self.check()
+        except Exception:  # noqa: BLE001 - the daemon must go on with the schedule it has
+            log.exception("could not follow a change of the schedule")
+
+    def check(self) -> StartupPlan | None:
+        """Move the daily job if the schedule changed; what was done about today, if so."""
+        from mailer.overrides import refresh
+
+        settings = refresh(self.app)
+        wanted = schedule_of(settings)
+        if wanted == self.scheduled:
+            return None
+        job = self.scheduler.get_job(JOB_ID)
+        before = job.next_run_time if job is not None else None
+        job = self.scheduler.reschedule_job(JOB_ID, trigger=build_trigger(settings))
+        self.scheduled = wanted
+        log.info("schedule changed: daily send at %s on %s (%s); next run %s (was %s)",
+                 settings.send_time, settings.send_days, settings.timezone,
+                 _both(job.next_run_time), _both(before))
+        plan = plan_startup(self.app, before)
+        act_on(self.scheduler, plan)
+        return plan
+
+
+def act_on(scheduler: BlockingScheduler, plan: StartupPlan) -> None:
+    """Queue what `plan` says: a catch-up send now, or the missed-run alert now."""
+    now = datetime.now(UTC)
+    if plan.action == "catch-up":
+        log.warning("catch-up: %s: sending now", plan.reason)
+        scheduler.add_job(catch_up_send, "date", run_date=now, args=[str(plan.day)],
+                          id="catch-up", jobstore="memory", misfire_grace_time=None,
+                          replace_existing=True)
+    elif plan.action == "missed":
+        scheduler.add_job(report_missed, "date", run_date=now,
+                          args=[str(plan.day), plan.reason], id="report-missed",
+                          jobstore="memory", misfire_grace_time=None, replace_existing=True)
+    else:
+        log.debug("schedule check: %s", plan.reason)
 
 
 def run_scheduler(app: App) -> int:
@@ -507,17 +590,7 @@ def run_scheduler(app: App) -> int:
     plan = plan_startup(app, stored)
     _drop_stale_jobs(engine, {JOB_ID, COLLECT_JOB_ID} if minutes else {JOB_ID})
     scheduler = build_scheduler(app, engine)
-    now = datetime.now(UTC)
-    if plan.action == "catch-up":
-        log.warning("catch-up: %s: sending now", plan.reason)
-        scheduler.add_job(catch_up_send, "date", run_date=now, args=[str(plan.day)],
-                          id="catch-up", jobstore="memory", misfire_grace_time=None)
-    elif plan.action == "missed":
-        scheduler.add_job(report_missed, "date", run_date=now,
-                          args=[str(plan.day), plan.reason], id="report-missed",
-                          jobstore="memory", misfire_grace_time=None)
-    else:
-        log.debug("start-up check: %s", plan.reason)
+    act_on(scheduler, plan)
     _listen(scheduler, app)
     stopping = threading.Event()
 

@@ -232,6 +232,101 @@ def test_startup_finishes_a_send_interrupted_by_a_kill(sched_app: App, clock: Fi
     assert plan_startup(sched_app, london(2026, 11, 27, 7, 0)).action == "missed"
 
 
+def test_a_send_time_moved_earlier_past_todays_run_is_not_skipped(
+    sched_app: App, clock: FixedClock
+) -> None:
+    """Staff move 09:00 to 07:00 at 08:00: the old run (09:00) will not come, the new one has
+    gone by. Today's edition is due, not silently skipped till tomorrow."""
+    clock.set(london(2026, 11, 26, 8, 0))  # the app's send time is 07:00 now
+    plan = plan_startup(sched_app, london(2026, 11, 26, 9, 0))  # the old schedule's next run
+    assert (plan.action, plan.day) == ("catch-up", date(2026, 11, 26))
+    assert "the send time has moved to before now" in plan.reason
+    assert "1.0h late" in plan.reason or "60 min late" in plan.reason
+    clock.set(london(2026, 11, 26, 11, 0))  # moved from 18:00, past the grace window
+    plan = plan_startup(sched_app, london(2026, 11, 26, 18, 0))
+    assert (plan.action, plan.day) == ("missed", date(2026, 11, 26))
+    assert "past the 3.0h window" in plan.reason
+
+
+def test_a_send_time_moved_while_todays_run_is_still_ahead_is_no_catch_up(
+    sched_app: App, clock: FixedClock
+) -> None:
+    clock.set(london(2026, 11, 26, 6, 0))  # moved from 09:00 to 07:00 before either
+    assert plan_startup(sched_app, london(2026, 11, 26, 9, 0)).action == "none"
+    clock.set(london(2026, 11, 26, 8, 0))  # today's run already went: tomorrow's is next
+    assert plan_startup(sched_app, london(2026, 11, 27, 9, 0)).action == "none"
+    set_edition(sched_app, date(2026, 11, 26), SENT)  # moved earlier, but today's went by hand
+    assert plan_startup(sched_app, london(2026, 11, 26, 9, 0)).action == "none"
+
+
+def local_time(moment: datetime) -> str:
+    return f"{moment.astimezone(LONDON):%H:%M}"
+
+
+def test_the_running_daemon_follows_a_send_time_changed_in_the_console(
+    tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real APScheduler (started paused: it keeps real time, our decisions keep the test
+    clock). Configured 09:00; at 08:00 staff save 07:00: the daily job moves at once, and
+    today's edition, whose old run will not come, goes out now. Resetting the override moves
+    the job back without a restart."""
+    import threading
+
+    from mailer import overrides
+    from mailer import scheduler as sched
+
+    app = make_app(tmp_path, clock, send_time="09:00")
+    scheduler = sched.build_scheduler(app, app.engine)
+    runner = threading.Thread(target=scheduler.start, kwargs={"paused": True}, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not scheduler.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        daily = scheduler.get_job(sched.JOB_ID)
+        before = daily.next_run_time.astimezone(LONDON)
+        assert local_time(before) == "09:00"
+        day = before.date()
+        clock.set(before - timedelta(hours=1))  # 08:00 on the day the old run is for
+        follower = scheduler.get_job(sched.FOLLOW_JOB_ID).func
+        assert follower.check() is None  # nothing changed: nothing done
+        add_subscribers(app, SAMPLE_SUBSCRIBERS)
+        write_sample_feed(Path(app.settings.feed_url), clock.now() - timedelta(hours=1))
+        with app.sessions.begin() as session:
+            overrides.save_override(session, app.configured, app.settings, "send_time", "07:00")
+
+        plan = follower.check()
+        assert plan is not None and (plan.action, plan.day) == ("catch-up", day)
+        assert local_time(scheduler.get_job(sched.JOB_ID).next_run_time) == "07:00"
+        assert scheduler.get_job("catch-up").args == (str(day),)
+        assert follower.check() is None  # a second look changes nothing
+
+        monkeypatch.setattr(sched, "_APP", app)  # (what `mailer scheduler` sets for its jobs)
+        scheduler.resume()  # the catch-up job runs, as in the daemon
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with app.sessions() as session:
+                edition = get_edition(session, day)
+                if edition is not None and edition.state == SENT:
+                    break
+            time.sleep(0.1)
+        recipients = Counter(str(m["To"]).split("<")[-1].rstrip(">") for m in outbox(app)
+                             if not m["X-Mailer-Alert"])
+        assert recipients == Counter(e for e, _ in SAMPLE_SUBSCRIBERS)
+        assert alerts_in(app) == [f"[LabourList mailer] edition {day} sent late"]
+
+        with app.sessions.begin() as session:
+            overrides.clear_overrides(session)  # "Reset everything"
+        plan = follower.check()
+        assert plan is not None and plan.action == "none"  # (today's went)
+        assert local_time(scheduler.get_job(sched.JOB_ID).next_run_time) == "09:00"
+        assert app.settings.send_time == "09:00"
+    finally:
+        scheduler.shutdown(wait=True)
+        runner.join(10)
+        app.close()
+
+
 # ---- the job's outcomes and the alerts -------------------------------------------------------
 
 
@@ -674,6 +769,42 @@ def test_restart_after_a_kill_catches_up_within_grace_and_alerts_after_it(
                 daemon.stop()
 
 
+@pytest.mark.slow
+def test_a_send_time_saved_in_the_console_moves_the_running_daemon(tmp_path: Path) -> None:
+    """The daemon starts with a send time hours away; staff save the next minute in the
+    console (the `meta` row the settings page writes): it sends then, once, with no restart."""
+    from mailer import overrides
+
+    db = f"sqlite:///{tmp_path / 'moved.db'}"
+    feed, count = prepare(db, tmp_path, "moved", SAMPLE_SUBSCRIBERS)
+    fire = next_minute(12)
+    configured = fire + timedelta(hours=6)
+    with SmtpSink() as sink:
+        env = {**daemon_env(db, feed, sink, configured), "MAILER_SETTINGS_CHECK_SECONDS": "0.5"}
+        daemon = Daemon(env, tmp_path / "moved.log")
+        try:
+            assert daemon.wait_for("scheduler started", 20), daemon.output()
+            assert f"next run {configured:%Y-%m-%d %H:%M}" in daemon.output()
+            app = App.create(make_settings(tmp_path, database_url=db))
+            try:
+                with app.sessions.begin() as session:
+                    overrides.save_override(session, app.settings, app.settings, "send_time",
+                                            f"{fire:%H:%M}")
+            finally:
+                app.close()
+            assert daemon.wait_for(f"next run {fire:%Y-%m-%d %H:%M}", 10), daemon.output()
+            assert not sink.messages  # not before its minute
+            wait = (fire - datetime.now(UTC)).total_seconds() + 30
+            assert sink.wait_for(count, timeout=wait), daemon.output()
+            time.sleep(2)
+            assert subscriber_recipients(sink) == Counter(e for e, _ in SAMPLE_SUBSCRIBERS)
+            assert STAFF not in sink.recipients()  # on its (new) time: no alert
+            assert edition_row(db, tmp_path, fire.date()) == (SENT, count)
+            assert daemon.terminate() == 0, daemon.output()
+        finally:
+            daemon.stop()
+
+
 LAUNCH = """
 import sys, time
 from mailer.cli import main
@@ -728,18 +859,26 @@ def test_scheduler_job_and_two_cron_sends_at_once_send_one_edition(
 
 
 def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer.scheduler import COLLECT_JOB_ID, JOB_ID, DailyTrigger, build_scheduler
+    from mailer.scheduler import (
+        COLLECT_JOB_ID,
+        FOLLOW_JOB_ID,
+        JOB_ID,
+        DailyTrigger,
+        build_scheduler,
+    )
 
     collect_every(sched_app, 15, monkeypatch)
     scheduler = build_scheduler(sched_app, sched_app.engine)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {JOB_ID, COLLECT_JOB_ID}
+    assert set(jobs) == {JOB_ID, COLLECT_JOB_ID, FOLLOW_JOB_ID}
+    assert jobs[FOLLOW_JOB_ID].trigger.interval == timedelta(seconds=60)  # type: ignore[attr-defined]
     daily = jobs[JOB_ID]
     assert isinstance(daily.trigger, DailyTrigger)
     assert (daily.coalesce, daily.max_instances, daily.misfire_grace_time) == (True, 1, 3 * 3600)
     assert daily.func_ref == "mailer.scheduler:daily_send"  # a textual reference, for the store
     collect_every(sched_app, 0, monkeypatch)
-    assert {job.id for job in build_scheduler(sched_app, sched_app.engine).get_jobs()} == {JOB_ID}
+    assert {job.id for job in build_scheduler(sched_app, sched_app.engine).get_jobs()} == {
+        JOB_ID, FOLLOW_JOB_ID}
 
 
 @pytest.mark.slow
