@@ -19,6 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mailer.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The bundled templates live inside the package, so that an installed (not editable) mailer has
+# them too; `templates_dir` points elsewhere to replace them.
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "mailer.toml"
 
 # Keys that may only come from the environment (never from a file that could be committed).
@@ -122,7 +125,7 @@ class Settings:
 
     @property
     def templates_path(self) -> Path:
-        return Path(self.templates_dir) if self.templates_dir else PROJECT_ROOT / "templates"
+        return Path(self.templates_dir) if self.templates_dir else BUNDLED_TEMPLATES
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with some keys changed (tests and the staff console use this)."""

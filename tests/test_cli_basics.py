@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mailer.cli import cli
+from mailer.config import BUNDLED_TEMPLATES
 
 COMMANDS = [
     [], ["init"], ["collect"], ["preview"], ["send"], ["worker"], ["demo"], ["subscribers"],
@@ -94,6 +99,34 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "sent 5" in result.output
     assert len(list((tmp_path / "demo" / "outbox").rglob("*.eml"))) == 5
+
+
+def test_an_installed_mailer_carries_everything_it_loads(tmp_path: Path) -> None:
+    """A wheel (what `pip install .` makes, unlike the editable install of the README) must
+    hold the templates, the web pages' static files and the migrations: they once lived
+    outside the package and an installed `mailer demo` could not find its template."""
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "mailer", source / "mailer",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(tmp_path / "dist"), str(source)],
+                           capture_output=True, text=True, timeout=240, check=False)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package = root / "mailer"
+    needed = [path.relative_to(root).as_posix()
+              for folder in (BUNDLED_TEMPLATES, package / "migrations")
+              for path in folder.rglob("*")
+              if path.is_file() and "__pycache__" not in path.parts]
+    assert any(n.endswith("templates/edition.mjml.j2") for n in needed)
+    assert any(n.endswith("static/site.css") for n in needed)
+    assert [n for n in needed if n not in names] == []
+    assert BUNDLED_TEMPLATES.is_relative_to(package)  # (the default looks there)
 
 
 def test_erase_from_the_cli_leaves_only_a_hash(tmp_path: Path) -> None:

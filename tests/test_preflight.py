@@ -25,7 +25,7 @@ from mailer.app import App
 from mailer.cli import EXIT_PREFLIGHT, cli
 from mailer.clock import FixedClock
 from mailer.collect import collect
-from mailer.config import PROJECT_ROOT
+from mailer.config import BUNDLED_TEMPLATES, PROJECT_ROOT
 from mailer.db import init_db
 from mailer.edition import build_edition
 from mailer.errors import PreflightError
@@ -79,7 +79,7 @@ def add_huge_articles(app: App, n: int = 110) -> None:
 def templates_without_alt(tmp_path: Path) -> Path:
     """A copy of the templates whose lead image has no alt attribute."""
     target = tmp_path / "templates"
-    shutil.copytree(PROJECT_ROOT / "templates", target)
+    shutil.copytree(BUNDLED_TEMPLATES, target)
     mjml = target / "edition.mjml.j2"
     source = mjml.read_text(encoding="utf-8")
     assert ' alt="{{ a.title }}"' in source

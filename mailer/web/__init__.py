@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from mailer.app import App
-from mailer.config import PROJECT_ROOT
+from mailer.config import BUNDLED_TEMPLATES
 
 #: Optional blueprints: module name -> registered when the module exists.
 OPTIONAL_BLUEPRINTS = ("mailer.web.hooks", "mailer.web.staff")
@@ -35,7 +35,7 @@ def templates_dir(app: App) -> Path:
     """templates/web under the configured templates directory, or the bundled one when a
     custom `templates_dir` holds only email templates."""
     candidate = app.settings.templates_path / "web"
-    return candidate if candidate.is_dir() else PROJECT_ROOT / "templates" / "web"
+    return candidate if candidate.is_dir() else BUNDLED_TEMPLATES / "web"
 
 
 def create_app(app: App | None = None, test_config: dict[str, Any] | None = None) -> Flask:
