@@ -25,6 +25,9 @@ BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "mailer.toml"
 
 # Keys that may only come from the environment (never from a file that could be committed).
+# The product's names for settings whose key reads otherwise (`MAILER_FROM` is the name the
+# deployment scripts use for the sender; `MAILER_FROM_ADDR` works too).
+ENV_ALIASES = {"from_addr": "MAILER_FROM"}
 SECRET_KEYS = frozenset(
     {
         "secret_key",
@@ -265,6 +268,13 @@ def load_settings(
         env_key = f"MAILER_{key.upper()}"
         if env_key in env:
             values[key] = _coerce(key, env[env_key], hints[key])
+    for key, alias in ENV_ALIASES.items():
+        if alias not in env:
+            continue
+        own = f"MAILER_{key.upper()}"
+        if own in env and env[own] != env[alias]:
+            raise ConfigError(f"setting {key}: {alias} and {own} disagree; set one of them")
+        values[key] = _coerce(key, env[alias], hints[key])
     settings = Settings(**values)
     validate(settings)
     return settings

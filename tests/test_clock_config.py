@@ -97,6 +97,24 @@ def test_settings_env_overrides_and_validation(tmp_path) -> None:  # type: ignor
         assert key in str(err.value) and "\n" not in str(err.value)
 
 
+def test_mailer_from_names_the_sender(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`MAILER_FROM` is the product's name for the sender (scripts set it); `MAILER_FROM_ADDR`,
+    the key's own name, works too; both at once must agree."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('from_addr = "File <file@example.org>"\n')
+    base = {"MAILER_CONFIG": str(cfg)}
+    assert load_settings(base).from_addr == "File <file@example.org>"
+    sender = "LabourList Daily <daily@news.example.org>"
+    assert load_settings({**base, "MAILER_FROM": sender}).from_addr == sender
+    assert load_settings({**base, "MAILER_FROM_ADDR": sender}).from_addr == sender
+    assert load_settings({**base, "MAILER_FROM": sender, "MAILER_FROM_ADDR": sender}
+                         ).from_addr == sender
+    with pytest.raises(ConfigError, match="MAILER_FROM and MAILER_FROM_ADDR disagree"):
+        load_settings({**base, "MAILER_FROM": sender, "MAILER_FROM_ADDR": "x@example.org"})
+    with pytest.raises(ConfigError, match="from_addr"):
+        load_settings({**base, "MAILER_FROM": "x@y\r\nBcc: z@q"})
+
+
 def test_secrets_refused_in_config_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "m.toml"
     cfg.write_text('secret_key = "oops"\n')
