@@ -51,6 +51,7 @@ class Settings:
 
     from_addr: str = "LabourList Daily <daily@labourlist.org>"
     reply_to: str = "editor@labourlist.org"
+    bounce_address: str = ""  # SMTP envelope sender (Return-Path); "" means from_addr's
     list_id: str = "LabourList Daily <daily.labourlist.org>"
     unsubscribe_mailto: str = "unsubscribe@labourlist.org"
     postal_address: str = "LabourList, 1 Example Street, London SE1 0AA"
@@ -225,10 +226,14 @@ def validate(s: Settings) -> None:
     _check("port", 0 < s.port < 65536, "must be a TCP port")
     _check("feed_timeout", s.feed_timeout > 0, "must be positive")
     _check("feed_max_pages", s.feed_max_pages >= 1, "must be at least 1")
-    for key in ("from_addr", "reply_to", "list_id", "subject", "unsubscribe_mailto"):
+    for key in ("from_addr", "reply_to", "bounce_address", "list_id", "subject",
+                "unsubscribe_mailto"):
         value = getattr(s, key)
         _check(key, "\r" not in value and "\n" not in value, "must not contain a line break")
     _check("from_addr", "@" in s.from_addr, "must contain an address")
+    _check("bounce_address", not s.bounce_address or bool(
+        re.fullmatch(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+", s.bounce_address)),
+        "must be a bare address like bounces@labourlist.org")
 
 
 def load_settings(

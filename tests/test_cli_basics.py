@@ -18,7 +18,7 @@ COMMANDS = [
     [], ["init"], ["collect"], ["preview"], ["send"], ["worker"], ["demo"], ["subscribers"],
     ["subscribers", "add"], ["subscribers", "import"], ["subscribers", "export"],
     ["subscribers", "list"], ["subscribers", "unsubscribe"], ["editions"], ["scheduler"],
-    ["serve"], ["status"],
+    ["serve"], ["status"], ["bounces"], ["bounces", "ingest"],
 ]
 
 

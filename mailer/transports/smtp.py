@@ -245,7 +245,7 @@ class SmtpTransport(Transport):
         return cls(
             dsn.host,
             dsn.port,
-            sender=parseaddr(settings.from_addr)[1],
+            sender=settings.bounce_address or parseaddr(settings.from_addr)[1],
             user=dsn.user,
             password=password,
             implicit_tls=implicit,

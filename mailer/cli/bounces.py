@@ -1,0 +1,82 @@
+"""mailer bounces ingest: bounce reports by email, for the SMTP transport (mailer/bounces.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mailer.cli import cli, fail, get_app, handle_errors
+
+# sysexits.h EX_TEMPFAIL: an MTA that pipes a message to us keeps it and tries again later.
+EXIT_TEMPFAIL = 75
+
+
+@cli.group()
+def bounces() -> None:
+    """Bounce reports that come back by email (SMTP transport)."""
+
+
+@bounces.command("ingest")
+@click.argument("files", nargs=-1,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Read the new messages of this Maildir, moving each to cur/ once applied.")
+@click.pass_context
+@handle_errors
+def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None) -> None:
+    """Apply delivery status reports (RFC 3464) to the subscribers they are about.
+
+    With no FILES and no --maildir, one message is read from standard input: what an MTA's
+    alias pipe gives (e.g. `bounces: "|/srv/mailer/.venv/bin/mailer bounces ingest"`). A hard
+    bounce marks the subscriber bounced; other failures count as soft bounces. Messages that
+    are not reports, or are about messages we did not send, change nothing and still exit 0
+    (an MTA would otherwise bounce the bounce). If the database cannot be written the exit
+    status is 75 (EX_TEMPFAIL), so the MTA keeps the message and tries again; in a Maildir the
+    message stays in new/.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailer.bounces import ingest
+    from mailer.db import require_schema
+
+    app = get_app(ctx)
+    try:
+        with app.engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        fail(f"cannot reach the database ({_first_line(exc)}); the message is kept, try again "
+             "later", EXIT_TEMPFAIL)
+    require_schema(app.engine)
+    sources: list[tuple[str, bytes, Path | None]] = []
+    if maildir is not None:
+        new = maildir / "new"
+        if not new.is_dir() or not (maildir / "cur").is_dir():
+            fail(f"{maildir} is not a Maildir (it needs new/ and cur/)")
+        sources += [(path.name, path.read_bytes(), path)
+                    for path in sorted(new.iterdir()) if path.is_file()]
+    sources += [(str(path), path.read_bytes(), None) for path in files]
+    if maildir is None and not files:
+        sources.append(("stdin", sys.stdin.buffer.read(), None))
+    counts: dict[str, int] = {}
+    for name, raw, path in sources:
+        try:
+            with app.sessions.begin() as session:
+                outcomes = ingest(session, raw, app.clock.now(),
+                                  soft_bounce_limit=app.settings.soft_bounce_limit)
+        except SQLAlchemyError as exc:
+            fail(f"{name}: cannot write to the database ({_first_line(exc)}); the message is "
+                 "kept, try again later", EXIT_TEMPFAIL)
+        if path is not None and maildir is not None:
+            path.rename(maildir / "cur" / f"{path.name}:2,S")
+        for outcome in outcomes:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            click.echo(f"{name}: {outcome.status}: {outcome.detail}")
+    summary = ", ".join(f"{counts.get(k, 0)} {k}"
+                        for k in ("applied", "duplicate", "unmatched", "ignored"))
+    click.echo(f"{len(sources)} message(s): {summary}")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
