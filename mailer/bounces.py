@@ -34,6 +34,9 @@ from mailer.webhooks.events import EventKind, apply, digest
 
 PROVIDER = "dsn"
 MAX_REPORT_BYTES = 10 * 1024 * 1024
+# A report is about one message, and each of ours has one recipient: more blocks than this are
+# not a report about us (only the first are read).
+MAX_RECIPIENTS = 20
 _STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 # `ledger.MessageIds`: <YYYYMMDD.{delivery id}.{keyed hash}@domain>
 _OUR_MESSAGE_ID = re.compile(r"^<\d{8}\.(\d+)\.[0-9a-f]{12}@[^<>\s]+>$")
@@ -99,7 +102,7 @@ def read_report(raw: bytes) -> Report:
         raise NotAReport("a report without a message/delivery-status part")
     blocks = _status_blocks(status_part)
     recipients = []
-    for block in blocks[1:]:  # (the first block is about the message, not a recipient)
+    for block in blocks[1:MAX_RECIPIENTS + 1]:  # (the first is about the message itself)
         final = _address(block.get("Final-Recipient", ""))
         before = _address(block.get("Original-Recipient", ""))
         if not (final or before):

@@ -206,3 +206,38 @@ def test_a_database_that_is_down_keeps_the_message(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["bounces", "ingest"], env=environ, input=b"x")
     assert result.exit_code == 75, result.output
     assert "cannot reach the database" in result.output and "kept" in result.output
+
+
+def test_hostile_messages_are_ignored_with_a_reason(sent, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
+    """Whatever arrives at a public address: nothing crashes, nothing changes, exit 0."""
+    app, _feed, environ = sent
+    original = sent_to(smtp_sink, "bob@example.org")
+    report = dsn.postfix(original, "bob@example.org")
+    head, _, rest = report.partition(b"Final-Recipient:")
+    many = head + b"".join(b"Final-Recipient: rfc822; x%d@example.net\r\nAction: failed\r\n"
+                           b"Status: 5.1.1\r\n\r\n" % i for i in range(500)) + \
+        b"Final-Recipient:" + rest
+    nested = (b"Content-Type: multipart/report; report-type=delivery-status; boundary=b0\r\n\r\n"
+              + b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n"
+                         % (i, i + 1) for i in range(2000)))
+    cases = {
+        "huge": b"Subject: x\r\n\r\n" + b"a" * (11 * 1024 * 1024),
+        "nested": nested,
+        "binary": bytes(range(256)) * 64,
+        "injected": dsn.postfix(original, "bob@example.org\r\nX-Evil: yes",
+                                report_id="<evil@example.net>"),
+    }
+    for name, raw in cases.items():
+        result = ingest(environ, stdin=raw)
+        assert result.exit_code == 0, (name, result.output)
+        assert "ignored" in result.output or "unmatched" in result.output or (
+            "applied" in result.output), (name, result.output)
+    assert "larger than 10 MB" in ingest(environ, stdin=cases["huge"]).output
+    result = ingest(environ, stdin=many)
+    assert result.exit_code == 0
+    assert result.output.count("applied:") == 20  # (MAX_RECIPIENTS), all about Bob's delivery
+    with app.sessions() as session:
+        bob = find(session, "bob@example.org")
+        assert bob is not None and bob.status == BOUNCED
+        assert all("\n" not in e.detail and "\r" not in e.detail for e in bob.events)
+    assert status(app, "ann@example.org") == ACTIVE and status(app, "sian@example.org") == ACTIVE
