@@ -29,7 +29,7 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
     """Apply delivery status reports (RFC 3464) to the subscribers they are about.
 
     With no FILES and no --maildir, one message is read from standard input: what an MTA's
-    alias pipe gives (e.g. `bounces: "|/srv/mailer/.venv/bin/mailer bounces ingest"`). A hard
+    pipe gives (see docs/providers.md: the MTA's bare environment needs MAILER_CONFIG). A hard
     bounce marks the subscriber bounced; other failures count as soft bounces. Messages that
     are not reports, or are about messages we did not send, change nothing and still exit 0
     (an MTA would otherwise bounce the bounce). If the database cannot be written the exit
@@ -49,18 +49,19 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
         fail(f"cannot reach the database ({_first_line(exc)}); the message is kept, try again "
              "later", EXIT_TEMPFAIL)
     require_schema(app.engine)
-    sources: list[tuple[str, bytes, Path | None]] = []
+    # (name, file or None for stdin, whether it is a Maildir message), read one at a time
+    sources: list[tuple[str, Path | None, bool]] = []
     if maildir is not None:
         new = maildir / "new"
         if not new.is_dir() or not (maildir / "cur").is_dir():
             fail(f"{maildir} is not a Maildir (it needs new/ and cur/)")
-        sources += [(path.name, path.read_bytes(), path)
-                    for path in sorted(new.iterdir()) if path.is_file()]
-    sources += [(str(path), path.read_bytes(), None) for path in files]
+        sources += [(path.name, path, True) for path in sorted(new.iterdir()) if path.is_file()]
+    sources += [(str(path), path, False) for path in files]
     if maildir is None and not files:
-        sources.append(("stdin", sys.stdin.buffer.read(), None))
+        sources.append(("stdin", None, False))
     counts: dict[str, int] = {}
-    for name, raw, path in sources:
+    for name, path, in_maildir in sources:
+        raw = path.read_bytes() if path is not None else sys.stdin.buffer.read()
         try:
             with app.sessions.begin() as session:
                 outcomes = ingest(session, raw, app.clock.now(),
@@ -68,7 +69,7 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
         except SQLAlchemyError as exc:
             fail(f"{name}: cannot write to the database ({_first_line(exc)}); the message is "
                  "kept, try again later", EXIT_TEMPFAIL)
-        if path is not None and maildir is not None:
+        if in_maildir and path is not None and maildir is not None:
             path.rename(maildir / "cur" / f"{path.name}:2,S")
         for outcome in outcomes:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
