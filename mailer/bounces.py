@@ -20,7 +20,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
@@ -29,7 +29,7 @@ from email.utils import parseaddr
 from sqlalchemy.orm import Session
 
 from mailer.models import Delivery
-from mailer.transports.smtp import is_hard_bounce
+from mailer.transports.smtp import dead_address_status
 from mailer.webhooks.events import EventKind, apply, digest
 
 PROVIDER = "dsn"
@@ -37,7 +37,6 @@ MAX_REPORT_BYTES = 10 * 1024 * 1024
 # A report is about one message, and each of ours has one recipient: more blocks than this are
 # not a report about us (only the first are read).
 MAX_RECIPIENTS = 20
-_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 # `ledger.MessageIds`: <YYYYMMDD.{delivery id}.{keyed hash}@domain>
 _OUR_MESSAGE_ID = re.compile(r"^<\d{8}\.(\d+)\.[0-9a-f]{12}@[^<>\s]+>$")
 
@@ -50,8 +49,7 @@ class NotAReport(ValueError):
 class Recipient:
     """One per-recipient block of a report."""
 
-    address: str  # Final-Recipient (Original-Recipient when it names one of ours)
-    original: str  # Original-Recipient, "" when absent
+    address: str  # Final-Recipient (Original-Recipient when there is no Final-Recipient)
     action: str  # failed | delayed | delivered | relayed | expanded
     status: str  # "5.1.1"
     diagnostic: str  # Diagnostic-Code without its type ("smtp; "), one line
@@ -63,7 +61,7 @@ class Report:
 
     report_id: str  # the report's own Message-ID (or a hash of it), for applying it once
     original_message_id: str  # the Message-ID of the message that failed, "" if not returned
-    recipients: list[Recipient] = field(default_factory=list)
+    recipients: list[Recipient]
 
 
 def _address(value: str) -> str:
@@ -92,7 +90,7 @@ def read_report(raw: bytes) -> Report:
         kind = part.get_content_type()
         if kind == "message/delivery-status" and status_part is None:
             status_part = part
-        elif kind in ("message/rfc822", "message/rfc822-headers") and original is None:
+        elif kind == "message/rfc822" and original is None:
             payload = part.get_payload()
             original = payload[0] if isinstance(payload, list) and payload else None
         elif kind == "text/rfc822-headers" and original is None:
@@ -109,7 +107,7 @@ def read_report(raw: bytes) -> Report:
             continue
         diagnostic = _one_line(block.get("Diagnostic-Code", ""))
         diagnostic = diagnostic.split(";", 1)[1].strip() if ";" in diagnostic else diagnostic
-        recipients.append(Recipient(address=final or before, original=before,
+        recipients.append(Recipient(address=final or before,
                                     action=_one_line(block.get("Action", "")).lower(),
                                     status=_one_line(block.get("Status", "")),
                                     diagnostic=diagnostic[:500]))
@@ -143,16 +141,14 @@ class Outcome:
 
 def kind_of(recipient: Recipient) -> EventKind:
     """The event a report's recipient block is, by the same rule as SMTP replies."""
-    match = _STATUS.match(recipient.status)
     if recipient.action == "delivered":
         return EventKind.DELIVERED
     if recipient.action == "delayed":
         return EventKind.DEFERRED
-    if recipient.action != "failed" or match is None:
+    dead = dead_address_status(recipient.status)
+    if recipient.action != "failed" or dead is None:
         return EventKind.UNKNOWN
-    if is_hard_bounce(550, recipient.status):  # (decided by the status: 5.1.x, 5.2.1)
-        return EventKind.BOUNCE_HARD
-    return EventKind.BOUNCE_SOFT
+    return EventKind.BOUNCE_HARD if dead else EventKind.BOUNCE_SOFT
 
 
 def ingest(session: Session, raw: bytes, now: datetime, *,
@@ -170,12 +166,12 @@ def ingest(session: Session, raw: bytes, now: datetime, *,
                else f"{report.original_message_id} is not a message we sent")
         return [Outcome("unmatched", f"report about {r.address}: {why}; nothing changed")
                 for r in report.recipients]
+    # The Message-ID proves which delivery failed; the address the report names may be where
+    # that subscriber's mail was forwarded to.
+    email_address = delivery.email
     outcomes = []
     for recipient in report.recipients:
         kind = kind_of(recipient)
-        # The Message-ID proves which delivery failed; the address the report names may be
-        # where that subscriber's mail was forwarded to.
-        email_address = delivery.email
         detail = f"{recipient.status} {recipient.diagnostic}".strip() or recipient.action
         payload = {"report": report.report_id, "message_id": report.original_message_id,
                    "recipient": recipient.address, "action": recipient.action,

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.errors import ConfigError, MailerError
+from mailer.errors import ConfigError, DatabaseUnreachable, MailerError
 from mailer.models import Meta
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _upgrade(engine: Engine, cfg: AlembicConfig) -> str:
 
             command.upgrade(cfg, "head")
     except OperationalError as exc:
-        raise MailerError(f"database unreachable: {exc.orig}") from None
+        raise DatabaseUnreachable(f"database unreachable: {exc.orig}") from None
     return current_revision(engine)
 
 
@@ -116,7 +116,7 @@ def require_schema(engine: Engine) -> None:
         with engine.connect() as conn:
             ok = inspect(conn).has_table("subscribers")
     except OperationalError as exc:
-        raise MailerError(f"database unreachable: {exc.orig}") from None
+        raise DatabaseUnreachable(f"database unreachable: {exc.orig}") from None
     if not ok:
         raise MailerError("database has no tables yet: run `mailer init` first")
 

@@ -9,6 +9,16 @@ class MailerError(Exception):
     """Base class: something went wrong that the user can act on."""
 
 
+class DatabaseUnreachable(MailerError):
+    """The database cannot be reached at all (a caller may try again later)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's first line, or its type's name when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ConfigError(MailerError, ValueError):
     """A setting is missing or malformed; the message names the key."""
 

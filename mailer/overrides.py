@@ -122,7 +122,7 @@ def _replacements(settings: Settings, values: Mapping[str, str]) -> dict[str, An
     for key, value in values.items():
         if key == "sender_name":
             address = parseaddr(settings.from_addr)[1]
-            changes["from_addr"] = f'"{value}" <{address}>'
+            changes["from_addr"] = f'"{value}" <{address}>' if value else address
         else:
             changes[key] = value
     return changes
@@ -229,13 +229,6 @@ def refresh(app: App) -> Settings:
 
 def _as_configured(settings: Settings, configured: Settings) -> Settings:
     """`settings` with every overridable key back at its configured value."""
-    changes: dict[str, Any] = {}
-    for key in KEYS:
-        if current_value(settings, key) == current_value(configured, key):
-            continue
-        if key == "sender_name":
-            name, address = parseaddr(configured.from_addr)[0], parseaddr(settings.from_addr)[1]
-            changes["from_addr"] = f'"{name}" <{address}>' if name else address
-        else:
-            changes[key] = getattr(configured, key)
-    return settings.replace(**changes) if changes else settings
+    values = {key: current_value(configured, key) for key in KEYS
+              if current_value(settings, key) != current_value(configured, key)}
+    return settings.replace(**_replacements(settings, values)) if values else settings

@@ -21,6 +21,7 @@ from mailer import ledger
 from mailer.app import App
 from mailer.db import current_revision
 from mailer.edition import send_instant, window_for
+from mailer.errors import one_line
 from mailer.locks import holder_alive
 from mailer.models import (
     CANCELLED,
@@ -214,7 +215,7 @@ def _check_transport(app: App, status: Status) -> None:
         else:
             detail = transport.check()
     except Exception as exc:  # noqa: BLE001 - any failure here is the answer, not a crash
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         status.transport["error"] = reason
         status.problem(f"transport unreachable: {reason}")
         return

@@ -105,7 +105,7 @@ def test_each_mta_shape_is_read(sent, smtp_sink: SmtpSink) -> None:  # type: ign
     ("", "failed", EventKind.UNKNOWN),
 ])
 def test_which_reports_suppress_an_address(status: str, action: str, kind: EventKind) -> None:
-    assert kind_of(Recipient("a@example.org", "", action, status, "")) is kind
+    assert kind_of(Recipient("a@example.org", action, status, "")) is kind
 
 
 def test_a_hard_bounce_suppresses_once_and_the_next_edition_leaves_them_out(  # type: ignore[no-untyped-def]
@@ -205,7 +205,8 @@ def test_a_database_that_is_down_keeps_the_message(tmp_path: Path) -> None:
                "MAILER_SECRET_KEY": "x"}
     result = CliRunner().invoke(cli, ["bounces", "ingest"], env=environ, input=b"x")
     assert result.exit_code == 75, result.output
-    assert "cannot reach the database" in result.output and "kept" in result.output
+    assert "error: database unreachable: " in result.output
+    assert "the message is kept, try again later" in result.output
 
 
 def test_hostile_messages_are_ignored_with_a_reason(sent, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
@@ -220,19 +221,18 @@ def test_hostile_messages_are_ignored_with_a_reason(sent, smtp_sink: SmtpSink) -
     nested = (b"Content-Type: multipart/report; report-type=delivery-status; boundary=b0\r\n\r\n"
               + b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n"
                          % (i, i + 1) for i in range(2000)))
-    cases = {
-        "huge": b"Subject: x\r\n\r\n" + b"a" * (11 * 1024 * 1024),
-        "nested": nested,
-        "binary": bytes(range(256)) * 64,
-        "injected": dsn.postfix(original, "bob@example.org\r\nX-Evil: yes",
-                                report_id="<evil@example.net>"),
+    cases = {  # what arrives: what the command says of it
+        b"Subject: x\r\n\r\n" + b"a" * (11 * 1024 * 1024): "ignored: larger than 10 MB",
+        nested: "ignored: unreadable message (RecursionError",
+        bytes(range(256)) * 64: "ignored: not a delivery status report",
+        # a CR LF in the recipient only ends that line of the report: Bob's delivery, applied
+        dsn.postfix(original, "bob@example.org\r\nX-Evil: yes", report_id="<evil@example.net>"):
+            "applied: bob@example.org: bounce_hard",
     }
-    for name, raw in cases.items():
+    for raw, said in cases.items():
         result = ingest(environ, stdin=raw)
-        assert result.exit_code == 0, (name, result.output)
-        assert "ignored" in result.output or "unmatched" in result.output or (
-            "applied" in result.output), (name, result.output)
-    assert "larger than 10 MB" in ingest(environ, stdin=cases["huge"]).output
+        assert result.exit_code == 0, result.output
+        assert f"stdin: {said}" in result.output, (said, result.output)
     result = ingest(environ, stdin=many)
     assert result.exit_code == 0
     assert result.output.count("applied:") == 20  # (MAX_RECIPIENTS), all about Bob's delivery

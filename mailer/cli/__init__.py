@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from mailer.errors import MailerError
+from mailer.errors import MailerError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,8 +72,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except MailerError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                 exit_code_for(exc))
+            fail(one_line(exc), exit_code_for(exc))
         return None
 
     return wrapper  # type: ignore[return-value]

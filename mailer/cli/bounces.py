@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.errors import DatabaseUnreachable, one_line
 
 # sysexits.h EX_TEMPFAIL: an MTA that pipes a message to us keeps it and tries again later.
 EXIT_TEMPFAIL = 75
@@ -43,41 +44,35 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
 
     app = get_app(ctx)
     try:
-        with app.engine.connect():
-            pass
-    except SQLAlchemyError as exc:
-        fail(f"cannot reach the database ({_first_line(exc)}); the message is kept, try again "
-             "later", EXIT_TEMPFAIL)
-    require_schema(app.engine)
-    # (name, file or None for stdin, whether it is a Maildir message), read one at a time
-    sources: list[tuple[str, Path | None, bool]] = []
+        require_schema(app.engine)
+    except DatabaseUnreachable as exc:
+        fail(f"{exc}; the message is kept, try again later", EXIT_TEMPFAIL)
+    # (name, the file or None for stdin, where it is filed once applied: a Maildir's cur/)
+    sources: list[tuple[str, Path | None, Path | None]] = []
     if maildir is not None:
-        new = maildir / "new"
-        if not new.is_dir() or not (maildir / "cur").is_dir():
+        new, cur = maildir / "new", maildir / "cur"
+        if not new.is_dir() or not cur.is_dir():
             fail(f"{maildir} is not a Maildir (it needs new/ and cur/)")
-        sources += [(path.name, path, True) for path in sorted(new.iterdir()) if path.is_file()]
-    sources += [(str(path), path, False) for path in files]
+        sources += [(path.name, path, cur / f"{path.name}:2,S")
+                    for path in sorted(new.iterdir()) if path.is_file()]
+    sources += [(str(path), path, None) for path in files]
     if maildir is None and not files:
-        sources.append(("stdin", None, False))
+        sources.append(("stdin", None, None))
     counts: dict[str, int] = {}
-    for name, path, in_maildir in sources:
+    for name, path, filed in sources:
         raw = path.read_bytes() if path is not None else sys.stdin.buffer.read()
         try:
             with app.sessions.begin() as session:
                 outcomes = ingest(session, raw, app.clock.now(),
                                   soft_bounce_limit=app.settings.soft_bounce_limit)
         except SQLAlchemyError as exc:
-            fail(f"{name}: cannot write to the database ({_first_line(exc)}); the message is "
+            fail(f"{name}: cannot write to the database ({one_line(exc)}); the message is "
                  "kept, try again later", EXIT_TEMPFAIL)
-        if in_maildir and path is not None and maildir is not None:
-            path.rename(maildir / "cur" / f"{path.name}:2,S")
+        if path is not None and filed is not None:
+            path.rename(filed)
         for outcome in outcomes:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
             click.echo(f"{name}: {outcome.status}: {outcome.detail}")
     summary = ", ".join(f"{counts.get(k, 0)} {k}"
                         for k in ("applied", "duplicate", "unmatched", "ignored"))
     click.echo(f"{len(sources)} message(s): {summary}")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

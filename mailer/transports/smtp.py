@@ -66,9 +66,17 @@ def is_hard_bounce(code: int, text: str) -> bool:
     """
     if not 500 <= code < 600:
         return False
+    dead = dead_address_status(text)
+    return code == 550 if dead is None else dead
+
+
+def dead_address_status(text: str) -> bool | None:
+    """Whether the enhanced status code that `text` starts with (5.1.1) says the address is
+    dead, by `is_hard_bounce`'s rule; None when it starts with none. Bounce reports by email
+    (`mailer.bounces`) carry the same codes."""
     match = _ENHANCED.match(text)
     if match is None:
-        return code == 550
+        return None
     klass, subject, detail = match.groups()
     if klass != "5":
         return False

@@ -25,7 +25,7 @@ from flask import Flask
 from mailer import audit
 from mailer.app import App
 from mailer.dispatch import Progress
-from mailer.errors import MailerError
+from mailer.errors import MailerError, one_line
 from mailer.pipeline import SendOutcome, run_send
 
 log = logging.getLogger("mailer.web.staff")
@@ -112,7 +112,7 @@ def _run(app: App, job: SendJob, *, force: bool, reason: str) -> None:
         if not job.outcome.ok:
             action = "send-failed"
     except MailerError as exc:
-        job.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        job.error = one_line(exc)
         action, detail = "send-failed", job.error
     except Exception as exc:  # noqa: BLE001 - a thread must report, never vanish
         log.exception("console send of edition %s crashed", job.day)
