@@ -13,6 +13,12 @@ Only reports about our own messages count. The envelope sender is a public addre
 could mail it a report saying that a subscriber bounced; a report is applied only when it
 returns the original message's Message-ID and that is the Message-ID the ledger recorded for
 the delivery it names (Message-IDs carry a keyed hash of the delivery: `ledger.MessageIds`).
+
+With VERP (`mailer.verp`) the address a bounce was delivered to names the delivery by the same
+keyed token, so bounces that are not reports, or return no headers, are applied too: the
+status code in their text says what happened (qmail's "(#5.1.1)", Exim's "550 5.1.1 ...");
+one with no status in it is stored and changes nothing, and an automatic reply ("out of the
+office", sent to the envelope sender as RFC 3834 asks) is ignored.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 
 from sqlalchemy.orm import Session
 
 from mailer.models import Delivery
-from mailer.transports.smtp import dead_address_status
+from mailer.transports.smtp import dead_address_status, is_hard_bounce
+from mailer.verp import token_of
 from mailer.webhooks.events import EventKind, apply, digest
 
 PROVIDER = "dsn"
@@ -39,6 +46,20 @@ MAX_REPORT_BYTES = 10 * 1024 * 1024
 MAX_RECIPIENTS = 20
 # `ledger.MessageIds`: <YYYYMMDD.{delivery id}.{keyed hash}@domain>
 _OUR_MESSAGE_ID = re.compile(r"^<\d{8}\.(\d+)\.[0-9a-f]{12}@[^<>\s]+>$")
+# Where the address a message was delivered to may be found, most specific first (Postfix's
+# local delivery adds X-Original-To and Delivered-To, Exim's Envelope-To; a bounce's To is
+# the envelope sender of the message it returns).
+_DELIVERED_TO = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "To")
+# A status in a bounce's text: an enhanced code anywhere ("(#5.1.1)"), else an SMTP reply
+# code at the start of a line ("550 No such user"). Text after the returned copy of the
+# message is not read: the copy is ours, and says nothing about what happened to it.
+_TEXT_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+_TEXT_REPLY = re.compile(r"(?m)^[ \t]*([45]\d\d)[ -](.*)$")
+_COPY_FOLLOWS = re.compile(r"(?im)^[ \t]*-+ ?(below this line is a copy|this is a copy|original "
+                           r"message|the original message)")
+MAX_TEXT = 64 * 1024
+_AUTO_REPLY_SUBJECT = re.compile(r"(?i)^\s*(auto(matic)?[- ]?(reply|response)|out of (the )?"
+                                 r"office|away from|on vacation|abwesenheit|absence)")
 
 
 class NotAReport(ValueError):
@@ -151,16 +172,33 @@ def kind_of(recipient: Recipient) -> EventKind:
     return EventKind.BOUNCE_HARD if dead else EventKind.BOUNCE_SOFT
 
 
-def ingest(session: Session, raw: bytes, now: datetime, *,
-           soft_bounce_limit: int) -> list[Outcome]:
-    """Apply one message to the subscribers it is about; never raises for a bad message."""
+def ingest(session: Session, raw: bytes, now: datetime, *, soft_bounce_limit: int,
+           bounce_address: str = "", recipient: str = "") -> list[Outcome]:
+    """Apply one message to the subscribers it is about; never raises for a bad message.
+
+    `bounce_address`: the base of VERP addresses (`Settings.envelope_sender`); `recipient`:
+    the address the mail system delivered the message to, when it says (else the headers
+    that record it are read)."""
+    verp: Delivery | None = None
+    if bounce_address and len(raw) <= MAX_REPORT_BYTES:
+        try:
+            candidates = delivered_to(raw, recipient)
+        except Exception:  # noqa: BLE001 - headers the email package cannot read
+            candidates = [recipient] if recipient else []
+        verp = _verp_delivery(session, candidates, bounce_address)
     try:
         report = read_report(raw)
     except NotAReport as exc:
-        return [Outcome("ignored", str(exc))]
+        if verp is None:
+            return [Outcome("ignored", str(exc))]
+        try:
+            bounce = read_plain_bounce(raw)
+        except Exception as exc:  # noqa: BLE001
+            return [Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")]
+        return [_apply_plain_bounce(session, bounce, verp, now, soft_bounce_limit)]
     except Exception as exc:  # noqa: BLE001 - a message the email package cannot read
         return [Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")]
-    delivery = _our_delivery(session, report.original_message_id)
+    delivery = verp or _our_delivery(session, report.original_message_id)
     if delivery is None:
         why = ("it does not return the original Message-ID" if not report.original_message_id
                else f"{report.original_message_id} is not a message we sent")
@@ -185,6 +223,133 @@ def ingest(session: Session, raw: bytes, now: datetime, *,
         else:
             outcomes.append(Outcome("duplicate", f"{email_address}: already applied"))
     return outcomes
+
+
+def delivered_to(raw: bytes, recipient: str = "") -> list[str]:
+    """The addresses the message may have been delivered to: `recipient` (what the mail
+    system said), then those its delivery headers record."""
+    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+    candidates = [recipient] if recipient else []
+    for name in _DELIVERED_TO:
+        for value in headers.get_all(name) or []:
+            candidates += [address for _, address in getaddresses([str(value)])]
+    return candidates[:MAX_RECIPIENTS]
+
+
+def _verp_delivery(session: Session, candidates: list[str],
+                   bounce_address: str) -> Delivery | None:
+    """The delivery whose VERP address the message was delivered to, if any (its token
+    checked against the Message-ID the ledger recorded, as a report's would be)."""
+    for address in candidates:
+        found = token_of(address, bounce_address)
+        if found is None:
+            continue
+        token, delivery_id = found
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is not None and delivery.message_id.lower().startswith(f"<{token}@"):
+            return delivery
+    return None
+
+
+def _is_auto_reply(message: Message) -> bool:
+    """An out-of-office or other automatic answer (not a bounce) by the marks they carry.
+    (Not Auto-Submitted alone: bounces carry "auto-replied" too.)"""
+    if message.get("X-Autoreply") or message.get("X-Autorespond"):
+        return True
+    if _one_line(message.get("Precedence", "")).lower() == "auto_reply":
+        return True
+    return bool(_AUTO_REPLY_SUBJECT.match(_one_line(message.get("Subject", ""))))
+
+
+def _bounce_text(message: Message) -> str:
+    """The text of a bounce up to the returned copy of our message (attached copies and
+    headers are skipped), at most MAX_TEXT characters."""
+    texts: list[str] = []
+    parts: list[Message] = [message]
+    while parts and sum(map(len, texts)) < MAX_TEXT:
+        part = parts.pop(0)
+        kind = part.get_content_type()
+        if part.is_multipart():
+            payload = part.get_payload()
+            parts[:0] = [p for p in payload if isinstance(p, Message)][:MAX_RECIPIENTS]
+        elif kind == "text/plain" or (kind == "text/html" and not texts):
+            data = part.get_payload(decode=True) or b""
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                text = data.decode(charset, "replace")
+            except LookupError:
+                text = data.decode("utf-8", "replace")
+            if kind == "text/html":
+                text = re.sub(r"<[^>]*>", " ", text)
+            texts.append(text[:MAX_TEXT])
+        # (message/rfc822, text/rfc822-headers: our own message, not read)
+    text = "\n".join(texts)[:MAX_TEXT]
+    copy = _COPY_FOLLOWS.search(text)
+    return text[:copy.start()] if copy else text
+
+
+def plain_bounce_kind(text: str) -> tuple[EventKind, str]:
+    """What a bounce that is not a report says, by its first status code, and the line that
+    says it. Same rules as SMTP replies and reports."""
+    enhanced = _TEXT_ENHANCED.search(text)
+    reply = _TEXT_REPLY.search(text)
+    if enhanced is not None:
+        status = enhanced.group(1)
+        start = text.rfind("\n", 0, enhanced.start()) + 1
+        end = text.find("\n", enhanced.end())
+        line = _one_line(text[start:end if end >= 0 else len(text)])
+        dead = dead_address_status(status)
+        if status.startswith("4"):
+            return EventKind.DEFERRED, line
+        if status.startswith("2"):
+            return EventKind.DELIVERED, line
+        return (EventKind.BOUNCE_HARD if dead else EventKind.BOUNCE_SOFT), line
+    if reply is not None:
+        code, rest = int(reply.group(1)), reply.group(2)
+        line = _one_line(f"{code} {rest}")
+        if code >= 500:
+            return (EventKind.BOUNCE_HARD if is_hard_bounce(code, rest)
+                    else EventKind.BOUNCE_SOFT), line
+        return EventKind.DEFERRED, line
+    return EventKind.UNKNOWN, ""
+
+
+@dataclass(frozen=True)
+class PlainBounce:
+    """What a message that is not a report says (read before anything is written)."""
+
+    report_id: str  # its Message-ID, or a hash of it
+    auto_reply: str  # its subject when it is an automatic reply, else ""
+    kind: EventKind
+    line: str  # the line that gave the status, "" when none did
+
+
+def read_plain_bounce(raw: bytes) -> PlainBounce:
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    own_id = _one_line(message.get("Message-ID", ""))
+    report_id = own_id or digest(raw.decode("utf-8", "replace"))
+    if _is_auto_reply(message):
+        subject = _one_line(message.get("Subject", ""))[:80] or "no subject"
+        return PlainBounce(report_id, subject, EventKind.UNKNOWN, "")
+    kind, line = plain_bounce_kind(_bounce_text(message))
+    return PlainBounce(report_id, "", kind, line)
+
+
+def _apply_plain_bounce(session: Session, bounce: PlainBounce, delivery: Delivery,
+                        now: datetime, soft_bounce_limit: int) -> Outcome:
+    """A message to a delivery's VERP address that is not a report."""
+    if bounce.auto_reply:
+        return Outcome("ignored", f"{delivery.email}: an automatic reply, not a bounce "
+                                  f"({bounce.auto_reply})")
+    payload = {"report": bounce.report_id, "message_id": delivery.message_id,
+               "delivery": delivery.id, "verp": True, "line": bounce.line[:500]}
+    detail = bounce.line or "no status in it"
+    if not apply(session, PROVIDER, f"{bounce.report_id}|{delivery.email}", bounce.kind,
+                 delivery.email, payload, now,
+                 detail=f"bounce to the VERP address: {detail}"[:500],
+                 soft_bounce_limit=soft_bounce_limit):
+        return Outcome("duplicate", f"{delivery.email}: already applied")
+    return Outcome("applied", f"{delivery.email}: {bounce.kind.value} ({detail[:200]})")
 
 
 def _our_delivery(session: Session, message_id: str) -> Delivery | None:

@@ -11,12 +11,15 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
+from mailer.verp import MAX_LOCAL_PART, MAX_TOKEN
+from mailer.verp import fits as verp_fits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The bundled templates live inside the package, so that an installed (not editable) mailer has
@@ -52,6 +55,7 @@ class Settings:
     from_addr: str = "LabourList Daily <daily@labourlist.org>"
     reply_to: str = "editor@labourlist.org"
     bounce_address: str = ""  # SMTP envelope sender (Return-Path); "" means from_addr's
+    bounce_verp: bool = False  # each SMTP message's own envelope sender (mailer/verp.py)
     list_id: str = "LabourList Daily <daily.labourlist.org>"
     unsubscribe_mailto: str = "unsubscribe@labourlist.org"
     postal_address: str = "LabourList, 1 Example Street, London SE1 0AA"
@@ -126,6 +130,12 @@ class Settings:
     def send_weekdays(self) -> frozenset[int]:
         """Weekday numbers (Monday=0) on which the daily edition goes out."""
         return parse_days(self.send_days)
+
+    @property
+    def envelope_sender(self) -> str:
+        """Where bounces go: `bounce_address`, else the From address (with VERP, the base of
+        each message's own sender)."""
+        return self.bounce_address or parseaddr(self.from_addr)[1]
 
     @property
     def templates_path(self) -> Path:
@@ -234,6 +244,9 @@ def validate(s: Settings) -> None:
     _check("bounce_address", not s.bounce_address or bool(
         re.fullmatch(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+", s.bounce_address)),
         "must be a bare address like bounces@labourlist.org")
+    _check("bounce_verp", not s.bounce_verp or verp_fits(s.envelope_sender),
+           f"needs a bounce address whose part before the @ is at most "
+           f"{MAX_LOCAL_PART - MAX_TOKEN - 1} characters long (set bounce_address)")
 
 
 def load_settings(

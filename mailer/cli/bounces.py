@@ -24,9 +24,14 @@ def bounces() -> None:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Read the new messages of this Maildir, moving each to cur/ once applied.")
+@click.option("--recipient", metavar="ADDRESS", default="",
+              help="The address the mail system delivered the message to (Postfix: "
+                   "${original_recipient}), for VERP; otherwise read from its "
+                   "X-Original-To, Delivered-To, Envelope-To and To headers.")
 @click.pass_context
 @handle_errors
-def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None) -> None:
+def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None,
+               recipient: str) -> None:
     """Apply delivery status reports (RFC 3464) to the subscribers they are about.
 
     With no FILES and no --maildir, one message is read from standard input: what an MTA's
@@ -35,7 +40,8 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
     are not reports, or are about messages we did not send, change nothing and still exit 0
     (an MTA would otherwise bounce the bounce). If the database cannot be written the exit
     status is 75 (EX_TEMPFAIL), so the MTA keeps the message and tries again; in a Maildir the
-    message stays in new/.
+    message stays in new/. With bounce_verp on, bounces in any shape that reach a message's
+    own envelope sender (bounces+TOKEN@...) are applied by the status code in their text.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -58,13 +64,18 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
     sources += [(str(path), path, None) for path in files]
     if maildir is None and not files:
         sources.append(("stdin", None, None))
+    if recipient and len(sources) != 1:
+        fail("--recipient names where one message was delivered: give one FILE or standard "
+             "input, not a Maildir or several files")
     counts: dict[str, int] = {}
     for name, path, filed in sources:
         raw = path.read_bytes() if path is not None else sys.stdin.buffer.read()
         try:
             with app.sessions.begin() as session:
                 outcomes = ingest(session, raw, app.clock.now(),
-                                  soft_bounce_limit=app.settings.soft_bounce_limit)
+                                  soft_bounce_limit=app.settings.soft_bounce_limit,
+                                  bounce_address=app.settings.envelope_sender,
+                                  recipient=recipient)
         except SQLAlchemyError as exc:
             fail(f"{name}: cannot write to the database ({one_line(exc)}); the message is "
                  "kept, try again later", EXIT_TEMPFAIL)

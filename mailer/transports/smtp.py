@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from email.utils import parseaddr
 from typing import Literal, NamedTuple, TypeVar
 
 from mailer.config import Settings
@@ -39,6 +38,7 @@ from mailer.errors import TransportError
 from mailer.message import PLAIN_ADDRESS_RE
 from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.dsn import Dsn
+from mailer.verp import sender_for as verp_sender
 
 TlsMode = Literal["auto", "never", "required"]
 # One message's exchange as a generator returning the message's Result. It yields WAIT where
@@ -163,13 +163,14 @@ def _send_data(conn: smtplib.SMTP, data: bytes, end: bytes, tail: bytes = b"") -
 
 
 class _Prepared(NamedTuple):
-    """One message's bytes and MAIL options; `plain` when both addresses go into MAIL and RCPT
-    as they are; `pipelined` when its envelope can also go as one RFC 2920 group; `refused`
-    when it cannot be sent over this connection at all. (A tuple: one per message, and a
-    frozen dataclass costs several times as much to make.)"""
+    """One message's bytes, envelope sender and MAIL options; `plain` when both addresses go
+    into MAIL and RCPT as they are; `pipelined` when its envelope can also go as one RFC 2920
+    group; `refused` when it cannot be sent over this connection at all. (A tuple: one per
+    message, and a frozen dataclass costs several times as much to make.)"""
 
     data: bytes
     end: bytes
+    sender: str
     options: list[str]
     plain: bool
     pipelined: bool
@@ -206,6 +207,7 @@ class SmtpTransport(Transport):
         timeout: float = DEFAULT_TIMEOUT,
         local_hostname: str | None = None,
         pipelining: bool = True,
+        verp: bool = False,
     ) -> None:
         if not host:
             raise TransportError("MAILER_DSN for SMTP needs a host, e.g. smtp://smtp.example.org:587")
@@ -219,6 +221,7 @@ class SmtpTransport(Transport):
         self.port = port or (465 if implicit_tls else 25)
         self.sender = sender
         self._plain_sender = bool(PLAIN_ADDRESS_RE.fullmatch(sender))  # MAIL FROM as it is
+        self.verp = verp  # each delivery's own envelope sender (`mailer.verp`)
         self.user = user
         self._password = password
         self.implicit_tls = implicit_tls
@@ -253,7 +256,7 @@ class SmtpTransport(Transport):
         return cls(
             dsn.host,
             dsn.port,
-            sender=settings.bounce_address or parseaddr(settings.from_addr)[1],
+            sender=settings.envelope_sender,
             user=dsn.user,
             password=password,
             implicit_tls=implicit,
@@ -262,6 +265,7 @@ class SmtpTransport(Transport):
             timeout=dsn.float_option("timeout", DEFAULT_TIMEOUT),
             pipelining=dsn.bool_option("pipelining", True),
             local_hostname=dsn.options.get("local_hostname") or None,
+            verp=settings.bounce_verp,
         )
 
     def __repr__(self) -> str:
@@ -378,9 +382,12 @@ class SmtpTransport(Transport):
             data, end = wire_data(message.data), b""
         options: list[str] = []
         caps = self._caps
-        if not (self.sender.isascii() and message.recipient.isascii()):
+        sender = self.sender
+        if self.verp and message.delivery_id is not None:
+            sender = verp_sender(sender, message.message_id)
+        if not (sender.isascii() and message.recipient.isascii()):
             if not caps.smtputf8:
-                return _Prepared(data, end, options, False, False, Result(
+                return _Prepared(data, end, sender, options, False, False, Result(
                     "failed", error="the address is not ASCII and the SMTP server does not "
                                     "offer SMTPUTF8"))
             options.append("SMTPUTF8")  # smtplib then encodes commands as UTF-8
@@ -390,12 +397,13 @@ class SmtpTransport(Transport):
             options.append("BODY=8BITMIME")
         plain = bool("SMTPUTF8" not in options and self._plain_sender
                      and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
-        return _Prepared(data, end, options, plain, plain and self.chains)
+        return _Prepared(data, end, sender, options, plain, plain and self.chains)
 
-    def _envelope(self, recipient: str, options: list[str]) -> bytes:
+    @staticmethod
+    def _envelope(sender: str, recipient: str, options: list[str]) -> bytes:
         """MAIL, RCPT and DATA as one pipelined group (plain ASCII addresses only)."""
         extra = (" " + " ".join(options)) if options else ""
-        return f"MAIL FROM:<{self.sender}>{extra}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode(
+        return f"MAIL FROM:<{sender}>{extra}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode(
             "ascii")
 
     def _deliver(self, message: Outgoing, *, may_be_stale: bool) -> Steps:
@@ -413,11 +421,11 @@ class SmtpTransport(Transport):
             data, end, options = prepared.data, prepared.end, prepared.options
             if prepared.pipelined:
                 refused = yield from self._pipelined_envelope(
-                    conn, message.recipient, options, may_be_stale=may_be_stale,
-                    written=written)
+                    conn, prepared.sender, message.recipient, options,
+                    may_be_stale=may_be_stale, written=written)
             else:
                 refused = yield from self._stepwise_envelope(
-                    conn, message.recipient, options, plain=prepared.plain,
+                    conn, prepared.sender, message.recipient, options, plain=prepared.plain,
                     may_be_stale=may_be_stale)
             if refused is not None:
                 return refused
@@ -431,7 +439,7 @@ class SmtpTransport(Transport):
             if upcoming is not None:
                 ahead = self._prepare(upcoming)
                 if ahead.pipelined:  # (never when refused)
-                    tail = self._envelope(upcoming.recipient, ahead.options)
+                    tail = self._envelope(ahead.sender, upcoming.recipient, ahead.options)
                     self._chained = (upcoming, ahead)
             try:
                 tail_lost = not _send_data(conn, data, end, tail)
@@ -470,7 +478,8 @@ class SmtpTransport(Transport):
             status = "ambiguous" if data_sent else "retry"
             return Result(status, error=f"unexpected error: {type(exc).__name__}: {exc}")
 
-    def _stepwise_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
+    def _stepwise_envelope(self, conn: smtplib.SMTP, sender: str, recipient: str,
+                           options: list[str], *,
                            plain: bool, may_be_stale: bool) -> Generator[str, None,
                                                                           Result | None]:
         """MAIL, RCPT, DATA one at a time; None when the server is ready for the data.
@@ -481,9 +490,9 @@ class SmtpTransport(Transport):
         extra = (" " + " ".join(options)) if options else ""
         try:
             if plain:
-                mail = yield from _ask(conn, "mail", f"FROM:<{self.sender}>{extra}")
+                mail = yield from _ask(conn, "mail", f"FROM:<{sender}>{extra}")
             else:
-                mail = conn.mail(self.sender, options)
+                mail = conn.mail(sender, options)
             code, text = self._reply(mail)
         except OSError as exc:  # smtplib's exceptions are OSErrors too
             self._discard()
@@ -514,7 +523,8 @@ class SmtpTransport(Transport):
             return self._refused(code, f"DATA refused: {code} {text}", hard=False)
         return None
 
-    def _pipelined_envelope(self, conn: smtplib.SMTP, recipient: str, options: list[str], *,
+    def _pipelined_envelope(self, conn: smtplib.SMTP, sender: str, recipient: str,
+                            options: list[str], *,
                             may_be_stale: bool, written: bool = False) -> Generator[
                                 str, None, Result | None]:
         """RFC 2920: MAIL, RCPT and DATA in one write, then their three replies in order.
@@ -526,7 +536,7 @@ class SmtpTransport(Transport):
         """
         try:
             if not written:
-                conn.send(self._envelope(recipient, options))
+                conn.send(self._envelope(sender, recipient, options))
                 yield WAIT
             elif not _reply_buffered(conn):
                 yield WAIT

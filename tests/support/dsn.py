@@ -248,3 +248,71 @@ Content-Type: text/plain; charset=utf-8
 
 I am away until Monday.
 """)
+
+
+# ---- bounces that are not reports (they reach us only through VERP) -------------------------
+def qmail(original: bytes, recipient: str, to: str, *, reason: str = (
+        "Sorry, no mailbox here by that name. (#5.1.1)"),
+          message_id: str = "<20261127070501.31337.qmail@mx.example.net>") -> bytes:
+    """qmail-send's plain-text bounce: the reason, then a copy of the message in the text."""
+    return _lines(f"""Return-Path: <>
+Delivered-To: {to}
+Date: 27 Nov 2026 07:05:01 -0000
+From: MAILER-DAEMON@mx.example.net
+To: {to}
+Subject: failure notice
+Message-ID: {message_id}
+
+Hi. This is the qmail-send program at mx.example.net.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+<{recipient}>:
+{reason}
+
+--- Below this line is a copy of the message.
+
+{original.decode("utf-8", "replace")}
+""")
+
+
+def exim_text(recipient: str, to: str, *, reply: str = "550 User unknown",
+              temporary: bool = False) -> bytes:
+    """An old Exim's plain-text bounce (or delay warning), no headers returned; only the
+    Envelope-To its local delivery added says where it went."""
+    subject = ("Warning: message delayed" if temporary
+               else "Mail delivery failed: returning message to sender")
+    first = ("This message was created automatically by mail delivery software.\n\n"
+             + ("A message that you sent has not yet been delivered to one or more of its\n"
+                "recipients after more than 24 hours on the queue on mx.example.net.\n"
+                if temporary else
+                "A message that you sent could not be delivered to one or more of its\n"
+                "recipients. This is a permanent error. The following address(es) failed:\n"))
+    return _lines(f"""Return-Path: <>
+Envelope-To: {to}
+From: Mail Delivery System <Mailer-Daemon@mx.example.net>
+To: LabourList Daily <daily@labourlist.org>
+Subject: {subject}
+Message-Id: <E1vOr3x-0004Qw-Ab@mx.example.net>
+
+{first}
+  {recipient}
+    SMTP error from remote mail server after RCPT TO:<{recipient}>:
+    {reply}
+""")
+
+
+def vacation(to: str) -> bytes:
+    """An out-of-office reply sent, as RFC 3834 asks, to the envelope sender."""
+    return _lines(f"""Return-Path: <>
+Delivered-To: {to}
+From: Ann Active <ann@example.org>
+To: {to}
+Subject: Out of Office: LabourList Daily
+Auto-Submitted: auto-replied
+X-Autoreply: yes
+Message-ID: <ooo-2@example.org>
+Content-Type: text/plain; charset=utf-8
+
+I am away until Monday and will reply to 550 emails when I am back.
+""")
