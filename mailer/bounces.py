@@ -40,6 +40,7 @@ from mailer.verp import token_of
 from mailer.webhooks.events import EventKind, apply, digest
 
 PROVIDER = "dsn"
+SOURCE = "bounce-email"  # what a subscriber's history says a change came from
 MAX_REPORT_BYTES = 10 * 1024 * 1024
 # A report is about one message, and each of ours has one recipient: more blocks than this are
 # not a report about us (only the first are read).
@@ -218,7 +219,7 @@ def ingest(session: Session, raw: bytes, now: datetime, *, soft_bounce_limit: in
         event_id = f"{report.report_id}|{recipient.address}"
         if apply(session, PROVIDER, event_id, kind, email_address, payload, now,
                  detail=f"delivery status report: {detail}"[:500],
-                 soft_bounce_limit=soft_bounce_limit):
+                 soft_bounce_limit=soft_bounce_limit, source=SOURCE):
             outcomes.append(Outcome("applied", f"{email_address}: {kind.value} ({detail})"))
         else:
             outcomes.append(Outcome("duplicate", f"{email_address}: already applied"))
@@ -347,7 +348,7 @@ def _apply_plain_bounce(session: Session, bounce: PlainBounce, delivery: Deliver
     if not apply(session, PROVIDER, f"{bounce.report_id}|{delivery.email}", bounce.kind,
                  delivery.email, payload, now,
                  detail=f"bounce to the VERP address: {detail}"[:500],
-                 soft_bounce_limit=soft_bounce_limit):
+                 soft_bounce_limit=soft_bounce_limit, source=SOURCE):
         return Outcome("duplicate", f"{delivery.email}: already applied")
     return Outcome("applied", f"{delivery.email}: {bounce.kind.value} ({detail[:200]})")
 

@@ -122,7 +122,7 @@ def test_a_hard_bounce_suppresses_once_and_the_next_edition_leaves_them_out(  # 
         bob = find(session, "bob@example.org")
         assert bob is not None
         [event] = [e for e in bob.events if e.kind == "bounced"]  # applied once
-        assert event.source == "webhook:dsn" and "5.1.1" in event.detail
+        assert event.source == "bounce-email" and "5.1.1" in event.detail
 
     # The next day's edition: Bob is left out.
     page1, _ = _posts()

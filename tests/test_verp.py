@@ -15,6 +15,7 @@ from mailer.bounces import plain_bounce_kind
 from mailer.config import load_settings
 from mailer.errors import ConfigError
 from mailer.models import ACTIVE, BOUNCED
+from mailer.subscribers import find
 from mailer.verp import sender_for, token_of
 from mailer.webhooks.events import EventKind
 from tests.support import dsn
@@ -70,6 +71,12 @@ def test_a_plain_text_bounce_is_applied_by_the_address_it_reached(  # type: igno
     assert "(#5.1.1)" in result.output
     assert status(app, "ann@example.org") == BOUNCED
     assert status(app, "sian@example.org") == status(app, "bob@example.org") == ACTIVE
+    with app.sessions() as session:
+        ann = find(session, "ann@example.org")
+        assert ann is not None
+        [event] = [e for e in ann.events if e.kind == "bounced"]
+        assert event.source == "bounce-email"
+        assert event.detail.startswith("bounce to the VERP address: Sorry, no mailbox")
     again = ingest(environ, stdin=bounce)
     assert "stdin: duplicate: ann@example.org: already applied" in again.output
 

@@ -145,11 +145,13 @@ def apply(
     *,
     detail: str = "",
     soft_bounce_limit: int = DEFAULT_SOFT_BOUNCE_LIMIT,
+    source: str = "",
 ) -> bool:
     """Store the event and change the subscriber it is about, once.
 
     Returns False (and changes nothing) when this provider's event id was seen before. An
-    address we do not know is stored too: the record explains a later question.
+    address we do not know is stored too: the record explains a later question. `source` is
+    what the subscriber's history says the change came from (default "webhook:PROVIDER").
     """
     try:
         kind = EventKind(kind)
@@ -165,8 +167,8 @@ def apply(
         return False
     sub = find(session, address) if address else None
     if sub is not None:
-        _change(session, sub, kind, provider=provider, detail=detail, now=now,
-                soft_bounce_limit=soft_bounce_limit)
+        _change(session, sub, kind, source=source or f"webhook:{provider}", detail=detail,
+                now=now, soft_bounce_limit=soft_bounce_limit)
     return True
 
 
@@ -177,9 +179,9 @@ def apply_event(session: Session, event: Event, now: datetime, *,
                  event.payload, now, detail=event.detail, soft_bounce_limit=soft_bounce_limit)
 
 
-def _change(session: Session, sub: Subscriber, kind: EventKind, *, provider: str, detail: str,
+def _change(session: Session, sub: Subscriber, kind: EventKind, *, source: str, detail: str,
             now: datetime, soft_bounce_limit: int) -> None:
-    source = f"webhook:{provider}"[:40]
+    source = source[:40]
     detail = " ".join(detail.split())[:500]
     if kind is EventKind.BOUNCE_HARD:
         if sub.status in MAILABLE:
