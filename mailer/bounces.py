@@ -34,6 +34,7 @@ from email.utils import getaddresses, parseaddr
 
 from sqlalchemy.orm import Session
 
+from mailer.inbound import MAX_MESSAGE_BYTES, Outcome
 from mailer.models import Delivery
 from mailer.transports.smtp import dead_address_status, is_hard_bounce
 from mailer.verp import token_of
@@ -41,7 +42,7 @@ from mailer.webhooks.events import EventKind, apply, digest
 
 PROVIDER = "dsn"
 SOURCE = "bounce-email"  # what a subscriber's history says a change came from
-MAX_REPORT_BYTES = 10 * 1024 * 1024
+MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
 # A report is about one message, and each of ours has one recipient: more blocks than this are
 # not a report about us (only the first are read).
 MAX_RECIPIENTS = 20
@@ -151,14 +152,6 @@ def _status_blocks(part: Message) -> list[Message]:
     text = part.get_payload(decode=True) or b""
     chunks = re.split(r"\r?\n[ \t]*\r?\n", text.decode("utf-8", "replace").strip())
     return [HeaderParser().parsestr(chunk + "\n") for chunk in chunks if chunk.strip()]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What ingesting one report did, for the command's one line per report."""
-
-    status: str  # applied | duplicate | unmatched | ignored
-    detail: str
 
 
 def kind_of(recipient: Recipient) -> EventKind:

@@ -144,6 +144,9 @@ def simple_message(
 
 # ---- the per-edition template ----------------------------------------------------------------
 
+# A signed token as it may stand in a mailto URI unescaped (RFC 6068 unreserved characters).
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]{1,200}")
+
 # A slot is where a per-recipient value goes: ("header", name) or (part, placeholder).
 Slot = tuple[str, str]
 Segment = bytes | Slot
@@ -184,7 +187,10 @@ class MessageTemplate:
         self.test = test
         self.from_addr = sanitize_header_value(settings.from_addr)
         mailto = sanitize_header_value(settings.unsubscribe_mailto)
-        self._mailto = (f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe>"
+        # The mailto's subject carries the reader's unsubscribe token (`mailto_subject`), so
+        # `mailer unsubscribes ingest` knows whom a message sent to it is about, whatever
+        # address it comes from.
+        self._mailto = (f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe"
                         if mailto else "")
         self._segments = segments
         # fill() interleaves the fixed parts with the values in slot order: fixed, value,
@@ -349,7 +355,12 @@ class MessageTemplate:
         return ", ".join(self._list_unsubscribe_parts(_clean_url(unsubscribe_url)))
 
     def _list_unsubscribe_parts(self, clean_url: str) -> list[str]:
-        return [f"<{clean_url}>", self._mailto] if self._mailto else [f"<{clean_url}>"]
+        if not self._mailto:
+            return [f"<{clean_url}>"]
+        path, _, token = clean_url.rpartition("/")
+        if path.endswith("/unsubscribe") and _TOKEN_CHARS.fullmatch(token):
+            return [f"<{clean_url}>", f"{self._mailto}%20{token}>"]
+        return [f"<{clean_url}>", f"{self._mailto}>"]
 
     def _fold_list_unsubscribe(self, clean_url: str) -> str:
         # Fold only at the comma between the two URIs: a URI must never be broken, and

@@ -48,6 +48,15 @@ def status(app, address: str) -> str:  # type: ignore[no-untyped-def]
         return sub.status
 
 
+def only_event(app, address: str, kind: str):  # type: ignore[no-untyped-def]
+    """The one event of `kind` in the subscriber's history (a change applied once)."""
+    with app.sessions() as session:
+        sub = find(session, address)
+        assert sub is not None
+        [event] = [e for e in sub.events if e.kind == kind]
+        return event
+
+
 @pytest.fixture
 def sent(env, smtp_sink: SmtpSink):  # type: ignore[no-untyped-def]  # noqa: F811
     """The e2e edition sent through SMTP with a bounce address: ann, siân and bob got it."""

@@ -15,12 +15,11 @@ from mailer.bounces import plain_bounce_kind
 from mailer.config import load_settings
 from mailer.errors import ConfigError
 from mailer.models import ACTIVE, BOUNCED
-from mailer.subscribers import find
 from mailer.verp import sender_for, token_of
 from mailer.webhooks.events import EventKind
 from tests.support import dsn
 from tests.support.smtpsink import SmtpSink
-from tests.test_bounces import BOUNCES, ingest, status
+from tests.test_bounces import BOUNCES, ingest, only_event, status
 from tests.test_send_e2e import _mailer, env  # noqa: F401 - env is a fixture
 
 READERS = ("ann@example.org", "sian@example.org", "bob@example.org")
@@ -71,12 +70,9 @@ def test_a_plain_text_bounce_is_applied_by_the_address_it_reached(  # type: igno
     assert "(#5.1.1)" in result.output
     assert status(app, "ann@example.org") == BOUNCED
     assert status(app, "sian@example.org") == status(app, "bob@example.org") == ACTIVE
-    with app.sessions() as session:
-        ann = find(session, "ann@example.org")
-        assert ann is not None
-        [event] = [e for e in ann.events if e.kind == "bounced"]
-        assert event.source == "bounce-email"
-        assert event.detail.startswith("bounce to the VERP address: Sorry, no mailbox")
+    event = only_event(app, "ann@example.org", BOUNCED)
+    assert event.source == "bounce-email"
+    assert event.detail.startswith("bounce to the VERP address: Sorry, no mailbox")
     again = ingest(environ, stdin=bounce)
     assert "stdin: duplicate: ann@example.org: already applied" in again.output
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from mailer.cli import cli, fail, get_app, handle_errors
-from mailer.errors import DatabaseUnreachable, one_line
+from mailer.cli import cli, fail, handle_errors
+from mailer.cli.inbound import ingest_all, message_sources, sources_of
 
-# sysexits.h EX_TEMPFAIL: an MTA that pipes a message to us keeps it and tries again later.
-EXIT_TEMPFAIL = 75
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
+    from mailer.app import App
+    from mailer.inbound import Outcome
 
 
 @cli.group()
@@ -20,10 +25,7 @@ def bounces() -> None:
 
 
 @bounces.command("ingest")
-@click.argument("files", nargs=-1,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Read the new messages of this Maildir, moving each to cur/ once applied.")
+@message_sources
 @click.option("--recipient", metavar="ADDRESS", default="",
               help="The address the mail system delivered the message to (Postfix: "
                    "${original_recipient}), for VERP; otherwise read from its "
@@ -43,47 +45,15 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
     message stays in new/. With bounce_verp on, bounces in any shape that reach a message's
     own envelope sender (bounces+TOKEN@...) are applied by the status code in their text.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from mailer.bounces import ingest
-    from mailer.db import require_schema
 
-    app = get_app(ctx)
-    try:
-        require_schema(app.engine)
-    except DatabaseUnreachable as exc:
-        fail(f"{exc}; the message is kept, try again later", EXIT_TEMPFAIL)
-    # (name, the file or None for stdin, where it is filed once applied: a Maildir's cur/)
-    sources: list[tuple[str, Path | None, Path | None]] = []
-    if maildir is not None:
-        new, cur = maildir / "new", maildir / "cur"
-        if not new.is_dir() or not cur.is_dir():
-            fail(f"{maildir} is not a Maildir (it needs new/ and cur/)")
-        sources += [(path.name, path, cur / f"{path.name}:2,S")
-                    for path in sorted(new.iterdir()) if path.is_file()]
-    sources += [(str(path), path, None) for path in files]
-    if maildir is None and not files:
-        sources.append(("stdin", None, None))
+    sources = sources_of(files, maildir)
     if recipient and len(sources) != 1:
         fail("--recipient names where one message was delivered: give one FILE or standard "
              "input, not a Maildir or several files")
-    counts: dict[str, int] = {}
-    for name, path, filed in sources:
-        raw = path.read_bytes() if path is not None else sys.stdin.buffer.read()
-        try:
-            with app.sessions.begin() as session:
-                outcomes = ingest(session, raw, app.clock.now(),
-                                  soft_bounce_limit=app.settings.soft_bounce_limit,
-                                  bounce_address=app.settings.envelope_sender,
-                                  recipient=recipient)
-        except SQLAlchemyError as exc:
-            fail(f"{name}: cannot write to the database ({one_line(exc)}); the message is "
-                 "kept, try again later", EXIT_TEMPFAIL)
-        if path is not None and filed is not None:
-            path.rename(filed)
-        for outcome in outcomes:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            click.echo(f"{name}: {outcome.status}: {outcome.detail}")
-    summary = ", ".join(f"{counts.get(k, 0)} {k}"
-                        for k in ("applied", "duplicate", "unmatched", "ignored"))
-    click.echo(f"{len(sources)} message(s): {summary}")
+
+    def handle(app: App, session: Session, raw: bytes, now: datetime) -> list[Outcome]:
+        return ingest(session, raw, now, soft_bounce_limit=app.settings.soft_bounce_limit,
+                      bounce_address=app.settings.envelope_sender, recipient=recipient)
+
+    ingest_all(ctx, sources, handle)

@@ -1,0 +1,99 @@
+"""Unsubscribe requests by email: the mailto of List-Unsubscribe (RFC 2369).
+
+Mail clients that do not make RFC 8058's one-click POST offer the mailto instead (Apple Mail's
+and Outlook's unsubscribe banners among them), and send an email to `unsubscribe_mailto` with
+the subject the URI gives: "unsubscribe TOKEN", TOKEN being the reader's own signed
+unsubscribe token, the one in the link (`MessageTemplate._list_unsubscribe_parts`). Unread,
+that mailbox is where such requests go to die, and the reader keeps getting the email they
+asked to stop.
+
+Only the token counts. An email's From is trivially forged, so a message without a valid
+token (a person writing "please take me off", a forgery) changes nothing: it is reported as
+unmatched, with its From, for staff to act on by hand (`mailer subscribers unsubscribe`).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import datetime
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import parseaddr
+
+from sqlalchemy.orm import Session
+
+from mailer.inbound import MAX_MESSAGE_BYTES, Outcome
+from mailer.models import Subscriber
+from mailer.optin import unsubscribe
+from mailer.tokens import UNSUBSCRIBE, BadToken, read_token
+
+SOURCE = "mailto"  # what a subscriber's history says the change came from
+# "unsubscribe TOKEN" (the URI's %20 decoded or not), or the link's ".../unsubscribe/TOKEN";
+# a token is itsdangerous' payload and signature, URL-safe base64 joined by a dot.
+_TOKEN = re.compile(r"unsubscribe(?:%20|[ \t]+|/)([A-Za-z0-9_-]{2,100}\.[A-Za-z0-9_-]{10,100})",
+                    re.IGNORECASE)
+MAX_TEXT = 64 * 1024
+MAX_TOKENS = 5  # candidates tried per message
+
+
+def _subject(message: Message) -> str:
+    raw = str(message.get("Subject", "") or "")
+    try:
+        return str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        return raw
+
+
+def _first_text(message: Message) -> str:
+    """The first text/plain part (not inside an attached message), at most MAX_TEXT."""
+    for part in message.walk():
+        if part.get_content_type() == "message/rfc822":
+            break
+        if part.get_content_type() == "text/plain":
+            data = part.get_payload(decode=True) or b""
+            try:
+                return data[:MAX_TEXT].decode(part.get_content_charset() or "utf-8", "replace")
+            except LookupError:
+                return data[:MAX_TEXT].decode("utf-8", "replace")
+    return ""
+
+
+def read_request(raw: bytes) -> tuple[list[str], str]:
+    """The candidate tokens of a message (its subject's first, then its text's) and the
+    address it says it is from; ValueError when it is no message to read."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"larger than {MAX_MESSAGE_BYTES // (1024 * 1024)} MB")
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    sender = parseaddr(str(message.get("From", "") or ""))[1][:320]
+    found = _TOKEN.findall(_subject(message)) + _TOKEN.findall(_first_text(message))
+    tokens = list(dict.fromkeys(found))[:MAX_TOKENS]
+    return tokens, " ".join(sender.split())
+
+
+def ingest(session: Session, raw: bytes, now: datetime, *, secret: str) -> list[Outcome]:
+    """Unsubscribe the reader whose token the message carries; never raises for a bad
+    message (database errors do: the caller keeps the message for later)."""
+    try:
+        tokens, sender = read_request(raw)
+    except ValueError as exc:
+        return [Outcome("ignored", str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a message the email package cannot read
+        return [Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")]
+    origin = f"email from {sender or 'no address'}"
+    for token in tokens:
+        try:
+            subscriber_id, _ = read_token(secret, UNSUBSCRIBE, token)
+        except BadToken:
+            continue
+        sub = session.get(Subscriber, subscriber_id)
+        if sub is None:
+            return [Outcome("unmatched", f"the token is of a subscriber no longer on the list "
+                                         f"({origin}); nothing changed")]
+        if unsubscribe(session, sub, now=now, source=SOURCE, detail=origin):
+            return [Outcome("applied", f"{sub.email}: unsubscribed ({origin})")]
+        return [Outcome("duplicate", f"{sub.email}: already gets nothing ({sub.status})")]
+    why = "no valid unsubscribe token" if tokens else "no unsubscribe token"
+    return [Outcome("unmatched", f"{why} ({origin}); nothing changed: if they asked to "
+                                 "leave, mailer subscribers unsubscribe ADDRESS")]
