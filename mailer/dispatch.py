@@ -555,7 +555,7 @@ class Dispatcher:
                     update(ledger.Delivery)
                     .where(ledger.Delivery.edition_id == self.edition_id,
                            ledger.Delivery.state == ledger.CLAIMED)
-                    .values(state=ledger.QUEUED, claimed_by="", lease_until=None)
+                    .values(**ledger.back_to_queue())
                 )
             else:
                 ledger.recover_dead_claims(session, self.edition_id)

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, update
 from sqlalchemy.orm import Session
 
 from mailer.models import Delivery, Subscriber, Suppression, WebhookEvent
-from mailer.subscribers import email_hash
+from mailer.subscribers import email_hash, withdraw_queued
 
 ERASED = "erased"
 
@@ -36,6 +36,7 @@ class Erasure:
 def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> Erasure:
     """Erase `sub` inside the caller's transaction."""
     address, sub_id, digest = sub.email, sub.id, email_hash(sub.email)
+    withdraw_queued(session, sub_id, "erased during the send")
     deliveries = session.execute(
         update(Delivery).where(Delivery.subscriber_id == sub_id)
         .values(email=ERASED, name="", error=func.replace(Delivery.error, address, ERASED))

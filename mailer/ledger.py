@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailer.locks import holder_alive
@@ -30,6 +30,7 @@ from mailer.models import (
     DELIVERED,
     DFAILED,
     QUEUED,
+    WITHDRAWN,
     Delivery,
     Edition,
     Subscriber,
@@ -152,6 +153,18 @@ def sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def back_to_queue() -> dict[str, Any]:
+    """The values that give a claimed row back: queued again, or withdrawn when its reader
+    stopped receiving while it was claimed (`subscribers.withdraw_queued` leaves claimed rows
+    alone, so the row is checked here, on its way back)."""
+    still_active = (exists().where(Subscriber.id == Delivery.subscriber_id,
+                                   Subscriber.status == ACTIVE))
+    return {"state": case((still_active, QUEUED), else_=WITHDRAWN),
+            "error": case((still_active, Delivery.error), else_="left the list during the send"),
+            "permanent": case((still_active, Delivery.permanent), else_=True),
+            "claimed_by": "", "lease_until": None}
+
+
 def recover_dead_claims(session: Session, edition_id: int) -> int:
     """Return to the queue rows claimed by processes on this machine that no longer exist."""
     claimers = session.scalars(
@@ -165,7 +178,7 @@ def recover_dead_claims(session: Session, edition_id: int) -> int:
         update(Delivery)
         .where(Delivery.edition_id == edition_id, Delivery.state == CLAIMED,
                Delivery.claimed_by.in_(dead))
-        .values(state=QUEUED, claimed_by="", lease_until=None)
+        .values(**back_to_queue())
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -178,7 +191,7 @@ def release(session: Session, worker: str, ids: list[int]) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.id.in_(ids), Delivery.claimed_by == worker, Delivery.state == CLAIMED)
-        .values(state=QUEUED, claimed_by="", lease_until=None)
+        .values(**back_to_queue())
         .execution_options(synchronize_session=False)
     )
 
@@ -290,7 +303,7 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
         .group_by(Delivery.state)
     )
-    result = {QUEUED: 0, CLAIMED: 0, DELIVERED: 0, DFAILED: 0, AMBIGUOUS: 0}
+    result = {QUEUED: 0, CLAIMED: 0, DELIVERED: 0, DFAILED: 0, AMBIGUOUS: 0, WITHDRAWN: 0}
     result.update({state: n for state, n in rows})
     return result
 

@@ -212,6 +212,9 @@ class EditionArticle(Base):
 
 # Delivery (ledger) states.
 QUEUED, CLAIMED, DELIVERED, DFAILED, AMBIGUOUS = "queued", "claimed", "sent", "failed", "ambiguous"
+# Not sent because the reader stopped receiving (unsubscribed, bounced, complained, paused,
+# erased) after the snapshot and before their row was claimed: `subscribers.withdraw_queued`.
+WITHDRAWN = "withdrawn"
 
 
 class Delivery(Base):

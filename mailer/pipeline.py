@@ -197,6 +197,8 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
     if state == SENT:
         msg = (f"edition {day}: sent {c['sent']}, failed {c['failed']}, "
                f"unknown outcome {c['ambiguous']}")
+        if c["withdrawn"]:
+            msg += f", left the list during the send {c['withdrawn']}"
         return SendOutcome("sent", msg, edition.id, progress=progress, details=c)
     if state == PAUSED_SEND:
         why = f" ({final.note})" if final is not None and final.note else ""

@@ -15,14 +15,22 @@ from datetime import datetime
 from typing import IO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailer.errors import MailerError
 from mailer.models import (
     ACTIVE,
+    FAILED,
+    PAUSED_SEND,
     PENDING,
+    QUEUED,
+    READY,
+    SENDING,
     STATUSES,
+    WITHDRAWN,
+    Delivery,
+    Edition,
     Subscriber,
     SubscriberEvent,
     Suppression,
@@ -85,6 +93,8 @@ def set_status(session: Session, sub: Subscriber, status: str, *, source: str,
         raise MailerError(f"unknown status {status!r}")
     if sub.status == status:
         return False
+    if sub.status == ACTIVE and sub.id is not None:
+        withdraw_queued(session, sub.id, f"{status} during the send ({source})")
     sub.status = status
     if at is not None:
         sub.updated_at = at
@@ -96,6 +106,29 @@ def set_status(session: Session, sub: Subscriber, status: str, *, source: str,
     }.get(status, status)
     record_event(session, sub, kind, source=source, detail=detail, at=at)
     return True
+
+
+# Editions whose queued rows may still go out: about to start, sending, paused, or stopped and
+# resumable.
+UNFINISHED_EDITIONS = (READY, SENDING, PAUSED_SEND, FAILED)
+
+
+def withdraw_queued(session: Session, subscriber_id: int, why: str) -> int:
+    """Take a reader who has just stopped receiving out of every send still under way.
+
+    The audience is a snapshot: a send of 50,000 through a rate-limited relay can take an hour,
+    and someone who unsubscribes at 07:05 must not get the edition at 07:40. Their queued rows
+    become `withdrawn` and are never claimed. A claimed row is on its way and is left alone
+    (the claim is the point of no return: a worker may be writing it to the server). Through
+    the unique (edition, subscriber) index, one look per unfinished edition."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id.in_(
+                   select(Edition.id).where(Edition.state.in_(UNFINISHED_EDITIONS))),
+               Delivery.subscriber_id == subscriber_id, Delivery.state == QUEUED)
+        .values(state=WITHDRAWN, error=why[:2000], permanent=True)
+        .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,

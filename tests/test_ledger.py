@@ -178,7 +178,8 @@ def test_outcomes_guarded_by_claim(db_app: App) -> None:
         late = ledger.record(s, "intruder", [(claims[0], "<x@x>", Result("failed"))], NOW, 5)
         assert late.lost == 1
         c = ledger.counts(s, eid)
-        assert c == {"queued": 7, "claimed": 0, "sent": 1, "failed": 1, "ambiguous": 1}
+        assert c == {"queued": 7, "claimed": 0, "sent": 1, "failed": 1, "ambiguous": 1,
+                     "withdrawn": 0}
         bounced = s.get(Subscriber, claims[2].subscriber_id)
         assert bounced is not None and bounced.status == BOUNCED
         assert bounced.events[-1].kind == BOUNCED

@@ -470,6 +470,25 @@ def test_pause_resume_and_cancel_from_the_progress_page(admin: FlaskClient, fed:
     assert "send-cancelled" not in audit_actions(fed)
 
 
+def test_a_reader_who_leaves_during_the_send_shows_on_the_progress_page(
+        admin: FlaskClient, fed: App, tmp_path: Path) -> None:
+    edition = _sending(fed)
+    assert editions_control.pause(fed.sessions, edition.id)
+    assert "Left the list during the send" not in text(
+        admin.get(f"/staff/editions/{DAY}/progress"))
+    with fed.sessions.begin() as session:
+        reader = find(session, "reader3@example.org")
+        assert reader is not None
+        set_status(session, reader, UNSUBSCRIBED, source="one-click", at=fed.clock.now())
+    page = text(admin.get(f"/staff/editions/{DAY}/progress"))
+    assert "Left the list during the send" in page and 'id="withdrawn-count">1<' in page
+    assert '<progress max="5" value="1"' in page  # (accounted for, like a sent one)
+    post(admin, f"/staff/editions/{DAY}/resume")
+    assert set(eml_recipients(tmp_path / "outbox")) == {
+        f"reader{i}@example.org" for i in (0, 1, 2, 4)}
+    assert "left the list during the send 1" in text(admin.get(f"/staff/editions/{DAY}"))
+
+
 def test_cancel_a_paused_send(admin: FlaskClient, fed: App) -> None:
     edition = _sending(fed)
     assert editions_control.pause(fed.sessions, edition.id)

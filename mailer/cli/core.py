@@ -141,10 +141,12 @@ def _summary(outcome) -> None:  # type: ignore[no-untyped-def]
         from rich.table import Table
 
         table = Table(title="Send summary")
-        for col in ("sent", "failed", "ambiguous", "queued"):
-            table.add_column(col, justify="right")
         d = outcome.details
-        table.add_row(*(str(d.get(k, 0)) for k in ("sent", "failed", "ambiguous", "queued")))
+        columns = ["sent", "failed", "ambiguous", "queued"] + (
+            ["withdrawn"] if d.get("withdrawn") else [])
+        for col in columns:
+            table.add_column(col, justify="right")
+        table.add_row(*(str(d.get(k, 0)) for k in columns))
         Console().print(table)
 
 

@@ -40,7 +40,8 @@ def list_cmd(ctx: click.Context, limit: int) -> None:
             c = ledger.counts(session, ed.id)
             click.echo(f"{ed.edition_date}  {ed.state:<9} sent {c['sent']:>7}  failed "
                        f"{c['failed']:>5}  queued {c['queued'] + c['claimed']:>7}  "
-                       f"unknown {c['ambiguous']:>3}  {ed.subject}")
+                       f"unknown {c['ambiguous']:>3}  withdrawn {c['withdrawn']:>4}  "
+                       f"{ed.subject}")
 
 
 @editions.command("show")

@@ -372,7 +372,8 @@ def progress(day: str) -> Any:
     with app.sessions() as db:
         ed = get_edition(db, the_day)
         c = live_counts(db, ed.id) if ed is not None else {"sent": 0, "failed": 0,
-                                                           "unknown": 0, "queued": 0}
+                                                           "unknown": 0, "queued": 0,
+                                                           "withdrawn": 0}
         if ed is not None:
             db.expunge(ed)
     rate = None
@@ -387,7 +388,7 @@ def progress(day: str) -> Any:
     body = render_template(
         "staff/progress.html", title=f"Sending the edition of {the_day:%d %b %Y}",
         day=the_day, ed=ed, counts=c, total=total, rate=rate, job=job, live=live,
-        done=c["sent"] + c["failed"] + c["unknown"], refresh=REFRESH_SECONDS,
+        done=c["sent"] + c["failed"] + c["unknown"] + c["withdrawn"], refresh=REFRESH_SECONDS,
     )
     response = Response(body, mimetype="text/html")
     if live:

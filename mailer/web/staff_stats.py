@@ -30,6 +30,7 @@ from mailer.models import (
     DFAILED,
     QUEUED,
     UNSUBSCRIBED,
+    WITHDRAWN,
     Delivery,
     Edition,
     SubscriberEvent,
@@ -95,7 +96,8 @@ def _attribute_losses(session: Session, rows: list[EditionRow], now: datetime) -
         received.update((edition_id, sub_id) for edition_id, sub_id in session.execute(
             select(Delivery.edition_id, Delivery.subscriber_id)
             .where(Delivery.edition_id.in_(list(by_id)),
-                   Delivery.subscriber_id.in_(ids[chunk:chunk + 500]))))
+                   Delivery.subscriber_id.in_(ids[chunk:chunk + 500]),
+                   Delivery.state != WITHDRAWN)))  # (they left before it reached them)
     counted: set[tuple[int, int, str]] = set()
     for sub_id, kind, at in events:
         if at > now:
@@ -201,4 +203,4 @@ def live_counts(session: Session, edition_id: int) -> dict[str, int]:
     """Ledger counts under the names the progress page uses."""
     c = ledger.counts(session, edition_id)
     return {"sent": c[DELIVERED], "failed": c[DFAILED], "unknown": c[AMBIGUOUS],
-            "queued": c[QUEUED] + c[CLAIMED]}
+            "queued": c[QUEUED] + c[CLAIMED], "withdrawn": c[WITHDRAWN]}
