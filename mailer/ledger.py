@@ -89,6 +89,15 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
     subquery is enough there.
     """
     d = Delivery
+    # A claim whose lease ran out is taken over below without passing through the queue:
+    # withdraw the ones whose reader left meanwhile first (`back_to_queue`). Only expired
+    # claims are read, through the (edition, state, id) index: rarely any.
+    session.execute(
+        update(d).where(d.edition_id == edition_id, d.state == CLAIMED, d.lease_until < now,
+                        ~_still_active())
+        .values(state=WITHDRAWN, error=LEFT_DURING_SEND, permanent=True, claimed_by="",
+                lease_until=None)
+        .execution_options(synchronize_session=False))
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         return _claim_sqlite(session, edition_id, worker, limit, now, lease_seconds)
@@ -153,14 +162,21 @@ def sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+LEFT_DURING_SEND = "left the list during the send"
+
+
+def _still_active() -> Any:
+    """Whether a delivery's reader still receives (correlated, inside an UPDATE of it)."""
+    return exists().where(Subscriber.id == Delivery.subscriber_id, Subscriber.status == ACTIVE)
+
+
 def back_to_queue() -> dict[str, Any]:
     """The values that give a claimed row back: queued again, or withdrawn when its reader
     stopped receiving while it was claimed (`subscribers.withdraw_queued` leaves claimed rows
     alone, so the row is checked here, on its way back)."""
-    still_active = (exists().where(Subscriber.id == Delivery.subscriber_id,
-                                   Subscriber.status == ACTIVE))
+    still_active = _still_active()
     return {"state": case((still_active, QUEUED), else_=WITHDRAWN),
-            "error": case((still_active, Delivery.error), else_="left the list during the send"),
+            "error": case((still_active, Delivery.error), else_=LEFT_DURING_SEND),
             "permanent": case((still_active, Delivery.permanent), else_=True),
             "claimed_by": "", "lease_until": None}
 

@@ -155,6 +155,28 @@ def test_a_claimed_row_whose_reader_left_is_withdrawn_when_it_comes_back(
     assert left not in got and taken_left not in got and len(got) == 4
 
 
+def test_an_expired_claim_whose_reader_left_is_not_taken_over(app: App, tmp_path: Path,
+                                                              clock: FixedClock) -> None:
+    """A worker on another machine went silent holding two rows (its lease runs out; nothing
+    here can tell it is dead), and one of their readers left meanwhile: the claim that takes
+    the expired rows over withdraws that one and sends the other."""
+    seed_subscribers(app, 4)
+    edition_id, claimed = start_sending(app, DAY, claimed_by="otherhost:4242:gone:0", claims=2)
+    left, stays = claimed[0].email, claimed[1].email
+    with app.sessions.begin() as session:
+        sub = find(session, left)
+        assert sub is not None
+        optin.unsubscribe(session, sub, now=app.clock.now(), source="one-click")
+    assert states(app, edition_id)[left] == CLAIMED
+    clock.advance(seconds=app.settings.lease_seconds + 1)
+    outcome = run_send(app, DAY, collect_first=False)
+    assert outcome.status == "sent", outcome.message
+    final = states(app, edition_id)
+    assert final[left] == WITHDRAWN and final[stays] == "sent"
+    assert set(eml_recipients(tmp_path / "outbox")) == {
+        f"reader{i}@example.org" for i in range(4)} - {left}
+
+
 def test_only_a_change_away_from_active_withdraws(app: App) -> None:
     """Only a change away from active withdraws: a second unsubscribe, or a status that was
     never active, leaves the ledger as it is."""
