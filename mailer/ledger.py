@@ -89,18 +89,21 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
     subquery is enough there.
     """
     d = Delivery
-    # A claim whose lease ran out is taken over below without passing through the queue:
-    # withdraw the ones whose reader left meanwhile first (`back_to_queue`). Only expired
-    # claims are read, through the (edition, state, id) index: rarely any.
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        # (The one dispatcher gives every claim back through `back_to_queue` when it starts,
+        # so it never takes over another's expired claim.)
+        return _claim_sqlite(session, edition_id, worker, limit, now, lease_seconds)
+    # A claim whose lease ran out (a worker on another machine went silent) is taken over
+    # below without passing through the queue: withdraw the ones whose reader left meanwhile
+    # first (`back_to_queue`). Only expired claims are read, through the (edition, state, id)
+    # index: rarely any.
     session.execute(
         update(d).where(d.edition_id == edition_id, d.state == CLAIMED, d.lease_until < now,
                         ~_still_active())
         .values(state=WITHDRAWN, error=LEFT_DURING_SEND, permanent=True, claimed_by="",
                 lease_until=None)
         .execution_options(synchronize_session=False))
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        return _claim_sqlite(session, edition_id, worker, limit, now, lease_seconds)
     postgres = dialect == "postgresql"
     claims: list[Claim] = []
     for state, due in (

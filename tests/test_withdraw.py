@@ -158,8 +158,9 @@ def test_a_claimed_row_whose_reader_left_is_withdrawn_when_it_comes_back(
 def test_an_expired_claim_whose_reader_left_is_not_taken_over(app: App, tmp_path: Path,
                                                               clock: FixedClock) -> None:
     """A worker on another machine went silent holding two rows (its lease runs out; nothing
-    here can tell it is dead), and one of their readers left meanwhile: the claim that takes
-    the expired rows over withdraws that one and sends the other."""
+    here can tell it is dead), and one of their readers left meanwhile: on PostgreSQL the
+    claim that takes the expired rows over withdraws that one and sends the other (on SQLite
+    the one dispatcher gives every claim back when it starts, `ledger.back_to_queue`)."""
     seed_subscribers(app, 4)
     edition_id, claimed = start_sending(app, DAY, claimed_by="otherhost:4242:gone:0", claims=2)
     left, stays = claimed[0].email, claimed[1].email
