@@ -13,10 +13,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from mailer import ledger, optin
 from mailer.app import App
+from mailer.cli import cli
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.erasure import erase
@@ -91,6 +93,11 @@ def test_those_who_leave_after_the_snapshot_are_not_sent_it(app: App, tmp_path: 
         assert ed is not None and ed.state == SENT
         assert (ed.sent_count, ed.failed_count) == (25, 0)  # withdrawn is not a failure
         assert ledger.counts(session, edition_id)[WITHDRAWN] == 5
+    environ = {"MAILER_DATABASE_URL": app.settings.database_url, "MAILER_SECRET_KEY": "x"}
+    listed = CliRunner().invoke(cli, ["editions", "list"], env=environ)
+    assert listed.exit_code == 0 and "withdrawn    5" in listed.output, listed.output
+    shown = CliRunner().invoke(cli, ["editions", "show", str(DAY)], env=environ)
+    assert "sent 25" in shown.output and "withdrawn 5" in shown.output, shown.output
 
 
 def test_a_claimed_row_and_finished_editions_are_left_alone(app: App) -> None:
