@@ -489,6 +489,31 @@ def test_a_reader_who_leaves_during_the_send_shows_on_the_progress_page(
     assert "left the list during the send 1" in text(admin.get(f"/staff/editions/{DAY}"))
 
 
+def test_unsubscribe_requests_without_a_token_wait_on_the_dashboard(admin: FlaskClient,
+                                                                    fed: App) -> None:
+    from mailer import unsubscribe_mail
+
+    assert "Unsubscribe requests that need a person" not in text(admin.get("/staff/"))
+    mail = (b"From: Reader Two <reader2@example.org>\r\nTo: unsubscribe@labourlist.org\r\n"
+            b"Subject: please stop\r\nMessage-ID: <r2@example.org>\r\n\r\nNo more, thanks.\r\n")
+    with fed.sessions.begin() as session:
+        [outcome] = unsubscribe_mail.ingest(session, mail, fed.clock.now(),
+                                            secret=fed.secret_key)
+    assert outcome.status == "unmatched"
+    page = text(admin.get("/staff/"))
+    assert "Unsubscribe requests that need a person" in page
+    with fed.sessions() as session:
+        reader = find(session, "reader2@example.org")
+        assert reader is not None
+    assert f'href="/staff/subscribers/{reader.id}">reader2@example.org</a>' in page
+    assert "please stop" in page
+    post(admin, f"/staff/subscribers/{reader.id}/unsubscribe")  # staff act on it
+    with fed.sessions() as session:
+        reader = find(session, "reader2@example.org")
+        assert reader is not None and reader.status == UNSUBSCRIBED
+    assert "Unsubscribe requests that need a person" not in text(admin.get("/staff/"))
+
+
 def test_cancel_a_paused_send(admin: FlaskClient, fed: App) -> None:
     edition = _sending(fed)
     assert editions_control.pause(fed.sessions, edition.id)

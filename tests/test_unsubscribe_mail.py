@@ -21,6 +21,7 @@ from mailer.erasure import erase
 from mailer.models import ACTIVE, UNSUBSCRIBED
 from mailer.subscribers import find
 from mailer.tokens import PREFERENCES, make_token
+from mailer.unsubscribe_mail import REQUEST_EVENT
 from tests.support.smtpsink import SmtpSink
 from tests.test_bounces import only_event, status
 from tests.test_send_e2e import _mailer, env  # noqa: F401 - env is a fixture
@@ -137,10 +138,14 @@ def test_without_a_valid_token_nothing_changes(sent, smtp_sink: SmtpSink) -> Non
     other = base64.urlsafe_b64encode(f"[{ann_id + 1}]".encode()).rstrip(b"=").decode()
     assert other != payload
     cases = {
-        # a person's own words, from the reader's own address: staff act on it by hand
-        request(to, "Please take me off this list", sender="ann@example.org"):
+        # a person's own words, from the reader's own address: noted for staff to act on
+        request(to, "Please take me off this list", sender="Ann <ann@example.org>"):
             "unmatched: no unsubscribe token (email from ann@example.org); nothing changed: "
-            "if they asked to leave, mailer subscribers unsubscribe ADDRESS",
+            "noted in ann@example.org's history for staff",
+        # ... and from an address that is not on the list
+        request(to, "Please take me off this list", sender="someone@example.net"):
+            "unmatched: no unsubscribe token (email from someone@example.net); nothing "
+            "changed: if they asked to leave, mailer subscribers unsubscribe ADDRESS",
         # forgeries: a tampered signature, another reader's id with Ann's signature, the
         # preferences token (another purpose), a token signed with another secret
         request(to, f"unsubscribe {payload}.{signature[:-2]}xx", sender="x@evil.example"):
@@ -160,6 +165,12 @@ def test_without_a_valid_token_nothing_changes(sent, smtp_sink: SmtpSink) -> Non
         assert f"stdin: {said}" in result.output, (said, result.output)
     for address in READERS:
         assert status(app, address) == ACTIVE
+    # The same request delivered twice is noted once.
+    again = ingest(environ, stdin=request(to, "Please take me off this list",
+                                          sender="Ann <ann@example.org>"))
+    assert "noted in ann@example.org's history for staff" in again.output
+    event = only_event(app, "ann@example.org", REQUEST_EVENT)
+    assert event.source == "mailto" and '"Please take me off this list"' in event.detail
 
 
 def test_a_reader_who_was_erased_is_not_brought_back(sent, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]

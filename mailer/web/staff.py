@@ -303,11 +303,12 @@ def dashboard() -> Any:
         history = staff_stats.edition_history(db, limit=30, now=now)
         totals = counts(db)
         growth = staff_stats.list_growth(db, now=now, tz=app.settings.tz, days=30)
+        requests = staff_stats.unsubscribe_requests(db, now=now)
     return render_template(
         "staff/dashboard.html", title="Dashboard", day=day, edition=edition,
         next_send=staff_stats.next_send(app, now), history=history, totals=totals,
         growth=growth, chart=staff_stats.growth_chart(growth),
-        audience=totals.get("active", 0),
+        audience=totals.get("active", 0), requests=requests,
     )
 
 

@@ -33,6 +33,7 @@ from mailer.models import (
     WITHDRAWN,
     Delivery,
     Edition,
+    Subscriber,
     SubscriberEvent,
 )
 
@@ -204,3 +205,34 @@ def live_counts(session: Session, edition_id: int) -> dict[str, int]:
     c = ledger.counts(session, edition_id)
     return {"sent": c[DELIVERED], "failed": c[DFAILED], "unknown": c[AMBIGUOUS],
             "queued": c[QUEUED] + c[CLAIMED], "withdrawn": c[WITHDRAWN]}
+
+
+@dataclass
+class NeedsAPerson:
+    """An unsubscribe request by email without a token, from a reader still on the list."""
+
+    subscriber_id: int
+    email: str
+    at: datetime
+    detail: str
+
+
+def unsubscribe_requests(session: Session, *, now: datetime,
+                         days: int = 30) -> list[NeedsAPerson]:
+    """Requests noted by `mailer unsubscribes ingest` in the last `days`, newest first, one per
+    reader, while the reader still receives (unsubscribing them takes them off the list)."""
+    from mailer.optin import CONFIRMED
+    from mailer.unsubscribe_mail import REQUEST_EVENT
+
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.email, SubscriberEvent.created_at,
+               SubscriberEvent.detail)
+        .join(SubscriberEvent, SubscriberEvent.subscriber_id == Subscriber.id)
+        .where(SubscriberEvent.kind == REQUEST_EVENT,
+               SubscriberEvent.created_at >= now - timedelta(days=days),
+               Subscriber.status.in_(CONFIRMED))
+        .order_by(SubscriberEvent.created_at.desc(), SubscriberEvent.id.desc()).limit(200))
+    found: dict[int, NeedsAPerson] = {}
+    for sub_id, address, at, detail in rows:
+        found.setdefault(sub_id, NeedsAPerson(sub_id, address, at, detail))
+    return list(found.values())
