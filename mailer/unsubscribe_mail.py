@@ -36,6 +36,7 @@ from mailer.tokens import UNSUBSCRIBE, BadToken, read_token
 
 SOURCE = "mailto"  # what a subscriber's history says the change came from
 REQUEST_EVENT = "unsubscribe-request"  # a request without a token, noted for staff
+KEPT_EVENT = "unsubscribe-request-kept"  # staff read it: not a request to leave
 # "unsubscribe TOKEN" (the URI's %20 decoded or not), or the link's ".../unsubscribe/TOKEN";
 # a token is itsdangerous' payload and signature, URL-safe base64 joined by a dot.
 _TOKEN = re.compile(r"unsubscribe(?:%20|[ \t]+|/)([A-Za-z0-9_-]{2,100}\.[A-Za-z0-9_-]{10,100})",

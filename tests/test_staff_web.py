@@ -507,6 +507,16 @@ def test_unsubscribe_requests_without_a_token_wait_on_the_dashboard(admin: Flask
         assert reader is not None
     assert f'href="/staff/subscribers/{reader.id}">reader2@example.org</a>' in page
     assert "please stop" in page
+    # Staff read it and it was not a request to leave: set aside, until another one comes.
+    kept = post(admin, f"/staff/subscribers/{reader.id}/keep")
+    assert kept.headers["Location"] == "/staff/"  # type: ignore[attr-defined]
+    assert "Unsubscribe requests that need a person" not in text(admin.get("/staff/"))
+    assert "subscriber-kept" in audit_actions(fed)
+    fed.clock.advance(minutes=5)  # type: ignore[attr-defined]
+    with fed.sessions.begin() as session:
+        unsubscribe_mail.ingest(session, mail.replace(b"<r2@", b"<r2-again@"),
+                                fed.clock.now(), secret=fed.secret_key)
+    assert "Unsubscribe requests that need a person" in text(admin.get("/staff/"))
     post(admin, f"/staff/subscribers/{reader.id}/unsubscribe")  # staff act on it
     with fed.sessions() as session:
         reader = find(session, "reader2@example.org")

@@ -222,7 +222,7 @@ def unsubscribe_requests(session: Session, *, now: datetime,
     """Requests noted by `mailer unsubscribes ingest` in the last `days`, newest first, one per
     reader, while the reader still receives (unsubscribing them takes them off the list)."""
     from mailer.optin import CONFIRMED
-    from mailer.unsubscribe_mail import REQUEST_EVENT
+    from mailer.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
 
     rows = session.execute(
         select(Subscriber.id, Subscriber.email, SubscriberEvent.created_at,
@@ -235,4 +235,14 @@ def unsubscribe_requests(session: Session, *, now: datetime,
     found: dict[int, NeedsAPerson] = {}
     for sub_id, address, at, detail in rows:
         found.setdefault(sub_id, NeedsAPerson(sub_id, address, at, detail))
-    return list(found.values())
+    if not found:
+        return []
+    kept: dict[int, datetime] = {}
+    for sub_id, at in session.execute(
+            select(SubscriberEvent.subscriber_id, SubscriberEvent.created_at)
+            .where(SubscriberEvent.kind == KEPT_EVENT,
+                   SubscriberEvent.subscriber_id.in_(list(found)))):
+        kept[sub_id] = max(at, kept.get(sub_id, at))
+    # (set aside by staff after the latest request: not listed until another one comes)
+    return [r for r in found.values() if r.subscriber_id not in kept
+            or kept[r.subscriber_id] < r.at]

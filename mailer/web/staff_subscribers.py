@@ -119,6 +119,25 @@ def unsubscribe(sub_id: int) -> Response:
     return redirect(url_for("staff.subscriber", sub_id=sub_id), code=303)
 
 
+@bp.post("/subscribers/<int:sub_id>/keep")
+@login_required
+def keep(sub_id: int) -> Response:
+    """An email to the unsubscribe address that was not a request to leave (the dashboard's
+    list of requests without a token): noted, so the dashboard stops listing it."""
+    from mailer.subscribers import record_event
+    from mailer.unsubscribe_mail import KEPT_EVENT
+
+    app = mailer_app()
+    with app.sessions.begin() as db:
+        sub = _get(db, sub_id)
+        record_event(db, sub, KEPT_EVENT, source="staff",
+                     detail=f"by {current_staff().email}: the email was not a request to "
+                            "leave", at=app.clock.now())
+        record(db, "subscriber-kept", _target(sub.id), "unsubscribe request set aside")
+    flash("Set aside: they stay on the list, and the dashboard no longer lists their email.")
+    return redirect(url_for("staff.dashboard"), code=303)
+
+
 @bp.post("/subscribers/<int:sub_id>/resubscribe")
 @login_required
 def resubscribe(sub_id: int) -> Response:
