@@ -23,8 +23,6 @@ office", sent to the envelope sender as RFC 3834 asks) is ignored.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,15 +32,14 @@ from email.utils import getaddresses, parseaddr
 
 from sqlalchemy.orm import Session
 
-from mailer.inbound import MAX_MESSAGE_BYTES, Outcome
+from mailer.inbound import MAX_TEXT, Outcome, Unreadable, message_key, parse, part_text, squash
 from mailer.models import Delivery
 from mailer.transports.smtp import dead_address_status, is_hard_bounce
 from mailer.verp import token_of
-from mailer.webhooks.events import EventKind, apply, digest
+from mailer.webhooks.events import EventKind, apply
 
 PROVIDER = "dsn"
 SOURCE = "bounce-email"  # what a subscriber's history says a change came from
-MAX_REPORT_BYTES = MAX_MESSAGE_BYTES
 # A report is about one message, and each of ours has one recipient: more blocks than this are
 # not a report about us (only the first are read).
 MAX_RECIPIENTS = 20
@@ -59,12 +56,11 @@ _TEXT_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 _TEXT_REPLY = re.compile(r"(?m)^[ \t]*([45]\d\d)[ -](.*)$")
 _COPY_FOLLOWS = re.compile(r"(?im)^[ \t]*-+ ?(below this line is a copy|this is a copy|original "
                            r"message|the original message)")
-MAX_TEXT = 64 * 1024
 _AUTO_REPLY_SUBJECT = re.compile(r"(?i)^\s*(auto(matic)?[- ]?(reply|response)|out of (the )?"
                                  r"office|away from|on vacation|abwesenheit|absence)")
 
 
-class NotAReport(ValueError):
+class NotAReport(Unreadable):
     """The message is not a delivery status report (an auto-reply, spam, a person)."""
 
 
@@ -95,15 +91,16 @@ def _address(value: str) -> str:
     return parseaddr(address.strip())[1].strip().lower()
 
 
-def _one_line(value: object) -> str:
-    return " ".join(str(value or "").split())
-
-
 def read_report(raw: bytes) -> Report:
     """Parse a report; NotAReport (with the reason) for anything else."""
-    if len(raw) > MAX_REPORT_BYTES:
-        raise NotAReport(f"larger than {MAX_REPORT_BYTES // (1024 * 1024)} MB")
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    try:
+        message = parse(raw)
+    except Unreadable as exc:
+        raise NotAReport(str(exc)) from None
+    return _report_of(message, raw)
+
+
+def _report_of(message: Message, raw: bytes) -> Report:
     if message.get_content_type() != "multipart/report" or (
             (message.get_param("report-type") or "").lower() != "delivery-status"):
         raise NotAReport(f"not a delivery status report ({message.get_content_type()})")
@@ -128,17 +125,16 @@ def read_report(raw: bytes) -> Report:
         before = _address(block.get("Original-Recipient", ""))
         if not (final or before):
             continue
-        diagnostic = _one_line(block.get("Diagnostic-Code", ""))
+        diagnostic = squash(block.get("Diagnostic-Code", ""))
         diagnostic = diagnostic.split(";", 1)[1].strip() if ";" in diagnostic else diagnostic
         recipients.append(Recipient(address=final or before,
-                                    action=_one_line(block.get("Action", "")).lower(),
-                                    status=_one_line(block.get("Status", "")),
+                                    action=squash(block.get("Action", "")).lower(),
+                                    status=squash(block.get("Status", "")),
                                     diagnostic=diagnostic[:500]))
     if not recipients:
         raise NotAReport("a delivery status report that names no recipient")
-    own_id = _one_line(message.get("Message-ID", ""))
-    return Report(report_id=own_id or digest(raw.decode("utf-8", "replace")),
-                  original_message_id=_one_line(original.get("Message-ID", ""))
+    return Report(report_id=message_key(message, raw),
+                  original_message_id=squash(original.get("Message-ID", ""))
                   if original is not None else "",
                   recipients=recipients)
 
@@ -173,25 +169,28 @@ def ingest(session: Session, raw: bytes, now: datetime, *, soft_bounce_limit: in
     `bounce_address`: the base of VERP addresses (`Settings.envelope_sender`); `recipient`:
     the address the mail system delivered the message to, when it says (else the headers
     that record it are read)."""
-    verp: Delivery | None = None
-    if bounce_address and len(raw) <= MAX_REPORT_BYTES:
-        try:
-            candidates = delivered_to(raw, recipient)
-        except Exception:  # noqa: BLE001 - headers the email package cannot read
-            candidates = [recipient] if recipient else []
-        verp = _verp_delivery(session, candidates, bounce_address)
+    # The message is parsed once; reading it may fail anywhere (hostile structure), writing
+    # to the database may not be hidden (the caller keeps the message for later).
     try:
-        report = read_report(raw)
+        message = parse(raw)
+        candidates = _delivered_to(message, recipient) if bounce_address else []
+    except Unreadable as exc:
+        return [Outcome("ignored", str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a message the email package cannot read
+        return [_unreadable(exc)]
+    verp = _verp_delivery(session, candidates, bounce_address)
+    try:
+        report = _report_of(message, raw)
     except NotAReport as exc:
         if verp is None:
             return [Outcome("ignored", str(exc))]
         try:
-            bounce = read_plain_bounce(raw)
+            bounce = _plain_bounce_of(message, raw)
         except Exception as exc:  # noqa: BLE001
-            return [Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")]
+            return [_unreadable(exc)]
         return [_apply_plain_bounce(session, bounce, verp, now, soft_bounce_limit)]
     except Exception as exc:  # noqa: BLE001 - a message the email package cannot read
-        return [Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")]
+        return [_unreadable(exc)]
     delivery = verp or _our_delivery(session, report.original_message_id)
     if delivery is None:
         why = ("it does not return the original Message-ID" if not report.original_message_id
@@ -219,13 +218,16 @@ def ingest(session: Session, raw: bytes, now: datetime, *, soft_bounce_limit: in
     return outcomes
 
 
-def delivered_to(raw: bytes, recipient: str = "") -> list[str]:
+def _unreadable(exc: Exception) -> Outcome:
+    return Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")
+
+
+def _delivered_to(message: Message, recipient: str) -> list[str]:
     """The addresses the message may have been delivered to: `recipient` (what the mail
     system said), then those its delivery headers record."""
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
     candidates = [recipient] if recipient else []
     for name in _DELIVERED_TO:
-        for value in headers.get_all(name) or []:
+        for value in message.get_all(name) or []:
             candidates += [address for _, address in getaddresses([str(value)])]
     return candidates[:MAX_RECIPIENTS]
 
@@ -250,9 +252,9 @@ def _is_auto_reply(message: Message) -> bool:
     (Not Auto-Submitted alone: bounces carry "auto-replied" too.)"""
     if message.get("X-Autoreply") or message.get("X-Autorespond"):
         return True
-    if _one_line(message.get("Precedence", "")).lower() == "auto_reply":
+    if squash(message.get("Precedence", "")).lower() == "auto_reply":
         return True
-    return bool(_AUTO_REPLY_SUBJECT.match(_one_line(message.get("Subject", ""))))
+    return bool(_AUTO_REPLY_SUBJECT.match(squash(message.get("Subject", ""))))
 
 
 def _bounce_text(message: Message) -> str:
@@ -267,15 +269,8 @@ def _bounce_text(message: Message) -> str:
             payload = part.get_payload()
             parts[:0] = [p for p in payload if isinstance(p, Message)][:MAX_RECIPIENTS]
         elif kind == "text/plain" or (kind == "text/html" and not texts):
-            data = part.get_payload(decode=True) or b""
-            charset = part.get_content_charset() or "utf-8"
-            try:
-                text = data.decode(charset, "replace")
-            except LookupError:
-                text = data.decode("utf-8", "replace")
-            if kind == "text/html":
-                text = re.sub(r"<[^>]*>", " ", text)
-            texts.append(text[:MAX_TEXT])
+            text = part_text(part)
+            texts.append(re.sub(r"<[^>]*>", " ", text) if kind == "text/html" else text)
         # (message/rfc822, text/rfc822-headers: our own message, not read)
     text = "\n".join(texts)[:MAX_TEXT]
     copy = _COPY_FOLLOWS.search(text)
@@ -286,26 +281,25 @@ def plain_bounce_kind(text: str) -> tuple[EventKind, str]:
     """What a bounce that is not a report says, by its first status code, and the line that
     says it. Same rules as SMTP replies and reports."""
     enhanced = _TEXT_ENHANCED.search(text)
-    reply = _TEXT_REPLY.search(text)
     if enhanced is not None:
         status = enhanced.group(1)
         start = text.rfind("\n", 0, enhanced.start()) + 1
         end = text.find("\n", enhanced.end())
-        line = _one_line(text[start:end if end >= 0 else len(text)])
-        dead = dead_address_status(status)
+        line = squash(text[start:end if end >= 0 else len(text)])
         if status.startswith("4"):
             return EventKind.DEFERRED, line
         if status.startswith("2"):
             return EventKind.DELIVERED, line
-        return (EventKind.BOUNCE_HARD if dead else EventKind.BOUNCE_SOFT), line
-    if reply is not None:
-        code, rest = int(reply.group(1)), reply.group(2)
-        line = _one_line(f"{code} {rest}")
-        if code >= 500:
-            return (EventKind.BOUNCE_HARD if is_hard_bounce(code, rest)
-                    else EventKind.BOUNCE_SOFT), line
+        return (EventKind.BOUNCE_HARD if dead_address_status(status)
+                else EventKind.BOUNCE_SOFT), line
+    reply = _TEXT_REPLY.search(text)
+    if reply is None:
+        return EventKind.UNKNOWN, ""
+    code, rest = int(reply.group(1)), reply.group(2)
+    line = squash(f"{code} {rest}")
+    if code < 500:
         return EventKind.DEFERRED, line
-    return EventKind.UNKNOWN, ""
+    return (EventKind.BOUNCE_HARD if is_hard_bounce(code, rest) else EventKind.BOUNCE_SOFT), line
 
 
 @dataclass(frozen=True)
@@ -318,12 +312,10 @@ class PlainBounce:
     line: str  # the line that gave the status, "" when none did
 
 
-def read_plain_bounce(raw: bytes) -> PlainBounce:
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    own_id = _one_line(message.get("Message-ID", ""))
-    report_id = own_id or digest(raw.decode("utf-8", "replace"))
+def _plain_bounce_of(message: Message, raw: bytes) -> PlainBounce:
+    report_id = message_key(message, raw)
     if _is_auto_reply(message):
-        subject = _one_line(message.get("Subject", ""))[:80] or "no subject"
+        subject = squash(message.get("Subject", ""))[:80] or "no subject"
         return PlainBounce(report_id, subject, EventKind.UNKNOWN, "")
     kind, line = plain_bounce_kind(_bounce_text(message))
     return PlainBounce(report_id, "", kind, line)

@@ -187,9 +187,9 @@ class MessageTemplate:
         self.test = test
         self.from_addr = sanitize_header_value(settings.from_addr)
         mailto = sanitize_header_value(settings.unsubscribe_mailto)
-        # The mailto's subject carries the reader's unsubscribe token (`mailto_subject`), so
-        # `mailer unsubscribes ingest` knows whom a message sent to it is about, whatever
-        # address it comes from.
+        # The mailto's subject carries the reader's unsubscribe token
+        # (`_list_unsubscribe_parts`), so `mailer unsubscribes ingest` knows whom a message sent
+        # to it is about, whatever address it comes from.
         self._mailto = (f"<mailto:{quote(mailto, safe='@.+-_')}?subject=unsubscribe"
                         if mailto else "")
         self._segments = segments

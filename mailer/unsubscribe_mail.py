@@ -16,8 +16,6 @@ they have left, for staff to act on by hand.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +26,7 @@ from email.utils import parseaddr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.inbound import MAX_MESSAGE_BYTES, Outcome
+from mailer.inbound import Outcome, Unreadable, parse, part_text, squash
 from mailer.models import Subscriber, SubscriberEvent
 from mailer.optin import CONFIRMED, unsubscribe
 from mailer.subscribers import InvalidAddress, find, normalise_email, record_event
@@ -41,7 +39,6 @@ KEPT_EVENT = "unsubscribe-request-kept"  # staff read it: not a request to leave
 # a token is itsdangerous' payload and signature, URL-safe base64 joined by a dot.
 _TOKEN = re.compile(r"unsubscribe(?:%20|[ \t]+|/)([A-Za-z0-9_-]{2,100}\.[A-Za-z0-9_-]{10,100})",
                     re.IGNORECASE)
-MAX_TEXT = 64 * 1024
 MAX_TOKENS = 5  # candidates tried per message
 
 
@@ -59,11 +56,7 @@ def _first_text(message: Message) -> str:
         if part.get_content_type() == "message/rfc822":
             break
         if part.get_content_type() == "text/plain":
-            data = part.get_payload(decode=True) or b""
-            try:
-                return data[:MAX_TEXT].decode(part.get_content_charset() or "utf-8", "replace")
-            except LookupError:
-                return data[:MAX_TEXT].decode("utf-8", "replace")
+            return part_text(part)
     return ""
 
 
@@ -76,16 +69,14 @@ class Request:
 
 
 def read_request(raw: bytes) -> Request:
-    """What a message asks; ValueError when it is no message to read."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ValueError(f"larger than {MAX_MESSAGE_BYTES // (1024 * 1024)} MB")
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    sender = parseaddr(str(message.get("From", "") or ""))[1][:320]
+    """What a message asks; Unreadable when it is no message to read."""
+    message = parse(raw)
     subject = _subject(message)
     found = _TOKEN.findall(subject) + _TOKEN.findall(_first_text(message))
     return Request(tokens=list(dict.fromkeys(found))[:MAX_TOKENS],
-                   sender=" ".join(sender.split()), subject=" ".join(subject.split())[:200],
-                   message_id=" ".join(str(message.get("Message-ID", "") or "").split())[:300])
+                   sender=squash(parseaddr(str(message.get("From", "") or ""))[1])[:320],
+                   subject=squash(subject)[:200],
+                   message_id=squash(message.get("Message-ID", ""))[:300])
 
 
 def ingest(session: Session, raw: bytes, now: datetime, *, secret: str) -> list[Outcome]:
@@ -93,7 +84,7 @@ def ingest(session: Session, raw: bytes, now: datetime, *, secret: str) -> list[
     message (database errors do: the caller keeps the message for later)."""
     try:
         request = read_request(raw)
-    except ValueError as exc:
+    except Unreadable as exc:
         return [Outcome("ignored", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a message the email package cannot read
         return [Outcome("ignored", f"unreadable message ({type(exc).__name__}: {exc})")]

@@ -20,6 +20,7 @@ import pytest
 from mailer import preflight, spamassassin
 from mailer.app import App
 from tests.test_preflight import sample_edition
+from tests.test_spamassassin import fresh  # noqa: F401 - autouse: each test scores afresh
 
 SPAMD = shutil.which("spamd") or shutil.which("spamd", path="/usr/sbin:/usr/local/sbin")
 needs_spamd = pytest.mark.skipif(
@@ -67,14 +68,6 @@ def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.kill()
         proc.wait()
     log.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh() -> Iterator[None]:
-    spamassassin._spam_cache.clear()
-    yield
-    spamassassin.release()
-    spamassassin._spam_cache.clear()
 
 
 @needs_spamd

@@ -371,9 +371,7 @@ def progress(day: str) -> Any:
     job = staff_send.registry(current_app).get(the_day)
     with app.sessions() as db:
         ed = get_edition(db, the_day)
-        c = live_counts(db, ed.id) if ed is not None else {"sent": 0, "failed": 0,
-                                                           "unknown": 0, "queued": 0,
-                                                           "withdrawn": 0}
+        c = live_counts(db, ed.id if ed is not None else None)
         if ed is not None:
             db.expunge(ed)
     rate = None

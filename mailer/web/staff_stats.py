@@ -12,6 +12,7 @@ one: the readers that edition lost.
 from __future__ import annotations
 
 import bisect
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -200,9 +201,9 @@ def next_send(app: App, now: datetime) -> datetime | None:
     return next_run(app.settings, now)
 
 
-def live_counts(session: Session, edition_id: int) -> dict[str, int]:
-    """Ledger counts under the names the progress page uses."""
-    c = ledger.counts(session, edition_id)
+def live_counts(session: Session, edition_id: int | None) -> dict[str, int]:
+    """Ledger counts under the names the progress page uses (all 0 for no edition yet)."""
+    c = ledger.counts(session, edition_id) if edition_id is not None else defaultdict(int)
     return {"sent": c[DELIVERED], "failed": c[DFAILED], "unknown": c[AMBIGUOUS],
             "queued": c[QUEUED] + c[CLAIMED], "withdrawn": c[WITHDRAWN]}
 
