@@ -28,6 +28,7 @@ from mailer.errors import MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
+from mailer.placeholders import Placeholders
 from mailer.ratelimit import NoPacer, Pacer, SharedRateLimiter
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
@@ -87,7 +88,8 @@ class Personaliser:
         settings = app.settings
         template = MessageTemplate.build(settings=settings, subject=edition.subject,
                                          html=edition.html, text=edition.text,
-                                         date=app.clock.now())
+                                         date=app.clock.now(),
+                                         placeholders=Placeholders(edition.placeholder_key))
         domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
         return cls(app=app, edition=edition, template=template, domain=domain)
 

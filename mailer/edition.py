@@ -27,6 +27,7 @@ from mailer.models import (
     Edition,
     EditionArticle,
 )
+from mailer.placeholders import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
 from mailer.render import build_view, render_archive, render_edition
 
 # Editions whose window counts as "covered": the next edition starts where they ended.
@@ -110,9 +111,24 @@ def render_into(app: App, session: Session, edition: Edition) -> None:
     if not edition.preheader:
         edition.preheader = view.preheader
     rendered = render_edition(view, app.settings)
+    assert rendered.placeholders is not None
     edition.html = rendered.html
     edition.text = rendered.text
+    edition.placeholder_key = rendered.placeholders.key
     edition.archive_html = render_archive(view, app.settings)
+
+
+def fill_preview(settings: Settings, edition: Edition, body: str) -> str:
+    """A rendered part as a reader with no name would see it, with links that lead nowhere
+    real (a preview must never carry anyone's unsubscribe token)."""
+    if not edition.placeholder_key:
+        return body  # never rendered: there are no slots
+    base = settings.base_url.rstrip("/")
+    return Placeholders(edition.placeholder_key).fill(body, {
+        GREETING: "Good morning",
+        UNSUBSCRIBE_URL: f"{base}/unsubscribe/PREVIEW",
+        PREFERENCES_URL: f"{base}/preferences/PREVIEW",
+    })
 
 
 def build_edition(app: App, day: date, *, close_window_at: datetime | None = None) -> Edition:

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailer.app import App
 from mailer.edition import EDITABLE, refresh_items, render_into
 from mailer.errors import MailerError
-from mailer.message import PLACEHOLDERS
 from mailer.models import (
     CANCELLED,
     DRAFT,
@@ -100,14 +99,6 @@ def _line(name: str, value: str, limit: int) -> str:
     value = " ".join(value.split())
     if len(value) > limit:
         raise EditRefused(f"the {name} must be at most {limit} characters")
-    return _strip_placeholders(value)
-
-
-def _strip_placeholders(value: str) -> str:
-    # The per-recipient placeholders are filled late into the rendered bytes: typed into the
-    # subject or note they would print each reader's own unsubscribe link.
-    for placeholder in PLACEHOLDERS:
-        value = value.replace(placeholder, "")
     return value
 
 
@@ -118,7 +109,7 @@ def edit_text(app: App, day: date, *, subject: str, preheader: str, editor_note:
     """
     subject = _line("subject", subject, MAX_SUBJECT)
     preheader = _line("preheader", preheader, MAX_SUBJECT)
-    note = _strip_placeholders(editor_note.replace("\r\n", "\n").strip())
+    note = editor_note.replace("\r\n", "\n").strip()
     if len(note) > MAX_NOTE:
         raise EditRefused(f"the editor's note must be at most {MAX_NOTE} characters")
     if any(ord(ch) < 32 and ch not in "\n\t" for ch in note):

@@ -8,7 +8,8 @@ small, freshly encoded values (To, Message-ID, List-Unsubscribe, greeting, links
 
 Two rules make the fill safe:
 
-* every placeholder is an unbreakable atom in the quoted-printable body: it sits on a line of
+* every placeholder (a slot named with the edition's random key, see `mailer.placeholders`)
+  is an unbreakable atom in the quoted-printable body: it sits on a line of
   its own between soft line breaks, so no soft break can ever split it, and the value that
   replaces it is itself quoted-printable encoded (``=`` becomes ``=3D``, long values get their
   own soft breaks), so every body line stays within 76 octets;
@@ -32,14 +33,7 @@ from email.utils import format_datetime, parseaddr
 from urllib.parse import quote, urlsplit
 
 from mailer.config import Settings
-
-# Per-recipient placeholders. The templates receive these through the Jinja context (never as
-# literals of their own) and `MessageTemplate.fill` replaces them. They contain no character
-# that HTML escaping, MJML or quoted-printable encoding would change.
-UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
-PREFERENCES_URL = "%%PREFERENCES_URL%%"
-GREETING = "%%GREETING%%"
-PLACEHOLDERS = (UNSUBSCRIBE_URL, PREFERENCES_URL, GREETING)
+from mailer.placeholders import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
 
 TEST_PREFIX = "[TEST] "
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -51,7 +45,6 @@ MAX_DISPLAY_NAME = 120  # in To: keeps even a 4-byte-per-character name's line u
 MAX_ADDRESS = 254       # RFC 5321 forward-path limit, less the angle brackets
 MAX_HEADER_LINE = 998   # RFC 5322 section 2.1.1
 
-_PLACEHOLDER_RE = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")")
 # Line breaks and other "space-like" controls become one space so words do not run together;
 # the remaining C0/C1 controls (and DEL) are dropped.
 _BREAKS_RE = re.compile(r"[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
@@ -147,7 +140,8 @@ def simple_message(
 # A signed token as it may stand in a mailto URI unescaped (RFC 6068 unreserved characters).
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 
-# A slot is where a per-recipient value goes: ("header", name) or (part, placeholder).
+# A slot is where a per-recipient value goes: ("header", name) or (part, field), the field
+# being one of `mailer.placeholders.FIELDS`.
 Slot = tuple[str, str]
 Segment = bytes | Slot
 # The order in which `MessageTemplate.fill` computes the slots' values.
@@ -164,8 +158,8 @@ class MessageTemplate:
     quoted-printable UTF-8; per-recipient fill is a join of pre-split byte segments — no
     EmailMessage and no template render per recipient.
 
-    `html`, `text` and `subject` keep the placeholders for API providers that do their own
-    substitution (see `fields` and `personalise`).
+    `html`, `text` and `subject` keep the placeholders (named by `placeholders`) for API
+    providers that do their own substitution (see `fields` and `personalise`).
     """
 
     def __init__(
@@ -178,8 +172,10 @@ class MessageTemplate:
         date: datetime,
         test: bool,
         segments: list[Segment],
+        placeholders: Placeholders,
     ) -> None:
         self.settings = settings
+        self.placeholders = placeholders
         self.subject = subject
         self.html = html
         self.text = text
@@ -217,9 +213,11 @@ class MessageTemplate:
         html: str,
         text: str,
         date: datetime,
+        placeholders: Placeholders,
         test: bool = False,
     ) -> MessageTemplate:
-        """Encode everything that is the same for every recipient, once."""
+        """Encode everything that is the same for every recipient, once. `placeholders`
+        names the slots the edition was rendered with: only those are filled."""
         if date.tzinfo is None:
             raise ValueError("the message Date needs an aware datetime")
         subject = sanitize_header_value(subject)
@@ -256,12 +254,12 @@ class MessageTemplate:
                 + f"Content-Type: text/{subtype}; charset=utf-8".encode("ascii") + CRLF
                 + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
             )
-            segments.extend(_encode_body(part, body))
+            segments.extend(_encode_body(part, body, placeholders))
             segments.append(CRLF)
         segments.append(dash + b"--" + CRLF)
 
         return cls(settings=settings, subject=subject, html=html, text=text, date=date,
-                   test=test, segments=_merge(segments))
+                   test=test, segments=_merge(segments), placeholders=placeholders)
 
     # -- per recipient --------------------------------------------------------------------
 
@@ -333,9 +331,8 @@ class MessageTemplate:
             UNSUBSCRIBE_URL: _clean_url(unsubscribe_url),
             PREFERENCES_URL: _clean_url(preferences_url),
         }
-        text = _PLACEHOLDER_RE.sub(lambda m: raw[m.group(0)], self.text)
-        body = _PLACEHOLDER_RE.sub(lambda m: html.escape(raw[m.group(0)], quote=True), self.html)
-        return text, body
+        escaped = {field: html.escape(value, quote=True) for field, value in raw.items()}
+        return self.placeholders.fill(self.text, raw), self.placeholders.fill(self.html, escaped)
 
     def common_headers(self) -> dict[str, str]:
         """Headers that are the same for every recipient and that API providers must pass
@@ -455,7 +452,7 @@ def _qp_text_and_html(value: str) -> tuple[bytes, bytes]:
     return encoded, encoded
 
 
-def _encode_body(part: str, body: str) -> list[Segment]:
+def _encode_body(part: str, body: str, placeholders: Placeholders) -> list[Segment]:
     """Quoted-printable encode `body`, each placeholder becoming a slot on a line of its own.
 
     A soft line break goes before a placeholder (unless it starts a line) and after it (unless
@@ -463,7 +460,7 @@ def _encode_body(part: str, body: str) -> list[Segment]:
     soft break can fall inside the placeholder.
     """
     out: list[Segment] = []
-    pieces = _PLACEHOLDER_RE.split(body)
+    pieces = placeholders.pattern.split(body)
     for index, piece in enumerate(pieces):
         if index % 2:  # a placeholder
             previous = out[-1] if out else CRLF
@@ -471,7 +468,7 @@ def _encode_body(part: str, body: str) -> list[Segment]:
                 if isinstance(previous, bytes):
                     out[-1] = _qp_open_end(previous)
                 out.append(SOFT_BREAK)
-            out.append((part, piece))
+            out.append((part, placeholders.fields[piece]))
             following = pieces[index + 1] if index + 1 < len(pieces) else "\n"
             if not following.startswith("\n"):
                 out.append(SOFT_BREAK)
@@ -610,12 +607,12 @@ def _clean_name(name: str | None) -> str:
     if not name:
         return ""
     if (name.isascii() and name.isprintable() and len(name) <= MAX_NAME and "  " not in name
-            and "%%" not in name and name[0] != " " and name[-1] != " "):
+            and name[0] != " " and name[-1] != " "):
         return name  # what the steps below would return unchanged, at a tenth of the cost
+    # A name is filled into the joined bytes and never scanned for slots again, and the
+    # slots' names are random per edition: it needs no placeholder filtering.
     name = sanitize_header_value(name)
     name = " ".join(unicodedata.normalize("NFC", name).split())
-    for placeholder in PLACEHOLDERS:  # a name must not smuggle another placeholder in
-        name = name.replace(placeholder, "")
     return name[:MAX_NAME].strip()
 
 

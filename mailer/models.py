@@ -175,6 +175,8 @@ class Edition(Base):
     html: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     archive_html: Mapped[str] = mapped_column(Text, default="")
+    # The random key naming the per-recipient slots in `html`/`text` (mailer.placeholders).
+    placeholder_key: Mapped[str] = mapped_column(String(32), default="")
     audience: Mapped[int] = mapped_column(Integer, default=0)
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -32,6 +32,7 @@ from mailer.models import (
     EditionArticle,
     SendLog,
 )
+from mailer.placeholders import Placeholders
 from mailer.subscribers import normalise_email
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing
@@ -237,7 +238,8 @@ def send_test(app: App, day: date, addresses: Sequence[str], *,
         edition = existing
     template = MessageTemplate.build(settings=app.settings, subject=edition.subject,
                                      html=edition.html, text=edition.text,
-                                     date=app.clock.now(), test=True)
+                                     date=app.clock.now(), test=True,
+                                     placeholders=Placeholders(edition.placeholder_key))
     from mailer.message import new_message_id
 
     base = app.settings.base_url.rstrip("/")

@@ -41,8 +41,9 @@ from sqlalchemy import update
 from mailer.app import App
 from mailer.config import Settings
 from mailer.errors import MailerError, PreflightError
-from mailer.message import ONE_CLICK, PLACEHOLDERS
+from mailer.message import ONE_CLICK
 from mailer.models import Edition
+from mailer.placeholders import Placeholders
 from mailer.spamassassin import (  # noqa: F401 - parse_spamassassin: part of this API
     DEFAULT_SPAM_TIMEOUT,
     SpamCheckUnavailable,
@@ -220,13 +221,14 @@ def run_checks(app: App, edition: Edition, *, check_links: bool = False) -> Repo
     text = _part_text(msg, "plain")
     page = parse_html(html or "")
     articles = _article_links(app, edition)
+    slots = Placeholders(edition.placeholder_key)
 
     checks: list[tuple[str, Callable[[], Iterable[Finding]]]] = [
         ("headers", lambda: check_headers(msg)),
         ("structure", lambda: check_structure(msg, sample.data)),
         ("subject", lambda: check_subject(msg)),
-        ("html", lambda: check_html(html, page, sample.unsubscribe_url)),
-        ("text", lambda: check_text(text, page, articles)),
+        ("html", lambda: check_html(html, page, sample.unsubscribe_url, slots)),
+        ("text", lambda: check_text(text, page, articles, slots)),
         ("links", lambda: check_links_static(page, text or "", settings)),
         ("images", lambda: check_images(page)),
         ("hidden-text", lambda: check_hidden_text(page)),
@@ -446,8 +448,12 @@ def check_subject(msg: EmailMessage) -> list[Finding]:
 # ---- bodies ----------------------------------------------------------------------------------
 
 
-def check_html(html: str | None, page: ParsedHtml, unsubscribe_url: str) -> list[Finding]:
-    """Present, under Gmail's clip, every placeholder filled, the unsubscribe link inside."""
+def check_html(html: str | None, page: ParsedHtml, unsubscribe_url: str,
+               slots: Placeholders) -> list[Finding]:
+    """Present, under Gmail's clip, every placeholder filled, the unsubscribe link inside.
+
+    Only the edition's own slots count: text from the feed that merely looks like a slot is
+    text (it fills nothing), and must not be able to stop the send."""
     if html is None:
         return [Finding(ERROR, "html-missing", "the message has no text/html part")]
     found: list[Finding] = []
@@ -461,7 +467,7 @@ def check_html(html: str | None, page: ParsedHtml, unsubscribe_url: str) -> list
         found.append(Finding(WARNING, "html-size",
                              f"the HTML is {size / 1024:.1f} KB, close to Gmail's "
                              f"{GMAIL_CLIP_BYTES // 1024} KB clipping limit"))
-    left = [p for p in PLACEHOLDERS if p in html]
+    left = slots.left_in(html)
     if left:
         found.append(Finding(ERROR, "placeholder", f"unfilled placeholder in the HTML: {left[0]}"))
     if unsubscribe_url not in {link.href for link in page.links}:
@@ -471,7 +477,8 @@ def check_html(html: str | None, page: ParsedHtml, unsubscribe_url: str) -> list
     return found
 
 
-def check_text(text: str | None, page: ParsedHtml, articles: ArticleLinks) -> list[Finding]:
+def check_text(text: str | None, page: ParsedHtml, articles: ArticleLinks,
+               slots: Placeholders) -> list[Finding]:
     """The text part must tell the same story as the HTML (SpamAssassin's MPART_ALT_DIFF, and
     readers whose client shows only text)."""
     if text is None:
@@ -479,7 +486,7 @@ def check_text(text: str | None, page: ParsedHtml, articles: ArticleLinks) -> li
     if not text.strip():
         return [Finding(ERROR, "text-missing", "the text/plain part is empty")]
     found: list[Finding] = []
-    left = [p for p in PLACEHOLDERS if p in text]
+    left = slots.left_in(text)
     if left:
         found.append(Finding(ERROR, "placeholder",
                              f"unfilled placeholder in the text part: {left[0]}"))

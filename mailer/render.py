@@ -1,8 +1,9 @@
 """Render stage: an edition's articles -> view -> HTML (Jinja2 + MJML) and text/plain.
 
 Rendering happens once per edition. The per-recipient parts (greeting, unsubscribe and
-preferences links) are left as the placeholders defined in `mailer.message`, which fills them
-cheaply per recipient; the web archive gets the same content with no placeholders at all.
+preferences links) are left as slots named with a key made for this render
+(`mailer.placeholders`), which `mailer.message` fills cheaply per recipient; the web archive
+gets the same content with no slots at all.
 
 Both parts come from the same view so they carry the same articles and the same links
 (SpamAssassin's MPART_ALT_DIFF), and untrusted article fields only ever reach the HTML through
@@ -20,14 +21,14 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from mjml import mjml2html
 
 from mailer.config import Settings
-from mailer.message import GREETING, PLACEHOLDERS, PREFERENCES_URL, UNSUBSCRIBE_URL
 from mailer.models import Article
+from mailer.placeholders import Placeholders
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ LEAD_EXCERPT = 420   # characters; the lead gets a fuller excerpt than the rest
 EXCERPT = 240
 UNSECTIONED = "More from LabourList"
 ARCHIVE_GREETING = "Good morning"
+
+_STRAY_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ESCAPE_RE = re.compile(r"%[0-9a-f][0-9A-Fa-f]|%[0-9A-F][a-f]")
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
@@ -80,11 +84,12 @@ class EditionView:
 
 @dataclass
 class Rendered:
-    """An email's two bodies. The edition's `html`/`text` contain the per-recipient
-    placeholders from `mailer.message`."""
+    """An email's two bodies. An edition's `html`/`text` contain the per-recipient slots
+    named by `placeholders` (None for emails with nothing per recipient)."""
 
     html: str
     text: str
+    placeholders: Placeholders | None = None
 
 
 # ---- building the view -----------------------------------------------------------------------
@@ -139,11 +144,11 @@ def build_view(
         views.append(
             ArticleView(
                 title=_plain(article.title) or "(untitled)",
-                url=add_utm(_defang(article.link), settings, edition_date, content),
+                url=add_utm(_link(article.link), settings, edition_date, content),
                 author=_plain(article.author),
                 section=_plain(article.section),
                 summary=_excerpt(article, LEAD_EXCERPT if not views else EXCERPT),
-                image_url=_defang(article.image_url)
+                image_url=_link(article.image_url)
                 if _scheme(article.image_url) in ("http", "https") else "",
                 published=article.published_at,
             )
@@ -185,16 +190,18 @@ def build_view(
 
 def render_edition(view: EditionView, settings: Settings) -> Rendered:
     """The email's HTML and text, rendered and compiled once per edition. Per-recipient values
-    are left as the `mailer.message` placeholders."""
-    context = _edition_context(view, settings, archive=False)
+    are left as slots named with a fresh key, made now that the content is fixed."""
+    placeholders = Placeholders.new()
+    context = _edition_context(view, settings, archive=False, placeholders=placeholders)
     return Rendered(html=_compile(_env(settings).get_template(EDITION_HTML).render(context)),
-                    text=_text(_env(settings).get_template(EDITION_TEXT).render(context)))
+                    text=_text(_env(settings).get_template(EDITION_TEXT).render(context)),
+                    placeholders=placeholders)
 
 
 def render_archive(view: EditionView, settings: Settings) -> str:
     """The web archive page: the same content with no per-recipient placeholder or token;
     where the email has unsubscribe/preferences links, the page has a sign-up link."""
-    context = _edition_context(view, settings, archive=True)
+    context = _edition_context(view, settings, archive=True, placeholders=None)
     return _compile(_env(settings).get_template(EDITION_HTML).render(context))
 
 
@@ -225,17 +232,18 @@ def _common_context(settings: Settings) -> dict[str, Any]:
             "postal_address": settings.postal_address, "signup_url": signup_url(settings)}
 
 
-def _edition_context(view: EditionView, settings: Settings, *, archive: bool) -> dict[str, Any]:
+def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
+                     placeholders: Placeholders | None) -> dict[str, Any]:
     day = view.edition_date
     return _common_context(settings) | {
         "view": view,
         "archive": archive,
         "date_long": long_date(day),
         "note_paragraphs": _paragraphs(view.editor_note),
-        # The per-recipient values: placeholders in the email, nothing personal in the archive.
-        "greeting": ARCHIVE_GREETING if archive else GREETING,
-        "unsubscribe_url": "" if archive else UNSUBSCRIBE_URL,
-        "preferences_url": "" if archive else PREFERENCES_URL,
+        # The per-recipient values: slots in the email, nothing personal in the archive.
+        "greeting": placeholders.greeting if placeholders else ARCHIVE_GREETING,
+        "unsubscribe_url": placeholders.unsubscribe_url if placeholders else "",
+        "preferences_url": placeholders.preferences_url if placeholders else "",
         "signup_url": add_utm(signup_url(settings), settings, day, "signup"),
         "donation_url": add_utm(settings.donation_url, settings, day, "donate"),
         "donation_copy": settings.donation_copy,
@@ -320,9 +328,8 @@ def _html_to_text(fragment: str) -> str:
 
 
 def _plain(value: str | None, *, keep_newlines: bool = False) -> str:
-    """Plain text safe to show: controls removed, whitespace tidied, and no placeholder, so
-    an article cannot pull a reader's own links or name into the shared content."""
-    text = _defang(value or "")
+    """Plain text safe to show: controls removed, whitespace tidied."""
+    text = value or ""
     text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text.replace("\r\n", "\n"))
     if keep_newlines:
         lines = [" ".join(line.split()) for line in text.replace("\r", "\n").split("\n")]
@@ -330,12 +337,16 @@ def _plain(value: str | None, *, keep_newlines: bool = False) -> str:
     return " ".join(text.split())
 
 
-def _defang(value: str) -> str:
-    """Remove the per-recipient placeholders from untrusted input: a feed item must not be
-    able to pull a reader's own unsubscribe link (a token) into its URL or its text."""
-    for placeholder in PLACEHOLDERS:
-        value = value.replace(placeholder, "")
-    return value
+def _link(url: str | None) -> str:
+    """A link from the feed in RFC 3986's normal form: characters a URL may not hold (space,
+    ``<``, ``>``, quotes ...) percent-encoded, and every ``%`` a percent-escape in upper-case
+    hex (a stray ``%`` becomes ``%25``). Providers' own substitution variables start with
+    ``%`` and a letter (Mailgun's ``%recipient%``, ``%unsubscribe_url%``), so none can be live
+    in a link a feed wrote; the link still goes where it went, and the text part can show it
+    whole."""
+    url = _STRAY_PERCENT_RE.sub("%25", url or "")
+    url = quote(url, safe="!#$%&'()*+,-./:;=?@[]_~")
+    return _ESCAPE_RE.sub(lambda m: m.group(0).upper(), url)
 
 
 def _one_line(value: str) -> str:

@@ -23,6 +23,7 @@ from mailer.app import App
 from mailer.config import Settings
 from mailer.errors import TransportError
 from mailer.message import MessageTemplate
+from mailer.placeholders import Placeholders
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.http import SendStopped, retry_after
@@ -50,14 +51,15 @@ def settings() -> Settings:
 
 @pytest.fixture
 def template(settings: Settings) -> MessageTemplate:
-    body = ("<p>%%GREETING%%</p><p>Rishi &amp; Keir: 50% of the story</p>"
-            '<p><a href="%%UNSUBSCRIBE_URL%%">Unsubscribe</a> · '
-            '<a href="%%PREFERENCES_URL%%">Preferences</a></p>')
-    text = ("%%GREETING%%\n\nRishi & Keir: 50% of the story\n\n"
-            "Unsubscribe: %%UNSUBSCRIBE_URL%%\nPreferences: %%PREFERENCES_URL%%\n")
+    slots = Placeholders.new()
+    body = (f"<p>{slots.greeting}</p><p>Rishi &amp; Keir: 50% of the story</p>"
+            f'<p><a href="{slots.unsubscribe_url}">Unsubscribe</a> · '
+            f'<a href="{slots.preferences_url}">Preferences</a></p>')
+    text = (f"{slots.greeting}\n\nRishi & Keir: 50% of the story\n\n"
+            f"Unsubscribe: {slots.unsubscribe_url}\nPreferences: {slots.preferences_url}\n")
     return MessageTemplate.build(settings=settings, subject="LabourList Daily: Thursday",
                                  html=body, text=text,
-                                 date=datetime(2026, 11, 26, 7, tzinfo=UTC))
+                                 date=datetime(2026, 11, 26, 7, tzinfo=UTC), placeholders=slots)
 
 
 def unsubscribe_url(n: int) -> str:
@@ -647,7 +649,8 @@ def test_run_send_with_the_shared_template_batches_real_editions(
             assert edition is not None
             template = MessageTemplate.build(settings=app.settings, subject=edition.subject,
                                              html=edition.html, text=edition.text,
-                                             date=app.clock.now())
+                                             date=app.clock.now(),
+                                             placeholders=Placeholders(edition.placeholder_key))
             sub_id = session.scalar(select(Subscriber.id).where(
                 Subscriber.email == "reader7@example.org"))
         base = app.settings.base_url

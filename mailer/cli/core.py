@@ -80,21 +80,14 @@ def build_for_inspection(app, day: str | None, *, collect_first: bool):  # type:
 @handle_errors
 def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool) -> None:
     """Build the edition and write its HTML (and text part) to files."""
-    from mailer.message import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL
+    from mailer.edition import fill_preview
 
     app = get_app(ctx)
     the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
     out = out or Path(f"preview-{the_day.isoformat()}.html")
-    base = app.settings.base_url.rstrip("/")
-
-    def fill(text: str) -> str:
-        return (text.replace(UNSUBSCRIBE_URL, f"{base}/unsubscribe/PREVIEW")
-                .replace(PREFERENCES_URL, f"{base}/preferences/PREVIEW")
-                .replace(GREETING, "Good morning"))
-
-    out.write_text(fill(edition.html), encoding="utf-8")
+    out.write_text(fill_preview(app.settings, edition, edition.html), encoding="utf-8")
     text_path = out.with_suffix(".txt")
-    text_path.write_text(fill(edition.text), encoding="utf-8")
+    text_path.write_text(fill_preview(app.settings, edition, edition.text), encoding="utf-8")
     size = len(edition.html.encode())
     click.echo(f"preview of edition {the_day} ({edition.state}): HTML {out} ({size / 1024:.1f} KB),"
                f" text part {text_path}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import email
 import email.policy
 import html
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -43,7 +42,6 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 
 from mailer.config import Settings
 from mailer.errors import TransportError
-from mailer.message import GREETING, PLACEHOLDERS, PREFERENCES_URL, UNSUBSCRIBE_URL
 from mailer.transports.base import Outgoing, Result, Status, Transport
 from mailer.transports.dsn import Dsn
 
@@ -60,13 +58,6 @@ AMBIGUOUS_STATUSES = frozenset({504})
 STOPPING = "not sent: the send is stopping"
 HTTP_OPTIONS = frozenset({"endpoint", "timeout", "max_wait"})
 
-_PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
-#: Which `Outgoing.fields` key fills which placeholder.
-PLACEHOLDER_FIELDS = {
-    GREETING: "greeting",
-    UNSUBSCRIBE_URL: "unsubscribe_url",
-    PREFERENCES_URL: "preferences_url",
-}
 
 
 class SendStopped(TransportError):
@@ -141,15 +132,16 @@ def template_of(message: Outgoing) -> MessageTemplate | None:
     return message.template if message.fields else None
 
 
-def fill_placeholders(body: str, values: dict[str, str], *, escape: bool) -> str:
-    """Replace the per-recipient placeholders of a template body with this recipient's
-    values (HTML-escaped for the HTML part, as `MessageTemplate.fill` does)."""
-
-    def one(match: re.Match[str]) -> str:
-        value = values.get(PLACEHOLDER_FIELDS[match.group(0)], "")
-        return html.escape(value, quote=True) if escape else value
-
-    return _PLACEHOLDER_RE.sub(one, body)
+def fill_placeholders(
+    template: MessageTemplate, body: str, values: dict[str, str], *, escape: bool
+) -> str:
+    """Replace the per-recipient slots of a template body with this recipient's values
+    (HTML-escaped for the HTML part, as `MessageTemplate.fill` does)."""
+    slots = template.placeholders
+    filled = {field: values.get(field, "") for field in slots.fields.values()}
+    if escape:
+        filled = {field: html.escape(value, quote=True) for field, value in filled.items()}
+    return slots.fill(body, filled)
 
 
 def per_recipient_headers(message: Outgoing) -> dict[str, str]:
@@ -175,8 +167,8 @@ def render(message: Outgoing) -> Rendered:
             from_addr=template.from_addr,
             to=message.fields.get("to") or message.recipient,
             subject=template.subject,
-            text=fill_placeholders(template.text, message.fields, escape=False),
-            html=fill_placeholders(template.html, message.fields, escape=True),
+            text=fill_placeholders(template, template.text, message.fields, escape=False),
+            html=fill_placeholders(template, template.html, message.fields, escape=True),
             reply_to=reply_to,
             headers={**common, **per_recipient_headers(message)},
         )

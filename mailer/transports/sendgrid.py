@@ -4,7 +4,11 @@ One ``POST /v3/mail/send`` carries one shared content and up to 1,000 *personali
 per recipient, each with its own ``to``, ``headers`` (our per-recipient ``List-Unsubscribe``
 and ``Message-ID``) and ``substitutions``. SendGrid substitutes the same value into the text
 and the HTML part, but the HTML part needs it escaped, so the HTML content uses its own
-placeholder names (``%%GREETING_HTML%%`` …) and each personalization carries both forms.
+placeholder names (``%%GREETING_<key>_HTML%%`` …) and each personalization carries both forms.
+The substitution keys are the edition's slots, whose names carry a random key
+(`mailer.placeholders`): no text from a feed can contain one, so SendGrid's substitution is
+never live for it. (SendGrid substitutes nothing else here: no dynamic template, and
+subscription tracking, whose tags it would fill, is off.)
 
 The shared content comes from the edition's `MessageTemplate` that the dispatcher attaches to
 each `Outgoing` (``message.template``). A message without one is sent alone with its finished
@@ -29,13 +33,13 @@ import requests
 
 from mailer.config import Settings
 from mailer.errors import TransportError
-from mailer.message import PLACEHOLDERS, MessageTemplate
+from mailer.message import MessageTemplate
+from mailer.placeholders import Placeholders
 from mailer.transports import register
 from mailer.transports.base import Outgoing, Result
 from mailer.transports.dsn import Dsn
 from mailer.transports.http import (
     HTTP_OPTIONS,
-    PLACEHOLDER_FIELDS,
     ApiRequest,
     HttpTransport,
     Payload,
@@ -49,7 +53,7 @@ _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)\b")
 
 
 def html_key(placeholder: str) -> str:
-    """``%%GREETING%%`` → ``%%GREETING_HTML%%``: the HTML part's own substitution tag."""
+    """``%%GREETING_k%%`` → ``%%GREETING_k_HTML%%``: the HTML part's own substitution tag."""
     return placeholder[:-2] + "_HTML%%"
 
 
@@ -79,18 +83,17 @@ class SendGridPayload(Payload):
             reply_to = common.pop("Reply-To", "")
             text = template.text
             html = template.html
-            for placeholder in PLACEHOLDERS:
-                html = html.replace(placeholder, html_key(placeholder))
+            slots = template.placeholders
+            html = slots.pattern.sub(lambda m: html_key(m.group(0)), html)
             from_addr, subject = template.from_addr, template.subject
-            personalizations = [self._personalization(m, substitute=True)
-                                for m in self.messages]
+            personalizations = [self._personalization(m, slots) for m in self.messages]
         else:
             rendered = render(self.messages[0])
             common = {k: v for k, v in rendered.headers.items()
                       if k not in ("List-Unsubscribe", "Message-ID")}
             reply_to, text, html = rendered.reply_to, rendered.text, rendered.html
             from_addr, subject = rendered.from_addr, rendered.subject
-            personalization = self._personalization(self.messages[0], substitute=False)
+            personalization = self._personalization(self.messages[0], None)
             personalization["to"] = [email_object(rendered.to)]
             for name in ("List-Unsubscribe", "Message-ID"):
                 if name in rendered.headers:
@@ -110,15 +113,16 @@ class SendGridPayload(Payload):
         return ApiRequest("POST", "/v3/mail/send", json=body)
 
     @staticmethod
-    def _personalization(message: Outgoing, *, substitute: bool) -> dict[str, Any]:
+    def _personalization(message: Outgoing, slots: Placeholders | None) -> dict[str, Any]:
+        """One recipient's block; with `slots`, the substitutions that fill them."""
         fields = message.fields
         item: dict[str, Any] = {
             "to": [email_object(fields.get("to") or message.recipient)],
-            "headers": per_recipient_headers(message) if substitute else {},
+            "headers": per_recipient_headers(message) if slots else {},
         }
-        if substitute:
+        if slots:
             subs: dict[str, str] = {}
-            for placeholder, key in PLACEHOLDER_FIELDS.items():
+            for placeholder, key in slots.fields.items():
                 value = fields.get(key, "")
                 subs[placeholder] = value
                 subs[html_key(placeholder)] = escape(value, quote=True)

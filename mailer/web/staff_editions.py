@@ -23,9 +23,15 @@ from werkzeug.wrappers import Response
 
 from mailer import audit, editions_control, pipeline
 from mailer.app import App
-from mailer.edition import EDITABLE, build_edition, get_edition, send_instant, window_for
+from mailer.edition import (
+    EDITABLE,
+    build_edition,
+    fill_preview,
+    get_edition,
+    send_instant,
+    window_for,
+)
 from mailer.errors import FeedError, MailerError
-from mailer.message import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL
 from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
 from mailer.subscribers import InvalidAddress, counts, normalise_email
 from mailer.web import mailer_app, staff_send
@@ -59,15 +65,6 @@ class ItemView:
 
 def _preflight_available() -> bool:
     return importlib.util.find_spec("mailer.preflight") is not None
-
-
-def fill_preview(app: App, body: str) -> str:
-    """The rendered part as a reader with no name would see it, with links that lead nowhere
-    real (a preview must never carry anyone's unsubscribe token)."""
-    base = app.settings.base_url.rstrip("/")
-    return (body.replace(UNSUBSCRIBE_URL, f"{base}/unsubscribe/PREVIEW")
-            .replace(PREFERENCES_URL, f"{base}/preferences/PREVIEW")
-            .replace(GREETING, "Good morning"))
 
 
 def _load(app: App, day: date) -> Edition | None:
@@ -123,7 +120,7 @@ def edition(day: str) -> Any:
         "staff/edition.html", title=f"Edition {the_day:%d %b %Y}", day=the_day, ed=ed,
         items=items, dropped=dropped, tests=tests, counts=ledger_counts, audience=audience,
         editable=ed is None or ed.state in EDITABLE, job=job, version=version,
-        text=fill_preview(app, ed.text) if ed else "", window=window,
+        text=fill_preview(app.settings, ed, ed.text) if ed else "", window=window,
         due=send_instant(app.settings, the_day), is_today=the_day == today(app),
         preflight=ed.preflight if ed and ed.preflight else None,
         preflight_available=_preflight_available(), now=now,
@@ -139,7 +136,7 @@ def preview(day: str) -> Response:
     ed = _load(app, parse_day(day))
     if ed is None or not ed.html:
         abort(404)
-    response = Response(fill_preview(app, ed.html), mimetype="text/html")
+    response = Response(fill_preview(app.settings, ed, ed.html), mimetype="text/html")
     response.headers["Content-Security-Policy"] = PREVIEW_CSP
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
