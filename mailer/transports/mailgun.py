@@ -7,9 +7,16 @@ per-recipient ``List-Unsubscribe`` and ``Message-ID`` are ``h:`` fields pointing
 variables. Without ``recipient-variables`` every recipient would see all the others in To:
 the payload always sends it, even for one recipient.
 
-As with SendGrid, the HTML body gets its own escaped variables (``%recipient.greeting_html%``),
-and the shared bodies come from the edition's `MessageTemplate` attached to each `Outgoing`;
-a message without one goes alone with its finished bodies.
+As with SendGrid, the HTML body gets its own escaped variables, and the shared bodies come from
+the edition's `MessageTemplate` attached to each `Outgoing`; a message without one goes alone
+with its finished bodies.
+
+Mailgun fills ``%recipient.KEY%`` and its own variables (``%recipient%``,
+``%unsubscribe_url%`` ...) wherever they appear, and the bodies carry text from the feed. So no
+``%`` that could start a Mailgun variable reaches it live: our variables' names carry the
+edition's random key (`mailer.placeholders`), and every other ``%`` followed by a letter is
+encoded for Mailgun's language before the call (`inert_html`, `inert_text`), the way HTML
+escaping encodes ``<``. Feed links already hold ``%`` only as upper-case percent-escapes.
 
 Mailgun accepts or refuses a call as a whole: 200 ``{"id", "message": "Queued. Thank you."}``
 (the id is every recipient's provider id) or 400 ``{"message"}``. A 400 that blames an address
@@ -20,7 +27,8 @@ nothing, so this is safe); any other 400 or a 404 (unknown domain, wrong region)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -30,12 +38,12 @@ import requests
 from mailer.config import Settings
 from mailer.errors import TransportError
 from mailer.message import MessageTemplate
+from mailer.placeholders import Placeholders
 from mailer.transports import register
 from mailer.transports.base import Outgoing, Result
 from mailer.transports.dsn import Dsn
 from mailer.transports.http import (
     HTTP_OPTIONS,
-    PLACEHOLDER_FIELDS,
     ApiRequest,
     HttpTransport,
     Payload,
@@ -52,8 +60,39 @@ REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 _RECIPIENT_WORDS = ("'to'", "to parameter", "recipient", "invalid address")
 
 
+# A "%" that Mailgun could read as the start of one of its variables: every variable name
+# starts with a letter (lower case in Mailgun's documentation; upper case too, to be safe,
+# except where a percent-escape's hex digits follow).
+_LIVE_PERCENT_RE = re.compile(r"%(?=[a-z_.]|[G-Z]|[A-F](?![0-9A-F]))")
+
+
 def variable(key: str) -> str:
     return f"%recipient.{key}%"
+
+
+def inert_html(html: str) -> str:
+    """The HTML part with no "%" Mailgun could fill: written as the character reference
+    ``&#37;``, which a mail client reads back as "%" in text and in attribute values alike."""
+    return _LIVE_PERCENT_RE.sub("&#37;", html)
+
+
+def inert_text(text: str) -> str:
+    """A text part or subject with no "%" Mailgun could fill: an invisible WORD JOINER
+    (U+2060) after it keeps what the reader sees and breaks the variable syntax."""
+    return _LIVE_PERCENT_RE.sub("%\u2060", text)
+
+
+def _with_variables(
+    body: str, slots: Placeholders, inert: Callable[[str], str], suffix: str
+) -> str:
+    """`body` made inert for Mailgun between its slots, each slot becoming the recipient
+    variable that fills it."""
+    pieces = slots.pattern.split(body)
+    return "".join(
+        variable(slots.provider_variable(slots.fields[piece]) + suffix) if index % 2
+        else inert(piece)
+        for index, piece in enumerate(pieces)
+    )
 
 
 class MailgunPayload(Payload):
@@ -72,35 +111,35 @@ class MailgunPayload(Payload):
         if self.template is not None:
             template = self.template
             common = template.common_headers()
-            text, html = template.text, template.html
-            for placeholder, key in PLACEHOLDER_FIELDS.items():
-                text = text.replace(placeholder, variable(key))
-                html = html.replace(placeholder, variable(f"{key}_html"))
-            form += [("from", template.from_addr), ("subject", template.subject)]
+            slots = template.placeholders
+            name = slots.provider_variable  # every variable name carries the edition's key
+            text = _with_variables(template.text, slots, inert_text, "")
+            html = _with_variables(template.html, slots, inert_html, "_html")
+            form += [("from", template.from_addr), ("subject", inert_text(template.subject))]
             for message in self.messages:
                 form.append(("to", quoted_address(message.fields.get("to") or message.recipient)))
                 values: dict[str, str] = {}
-                for key in PLACEHOLDER_FIELDS.values():
+                for key in slots.fields.values():
                     value = message.fields.get(key, "")
-                    values[key] = value
-                    values[f"{key}_html"] = escape(value, quote=True)
+                    values[name(key)] = value
+                    values[name(key) + "_html"] = escape(value, quote=True)
                 headers = per_recipient_headers(message)
-                values["list_unsubscribe"] = headers.get("List-Unsubscribe", "")
-                values["message_id"] = headers.get("Message-ID", "")
-                values["delivery_id"] = (str(message.delivery_id)
-                                         if message.delivery_id is not None else "")
+                values[name("list_unsubscribe")] = headers.get("List-Unsubscribe", "")
+                values[name("message_id")] = headers.get("Message-ID", "")
+                values[name("delivery_id")] = (str(message.delivery_id)
+                                               if message.delivery_id is not None else "")
                 variables[split_address(message.recipient)[1] or message.recipient] = values
-            form += [("h:List-Unsubscribe", variable("list_unsubscribe")),
-                     ("h:Message-Id", variable("message_id")),
-                     ("v:delivery_id", variable("delivery_id"))]
+            form += [("h:List-Unsubscribe", variable(name("list_unsubscribe"))),
+                     ("h:Message-Id", variable(name("message_id"))),
+                     ("v:delivery_id", variable(name("delivery_id")))]
         else:
             message = self.messages[0]
             rendered = render(message)
             common = dict(rendered.headers)
-            text, html = rendered.text, rendered.html
+            text, html = inert_text(rendered.text), inert_html(rendered.html)
             if rendered.reply_to:
                 common["Reply-To"] = rendered.reply_to
-            form += [("from", rendered.from_addr), ("subject", rendered.subject),
+            form += [("from", rendered.from_addr), ("subject", inert_text(rendered.subject)),
                      ("to", quoted_address(rendered.to))]
             variables[message.recipient] = {}
             if message.delivery_id is not None:

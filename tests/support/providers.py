@@ -267,6 +267,10 @@ class FakeSendGrid(FakeProvider):
 # ---- Mailgun ----------------------------------------------------------------------------------
 
 
+#: Where the fake Mailgun's own unsubscribe variables point (``%unsubscribe_url%`` ...).
+MAILGUN_UNSUBSCRIBE = "https://email.mg.labourlist.org/u/"
+
+
 class FakeMailgun(FakeProvider):
     """``POST /v3/DOMAIN/messages`` (repeated ``to``, ``recipient-variables``, ``h:``
     headers), ``GET /v3/domains/DOMAIN``."""
@@ -306,9 +310,16 @@ class FakeMailgun(FakeProvider):
         for to in tos:
             values = variables.get(_address(to), {})
 
-            def sub(text: str, values: dict[str, Any] = values) -> str:
-                return re.sub(r"%recipient\.([A-Za-z0-9_:-]+)%",
+            def sub(text: str, values: dict[str, Any] = values, to: str = to) -> str:
+                # Mailgun's own variables too: they are filled whatever the caller meant.
+                own = {"recipient": _address(to),
+                       "unsubscribe_url": f"{MAILGUN_UNSUBSCRIBE}{_address(to)}",
+                       "tag_unsubscribe_url": f"{MAILGUN_UNSUBSCRIBE}tag/{_address(to)}",
+                       "mailing_list_unsubscribe_url": f"{MAILGUN_UNSUBSCRIBE}list/"
+                                                       f"{_address(to)}"}
+                text = re.sub(r"%recipient\.([A-Za-z0-9_:-]+)%",
                               lambda m: str(values.get(m.group(1), "")), text)
+                return re.sub(r"%([a-z_]+)%", lambda m: own.get(m.group(1), m.group(0)), text)
 
             headers = {k: sub(v) for k, v in headers_template.items()}
             self.record(Delivered(to, sub(form.get("subject", "")), sub(form.get("text", "")),
