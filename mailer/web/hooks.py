@@ -9,15 +9,17 @@ The blueprint is exempt from CSRF as a whole (providers cannot carry our token; 
 authenticates the provider its own way) and accepts bodies up to `MAX_WEBHOOK_BODY`: SendGrid
 batches many events into one post, far beyond the small limit our forms need.
 
-Answers: 200 applied (or duplicates, which providers must not retry); 400 malformed; 401
-Postmark without the right basic auth; 403 bad signature, unknown SNS topic or webhook not
-configured; 406 Mailgun replay (Mailgun stops retrying on 406); 502 when an SNS subscription
-could not be confirmed (SNS tries again).
+Bodies are read as JSON through `jsonbody.loads`, so nesting deeper than its bound is a 400
+like any other malformed body, never a RecursionError.
+
+Answers: 200 applied (or duplicates, which providers must not retry); 400 malformed (not JSON,
+or nested too deep); 401 Postmark without the right basic auth; 403 bad signature, unknown SNS
+topic or webhook not configured; 406 Mailgun replay (Mailgun stops retrying on 406); 502 when
+an SNS subscription could not be confirmed (SNS tries again).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -26,7 +28,7 @@ from flask.typing import ResponseReturnValue
 
 from mailer.web import mailer_app
 from mailer.web.security import exempt_blueprint
-from mailer.webhooks import mailgun, postmark, sendgrid, ses
+from mailer.webhooks import jsonbody, mailgun, postmark, sendgrid, ses
 from mailer.webhooks.events import (
     DEFAULT_SOFT_BOUNCE_LIMIT,
     Event,
@@ -58,10 +60,12 @@ def _rejected(exc: WebhookRejected) -> ResponseReturnValue:
 
 
 def _json_body() -> Any:
+    """The body as JSON, nested at most `jsonbody.MAX_DEPTH` deep, or a 400 (logged as one
+    line by `_rejected`: a hostile body is not an error of ours)."""
     try:
-        return json.loads(request.get_data(cache=True))
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookRejected(400, "body is not JSON") from None
+        return jsonbody.loads(request.get_data(cache=True))
+    except jsonbody.JsonRefused as exc:
+        raise WebhookRejected(400, str(exc)) from None
 
 
 def _apply(provider: str, events: list[Event], *, nonce: str = "") -> ResponseReturnValue:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import threading
 from datetime import datetime
@@ -35,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from mailer.webhooks import jsonbody
 from mailer.webhooks.events import Event, EventKind, WebhookRejected
 
 PROVIDER = "ses"
@@ -210,9 +210,9 @@ def parse(message: dict[str, Any]) -> list[Event]:
     text = message.get("Message", "")
     if text == SES_TOPIC_VALIDATED:
         return []
-    try:
-        event = json.loads(text)
-    except (TypeError, ValueError):
+    try:  # signed by SNS, yet bounded like any body: it is walked and stored below
+        event = jsonbody.loads(text) if isinstance(text, str) else None
+    except jsonbody.JsonRefused:
         event = None
     if not isinstance(event, dict):
         return [Event(PROVIDER, sns_id, EventKind.UNKNOWN, "", {"Message": str(text)[:2000]},

@@ -1,0 +1,171 @@
+"""Hostile requests at the public surface (issue 19), through the real app.
+
+* Deeply nested JSON at any webhook is a 400 with a one-line log entry, not a RecursionError.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from mailer.app import App
+from mailer.clock import FixedClock
+from mailer.db import init_db
+from mailer.models import WebhookEvent
+from mailer.web import create_app
+from mailer.webhooks.jsonbody import MAX_DEPTH
+from tests.conftest import make_settings
+from tests.test_webhooks import Sns, sns, sns_message  # noqa: F401  (sns is a fixture)
+
+TOPIC = "arn:aws:sns:eu-west-2:123456789012:labourlist-ses-events"
+PM_USER, PM_PASSWORD = "postmark", "pm-webhook-secret"
+MG_KEY = "mg-webhook-signing-key"
+SG_PRIVATE = ec.generate_private_key(ec.SECP256R1())
+SG_PUBLIC = base64.b64encode(SG_PRIVATE.public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+DEEP = 100_000
+
+
+# ---- fixtures and helpers ------------------------------------------------------------------
+
+
+def build_app(tmp_path: Path, clock: FixedClock, database_url: str) -> App:
+    settings = make_settings(
+        tmp_path, database_url=database_url,
+        postmark_webhook_user=PM_USER, postmark_webhook_password=PM_PASSWORD,
+        sendgrid_webhook_public_key=SG_PUBLIC, mailgun_webhook_signing_key=MG_KEY,
+        ses_webhook_topic_arns=[TOPIC],
+    )
+    application = App.create(settings, clock=clock)
+    init_db(application.engine)
+    return application
+
+
+@pytest.fixture
+def lite_app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
+    """SQLite only: the tests where nothing may be stored at all."""
+    application = build_app(tmp_path, clock, f"sqlite:///{tmp_path / 'hostile.db'}")
+    yield application
+    application.close()
+
+
+def web_for(app: App) -> Flask:
+    return create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True})
+
+
+def stored_events(app: App) -> int:
+    """Provider events kept (Mailgun's used signature tokens are not events)."""
+    with app.sessions() as session:
+        return session.scalar(select(func.count()).select_from(WebhookEvent)
+                              .where(WebhookEvent.kind != "nonce")) or 0
+
+
+# ---- 9: deep JSON at the webhooks ------------------------------------------------------------
+
+
+def deep_array(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def mailgun_signature(ts: str, key: str = MG_KEY) -> dict[str, str]:
+    token = uuid.uuid4().hex + uuid.uuid4().hex[:18]
+    signature = hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    return {"timestamp": ts, "token": token, "signature": signature}
+
+
+def sendgrid_headers(body: bytes, timestamp: str) -> dict[str, str]:
+    signature = SG_PRIVATE.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
+            "Content-Type": "application/json"}
+
+
+def post_hook(client: FlaskClient, provider: str, body: bytes, now: float) -> Any:
+    """POST `body` to a provider's webhook with whatever credentials get it to the parser."""
+    headers: dict[str, str] = {"Content-Type": "application/json"}
+    if provider == "postmark":
+        auth = base64.b64encode(f"{PM_USER}:{PM_PASSWORD}".encode()).decode()
+        headers["Authorization"] = f"Basic {auth}"
+    elif provider == "sendgrid":
+        headers = sendgrid_headers(body, str(int(now)))
+    elif provider == "ses":
+        headers = {"x-amz-sns-message-type": "Notification",
+                   "Content-Type": "text/plain; charset=UTF-8"}
+    return client.post(f"/webhooks/{provider}", data=body, headers=headers)
+
+
+PROVIDERS = ["postmark", "sendgrid", "mailgun", "ses"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("shape", ["array", "object"])
+def test_deeply_nested_json_is_a_400_at_every_webhook(lite_app: App, provider: str, shape: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    body = deep_array(DEEP) if shape == "array" else b'{"a":' * DEEP + b"1" + b"}" * DEEP
+    client = web_for(lite_app).test_client()
+    with caplog.at_level(logging.INFO):
+        response = post_hook(client, provider, body, lite_app.clock.now().timestamp())
+    assert response.status_code == 400
+    assert "nested" in response.get_json()["error"]
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    [line] = [r.getMessage() for r in caplog.records if r.name == "mailer.webhooks"]
+    assert "\n" not in line and "nested" in line
+    assert stored_events(lite_app) == 0
+
+
+def test_nesting_bound_is_exact_and_real_events_still_fit(lite_app: App) -> None:
+    """A signed Mailgun event whose user-variables nest to the bound is read; one level more is
+    refused before its signature is even looked at."""
+    client = web_for(lite_app).test_client()
+    now = lite_app.clock.now()
+
+    def body(levels: int) -> dict[str, Any]:
+        inner: Any = "x"
+        for _ in range(levels - 3):  # the body, event-data and user-variables are three
+            inner = [inner]
+        return {"signature": mailgun_signature(str(int(now.timestamp()))),
+                "event-data": {"event": "delivered", "id": f"ev-{levels}",
+                               "recipient": "deep@example.org",
+                               "user-variables": {"v": inner}}}
+
+    fits = client.post("/webhooks/mailgun", json=body(MAX_DEPTH))
+    assert fits.status_code == 200 and fits.get_json()["applied"] == 1
+    too_deep = client.post("/webhooks/mailgun", json=body(MAX_DEPTH + 1))
+    assert too_deep.status_code == 400 and "nested" in too_deep.get_json()["error"]
+    # Brackets inside strings are text, not nesting.
+    text = body(4)
+    text["event-data"]["user-variables"]["v"] = "[" * 5000 + "{" * 5000
+    text["event-data"]["id"] = "ev-text"
+    assert client.post("/webhooks/mailgun", json=text).status_code == 200
+    assert stored_events(lite_app) == 2
+
+
+def test_signed_sns_message_with_deep_inner_json_is_stored_unread(
+        lite_app: App, sns: Sns, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    """SNS signed it, so it is ours: kept as an unreadable event (200, so SNS stops
+    retrying), never walked."""
+    client = web_for(lite_app).test_client()
+    message = sns_message(deep_array(DEEP).decode(), sns.cert_url, key=sns.key)
+    with caplog.at_level(logging.INFO):
+        response = client.post("/webhooks/ses", data=json.dumps(message),
+                               headers={"x-amz-sns-message-type": "Notification"},
+                               content_type="text/plain; charset=UTF-8")
+    assert response.status_code == 200, response.text
+    assert response.get_json()["events"] == 1 and "Traceback" not in caplog.text
+    with lite_app.sessions() as session:
+        [row] = session.scalars(select(WebhookEvent))
+        assert row.kind == "unknown" and len(json.dumps(row.payload)) < 3000
