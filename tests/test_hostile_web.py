@@ -169,3 +169,25 @@ def test_signed_sns_message_with_deep_inner_json_is_stored_unread(
     with lite_app.sessions() as session:
         [row] = session.scalars(select(WebhookEvent))
         assert row.kind == "unknown" and len(json.dumps(row.payload)) < 3000
+
+
+def test_webhook_body_limits(lite_app: App) -> None:
+    """8 MB where the body is verified before it is parsed; 1 MB where a stranger's JSON is
+    parsed first (Mailgun's and SNS's signatures are inside it)."""
+    from mailer.web.hooks import MAX_UNVERIFIED_BODY, MAX_WEBHOOK_BODY
+
+    client = web_for(lite_app).test_client()
+    now = lite_app.clock.now().timestamp()
+
+    def flat(size: int) -> bytes:
+        return b"[" + b"0," * (size // 2) + b"0]"
+
+    over_small, over_large = flat(MAX_UNVERIFIED_BODY), flat(MAX_WEBHOOK_BODY)
+    for provider in ("mailgun", "ses"):
+        assert post_hook(client, provider, over_small, now).status_code == 413
+    for provider in PROVIDERS:
+        assert post_hook(client, provider, over_large, now).status_code == 413
+    signed = json.dumps([{"email": "r@example.org", "event": "delivered", "sg_event_id": "ev",
+                          "response": "250 OK " + "x" * MAX_UNVERIFIED_BODY}]).encode()
+    assert post_hook(client, "sendgrid", signed, now).status_code == 200
+    assert stored_events(lite_app) == 1
