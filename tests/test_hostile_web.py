@@ -1,6 +1,7 @@
 """Hostile requests at the public surface (issue 19), through the real app.
 
-* Deeply nested JSON at any webhook is a 400 with a one-line log entry, not a RecursionError.
+* Deeply nested JSON at any webhook is a 400 with a one-line log entry, not a RecursionError;
+  archive page numbers that are not a page are a 404 or 400 page, not a 500.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def stored_events(app: App) -> int:
                               .where(WebhookEvent.kind != "nonce")) or 0
 
 
-# ---- 9: deep JSON at the webhooks ------------------------------------------------------------
+# ---- 9: deep JSON at the webhooks ----------------------------------------------------------
 
 
 def deep_array(depth: int) -> bytes:
@@ -191,3 +192,23 @@ def test_webhook_body_limits(lite_app: App) -> None:
                           "response": "250 OK " + "x" * MAX_UNVERIFIED_BODY}]).encode()
     assert post_hook(client, "sendgrid", signed, now).status_code == 200
     assert stored_events(lite_app) == 1
+
+
+# ---- 9: archive page numbers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page,code", [
+    ("99999999999999999999", 404), ("9" * 5000, 404), ("0", 404), ("2", 404), ("999999999", 404),
+    ("-1", 400), ("+1", 400), (" 1", 400), ("1e3", 400), ("1_0", 400), ("\u0661", 400),
+    ("x", 400), ("", 400),
+])
+def test_archive_pages_that_are_not_a_page(lite_app: App, page: str, code: int,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    client = web_for(lite_app).test_client()
+    assert client.get("/archive/").status_code == 200  # page 1 exists even when empty
+    assert client.get("/archive/?page=1").status_code == 200
+    with caplog.at_level(logging.INFO):
+        response = client.get("/archive/", query_string={"page": page})
+    assert response.status_code == code
+    assert response.mimetype == "text/html" and "<h1>" in response.text
+    assert "Traceback" not in caplog.text
