@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,17 +28,20 @@ from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import WebhookEvent
+from mailer.staff import ADMIN, add_staff
 from mailer.web import create_app
 from mailer.webhooks.jsonbody import MAX_DEPTH
 from tests.conftest import make_settings
 from tests.test_webhooks import Sns, sns, sns_message  # noqa: F401  (sns is a fixture)
 
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOPIC = "arn:aws:sns:eu-west-2:123456789012:labourlist-ses-events"
 PM_USER, PM_PASSWORD = "postmark", "pm-webhook-secret"
 MG_KEY = "mg-webhook-signing-key"
 SG_PRIVATE = ec.generate_private_key(ec.SECP256R1())
 SG_PUBLIC = base64.b64encode(SG_PRIVATE.public_key().public_bytes(
     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+STAFF_EMAIL, STAFF_PASSWORD = "audience@example.org", "correct horse battery staple"
 DEEP = 100_000
 
 
@@ -66,6 +70,25 @@ def lite_app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
 
 def web_for(app: App) -> Flask:
     return create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True})
+
+
+def csrf_from(client: FlaskClient, path: str) -> str:
+    page = client.get(path)
+    match = CSRF_RE.search(page.text)
+    assert match, f"no CSRF token on {path} ({page.status_code})"
+    return match.group(1)
+
+
+def staff_client(app: App) -> FlaskClient:
+    """A browser signed in to the console as an admin."""
+    with app.sessions.begin() as session:
+        add_staff(session, STAFF_EMAIL, STAFF_PASSWORD, role=ADMIN)
+    client = web_for(app).test_client()
+    response = client.post("/staff/login", data={"csrf_token": csrf_from(client, "/staff/login"),
+                                                 "email": STAFF_EMAIL,
+                                                 "password": STAFF_PASSWORD})
+    assert response.status_code == 303, response.text
+    return client
 
 
 def stored_events(app: App) -> int:
@@ -212,3 +235,17 @@ def test_archive_pages_that_are_not_a_page(lite_app: App, page: str, code: int,
     assert response.status_code == code
     assert response.mimetype == "text/html" and "<h1>" in response.text
     assert "Traceback" not in caplog.text
+
+
+def test_staff_list_pages_refuse_absurd_page_numbers(lite_app: App,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The same rule behind the console's login (those pages overflowed the same way)."""
+    staff = staff_client(lite_app)
+    for path in ("/staff/subscribers", "/staff/audit"):
+        assert staff.get(path, query_string={"page": "1"}).status_code == 200
+        with caplog.at_level(logging.INFO):
+            for page, code in (("99999999999999999999", 404), ("0", 404), ("-3", 400),
+                               ("x", 400)):
+                response = staff.get(path, query_string={"page": page})
+                assert response.status_code == code, (path, page)
+        assert "Traceback" not in caplog.text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from mailer import audit, overrides
@@ -18,6 +18,7 @@ from mailer.errors import ConfigError
 from mailer.models import Subscriber
 from mailer.staff import list_staff
 from mailer.web import mailer_app
+from mailer.web.public import requested_page
 from mailer.web.staff import admin_required, bp, login_required, record
 
 AUDIT_PAGE = 50
@@ -79,10 +80,7 @@ def audit_log() -> Any:
     app = mailer_app()
     actor = request.args.get("actor", "")[:320]
     action = request.args.get("action", "")[:60]
-    try:
-        number = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        abort(400)
+    number = requested_page(request.args.get("page"))
     with app.sessions() as db:
         entries, total = audit.recent(db, limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE,
                                       actor=actor, action=action)

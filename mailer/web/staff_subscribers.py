@@ -25,7 +25,7 @@ from mailer.errors import MailerError
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
 from mailer.subscribers import counts, export_csv_text, import_csv
 from mailer.web import mailer_app
-from mailer.web.public import dispatch_confirmation
+from mailer.web.public import dispatch_confirmation, requested_page
 from mailer.web.staff import bp, current_staff, login_required, record
 
 PAGE_SIZE = 50
@@ -60,10 +60,7 @@ def subscribers() -> Any:
     status = request.args.get("status", "")
     if status and status not in STATUSES:
         abort(400)
-    try:
-        number = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        abort(400)
+    number = requested_page(request.args.get("page"))
     query = select(Subscriber)
     if status:
         query = query.where(Subscriber.status == status)
