@@ -2,6 +2,8 @@
 
 * Deeply nested JSON at any webhook is a 400 with a one-line log entry, not a RecursionError;
   archive page numbers that are not a page are a 404 or 400 page, not a 500.
+* A SendGrid signature over a timestamp far from our clock is refused, with the tolerance
+  Mailgun uses.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from sqlalchemy import func, select
 from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.db import init_db
-from mailer.models import WebhookEvent
+from mailer.models import ACTIVE, COMPLAINED, SubscriberEvent, WebhookEvent
 from mailer.staff import ADMIN, add_staff
+from mailer.subscribers import add, find, set_status
 from mailer.web import create_app
+from mailer.webhooks.events import TIMESTAMP_TOLERANCE
 from mailer.webhooks.jsonbody import MAX_DEPTH
 from tests.conftest import make_settings
 from tests.test_webhooks import Sns, sns, sns_message  # noqa: F401  (sns is a fixture)
@@ -61,6 +65,14 @@ def build_app(tmp_path: Path, clock: FixedClock, database_url: str) -> App:
 
 
 @pytest.fixture
+def any_app(database_url: str, tmp_path: Path, clock: FixedClock) -> Iterator[App]:
+    """On SQLite and on PostgreSQL: the tests where subscriber state is at stake."""
+    application = build_app(tmp_path, clock, database_url)
+    yield application
+    application.close()
+
+
+@pytest.fixture
 def lite_app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
     """SQLite only: the tests where nothing may be stored at all."""
     application = build_app(tmp_path, clock, f"sqlite:///{tmp_path / 'hostile.db'}")
@@ -89,6 +101,26 @@ def staff_client(app: App) -> FlaskClient:
                                                  "password": STAFF_PASSWORD})
     assert response.status_code == 303, response.text
     return client
+
+
+def seed(app: App, email: str, status: str) -> int:
+    """A confirmed reader whom a provider then reported as `status`."""
+    with app.sessions.begin() as session:
+        sub, _ = add(session, email, status=ACTIVE, source="test", at=app.clock.now())
+        if status != ACTIVE:
+            set_status(session, sub, status, source="webhook:postmark", at=app.clock.now())
+        return sub.id
+
+
+def state(app: App, email: str) -> tuple[str, list[tuple[str, str]]]:
+    """A subscriber's status and whole event trail."""
+    with app.sessions() as session:
+        sub = find(session, email)
+        assert sub is not None
+        trail = [(e.kind, e.source) for e in session.scalars(
+            select(SubscriberEvent).where(SubscriberEvent.subscriber_id == sub.id)
+            .order_by(SubscriberEvent.id))]
+        return sub.status, trail
 
 
 def stored_events(app: App) -> int:
@@ -249,3 +281,43 @@ def test_staff_list_pages_refuse_absurd_page_numbers(lite_app: App,
                 response = staff.get(path, query_string={"page": page})
                 assert response.status_code == code, (path, page)
         assert "Traceback" not in caplog.text
+
+
+# ---- 11a: SendGrid's signed timestamp must be near our clock -------------------------------
+
+
+def sendgrid_post(client: FlaskClient, timestamp: str, event_id: str) -> Any:
+    body = json.dumps([{"email": "reader@example.org", "event": "spamreport",
+                        "sg_event_id": event_id, "timestamp": 1795500000}]).encode()
+    return client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(body, timestamp))
+
+
+def test_sendgrid_refuses_a_timestamp_far_from_our_clock(any_app: App) -> None:
+    seed(any_app, "reader@example.org", ACTIVE)
+    client = web_for(any_app).test_client()
+    now = int(any_app.clock.now().timestamp())
+    late = TIMESTAMP_TOLERANCE + 60
+    for n, stamp in enumerate(("978307200",  # 1 January 2001, validly signed
+                               str(now - late), str(now + late), "nan", "inf", "1e400", "")):
+        response = sendgrid_post(client, stamp, f"ev-{n}")
+        assert response.status_code == 403, stamp
+    assert state(any_app, "reader@example.org")[0] == ACTIVE and stored_events(any_app) == 0
+    ok = sendgrid_post(client, str(now - TIMESTAMP_TOLERANCE + 60), "ev-ok")
+    assert ok.status_code == 200 and ok.get_json()["applied"] == 1
+    assert state(any_app, "reader@example.org")[0] == COMPLAINED
+
+
+def test_mailgun_uses_the_same_tolerance(lite_app: App) -> None:
+    client = web_for(lite_app).test_client()
+    now = int(lite_app.clock.now().timestamp())
+
+    def post(ts: int) -> int:
+        body = {"signature": mailgun_signature(str(ts)),
+                "event-data": {"event": "delivered", "id": f"ev-{ts}",
+                               "recipient": "reader@example.org"}}
+        return client.post("/webhooks/mailgun", json=body).status_code
+
+    late = TIMESTAMP_TOLERANCE + 60
+    assert [post(now - late), post(now + late)] == [406, 406]
+    assert [post(now - TIMESTAMP_TOLERANCE + 60), post(now + TIMESTAMP_TOLERANCE - 60)] == \
+        [200, 200]

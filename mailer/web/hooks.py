@@ -102,11 +102,11 @@ def postmark_hook() -> ResponseReturnValue:
 
 @bp.post("/sendgrid")
 def sendgrid_hook() -> ResponseReturnValue:
-    settings = mailer_app().settings
+    app = mailer_app()
     sendgrid.verify(request.get_data(cache=True),
                     request.headers.get(sendgrid.SIGNATURE_HEADER),
                     request.headers.get(sendgrid.TIMESTAMP_HEADER),
-                    settings.sendgrid_webhook_public_key)
+                    app.settings.sendgrid_webhook_public_key, app.clock.now())
     return _apply(sendgrid.PROVIDER, sendgrid.parse(_json_body()))
 
 

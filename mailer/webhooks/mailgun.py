@@ -3,9 +3,9 @@
 Mailgun puts the signature in the JSON body: ``signature = {timestamp, token, signature}``
 where ``signature`` is the hex HMAC-SHA256 of ``timestamp + token`` under the webhook signing
 key (``mailgun_webhook_signing_key``). A valid signature is not enough: a captured request
-could be replayed, so a timestamp more than `REPLAY_WINDOW` seconds away from our clock, or a
-token already used, is refused with 406 (Mailgun's "do not retry"). The token check lives in
-the database (`events.claim_nonce`), in the same transaction as the events.
+could be replayed, so a timestamp more than `events.TIMESTAMP_TOLERANCE` seconds away from our
+clock, or a token already used, is refused with 406 (Mailgun's "do not retry"). The token
+check lives in the database (`events.claim_nonce`), in the same transaction as the events.
 
 ``failed`` events carry ``severity``: temporary → deferred; permanent → a hard bounce when the
 reason or the SMTP code says the address is dead, else a soft bounce (counted).
@@ -19,10 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from mailer.transports.smtp import is_hard_bounce
-from mailer.webhooks.events import Event, EventKind, WebhookRejected, digest
+from mailer.webhooks.events import Event, EventKind, WebhookRejected, check_timestamp, digest
 
 PROVIDER = "mailgun"
-REPLAY_WINDOW = 300  # seconds
 
 EVENTS: dict[str, EventKind] = {
     "delivered": EventKind.DELIVERED,
@@ -57,12 +56,7 @@ def verify(body: Any, signing_key: str, now: datetime) -> str:
                         hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode("ascii"), signature.lower().encode("utf-8")):
         raise WebhookRejected(403, "bad signature")
-    try:
-        sent_at = float(timestamp)
-    except ValueError:
-        raise WebhookRejected(403, "bad timestamp") from None
-    if abs(now.timestamp() - sent_at) > REPLAY_WINDOW:
-        raise WebhookRejected(406, "timestamp outside the replay window")
+    check_timestamp(timestamp, now, status=406)
     return token
 
 

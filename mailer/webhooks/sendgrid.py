@@ -4,7 +4,10 @@ SendGrid signs ``timestamp + raw body`` with ECDSA P-256 / SHA-256 and sends the
 signature in ``X-Twilio-Email-Event-Webhook-Signature`` and the timestamp in
 ``X-Twilio-Email-Event-Webhook-Timestamp``. The public key (Settings → Mail Settings → Signed
 Event Webhook) is configured as ``sendgrid_webhook_public_key``: the base64 DER SendGrid shows,
-or PEM. The body must be verified exactly as received, before it is parsed.
+or PEM. The body must be verified exactly as received, before it is parsed. A signature over a
+timestamp more than `events.TIMESTAMP_TOLERANCE` from our clock is refused (403) like a bad
+one, so a captured post cannot be replayed later. (SendGrid does not document whether a retry
+is signed afresh; one that kept its first timestamp is refused once the window has passed.)
 
 One request carries a JSON array of events; ``sg_event_id`` identifies each (SendGrid retries
 failed posts for 24 hours).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailer.webhooks.events import Event, EventKind, WebhookRejected, digest
+from mailer.webhooks.events import Event, EventKind, WebhookRejected, check_timestamp, digest
 
 PROVIDER = "sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -67,8 +71,10 @@ def load_public_key(key: str) -> ec.EllipticCurvePublicKey:
     return loaded
 
 
-def verify(body: bytes, signature: str | None, timestamp: str | None, public_key: str) -> None:
-    """Raise WebhookRejected unless `body` carries SendGrid's signature."""
+def verify(body: bytes, signature: str | None, timestamp: str | None, public_key: str,
+           now: datetime) -> None:
+    """Raise WebhookRejected unless `body` carries SendGrid's signature over a timestamp
+    within `events.TIMESTAMP_TOLERANCE` of `now` (a signed post replayed later is refused)."""
     if not public_key:
         raise WebhookRejected(403, "sendgrid webhook is not configured "
                                    "(set MAILER_SENDGRID_WEBHOOK_PUBLIC_KEY)")
@@ -81,6 +87,7 @@ def verify(body: bytes, signature: str | None, timestamp: str | None, public_key
                    ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, binascii.Error, ValueError):
         raise WebhookRejected(403, "bad signature") from None
+    check_timestamp(timestamp, now, status=403)
 
 
 def kind_of(event: dict[str, Any]) -> EventKind:
