@@ -58,6 +58,11 @@ PAUSE_WEEKS = (1, 2, 4)
 LEFT = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 #: Statuses of a confirmed reader who has not left.
 CONFIRMED = (ACTIVE, PAUSED)
+#: Statuses only staff may lift: the address is dead (bounced) or its owner called us spam
+#: (complained). Anyone can type an address into the public form, so a request there must not
+#: put such an address back on the way to our mail: another email to it costs every reader's
+#: deliverability, and a complainer asked for nothing.
+STAFF_ONLY = (BOUNCED, COMPLAINED)
 
 CONFIRMATION_SENT = "confirmation-sent"
 
@@ -123,9 +128,9 @@ def request_subscription(session: Session, email: str, name: str = "", *, now: d
 
     The caller shows the same answer whatever this returns, so the form never tells anyone
     whether an address is on the list. New addresses become pending; pending ones get the
-    email again; people who left (unsubscribed, bounced, complained) start a fresh request and
-    stay out of the audience until they confirm; confirmed readers and suppressed (erased)
-    addresses get nothing.
+    email again; people who unsubscribed start a fresh request and stay out of the audience
+    until they confirm; confirmed readers, bounced and complained addresses (`STAFF_ONLY`) and
+    suppressed (erased) ones get nothing, and nothing about them changes.
     """
     address = normalise_email(email)
     clean = validate_name(name)
@@ -135,6 +140,9 @@ def request_subscription(session: Session, email: str, name: str = "", *, now: d
     if sub is None:
         sub, _ = add(session, address, name=clean, status=PENDING, source=source, at=now)
     elif sub.status in CONFIRMED:
+        return None
+    elif sub.status in STAFF_ONLY:
+        log.info("subscription request for subscriber %s ignored: %s", sub.id, sub.status)
         return None
     elif sub.status in LEFT:
         set_status(session, sub, PENDING, source=source, at=now,

@@ -1,5 +1,8 @@
 """Hostile requests at the public surface (issue 19), through the real app.
 
+* A bounced or complained address stays where it is whatever an anonymous visitor does (the
+  sign-up form, the WordPress embed, an old confirmation link), while the sign-up page answers
+  exactly as for a new address.
 * Deeply nested JSON at any webhook is a 400 with a one-line log entry, not a RecursionError;
   archive page numbers that are not a page are a 404 or 400 page, not a 500.
 * A SendGrid signature over a timestamp far from our clock is refused, with the tolerance
@@ -16,8 +19,10 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,7 +34,7 @@ from sqlalchemy import func, select
 from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.db import init_db
-from mailer.models import ACTIVE, COMPLAINED, SubscriberEvent, WebhookEvent
+from mailer.models import ACTIVE, BOUNCED, COMPLAINED, SubscriberEvent, WebhookEvent
 from mailer.staff import ADMIN, add_staff
 from mailer.subscribers import add, find, set_status
 from mailer.web import create_app
@@ -84,6 +89,19 @@ def web_for(app: App) -> Flask:
     return create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True})
 
 
+def outbox(app: App) -> list[Path]:
+    folder = Path(urlsplit(app.settings.dsn).path)
+    return sorted(folder.glob("*.eml")) if folder.is_dir() else []
+
+
+def confirm_path(eml: Path) -> str:
+    message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    match = re.search(r"https?://\S+/confirm/\S+", text)
+    assert match, text
+    return urlsplit(match.group(0)).path
+
+
 def csrf_from(client: FlaskClient, path: str) -> str:
     page = client.get(path)
     match = CSRF_RE.search(page.text)
@@ -128,6 +146,62 @@ def stored_events(app: App) -> int:
     with app.sessions() as session:
         return session.scalar(select(func.count()).select_from(WebhookEvent)
                               .where(WebhookEvent.kind != "nonce")) or 0
+
+
+# ---- 7: anonymous requests leave a bounced or complained address alone ---------------------
+
+
+@pytest.mark.parametrize("reported", [BOUNCED, COMPLAINED])
+def test_signup_form_and_embed_leave_a_suppressed_address_alone(any_app: App,
+                                                                reported: str) -> None:
+    """Same page as a brand-new sign-up, and no status change, event or email."""
+    web = web_for(any_app)
+    seed(any_app, "gone@example.org", reported)
+    before = state(any_app, "gone@example.org")
+    form = web.test_client()
+    token = csrf_from(form, "/subscribe")
+    embed = web.test_client(use_cookies=False)
+
+    def answers(email: str) -> list[str]:
+        posts = [form.post("/subscribe", data={"email": email, "hp": "", "csrf_token": token}),
+                 embed.post("/subscribe", data={"email": email, "hp": ""},
+                            headers={"Origin": "https://labourlist.org"})]
+        assert [p.status_code for p in posts] == [200, 200]
+        return [p.text.replace(email, "ADDRESS") for p in posts]
+
+    fresh = answers("new@example.org")
+    assert answers("gone@example.org") == fresh
+    assert state(any_app, "gone@example.org") == before
+    recipients = [message_from_bytes(p.read_bytes(), policy=policy.default)["To"]
+                  for p in outbox(any_app)]
+    assert recipients == ["new@example.org", "new@example.org"]
+
+
+@pytest.mark.parametrize("reported", [BOUNCED, COMPLAINED])
+def test_old_confirmation_link_does_not_bring_back_a_suppressed_address(
+        any_app: App, clock: FixedClock, reported: str) -> None:
+    """Pending, then the confirmation email bounced (or was reported as spam): the link in
+    it, pressed later, changes nothing."""
+    web = web_for(any_app)
+    client = web.test_client()
+    token = csrf_from(client, "/subscribe")
+    client.post("/subscribe", data={"email": "late@example.org", "csrf_token": token})
+    [eml] = outbox(any_app)
+    link = confirm_path(eml)
+    clock.advance(minutes=10)
+    kind = "HardBounce" if reported == BOUNCED else "SpamComplaint"
+    record = {"RecordType": "Bounce" if reported == BOUNCED else "SpamComplaint",
+              "ID": 42, "Type": kind, "Email": "late@example.org"}
+    auth = base64.b64encode(f"{PM_USER}:{PM_PASSWORD}".encode()).decode()
+    hook = client.post("/webhooks/postmark", json=record,
+                       headers={"Authorization": f"Basic {auth}"})
+    assert hook.status_code == 200, hook.text
+    before = state(any_app, "late@example.org")
+    assert before[0] == reported
+    clock.advance(minutes=10)
+    assert client.get(link).status_code == 410
+    assert client.post(link, data={"csrf_token": token}).status_code == 410
+    assert state(any_app, "late@example.org") == before and len(outbox(any_app)) == 1
 
 
 # ---- 9: deep JSON at the webhooks ----------------------------------------------------------
