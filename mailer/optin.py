@@ -65,6 +65,7 @@ CONFIRMED = (ACTIVE, PAUSED)
 STAFF_ONLY = (BOUNCED, COMPLAINED)
 
 CONFIRMATION_SENT = "confirmation-sent"
+MAX_REASON = 500
 
 
 class OptinError(MailerError):
@@ -154,15 +155,50 @@ def request_subscription(session: Session, email: str, name: str = "", *, now: d
 def resubscribe(session: Session, sub: Subscriber, *, now: datetime,
                 source: str = "preferences") -> ConfirmRequest:
     """Come back after leaving: always through a fresh confirmation email, never at once,
-    because the address may have changed hands or the link may have been forwarded."""
+    because the address may have changed hands or the link may have been forwarded.
+
+    Not for a bounced or complained address (`STAFF_ONLY`): the preferences link is in every
+    edition's footer, so whoever holds a forwarded copy holds it too. Staff use `reinstate`."""
+    if sub.status in STAFF_ONLY:
+        raise NotAllowed("This address bounced or reported our email as spam, so it cannot be "
+                         "subscribed again here; please write to the editor.")
+    return _restart(session, sub, now=now, source=source,
+                    detail=f"asked to subscribe again (was {sub.status})")
+
+
+def clean_reason(raw: str | None) -> str:
+    """A staff member's reason as one printable line, at most `MAX_REASON` characters."""
+    text = "".join(ch for ch in raw or "" if ch.isprintable() or ch.isspace())
+    return " ".join(text.split())[:MAX_REASON]
+
+
+def reinstate(session: Session, sub: Subscriber, *, reason: str, now: datetime,
+              source: str = "staff") -> ConfirmRequest:
+    """Staff bring back someone who left, through a confirmation email as always; a bounced or
+    complained address needs a `reason` (OptinError without one).
+
+    Why staff and a reason: someone who heard from the reader (the mailbox works again, the
+    complaint was a slip) can judge what a form cannot, and the reason, recorded in the
+    subscriber's history and by the caller in the audit log, says later why we mailed an
+    address the provider had told us to stop mailing."""
+    why = clean_reason(reason)
+    if sub.status in STAFF_ONLY and not why:
+        what = "bounced" if sub.status == BOUNCED else "reported our email as spam"
+        raise OptinError(f"Give a reason to bring back an address that {what}: it is kept in "
+                         "the audit log.")
+    detail = f"brought back by staff (was {sub.status})" + (f": {why}" if why else "")
+    return _restart(session, sub, now=now, source=source, detail=detail)
+
+
+def _restart(session: Session, sub: Subscriber, *, now: datetime, source: str,
+             detail: str) -> ConfirmRequest:
     if sub.status in CONFIRMED:
         raise NotAllowed("You are already subscribed.")
     if is_suppressed(session, sub.email):
         raise NotAllowed("This address cannot be subscribed again here; "
                          "please write to the editor.")
     if sub.status in LEFT:
-        set_status(session, sub, PENDING, source=source, at=now,
-                   detail=f"asked to subscribe again (was {sub.status})")
+        set_status(session, sub, PENDING, source=source, at=now, detail=detail)
         sub.paused_until = None
     return _issue(session, sub, now=now, source=source)
 

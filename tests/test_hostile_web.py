@@ -1,8 +1,9 @@
 """Hostile requests at the public surface (issue 19), through the real app.
 
 * A bounced or complained address stays where it is whatever an anonymous visitor does (the
-  sign-up form, the WordPress embed, an old confirmation link), while the sign-up page answers
-  exactly as for a new address.
+  sign-up form, the WordPress embed, an old confirmation link, a forwarded preferences link),
+  while the sign-up page answers exactly as for a new address; staff can bring it back with a
+  reason, which is audited.
 * Deeply nested JSON at any webhook is a 400 with a one-line log entry, not a RecursionError;
   archive page numbers that are not a page are a 404 or 400 page, not a 500.
 * A SendGrid signature over a timestamp far from our clock is refused, with the tolerance
@@ -34,9 +35,18 @@ from sqlalchemy import func, select
 from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.db import init_db
-from mailer.models import ACTIVE, BOUNCED, COMPLAINED, SubscriberEvent, WebhookEvent
+from mailer.models import (
+    ACTIVE,
+    BOUNCED,
+    COMPLAINED,
+    PENDING,
+    AuditEntry,
+    SubscriberEvent,
+    WebhookEvent,
+)
 from mailer.staff import ADMIN, add_staff
 from mailer.subscribers import add, find, set_status
+from mailer.tokens import PREFERENCES, make_token
 from mailer.web import create_app
 from mailer.webhooks.events import TIMESTAMP_TOLERANCE
 from mailer.webhooks.jsonbody import MAX_DEPTH
@@ -202,6 +212,66 @@ def test_old_confirmation_link_does_not_bring_back_a_suppressed_address(
     assert client.get(link).status_code == 410
     assert client.post(link, data={"csrf_token": token}).status_code == 410
     assert state(any_app, "late@example.org") == before and len(outbox(any_app)) == 1
+
+
+@pytest.mark.parametrize("reported", [BOUNCED, COMPLAINED])
+def test_preferences_link_cannot_resubscribe_a_suppressed_address(any_app: App,
+                                                                  reported: str) -> None:
+    """The preferences link is in every edition's footer, so forwarded copies carry it."""
+    sub_id = seed(any_app, "fwd@example.org", reported)
+    before = state(any_app, "fwd@example.org")
+    client = web_for(any_app).test_client()
+    path = f"/preferences/{make_token(any_app.secret_key, PREFERENCES, sub_id)}"
+    page = client.get(path)
+    assert page.status_code == 200 and 'value="resubscribe"' not in page.text
+    assert "editor@labourlist.org" in page.text  # where to ask instead
+    response = client.post(path, data={"action": "resubscribe",
+                                       "csrf_token": csrf_from(client, path)})
+    assert response.status_code == 409 and 'role="alert"' in response.text
+    assert "cannot be subscribed again here" in response.text
+    assert state(any_app, "fwd@example.org") == before and outbox(any_app) == []
+
+
+def audit_entries(app: App, action: str) -> list[tuple[str, str, str]]:
+    with app.sessions() as session:
+        return [(a.actor, a.target, a.detail) for a in session.scalars(
+            select(AuditEntry).where(AuditEntry.action == action))]
+
+
+@pytest.mark.parametrize("reported", [BOUNCED, COMPLAINED])
+def test_staff_reinstate_with_a_reason_which_is_audited(any_app: App,
+                                                        reported: str) -> None:
+    sub_id = seed(any_app, "back@example.org", reported)
+    before = state(any_app, "back@example.org")
+    staff = staff_client(any_app)
+    page = staff.get(f"/staff/subscribers/{sub_id}")
+    assert page.status_code == 200 and 'name="reason"' in page.text
+    action = f"/staff/subscribers/{sub_id}/resubscribe"
+
+    for reason in ("", "   "):  # no reason: refused, nothing happens
+        refused = staff.post(action, data={"csrf_token": csrf_from(staff, "/staff/"),
+                                           "reason": reason}, follow_redirects=True)
+        assert "Give a reason to bring back" in refused.text
+    assert state(any_app, "back@example.org") == before and outbox(any_app) == []
+    assert audit_entries(any_app, "subscriber-reinstated") == []
+
+    why = "Reader phoned: the mailbox works again"
+    done = staff.post(action, data={"csrf_token": csrf_from(staff, "/staff/"), "reason": why},
+                      follow_redirects=True)
+    assert done.status_code == 200 and "confirmation email" in done.text
+    status, trail = state(any_app, "back@example.org")
+    assert status == PENDING and trail[-2:] == [("subscribed", "staff"),
+                                                ("confirmation-sent", "staff")]
+    [(actor, target, detail)] = audit_entries(any_app, "subscriber-reinstated")
+    assert (actor, target) == (STAFF_EMAIL, f"subscriber:{sub_id}")
+    assert why in detail and reported in detail
+    assert why in staff.get(f"/staff/subscribers/{sub_id}").text  # on the console page too
+
+    [eml] = outbox(any_app)  # the reader still confirms it themselves
+    reader = web_for(any_app).test_client()
+    link = confirm_path(eml)
+    assert reader.post(link, data={"csrf_token": csrf_from(reader, link)}).status_code == 200
+    assert state(any_app, "back@example.org")[0] == ACTIVE
 
 
 # ---- 9: deep JSON at the webhooks ----------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import date
+from email.utils import parseaddr
 from typing import Any
 
 from flask import (
@@ -103,7 +104,8 @@ def brand(app: App) -> str:
 def _context() -> dict[str, Any]:
     app = mailer_app()
     return {"brand": brand(app), "postal_address": app.settings.postal_address,
-            "long_date": long_date}
+            "long_date": long_date, "contact": parseaddr(app.settings.reply_to)[1],
+            "staff_only": optin.STAFF_ONLY}
 
 
 def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:

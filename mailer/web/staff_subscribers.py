@@ -138,13 +138,23 @@ def keep(sub_id: int) -> Response:
 @bp.post("/subscribers/<int:sub_id>/resubscribe")
 @login_required
 def resubscribe(sub_id: int) -> Response:
-    """Ask the reader to confirm again: they are `pending` and get nothing until they do."""
+    """Ask the reader to confirm again: they are `pending` and get nothing until they do.
+
+    A bounced or complained address can only come back this way, with a reason (the form's
+    ``reason``), audited as ``subscriber-reinstated``: the public pages leave it alone."""
     app = mailer_app()
+    reason = optin.clean_reason(request.form.get("reason"))
     try:
         with app.sessions.begin() as db:
             sub = _get(db, sub_id)
-            confirm = optin.resubscribe(db, sub, now=app.clock.now(), source="staff")
-            record(db, "subscriber-resubscribe", _target(sub.id), "confirmation email sent")
+            was = sub.status
+            confirm = optin.reinstate(db, sub, reason=reason, now=app.clock.now(),
+                                      source="staff")
+            detail = "confirmation email sent" + (f"; reason: {reason}" if reason else "")
+            if was in optin.STAFF_ONLY:
+                record(db, "subscriber-reinstated", _target(sub.id), f"was {was}; {detail}")
+            else:
+                record(db, "subscriber-resubscribe", _target(sub.id), detail)
     except optin.OptinError as exc:
         flash(str(exc), "error")
         return redirect(url_for("staff.subscriber", sub_id=sub_id), code=303)
