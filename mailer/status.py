@@ -41,6 +41,7 @@ from mailer.models import (
 )
 from mailer.scheduler import JOB_ID, due_day, grace_seconds, next_run, stored_next_run
 from mailer.transports import FileTransport, from_dsn
+from mailer.urls import redact_url
 
 
 @dataclass
@@ -84,8 +85,7 @@ def gather(app: App) -> Status:
 
 
 def _check_database(app: App, status: Status) -> bool:
-    url = app.engine.url.render_as_string(hide_password=True)
-    status.database = {"url": url, "reachable": False}
+    status.database = {"url": redact_url(app.settings.database_url), "reachable": False}
     try:
         with app.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -206,7 +206,7 @@ def _check_scheduler(app: App, status: Status, now: datetime) -> None:
 
 def _check_transport(app: App, status: Status) -> None:
     dsn = app.settings.dsn
-    status.transport = {"dsn": _redact(dsn), "reachable": False}
+    status.transport = {"dsn": redact_url(dsn), "reachable": False}
     try:
         transport = from_dsn(dsn, app.settings)
         status.transport["name"] = transport.name
@@ -296,11 +296,3 @@ def _moment(moment: datetime) -> dict[str, Any]:
             "zone": moment.tzname(),
             "text": f"{moment:%a %Y-%m-%d %H:%M %Z} ({moment.astimezone(UTC):%H:%M} UTC)"}
 
-
-def _redact(dsn: str) -> str:
-    """The DSN without its secret: status output ends up in monitoring systems and tickets."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return dsn
-    # For API transports the "user" part is the key itself, so all of it goes.
-    return f"{scheme}://***@{rest.partition('@')[2]}"

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
 import click
 
 from mailer.cli import cli, get_app, handle_errors
-
-if TYPE_CHECKING:
-    from mailer.transports.dsn import Dsn
-
-
-def redacted(dsn: Dsn) -> str:
-    """The DSN for display. API providers keep their key in the user part
-    (``postmark+api://TOKEN@default``), which `Dsn.redacted` shows: mask it as well."""
-    if dsn.scheme.endswith("+api") and dsn.user:
-        return replace(dsn, user="KEY").redacted().replace("://KEY", "://***", 1)
-    return dsn.redacted()
 
 
 @cli.group()
@@ -39,9 +25,11 @@ def check_cmd(ctx: click.Context, dsn: str | None) -> None:
     quota). Exits non-zero with a one-line reason when something is wrong.
     """
     from mailer.transports import from_dsn, parse_dsn
+    from mailer.urls import redact_url
 
     settings = get_app(ctx).settings
     value = dsn or settings.dsn
-    click.echo(f"checking {redacted(parse_dsn(value))}")
+    parse_dsn(value)  # one line saying what is wrong, before anything is shown
+    click.echo(f"checking {redact_url(value)}")
     transport = from_dsn(value, settings)
     click.echo(transport.check())

@@ -4,19 +4,18 @@
 ``postmark+api://TOKEN@default``. One string is easy to move between environments, and parsing
 it in one place means every transport reads user, password and options the same way.
 
-The password is a secret: it never appears in an error message, in ``repr()`` or in
-``Dsn.redacted()``, because those end up in logs and on the staff console.
+The password is a secret: it never appears in an error message or in ``repr()``, because those
+end up in logs and on the staff console; the DSN is shown only through
+`mailer.urls.redact_url`, which reads it with the same parser as this module.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from mailer.errors import TransportError
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+from mailer.urls import UrlError, split_url, url_scheme
 
 
 @dataclass(frozen=True)
@@ -39,22 +38,6 @@ class Dsn:
             f"host={self.host!r}, port={self.port!r}, path={self.path!r}, "
             f"options={self.options!r})"
         )
-
-    def redacted(self) -> str:
-        """The DSN as a URL with the password masked: safe for logs and status output."""
-        if self.scheme == "file":
-            return f"file://{self.path}"
-        auth = ""
-        if self.user or self.password:
-            # For the API transports the "user" part is the API key itself.
-            auth = "***" if self.scheme.endswith("+api") else quote(self.user, safe="")
-            if self.password:
-                auth += ":***"
-            auth += "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        port = f":{self.port}" if self.port is not None else ""
-        query = "&".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.scheme}://{auth}{host}{port}{self.path}" + (f"?{query}" if query else "")
 
     def bool_option(self, name: str, default: bool) -> bool:
         """Read a yes/no option such as ``verify_tls=0``; a typo fails rather than guessing."""
@@ -96,44 +79,32 @@ def parse_dsn(dsn: str) -> Dsn:
 
     ``file://`` keeps everything after the ``//`` as a path, so ``file://outbox`` is the
     relative directory ``outbox`` and ``file:///var/mail/outbox`` is absolute. Other schemes are
-    read as URLs: user and password are percent-decoded (write ``@`` as ``%40``, ``#`` as ``%23``).
+    read by `mailer.urls.split_url`: the credentials end at the last '@', so a password or API
+    secret may hold '/', '@' and ':' as they are; user and password are percent-decoded (write
+    '%' as %25).
     """
-    text = (dsn or "").strip()
-    match = _SCHEME.match(text)
-    if not match:
+    try:
+        parts = split_url(dsn)
+    except UrlError as exc:
         # Do not echo the value: a mangled DSN may still contain a password.
-        raise TransportError(
-            "MAILER_DSN must look like scheme://…, e.g. file://outbox or "
-            "smtp://user:password@smtp.example.org:587"
-        )
-    scheme = match.group(1).lower()
-    rest = text[match.end():]
-
-    if scheme == "file":
-        location, _, query = rest.partition("?")
-        path = unquote(location)
+        scheme = url_scheme(dsn)
+        if scheme is None:
+            raise TransportError(
+                "MAILER_DSN must look like scheme://…, e.g. file://outbox or "
+                "smtp://user:password@smtp.example.org:587"
+            ) from None
+        raise TransportError(f"MAILER_DSN ({scheme}://…) cannot be read: {exc}") from None
+    if parts.scheme == "file":
+        path = unquote(parts.path)
         if not path:
             raise TransportError("MAILER_DSN file:// needs a directory, e.g. file://outbox")
-        return Dsn(scheme="file", path=path, options=_options(query))
-
-    unreadable = TransportError(
-        f"MAILER_DSN ({scheme}://…) cannot be read: check host and port, and percent-encode "
-        "special characters in the user name and password ('@' as %40, '#' as %23, "
-        "'/' as %2F, '?' as %3F, ':' as %3A)"
-    )
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise unreadable from None  # the ValueError text may quote part of the password
-    if parts.fragment:
-        raise unreadable
+        return Dsn(scheme="file", path=path, options=_options(parts.query))
     return Dsn(
-        scheme=scheme,
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        host=parts.hostname or "",
-        port=port,
+        scheme=parts.scheme,
+        user=parts.user,
+        password=parts.password,
+        host=parts.host.lower(),
+        port=parts.port,
         path=unquote(parts.path),
         options=_options(parts.query),
     )

@@ -1,0 +1,147 @@
+"""Hostile and mistaken configuration, through the real `mailer` command (issue 19, 3, 13, 14).
+
+The threat model in one place: status output ends up in monitoring systems, tickets and chat,
+so a secret in MAILER_DSN or MAILER_DATABASE_URL must never appear in it, whatever characters
+the secret holds (AWS secret keys contain '/', SMTP passwords '@' and ':'); a URL that cannot be
+read is a one-line error that does not echo it; a read-only command creates nothing; and a
+misspelt MAILER_* variable is not silently ignored.
+
+Every network check points at 127.0.0.1:9 (discard; nothing listens), so nothing here leaves the
+machine and each refusal is immediate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from mailer.cli import cli
+
+NOWHERE = "127.0.0.1:9"
+API = f"endpoint=http://{NOWHERE}&timeout=2&max_wait=1"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what each test sets: a developer's MAILER_* variables must not change the result."""
+    for key in list(os.environ):
+        if key.startswith("MAILER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MAILER_DATABASE_URL", f"sqlite:///{tmp_path / 'hostile.db'}")
+    monkeypatch.setenv("MAILER_DSN", f"file://{tmp_path / 'outbox'}")
+    monkeypatch.setenv("MAILER_NOW", "2026-11-26T06:00:00Z")
+
+
+def mailer(*args: str, **env: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def fragments(secret: str) -> list[str]:
+    """The secret and each piece of it between URL delimiters: none may be shown."""
+    return [secret, *(p for p in re.split(r"[/@:%?#]", secret) if len(p) >= 4)]
+
+
+def assert_hidden(secret: str, text: str) -> None:
+    for piece in fragments(secret):
+        assert piece not in text, f"{piece!r} shown in:\n{text}"
+
+
+def assert_one_line_error(result: Result, starts: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {starts}"), lines[0]
+    return lines[0]
+
+
+# ---- 3: secrets in MAILER_DSN ------------------------------------------------------------------
+
+SMTP_PASSWORD = "Zq7v/Wx@Lm9:Rt4k"
+AWS_SECRET = "wJalrXUt/nFEMIK7+MDENG/bPxRfiCY"
+POSTMARK_TOKEN = "d5f1e3c2-7a4b-4e1f-9c3d-b2a1f0e9d8c7"
+SENDGRID_KEY = "SG.Hx7qLp2/Zr@Kw9vN.Ty6uB/4mJq"
+
+DSNS = [
+    pytest.param(f"smtp://mailer:{SMTP_PASSWORD}@{NOWHERE}?tls=0&timeout=2", SMTP_PASSWORD,
+                 f"smtp://mailer:***@{NOWHERE}?tls=0&timeout=2", id="smtp-raw-password"),
+    pytest.param(f"smtp://mailer%40labourlist.org:Zq7v%2FWx%40Lm9%3ARt4k@{NOWHERE}?tls=0",
+                 "Zq7v%2FWx%40Lm9%3ARt4k", f"smtp://mailer@labourlist.org:***@{NOWHERE}?tls=0",
+                 id="smtp-encoded-password"),
+    pytest.param(f"ses+api://AKIAHOSTILE7EXAMPLE:{AWS_SECRET}@default?region=eu-west-2&{API}",
+                 "AKIAHOSTILE7EXAMPLE:" + AWS_SECRET,
+                 f"ses+api://***:***@default?region=eu-west-2&{API}", id="ses-id-and-secret"),
+    pytest.param(f"postmark+api://{POSTMARK_TOKEN}@default?{API}", POSTMARK_TOKEN,
+                 f"postmark+api://***@default?{API}", id="postmark-token"),
+    pytest.param(f"sendgrid+api://{SENDGRID_KEY}@default?{API}", SENDGRID_KEY,
+                 f"sendgrid+api://***@default?{API}", id="sendgrid-key"),
+    pytest.param(f"postmark+api://{POSTMARK_TOKEN}?{API}", POSTMARK_TOKEN,
+                 f"postmark+api://***?{API}", id="postmark-token-without-at"),
+    pytest.param(f"smtp://mailer:{SMTP_PASSWORD}@{NOWHERE}:notaport", SMTP_PASSWORD,
+                 "<unparsable URL>", id="smtp-bad-port"),
+]
+
+
+@pytest.mark.parametrize(("dsn", "secret", "shown"), DSNS)
+def test_status_never_shows_a_dsn_secret(dsn: str, secret: str, shown: str) -> None:
+    as_json = mailer("status", "--json", MAILER_DSN=dsn)
+    report = json.loads(as_json.output)
+    assert report["transport"]["dsn"] == shown
+    assert report["transport"]["reachable"] is False
+    text = mailer("status", MAILER_DSN=dsn)
+    assert f"transport: UNREACHABLE ({shown})" in text.output
+    for result in (as_json, text):
+        assert result.exit_code == 1
+        assert_hidden(secret, result.output)
+
+
+@pytest.mark.parametrize(("dsn", "secret", "shown"), DSNS)
+def test_transports_check_never_shows_a_dsn_secret(dsn: str, secret: str, shown: str) -> None:
+    result = mailer("transports", "check", "--dsn", dsn)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert_hidden(secret, result.output)
+    if shown != "<unparsable URL>":
+        assert result.output.startswith(f"checking {shown}\n")
+
+
+def test_a_raw_secret_reaches_the_transport_whole() -> None:
+    """Parsing and redaction share one reading: the credentials end at the last '@', so a raw
+    AWS secret with '/' is not cut at the '/' (which left no key id, and SES silently fell back
+    to boto3's own credential chain)."""
+    from mailer.transports import parse_dsn
+
+    ses = parse_dsn(f"ses+api://AKIAHOSTILE7EXAMPLE:{AWS_SECRET}@default?region=eu-west-2")
+    assert (ses.user, ses.password, ses.host) == ("AKIAHOSTILE7EXAMPLE", AWS_SECRET, "default")
+    smtp = parse_dsn(f"smtp://mailer:{SMTP_PASSWORD}@{NOWHERE}")
+    assert (smtp.user, smtp.password, smtp.host, smtp.port) == (
+        "mailer", SMTP_PASSWORD, "127.0.0.1", 9)
+
+
+# ---- 3: MAILER_DATABASE_URL --------------------------------------------------------------------
+
+DB_SECRET = "Pg7v/Se:cr3tX"
+
+
+def test_status_never_shows_the_database_password() -> None:
+    url = f"postgresql://mailer:{DB_SECRET}@{NOWHERE}/daily?connect_timeout=2"
+    report = json.loads(mailer("status", "--json", MAILER_DATABASE_URL=url).output)
+    assert report["database"]["url"] == f"postgresql://mailer:***@{NOWHERE}/daily?connect_timeout=2"
+    assert report["database"]["reachable"] is False
+    for args in (["status"], ["status", "--json"]):
+        result = mailer(*args, MAILER_DATABASE_URL=url)
+        assert result.exit_code == 1
+        assert_hidden(DB_SECRET, result.output)
+
+
+def test_a_password_in_the_database_url_query_is_hidden_too() -> None:
+    url = f"postgresql://mailer@{NOWHERE}/daily?password=Qx9secretpw&connect_timeout=2"
+    result = mailer("status", "--json", MAILER_DATABASE_URL=url)
+    assert json.loads(result.output)["database"]["url"] == (
+        f"postgresql://mailer@{NOWHERE}/daily?password=***&connect_timeout=2")
+    assert "Qx9secretpw" not in result.output
