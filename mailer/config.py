@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
+from mailer.urls import check_database_url
 from mailer.verp import MAX_LOCAL_PART, MAX_TOKEN
 from mailer.verp import fits as verp_fits
 
@@ -201,7 +202,7 @@ def _check(key: str, ok: bool, why: str) -> None:
 
 def validate(s: Settings) -> None:
     """Raise ConfigError naming the first bad key."""
-    _check("database_url", "://" in s.database_url, "must be a SQLAlchemy URL")
+    check_database_url(s.database_url)
     _check("feed_url", bool(s.feed_url.strip()), "must not be empty")
     _check("dsn", "://" in s.dsn, "must be a DSN such as file://outbox or smtp://host:587")
     base = urlsplit(s.base_url)

@@ -19,7 +19,13 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote
 
+from mailer.errors import ConfigError
+
 UNPARSABLE = "<unparsable URL>"
+SUPPORTED_DATABASES = ("SQLite (sqlite:///subscribers.db) or PostgreSQL "
+                       "(postgresql://user:password@host/dbname)")
+# Backend -> the drivers that are installed with the mailer ("" is the backend's default).
+_DATABASES = {"sqlite": {"", "pysqlite"}, "postgresql": {"", "psycopg"}, "postgres": {""}}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _PORT = re.compile(r"[0-9]{1,5}")
 # Query values shown as *** (libpq takes ?password=, a provider option might take a key).
@@ -108,6 +114,37 @@ def redact_url(text: str) -> str:
         return split_url(text).redacted()
     except UrlError:
         return UNPARSABLE
+
+
+def check_database_url(url: str) -> None:
+    """Raise ConfigError, in one line that never quotes the URL, unless the mailer can use it.
+
+    Why here and not at connection time: SQLAlchemy echoes what it cannot parse, fails on a
+    non-numeric port with a traceback, and imports a driver we do not ship for mysql:// and
+    the like; and it ends the password at the first '@', so 'pa@ss' would send 'ss@host' (the
+    tail of the password) to DNS and into the error message.
+    """
+    try:
+        parts = split_url(url)
+    except UrlError as exc:
+        raise ConfigError(f"setting database_url: cannot be read ({exc}); expected "
+                          f"{SUPPORTED_DATABASES}") from None
+    backend, _, driver = parts.scheme.partition("+")
+    if driver not in _DATABASES.get(backend, ()):
+        raise ConfigError(f"setting database_url: {parts.scheme}:// is not supported; use "
+                          f"{SUPPORTED_DATABASES}")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        theirs = make_url(url.strip())
+    except (ArgumentError, ValueError):
+        theirs = None
+    ours = (parts.user, parts.password, parts.host, parts.port)
+    if theirs is None or ours != (theirs.username or "", theirs.password or "",
+                                  theirs.host or "", theirs.port):
+        raise ConfigError("setting database_url: cannot be read as written; percent-encode "
+                          "'@' as %40, '/' as %2F and ':' as %3A in the user name and password")
 
 
 def _no_fragment(text: str) -> None:

@@ -145,3 +145,37 @@ def test_a_password_in_the_database_url_query_is_hidden_too() -> None:
     assert json.loads(result.output)["database"]["url"] == (
         f"postgresql://mailer@{NOWHERE}/daily?password=***&connect_timeout=2")
     assert "Qx9secretpw" not in result.output
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["init"]])
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        pytest.param("post gres://mailer:Hunter2pw@db/daily", "Hunter2pw", id="garbled-scheme"),
+        pytest.param("mailer:Hunter2pw@db/daily", "Hunter2pw", id="no-scheme"),
+        pytest.param("postgresql://mailer:Hunter2pw@db:notaport/daily", "Hunter2pw",
+                     id="non-numeric-port"),
+        pytest.param("postgresql://mailer:Hunter2pw@db:99999/daily", "Hunter2pw",
+                     id="port-out-of-range"),
+        pytest.param("postgresql://mailer:Hunter2pw@db/daily#x", "Hunter2pw", id="fragment"),
+        # SQLAlchemy would read the host as 'Tail99x@db': say so rather than connect there
+        pytest.param("postgresql://mailer:Pg7@Tail99x@db/daily", "Pg7@Tail99x",
+                     id="raw-at-in-password"),
+    ],
+)
+def test_an_unreadable_database_url_is_one_line_and_not_echoed(
+        url: str, secret: str, command: list[str]) -> None:
+    line = assert_one_line_error(mailer(*command, MAILER_DATABASE_URL=url),
+                                 "setting database_url:")
+    assert_hidden(secret, line)
+
+
+@pytest.mark.parametrize("scheme", ["mysql", "oracle", "mssql+pyodbc", "postgresql+psycopg2"])
+@pytest.mark.parametrize("command", [["status"], ["init"]])
+def test_an_unsupported_database_names_the_supported_ones(scheme: str,
+                                                          command: list[str]) -> None:
+    line = assert_one_line_error(
+        mailer(*command, MAILER_DATABASE_URL=f"{scheme}://mailer:Hunter2pw@db/daily"),
+        f"setting database_url: {scheme}:// is not supported")
+    assert "SQLite" in line and "PostgreSQL" in line
+    assert "Hunter2pw" not in line
