@@ -30,6 +30,7 @@ from mailer.config import SECRET_KEYS, Settings
 from mailer.errors import ConfigError
 from mailer.models import Meta
 from mailer.subscribers import InvalidAddress, normalise_email
+from mailer.urls import sqlite_file
 
 if TYPE_CHECKING:
     from mailer.app import App
@@ -152,7 +153,11 @@ def load_overrides(sessions: sessionmaker[Session]) -> dict[str, str]:
 def with_overrides(settings: Settings, sessions: sessionmaker[Session]) -> Settings:
     """What `App.create` calls: the settings with the database's overrides, or unchanged when
     the database has no tables yet (before `mailer init`) or cannot be reached (the command
-    itself will then say so)."""
+    itself will then say so). A SQLite file that is not there is not opened: connecting would
+    create it, and a read-only command (`mailer status`) must leave the folder as it was."""
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.exists():
+        return settings
     try:
         overrides = load_overrides(sessions)
     except Exception as exc:  # noqa: BLE001 - no schema / unreachable: no overrides

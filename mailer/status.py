@@ -41,7 +41,14 @@ from mailer.models import (
 )
 from mailer.scheduler import JOB_ID, due_day, grace_seconds, next_run, stored_next_run
 from mailer.transports import FileTransport, from_dsn
-from mailer.urls import redact_url
+from mailer.urls import redact_url, sqlite_file
+
+# The database's `state`, and how the lines that could not be checked give the reason.
+DB_READY, DB_EMPTY, DB_NOT_CREATED, DB_UNREACHABLE = (
+    "ready", "no tables", "not created", "unreachable")
+_NOT_CHECKED = {DB_EMPTY: "database has no tables yet",
+                DB_NOT_CREATED: "database not created yet",
+                DB_UNREACHABLE: "database unreachable"}
 
 
 @dataclass
@@ -76,7 +83,8 @@ def gather(app: App) -> Status:
         _check_feed(app, status, now, upcoming.date() if upcoming else None)
         _check_scheduler(app, status, now)
     else:
-        status.feed = {"url": app.settings.feed_url, "state": "unknown (database unreachable)"}
+        why = _NOT_CHECKED[status.database["state"]]
+        status.feed = {"url": app.settings.feed_url, "state": f"unknown ({why})"}
     _check_transport(app, status)
     return status
 
@@ -85,7 +93,15 @@ def gather(app: App) -> Status:
 
 
 def _check_database(app: App, status: Status) -> bool:
-    status.database = {"url": redact_url(app.settings.database_url), "reachable": False}
+    url = app.settings.database_url
+    status.database = {"url": redact_url(url), "state": DB_UNREACHABLE, "reachable": False}
+    path = sqlite_file(url)
+    if path is not None and not path.exists() and path.parent.is_dir():
+        # Connecting would create the file: a look at the state must not change it. (In a
+        # folder that is not there either, connecting fails and says so below.)
+        status.database["state"] = DB_NOT_CREATED
+        status.problem("database not created yet: run `mailer init`")
+        return False
     try:
         with app.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -98,8 +114,10 @@ def _check_database(app: App, status: Status) -> bool:
         return False
     status.database["revision"] = revision
     if not revision:
+        status.database["state"] = DB_EMPTY
         status.problem("database has no tables yet: run `mailer init`")
         return False
+    status.database["state"] = DB_READY
     return True
 
 
@@ -248,10 +266,14 @@ def render_text(status: Status) -> str:
     lines += [f"  PROBLEM: {p}" for p in status.problems]
     lines += [f"  warning: {w}" for w in status.warnings]
     db = status.database
-    if db.get("reachable"):
-        lines.append(f"database: reachable ({db['url']}, revision {db.get('revision') or '-'})")
+    if db["state"] == DB_READY:
+        lines.append(f"database: reachable ({db['url']}, revision {db['revision']})")
+    elif db["state"] == DB_EMPTY:
+        lines.append(f"database: reachable, no tables yet ({db['url']}): run `mailer init`")
+    elif db["state"] == DB_NOT_CREATED:
+        lines.append(f"database: not created yet ({db['url']}): run `mailer init`")
     else:
-        lines.append(f"database: UNREACHABLE ({db.get('url')}): {db.get('error', '')}")
+        lines.append(f"database: UNREACHABLE ({db['url']}): {db.get('error', '')}")
     e = status.last_edition
     if e is None:
         lines.append("last edition: none yet")
@@ -295,4 +317,3 @@ def _moment(moment: datetime) -> dict[str, Any]:
             "utc": moment.astimezone(UTC).isoformat(timespec="minutes"),
             "zone": moment.tzname(),
             "text": f"{moment:%a %Y-%m-%d %H:%M %Z} ({moment.astimezone(UTC):%H:%M} UTC)"}
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote
 
 from mailer.errors import ConfigError
@@ -145,6 +146,22 @@ def check_database_url(url: str) -> None:
                                   theirs.host or "", theirs.port):
         raise ConfigError("setting database_url: cannot be read as written; percent-encode "
                           "'@' as %40, '/' as %2F and ':' as %3A in the user name and password")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (relative to the working directory), or None for another
+    database, an in-memory one or a ``file:`` URI. Read-only commands look before connecting,
+    because connecting to a SQLite file that is not there creates it."""
+    try:
+        parts = split_url(url)
+    except UrlError:
+        return None
+    if parts.scheme.partition("+")[0] != "sqlite" or parts.has_credentials or parts.host:
+        return None
+    database = unquote(parts.path.removeprefix("/"))
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 def _no_fragment(text: str) -> None:

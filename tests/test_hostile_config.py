@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,48 @@ def test_an_unsupported_database_names_the_supported_ones(scheme: str,
         f"setting database_url: {scheme}:// is not supported")
     assert "SQLite" in line and "PostgreSQL" in line
     assert "Hunter2pw" not in line
+
+
+# ---- 13: a read-only command creates nothing ---------------------------------------------------
+
+
+def _bare_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+
+
+def _run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailer", *args], cwd=cwd,
+                          env={**_bare_env(), **env}, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_status_in_an_empty_folder_creates_nothing_and_says_so(tmp_path: Path) -> None:
+    text = _run(tmp_path, "status")
+    as_json = _run(tmp_path, "status", "--json")
+    assert list(tmp_path.iterdir()) == []  # no subscribers.db, no outbox
+    assert text.returncode == 1 and "Traceback" not in text.stderr
+    assert "PROBLEM: database not created yet: run `mailer init`" in text.stdout
+    assert "database: not created yet (sqlite:///subscribers.db): run `mailer init`" in text.stdout
+    assert "feed: unknown (database not created yet)" in text.stdout
+    assert "reachable" not in text.stdout
+    report = json.loads(as_json.stdout)
+    assert report["database"]["state"] == "not created"
+    assert report["database"]["reachable"] is False
+    assert report["feed"]["state"] == "unknown (database not created yet)"
+
+
+def test_status_on_a_database_without_tables_words_both_lines_alike(tmp_path: Path) -> None:
+    (tmp_path / "subscribers.db").touch()
+    result = _run(tmp_path, "status")
+    assert result.returncode == 1
+    assert "PROBLEM: database has no tables yet: run `mailer init`" in result.stdout
+    assert ("database: reachable, no tables yet (sqlite:///subscribers.db): run `mailer init`"
+            in result.stdout)
+    assert "feed: unknown (database has no tables yet)" in result.stdout
+
+
+def test_transports_check_in_an_empty_folder_creates_no_database(tmp_path: Path) -> None:
+    result = mailer("transports", "check",
+                    MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'never.db'}")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "never.db").exists()
