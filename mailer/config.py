@@ -7,9 +7,12 @@ the key rather than half-way through a send.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
@@ -42,7 +45,21 @@ SECRET_KEYS = frozenset(
     }
 )
 
+# MAILER_* variables that are read, but not as settings: they must not be reported as typos.
+ENV_NOT_SETTINGS = frozenset(
+    {
+        "MAILER_CONFIG",  # the settings file (load_settings)
+        "MAILER_NOW",  # where the clock starts (mailer/clock.py)
+        # The test suite's own, set in developers' shells and CI (tests/, README)
+        "MAILER_TEST_POSTGRES_URL",
+        "MAILER_KILL_TRIALS",
+        "MAILER_SCREENSHOT_DIR",
+    }
+)
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+log = logging.getLogger(__name__)
+_warned_env: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -294,6 +311,29 @@ def load_settings(
         if own in env and env[own] != env[alias]:
             raise ConfigError(f"setting {key}: {alias} and {own} disagree; set one of them")
         values[key] = _coerce(key, env[alias], hints[key])
+    warn_unknown_env(env)
     settings = Settings(**values)
     validate(settings)
     return settings
+
+
+def warn_unknown_env(env: Mapping[str, str]) -> None:
+    """Log one warning per unknown MAILER_* name, once per process, naming the closest one.
+
+    A misspelt key in the file is an error, but `MAILER_FEED_URLL` would otherwise be ignored
+    without a word while the mailer sends from the default feed. A warning rather than an
+    error: the variable does nothing, and refusing the 07:00 send over it would do more harm.
+    The value is never shown (it may be a secret).
+    """
+    expected = ({f"MAILER_{f.name.upper()}" for f in fields(Settings)}
+                | set(ENV_ALIASES.values()) | ENV_NOT_SETTINGS)
+    for name in sorted(env):
+        if not name.startswith("MAILER_") or name in expected or name in _warned_env:
+            continue
+        _warned_env.add(name)
+        # Compared without the prefix every candidate shares, or everything looks close.
+        closest = difflib.get_close_matches(name.removeprefix("MAILER_"),
+                                            sorted(e.removeprefix("MAILER_") for e in expected),
+                                            n=1)
+        log.warning("environment variable %s is not a mailer setting and is ignored%s", name,
+                    f"; did you mean MAILER_{closest[0]}?" if closest else "")

@@ -13,6 +13,7 @@ machine and each refusal is immediate.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mailer.cli import cli
+from mailer.config import load_settings
 
 NOWHERE = "127.0.0.1:9"
 API = f"endpoint=http://{NOWHERE}&timeout=2&max_wait=1"
@@ -226,3 +228,52 @@ def test_transports_check_in_an_empty_folder_creates_no_database(tmp_path: Path)
                     MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'never.db'}")
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "never.db").exists()
+
+
+# ---- 14: misspelt MAILER_* variables -----------------------------------------------------------
+
+
+def test_a_misspelt_variable_warns_once_naming_the_closest_key(tmp_path: Path) -> None:
+    result = _run(tmp_path, "init", MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                  MAILER_FEED_URLL="https://typo-value.example/feed/",
+                  MAILER_XYZZY="plugh-value")
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    warnings = [line for line in result.stderr.splitlines() if "not a mailer setting" in line]
+    assert len(warnings) == 2, result.stderr
+    typo = next(line for line in warnings if "MAILER_FEED_URLL" in line)
+    assert "did you mean MAILER_FEED_URL?" in typo
+    other = next(line for line in warnings if "MAILER_XYZZY" in line)
+    assert "did you mean" not in other
+    assert "typo-value" not in result.stderr and "plugh-value" not in result.stderr
+
+
+def test_mailer_variables_that_are_not_settings_do_not_warn(tmp_path: Path) -> None:
+    legitimate = {
+        "MAILER_CONFIG": str(Path(__file__).resolve().parent.parent / "config" / "mailer.toml"),
+        "MAILER_NOW": "2026-11-26T06:00:00Z",
+        "MAILER_TEST_POSTGRES_URL": "postgresql://postgres@127.0.0.1:9/test",
+        "MAILER_KILL_TRIALS": "3",
+        "MAILER_SCREENSHOT_DIR": str(tmp_path / "shots"),
+        "MAILER_FROM": "Daily <daily@example.org>",
+        "MAILER_FROM_ADDR": "Daily <daily@example.org>",
+        "MAILER_HOST": "127.0.0.1",
+        "MAILER_PORT": "8001",
+        "MAILER_SECRET_KEY": "k" * 32,
+        "MAILER_SMTP_PASSWORD": "pw",
+        "MAILER_POSTMARK_WEBHOOK_PASSWORD": "pw",
+        "MAILER_COLLECT_EVERY_MINUTES": "30",
+    }
+    result = _run(tmp_path, "init", MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                  **legitimate)
+    assert result.returncode == 0, result.stderr
+    assert "not a mailer setting" not in result.stderr
+
+
+def test_the_warning_is_given_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"MAILER_SEND_TMIE": "07:00", "MAILER_DATABASE_URL": "sqlite:///x.db"}
+    with caplog.at_level(logging.WARNING, logger="mailer.config"):
+        load_settings(env)
+        load_settings(env)
+    assert [r.getMessage() for r in caplog.records] == [
+        "environment variable MAILER_SEND_TMIE is not a mailer setting and is ignored; "
+        "did you mean MAILER_SEND_TIME?"]
