@@ -294,6 +294,9 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    #: Written into the session cookie at sign-in and compared on every request; signing out
+    #: and a password change add one, ending every cookie of the account issued before.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditEntry(Base):

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -73,8 +73,9 @@ def validate_password(password: str) -> str:
 
 
 def password_version(user: StaffUser) -> str:
-    """A short fingerprint of the stored hash, kept in the session cookie: a password change
-    (or removal and re-creation of the account) logs out every existing session."""
+    """A short fingerprint of the stored hash, kept in the session cookie next to the session
+    generation: an account removed and made again may get the old id back with its generation
+    at 0, and a hash changed behind our back (SQL by hand) ends sessions all the same."""
     return hashlib.sha256(f"{user.id}:{user.password_hash}".encode()).hexdigest()[:16]
 
 
@@ -124,12 +125,26 @@ def remove_staff(session: Session, email: str) -> None:
 
 
 def set_password(session: Session, email: str, password: str) -> StaffUser:
-    """Replace the password, clear any lock, and so log out every session of the account."""
+    """Replace the password, clear any lock, and end every session of the account: whoever
+    needed the new password may be locking out someone who had the old one."""
     user = _require(session, email)
     user.password_hash = hash_password(validate_password(password))
     user.failed_logins = 0
     user.locked_until = None
+    end_sessions(session, user.id)
     return user
+
+
+def end_sessions(session: Session, user_id: int) -> None:
+    """End every session of the account on the server: its generation goes up by one, so each
+    cookie issued before (which carries the old number) is refused from its next request.
+
+    One UPDATE adding to the stored value, not a read and a write, so two sign-outs at once
+    both count. Sign-out calls this: a cookie copied before it must not outlive it.
+    """
+    session.execute(update(StaffUser).where(StaffUser.id == user_id)
+                    .values(session_generation=StaffUser.session_generation + 1)
+                    .execution_options(synchronize_session="fetch"))
 
 
 def set_role(session: Session, email: str, role: str) -> StaffUser:
@@ -146,6 +161,7 @@ class LoginResult:
     email: str
     role: str
     version: str
+    generation: int
 
 
 def _dummy_hash() -> str:
@@ -180,4 +196,5 @@ def authenticate(session: Session, email: str, password: str, *, now: datetime) 
     user.locked_until = None
     user.last_login_at = now
     session.flush()
-    return LoginResult(user.id, user.email, user.role, password_version(user))
+    return LoginResult(user.id, user.email, user.role, password_version(user),
+                       user.session_generation)

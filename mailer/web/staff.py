@@ -10,7 +10,9 @@ Access is refused by default: a `before_request` hook on the blueprint sends eve
 without a valid session to the login page before any view runs, so a view that forgets its
 decorator is still protected (the decorators say what each view needs, for the reader and for
 views moved elsewhere). CSRF tokens are the web app's own (`mailer.web.security`); the session
-cookie is HttpOnly, SameSite=Lax, and Secure and host-only under https.
+cookie is HttpOnly, SameSite=Lax, and Secure and host-only under https. The cookie names the
+account's session generation, checked against the database on every request, so signing out
+(or a new password) ends the session on the server and not only in the browser.
 
 The pages are split by area: this module (login, dashboard), `staff_editions` (preview, edits,
 test and real sends), `staff_subscribers` (list, events, erasure, CSV), `staff_admin` (settings,
@@ -44,7 +46,7 @@ from werkzeug.wrappers import Response
 from mailer import audit
 from mailer.app import App
 from mailer.models import StaffUser
-from mailer.staff import ADMIN, LoginRefused, authenticate, password_version
+from mailer.staff import ADMIN, LoginRefused, authenticate, end_sessions, password_version
 from mailer.web import mailer_app
 from mailer.web.ratelimit import Limit, hit, ip_key
 from mailer.web.security import CSP
@@ -58,6 +60,7 @@ bp = Blueprint("staff", __name__, url_prefix="/staff")
 SESSION_USER = "staff_id"
 SESSION_VERSION = "staff_v"
 SESSION_SINCE = "staff_at"
+SESSION_GENERATION = "staff_g"
 #: A console session ends this long after login, however active it was.
 SESSION_HOURS = 12
 #: Endpoints reachable without a session (the login form itself).
@@ -94,7 +97,11 @@ def current_staff() -> StaffSession:
 
 def _load_staff() -> StaffSession | None:
     """The session's staff member, or None when the session is absent, expired, or belongs to
-    an account that was removed or whose password changed since."""
+    an account that was removed, signed out or whose password changed since.
+
+    The cookie is signed, so its contents are ours, but it is also a bearer token that
+    outlives sign-out in any copy of it; the account's session generation, read from the
+    database on every request, is what makes sign-out final."""
     user_id = session.get(SESSION_USER)
     if not isinstance(user_id, int):
         return None
@@ -112,6 +119,9 @@ def _load_staff() -> StaffSession | None:
         user = db.get(StaffUser, user_id)
         if user is None or session.get(SESSION_VERSION) != password_version(user):
             return None
+        generation = session.get(SESSION_GENERATION)
+        if not isinstance(generation, int) or generation != user.session_generation:
+            return None
         return StaffSession(user.id, user.email, user.role)
 
 
@@ -125,7 +135,7 @@ def _to_login() -> Response:
 def _require_session() -> Response | None:
     g.staff = _load_staff()
     if g.staff is None:
-        for key in (SESSION_USER, SESSION_VERSION, SESSION_SINCE):
+        for key in (SESSION_USER, SESSION_VERSION, SESSION_SINCE, SESSION_GENERATION):
             session.pop(key, None)
         if request.endpoint not in OPEN_ENDPOINTS:
             return _to_login()
@@ -270,6 +280,7 @@ def login() -> Any:
     session.clear()  # a fresh session (and CSRF secret) for the signed-in user
     session[SESSION_USER] = result.user_id
     session[SESSION_VERSION] = result.version
+    session[SESSION_GENERATION] = result.generation
     session[SESSION_SINCE] = now.isoformat()
     return redirect(safe_next(next_url), code=303)
 
@@ -277,8 +288,11 @@ def login() -> Any:
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
+    """Sign out everywhere: the account's session generation goes up, so this cookie and any
+    copy of it (and the account's other browsers) stop working, not just this browser's."""
     app = mailer_app()
     with app.sessions.begin() as db:
+        end_sessions(db, current_staff().id)
         record(db, "logout")
     session.clear()
     flash("You have signed out.")
