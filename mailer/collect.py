@@ -13,6 +13,8 @@ Why it is shaped this way:
   an edited post, and an article must appear in at most one edition.
 - All HTML goes through one allow-list sanitiser (nh3). feedparser's own sanitiser and URL
   rewriting are switched off so that there is exactly one policy, and the tests check that policy.
+- `feed_timeout` bounds the whole fetch, every page, not each read (`mailer.deadline`): a server
+  that drips a byte a second never trips a read timeout, and the send waits on this fetch.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import xml.parsers.expat
 import xml.sax
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -42,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.config import Settings
+from mailer.deadline import Deadline
 from mailer.errors import FeedError
 from mailer.models import Article, FeedState
 
@@ -181,21 +185,29 @@ def fetch_feed_text(
     etag: str = "",
     last_modified: str = "",
     session: requests.Session | None = None,
+    deadline: Deadline | None = None,
 ) -> Fetched:
     """GET one feed page with the configured timeout and User-Agent.
 
     Validators are sent back byte for byte: WordPress compares them exactly, and with both
     present both must match for a 304. The HTTP status is returned, not judged, because a 404
     means "error" on page 1 but "past the end" on page 3. Transport failures raise FeedError.
+
+    `deadline` is the whole fetch's (see `_fetch_pages`) and `session` one it is mounted on;
+    pass both or neither (then this page alone gets `feed_timeout`).
     """
     headers = {"User-Agent": settings.user_agent, "Accept": ACCEPT}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    http = session or requests.Session()
+    own = deadline is None
+    deadline = deadline or Deadline(settings.feed_timeout)
+    http = session or deadline.mount_on(requests.Session())
+    watching = deadline if own else nullcontext()  # the caller's deadline is already running
     try:
-        with http.get(url, headers=headers, timeout=settings.feed_timeout, stream=True) as resp:
+        with watching, http.get(url, headers=headers, stream=True,
+                                timeout=deadline.timeout(settings.feed_timeout)) as resp:
             fetched = Fetched(
                 url=url,
                 status=resp.status_code,
@@ -205,8 +217,12 @@ def fetch_feed_text(
             )
             if 200 <= resp.status_code < 300:
                 fetched.body = _read_capped(resp, url)
+            if deadline.expired:  # cut off: what arrived may be a truncated body
+                raise _FetchFailed(_deadline_message(url, deadline))
             return fetched
     except requests.RequestException as exc:
+        if deadline.expired:
+            raise _FetchFailed(_deadline_message(url, deadline)) from None
         raise _FetchFailed(_describe_request_error(exc, url, settings.feed_timeout)) from None
     finally:
         if session is None:
@@ -355,9 +371,10 @@ def _fetch_pages(
         parsed = parse_feed(_read_local(path, url), url)
         return _Run(status=0, pages=1, entries=list(parsed.entries), local=True)
 
-    with requests.Session() as http:
+    deadline = Deadline(settings.feed_timeout)
+    with deadline, deadline.mount_on(requests.Session()) as http:
         first = fetch_feed_text(url, settings, etag=etag, last_modified=last_modified,
-                                session=http)
+                                session=http, deadline=deadline)
         if first.status == 304:
             return _Run(status=304, not_modified=True)
         parsed = _parse_page(first)
@@ -367,7 +384,7 @@ def _fetch_pages(
         last_page = list(parsed.entries)
         while run.pages < settings.feed_max_pages and _reaches_back(last_page, since):
             page_url = _page_url(url, run.pages + 1)
-            page = fetch_feed_text(page_url, settings, session=http)
+            page = fetch_feed_text(page_url, settings, session=http, deadline=deadline)
             if page.status in (404, 410):
                 break  # WordPress answers 404 past the last page
             parsed = _parse_page(page)
@@ -464,6 +481,11 @@ def _is_timeout(exc: BaseException) -> bool:
             pending.extend([current.__cause__, current.__context__])
             pending.append(getattr(current, "reason", None))
     return "timed out" in str(exc).lower()
+
+
+def _deadline_message(url: str, deadline: Deadline) -> str:
+    return (f"feed {url} timed out after {deadline.seconds:g}s (the whole fetch must finish "
+            "within feed_timeout; the server is answering too slowly)")
 
 
 def _describe_request_error(exc: requests.RequestException, url: str, timeout: float) -> str:

@@ -14,7 +14,8 @@ Behaviour, as WordPress's `feed-rss2.php` and `WP::send_headers()`:
 - With validators configured, a request carrying them gets 304: when both If-None-Match and
   If-Modified-Since are sent both must match, exactly (byte for byte), else the one sent must.
 - Any page can be overridden with a `Reply`: another status, body or content type, a delay
-  before answering, or a body that stalls half-way (`stall_after`).
+  before answering, a body that stalls half-way (`stall_after`), or an answer that trickles in
+  one byte at a time (`drip`), from the body or from the status line on (`drip_headers`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before sending anything (or, with stall_after, mid-body)
     stall_after: int | None = None  # send headers and this many body bytes, then wait `delay`
+    drip: float = 0.0  # seconds between bytes: never silent long enough for a read timeout
+    drip_headers: bool = False  # drip from the status line on, not only the body
 
     def payload(self) -> bytes:
         return self.body.encode("utf-8") if isinstance(self.body, str) else self.body
@@ -208,6 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay and reply.stall_after is None:
             if owner._stopping.wait(reply.delay):
                 return
+        if reply.drip:
+            self._drip(reply, body)
+            return
         self.send_response(reply.status)
         if reply.content_type:
             self.send_header("Content-Type", reply.content_type)
@@ -224,6 +230,28 @@ class _Handler(BaseHTTPRequestHandler):
             owner._stopping.wait(reply.delay)
             return
         self.wfile.write(body)
+
+    def _drip(self, reply: Reply, body: bytes) -> None:
+        """Write the answer a byte at a time until it is done, the client hangs up or the
+        server stops: the shape of a slow-loris or a throttled proxy."""
+        head = (f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}\r\n"
+                f"Content-Type: {reply.content_type}\r\nContent-Length: {len(body)}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+                + "Connection: close\r\n\r\n").encode("latin-1")
+        self.close_connection = True
+        if not reply.drip_headers:
+            self.wfile.write(head)
+            self.wfile.flush()
+            head = b""
+        stopping = self.server.owner._stopping
+        try:
+            for byte in head + body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                if stopping.wait(reply.drip):
+                    return
+        except OSError:
+            return  # the client gave up, as it should
 
     def log_message(self, format: str, *args: Any) -> None:
         return
