@@ -292,6 +292,9 @@ class StaffUser(Base):
     role: Mapped[str] = mapped_column(String(20), default="editor")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The hard lock's state, unused since sign-in is throttled (`mailer.web.throttle`); the
+    #: columns stay so a process still running older code during an upgrade keeps working.
+    #: A later migration can drop them.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
     #: Written into the session cookie at sign-in and compared on every request; signing out

@@ -5,17 +5,18 @@ change the settings the console overrides (donation copy, sender, send time). Ac
 made with the CLI (`mailer staff add`), never from the web, so a stolen session cannot mint a
 new account.
 
-Passwords are hashed with scrypt (memory-hard, so a leaked table is expensive to attack). Login
-is throttled per account here (a lock for `LOCK_MINUTES` after `MAX_FAILURES` wrong passwords
-in a row) and per client IP in the web layer; an unknown address costs the same hash check as
-a known one, so response times do not reveal who has an account.
+Passwords are hashed with scrypt (memory-hard, so a leaked table is expensive to attack). This
+module only says whether a password is right; sign-in attempts are throttled in the web layer
+(`mailer.web.throttle`: growing delays per account and client, never a lock, so no one can keep
+a colleague out by guessing). An unknown address costs the same hash check as a known one, so
+response times do not reveal who has an account.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -29,8 +30,6 @@ EDITOR, ADMIN = "editor", "admin"
 ROLES = (EDITOR, ADMIN)
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # scrypt of a megabyte "password" is a cheap denial of service otherwise
-MAX_FAILURES = 5
-LOCK_MINUTES = 15
 HASH_METHOD = "scrypt"
 
 _DUMMY_HASH: list[str] = []
@@ -41,12 +40,14 @@ class StaffError(MailerError):
 
 
 class LoginRefused(MailerError):
-    """Wrong address or password, or the account is locked: deliberately one message."""
+    """Wrong address or password: deliberately one message for both.
 
-    def __init__(self, locked: bool = False) -> None:
-        super().__init__("The email address or password is not right, or the account is "
-                         "locked for a while after too many attempts.")
-        self.locked = locked
+    `account` is the account's address when there is one (for the throttle's alert to admins,
+    never for the page)."""
+
+    def __init__(self, account: str | None = None) -> None:
+        super().__init__("The email address or password is not right.")
+        self.account = account
 
 
 def hash_password(password: str) -> str:
@@ -125,12 +126,10 @@ def remove_staff(session: Session, email: str) -> None:
 
 
 def set_password(session: Session, email: str, password: str) -> StaffUser:
-    """Replace the password, clear any lock, and end every session of the account: whoever
-    needed the new password may be locking out someone who had the old one."""
+    """Replace the password and end every session of the account: whoever needed the new
+    password may be locking out someone who had the old one."""
     user = _require(session, email)
     user.password_hash = hash_password(validate_password(password))
-    user.failed_logins = 0
-    user.locked_until = None
     end_sessions(session, user.id)
     return user
 
@@ -171,29 +170,18 @@ def _dummy_hash() -> str:
 
 
 def authenticate(session: Session, email: str, password: str, *, now: datetime) -> LoginResult:
-    """Check a login and update the throttle; LoginRefused (one message) when it fails.
+    """Check a password; LoginRefused (one message for every cause) when it is not right.
 
-    The caller commits whatever happens, so a failure is counted even though it raises. While
-    an account is locked even the right password is refused, and the lock is not extended, so
-    an attacker cannot keep a colleague locked out for ever by guessing slowly.
+    No counting or locking here: the caller throttles attempts by the address typed and the
+    client (`mailer.web.throttle`), before this is called and after it refuses.
     """
     address = email.strip().lower()
     user = get_by_email(session, address) if address and len(address) <= 320 else None
     if user is None:
         check_password(_dummy_hash(), password)  # same cost as a real check
         raise LoginRefused()
-    if user.locked_until is not None and user.locked_until > now:
-        check_password(_dummy_hash(), password)
-        raise LoginRefused(locked=True)
     if not check_password(user.password_hash, password):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        if user.failed_logins >= MAX_FAILURES:
-            user.locked_until = now + timedelta(minutes=LOCK_MINUTES)
-            user.failed_logins = 0
-            raise LoginRefused(locked=True)
-        raise LoginRefused()
-    user.failed_logins = 0
-    user.locked_until = None
+        raise LoginRefused(account=user.email)
     user.last_login_at = now
     session.flush()
     return LoginResult(user.id, user.email, user.role, password_version(user),

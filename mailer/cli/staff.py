@@ -76,11 +76,9 @@ def list_cmd(ctx: click.Context) -> None:
     if not users:
         click.echo("no staff accounts yet: add one with `mailer staff add EMAIL --role admin`",
                    err=True)
-    now = app.clock.now()
     for user in users:
         last = f"{user.last_login_at:%Y-%m-%d %H:%M}Z" if user.last_login_at else "never"
-        locked = "  LOCKED" if user.locked_until and user.locked_until > now else ""
-        click.echo(f"{user.email}\t{user.role}\tlast login {last}{locked}")
+        click.echo(f"{user.email}\t{user.role}\tlast login {last}")
 
 
 @staff.command("remove")
@@ -109,7 +107,7 @@ def remove_cmd(ctx: click.Context, email: str) -> None:
 @click.pass_context
 @handle_errors
 def set_password_cmd(ctx: click.Context, email: str, password_stdin: bool) -> None:
-    """Replace a password (also unlocks the account and ends its sessions)."""
+    """Replace a password (also ends every session of the account)."""
     from mailer import audit
     from mailer.db import require_schema
     from mailer.staff import set_password

@@ -12,7 +12,8 @@ decorator is still protected (the decorators say what each view needs, for the r
 views moved elsewhere). CSRF tokens are the web app's own (`mailer.web.security`); the session
 cookie is HttpOnly, SameSite=Lax, and Secure and host-only under https. The cookie names the
 account's session generation, checked against the database on every request, so signing out
-(or a new password) ends the session on the server and not only in the browser.
+(or a new password) ends the session on the server and not only in the browser. Sign-in
+attempts are throttled by `mailer.web.throttle` (growing delays, never a lock).
 
 The pages are split by area: this module (login, dashboard), `staff_editions` (preview, edits,
 test and real sends), `staff_subscribers` (list, events, erasure, CSV), `staff_admin` (settings,
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -46,9 +48,15 @@ from werkzeug.wrappers import Response
 from mailer import audit
 from mailer.app import App
 from mailer.models import StaffUser
-from mailer.staff import ADMIN, LoginRefused, authenticate, end_sessions, password_version
-from mailer.web import mailer_app
-from mailer.web.ratelimit import Limit, hit, ip_key
+from mailer.staff import (
+    ADMIN,
+    LoginRefused,
+    LoginResult,
+    authenticate,
+    end_sessions,
+    password_version,
+)
+from mailer.web import mailer_app, throttle
 from mailer.web.security import CSP
 
 log = logging.getLogger("mailer.web.staff")
@@ -65,8 +73,6 @@ SESSION_GENERATION = "staff_g"
 SESSION_HOURS = 12
 #: Endpoints reachable without a session (the login form itself).
 OPEN_ENDPOINTS = frozenset({"staff.login"})
-#: Per client IP, on top of the per-account lock in `mailer.staff`.
-LOGIN_LIMITS = (Limit(20, 600), Limit(100, 86400))
 #: Staff pages may frame their own previews; public pages still may not frame anything.
 STAFF_CSP = CSP + "; frame-src 'self'"
 
@@ -213,6 +219,8 @@ def parse_day(value: str) -> date:
 
 
 def client_ip() -> str:
+    """The client's address: the TCP peer, or, only when `trusted_proxies` is set, the one
+    werkzeug's ProxyFix took from that many X-Forwarded-For hops (`mailer.web.create_app`)."""
     return request.remote_addr or "unknown"
 
 
@@ -239,9 +247,88 @@ def _staff_context() -> dict[str, Any]:
 # ---- login / logout ------------------------------------------------------------------------
 
 
-def _login_limits() -> tuple[Limit, ...]:
-    configured = current_app.config.get("MAILER_RATE_LIMITS", {})
-    return tuple(configured.get("staff-login-ip", LOGIN_LIMITS))
+@dataclass(frozen=True)
+class _SignIn:
+    """One attempt's outcome: signed in, refused unchecked (wait), or a wrong password."""
+
+    result: LoginResult | None = None
+    wait: int = 0
+    error: str = ""
+    failure: throttle.Failure | None = None
+    account: str | None = None
+
+
+def _sign_in(app: App, email: str, password: str, now: datetime) -> _SignIn:
+    """Throttle, check and count one attempt in one transaction, committed whatever happens
+    (a wrong password counts although the sign-in is refused). Too early, the password is not
+    even checked: a refusal costs no scrypt and says nothing about the password."""
+    client = client_ip()
+    attempt = throttle.Attempt.of(email.strip().lower(), client)
+    with app.sessions.begin() as db:
+        throttle.lock(db, attempt)
+        wait = throttle.wait_seconds(db, attempt, now)
+        if wait:
+            return _SignIn(wait=wait)
+        try:
+            result = authenticate(db, email, password, now=now)
+        except LoginRefused as exc:
+            failure = throttle.record_failure(db, attempt, now, known=exc.account is not None)
+            later = f"; next try from there in {failure.wait} s" if failure.wait else ""
+            audit.record(db, email.lower()[:320] or "(no address)", "login-failed",
+                         detail=f"ip {client}{later}", at=now)
+            if failure.burst_started:
+                audit.record(db, "mailer", "login-alert", f"staff:{exc.account}",
+                             detail=_burst_summary(failure, client), at=now)
+            return _SignIn(error=str(exc), failure=failure, account=exc.account)
+        throttle.record_success(db, attempt)
+        audit.record(db, result.email, "login", detail=f"ip {client}", at=now)
+        return _SignIn(result=result)
+
+
+def _burst_summary(failure: throttle.Failure, client: str) -> str:
+    minutes = int(throttle.WINDOW.total_seconds() // 60)
+    return (f"{failure.account_failures} wrong passwords in {minutes} min from "
+            f"{failure.clients} client address(es), the latest from {client}")
+
+
+def _alert_admins(app: App, account: str, failure: throttle.Failure) -> None:
+    """Tell the staff alert addresses (and send_log) about a burst of wrong passwords, once
+    per burst (`throttle.record_failure` decides), off the request thread like the sign-up
+    emails: an SMTP server's pace must not set the login page's."""
+    from mailer.alerts import alert
+
+    subject = f"staff sign-in: repeated wrong passwords for {account}"
+    body = (f"{_burst_summary(failure, client_ip())}.\n\n"
+            f"Nothing is locked: the addresses that guessed wait up to "
+            f"{throttle.CAP_SECONDS} s between attempts, and sign-ins from anywhere else work "
+            f"as usual. You get this once per burst; the next alert for this account comes "
+            f"only after an hour without a wrong password for it.\n\n"
+            f"If it is not a colleague who forgot their password, see the failed sign-ins at "
+            f"{app.settings.base_url.rstrip('/')}/staff/audit?action=login-failed, consider "
+            f"blocking the addresses at the proxy, and make sure the account's password is "
+            f"long and used nowhere else (`mailer staff set-password`).\n")
+    if current_app.config.get("MAILER_SEND_INLINE"):
+        alert(app, subject, body)
+        return
+    threading.Thread(target=alert, args=(app, subject, body), name="login-alert",
+                     daemon=True).start()
+
+
+def _refused(attempt: _SignIn, email: str, next_url: str) -> Any:
+    """The login page again, saying why: 429 with Retry-After when the client must wait, 401
+    (and how long to wait, if at all) for a wrong address or password."""
+    if attempt.wait:
+        log.info("staff sign-in from %s refused for %d s: too many wrong passwords",
+                 client_ip(), attempt.wait)
+        page = render_template("staff/login.html", title="Sign in", next_url=next_url,
+                               email=email, error="Too many sign-in attempts: try again in "
+                                                  f"{attempt.wait} s.")
+        return page, 429, {"Retry-After": str(attempt.wait)}
+    error = attempt.error
+    if attempt.failure is not None and attempt.failure.wait:
+        error += f" You can try again in {attempt.failure.wait} s."
+    return render_template("staff/login.html", title="Sign in", next_url=next_url, email=email,
+                           error=error), 401
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -253,30 +340,14 @@ def login() -> Any:
         return render_template("staff/login.html", title="Sign in", next_url=next_url)
     app = mailer_app()
     email = request.form.get("email", "").strip()
-    password = request.form.get("password", "")
     now = app.clock.now()
-    # Its own committed transaction (SQLite has one writer; see public.allowed).
-    with app.sessions.begin() as db:
-        ok = hit(db, ip_key("staff-login", client_ip()), _login_limits(), now=now)
-    if not ok:
-        log.warning("staff login refused: too many attempts from %s", client_ip())
-        return render_template("staff/login.html", title="Sign in", next_url=next_url, email=email,
-                               error="Too many attempts from your network: please wait a few "
-                                     "minutes and try again."), 429
-    refused: LoginRefused | None = None
-    with app.sessions.begin() as db:  # committed either way: failures count towards the lock
-        try:
-            result = authenticate(db, email, password, now=now)
-        except LoginRefused as exc:
-            refused = exc
-            audit.record(db, email.lower()[:320] or "(no address)", "login-failed",
-                         detail=f"ip {client_ip()}" + ("; account locked" if exc.locked
-                                                         else ""), at=now)
-        else:
-            audit.record(db, result.email, "login", detail=f"ip {client_ip()}", at=now)
-    if refused is not None:
-        return render_template("staff/login.html", title="Sign in", next_url=next_url, email=email,
-                               error=str(refused)), 401
+    attempt = _sign_in(app, email, request.form.get("password", ""), now)
+    result = attempt.result
+    if result is None:
+        failure = attempt.failure
+        if failure is not None and failure.burst_started and attempt.account:
+            _alert_admins(app, attempt.account, failure)
+        return _refused(attempt, email, next_url)
     session.clear()  # a fresh session (and CSRF secret) for the signed-in user
     session[SESSION_USER] = result.user_id
     session[SESSION_VERSION] = result.version
@@ -318,12 +389,20 @@ def dashboard() -> Any:
         totals = counts(db)
         growth = staff_stats.list_growth(db, now=now, tz=app.settings.tz, days=30)
         requests = staff_stats.unsubscribe_requests(db, now=now)
+        login_alerts = _login_alerts(db, now) if current_staff().is_admin else []
     return render_template(
         "staff/dashboard.html", title="Dashboard", day=day, edition=edition,
         next_send=staff_stats.next_send(app, now), history=history, totals=totals,
         growth=growth, chart=staff_stats.growth_chart(growth),
-        audience=totals.get("active", 0), requests=requests,
+        audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
     )
+
+
+def _login_alerts(db: Any, now: datetime) -> list[Any]:
+    """Bursts of wrong passwords in the last day, for admins: the alert email may go to an
+    inbox nobody reads, or nowhere when `staff_alerts` is empty."""
+    entries, _ = audit.recent(db, limit=10, action="login-alert")
+    return [entry for entry in entries if entry.created_at >= now - timedelta(days=1)]
 
 
 @bp.get("/today")
