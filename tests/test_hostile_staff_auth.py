@@ -333,7 +333,7 @@ def test_a_cookie_captured_before_a_password_change_is_refused_after_it(
 
 def test_migration_gives_existing_accounts_a_session_generation(
         database_url: str, tmp_path: Path, clock: FixedClock) -> None:
-    """A database made before revision 0003, with an account in it, upgrades with `mailer init`
+    """A database made before revision 0004, with an account in it, upgrades with `mailer init`
     and its account signs in and out with server-side sign-out."""
     from alembic import command
 
@@ -342,7 +342,7 @@ def test_migration_gives_existing_accounts_a_session_generation(
         config = alembic_config(database_url)
         with engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "0004")  # the head before this change
+            command.upgrade(config, "0003")  # the head before this change
         accounts = sa.table("staff_users", sa.column("email", sa.String),
                             sa.column("password_hash", sa.String), sa.column("role", sa.String),
                             sa.column("created_at", UTCDateTime()),
@@ -356,7 +356,7 @@ def test_migration_gives_existing_accounts_a_session_generation(
 
     result = CliRunner().invoke(cli, ["init"], env={"MAILER_DATABASE_URL": database_url})
     assert result.exit_code == 0, result.output
-    assert "database ready at revision 0003" in result.output
+    assert "database ready at revision 0004" in result.output
 
     application = App.create(make_settings(tmp_path, database_url=database_url), clock=clock)
     try:

@@ -6,7 +6,7 @@ feed could spell out; each edition now names its slots with a random key of its 
 bodies are rewritten to it, so a send under way at the upgrade finishes; editions that can
 still change are rendered again, with a fresh key, before they send.
 
-Revision ID: 0004
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02 18:00:00
 """
@@ -15,7 +15,7 @@ import secrets
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

@@ -7,18 +7,15 @@ every request; signing out and a password change add one to it, which ends every
 the account issued before. Existing accounts start at 0; cookies issued before this revision
 carry no generation and are refused, so everyone signs in once more after the upgrade.
 
-This revision follows 0004 (which was written first and already revises 0002), so the chain
-stays linear for databases already at 0004: 0001, 0002, 0004, 0003.
-
-Revision ID: 0003
-Revises: 0004
-Create Date: 2026-12-03 10:00:00
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 18:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0004"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
