@@ -15,6 +15,8 @@ Why it is shaped this way:
   rewriting are switched off so that there is exactly one policy, and the tests check that policy.
 - `feed_timeout` bounds the whole fetch, every page, not each read (`mailer.deadline`): a server
   that drips a byte a second never trips a read timeout, and the send waits on this fetch.
+- RSS2, Atom 1.0 and RSS 1.0 (RDF) all arrive as feedparser entries and go through the same
+  rules; WordPress serves the same posts as all three (`/feed/`, `/feed/atom/`, `/feed/rdf/`).
 """
 
 from __future__ import annotations
@@ -260,7 +262,9 @@ def parse_feed(body: bytes, url: str, content_type: str = "") -> feedparser.Feed
         where = _where(parsed.get("bozo_exception"))
         raise _FetchFailed(f"feed {url} is not well-formed XML ({where})")
     if not parsed.entries and not parsed.feed:
-        raise _FetchFailed(f"feed {url} has no channel")
+        # RSS keeps everything inside <channel>; Atom's <feed> is the document element itself.
+        what = "an empty <feed>" if str(parsed.version).startswith("atom") else "no channel"
+        raise _FetchFailed(f"feed {url} has {what}")
     return parsed
 
 

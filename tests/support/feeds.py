@@ -1,4 +1,5 @@
-"""Builders for WordPress RSS2 feeds in the shape labourlist.org serves them.
+"""Builders for WordPress feeds in the shapes labourlist.org serves them: RSS2 (`/feed/`), and
+Atom 1.0 (`/feed/atom/`) and RSS 1.0 RDF (`/feed/rdf/`) from the same `Post`s.
 
 The shape follows WordPress's `feed-rss2.php` (as seen on the site): channel title, atom:link,
 link, description, lastBuildDate, sy:* and generator; per item a `title` that is entity-encoded
@@ -77,6 +78,7 @@ class Post:
     link: str | None = None
     guid: str | None = None
     raw_title: str | None = None  # put inside <title> verbatim (already encoded)
+    modified: datetime | None = None  # Atom's <updated> (an edit); defaults to `published`
 
     @property
     def url(self) -> str:
@@ -285,3 +287,120 @@ RECORDED_PAGE = """<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"
 	</channel>
 </rss>
 """  # noqa: E501
+
+
+# ---- Atom 1.0 and RSS 1.0 (RDF), as WordPress's feed-atom.php and feed-rdf.php print them ----
+
+ATOM_FEED = f"{SITE}/feed/atom/"
+RDF_FEED = f"{SITE}/feed/rdf/"
+
+
+def iso8601(instant: datetime) -> str:
+    """Atom and RDF dates as WordPress writes them: UTC with a literal "Z"."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _attr(text: str) -> str:
+    """esc_attr(): what WordPress does to a category name inside term="..."."""
+    return (text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
+
+
+def atom_entry_xml(post: Post, site: str = SITE) -> str:
+    """One <entry>: author/name, title type="html" (CDATA of the RSS-encoded title), the
+    alternate link, the guid as <id>, <updated> (last edit) and <published>, one
+    <category term> per category and tag, summary and content type="html" (CDATA), and the
+    two rel="replies" links WordPress adds when comments are open."""
+    title = post.raw_title if post.raw_title is not None else wp_title(post.title)
+    categories = "".join(f'<category scheme="{site}" term="{_attr(c)}" />'
+                         for c in post.categories)
+    modified = post.modified or post.published
+    return (
+        "\t<entry>\n\t\t<author>\n"
+        f"\t\t\t<name>{_attr(post.author)}</name>\n\t\t\t\t\t</author>\n\n"
+        f'\t\t<title type="html">{cdata(title)}</title>\n'
+        f'\t\t<link rel="alternate" type="text/html" href="{post.url}" />\n\n'
+        f"\t\t<id>{post.guid_value}</id>\n"
+        f"\t\t<updated>{iso8601(modified)}</updated>\n"
+        f"\t\t<published>{iso8601(post.published)}</published>\n"
+        f"\t\t{categories}\n"
+        f'\t\t<summary type="html">{cdata(post.description_html())}</summary>\n\n'
+        f'\t\t\t\t\t<content type="html" xml:base="{post.url}">'
+        f"{cdata(post.content_html())}</content>\n\t\t\n"
+        f'\t\t\t\t\t<link rel="replies" type="text/html" href="{post.url}#comments" '
+        'thr:count="0" />\n'
+        f'\t\t\t<link rel="replies" type="application/atom+xml" href="{post.url}feed/atom/" '
+        'thr:count="0" />\n'
+        "\t\t\t<thr:total>0</thr:total>\n\t\t\t</entry>\n"
+    )
+
+
+def atom(posts: Sequence[Post], *, title: str = "LabourList", site: str = SITE) -> str:
+    """A complete Atom 1.0 page of these posts (newest first, as given), as `/feed/atom/`."""
+    updated = max((p.modified or p.published for p in posts),
+                  default=datetime(2026, 11, 1, tzinfo=UTC))
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><feed\n'
+        '  xmlns="http://www.w3.org/2005/Atom"\n'
+        '  xmlns:thr="http://purl.org/syndication/thread/1.0"\n'
+        '  xml:lang="en-GB"\n'
+        f'  xml:base="{site}/wp-atom.php"\n'
+        "   >\n"
+        f'\t<title type="text">{wp_title(title)}</title>\n'
+        '\t<subtitle type="text">Britain&#039;s biggest independent grassroots e-network for '
+        "Labour supporters</subtitle>\n\n"
+        f"\t<updated>{iso8601(updated)}</updated>\n\n"
+        f'\t<link rel="alternate" type="text/html" href="{site}" />\n'
+        f"\t<id>{site}/feed/atom/</id>\n"
+        f'\t<link rel="self" type="application/atom+xml" href="{site}/feed/atom/" />\n\n'
+        '\t<generator uri="https://wordpress.org/" version="6.7.1">WordPress</generator>\n'
+        + "".join(atom_entry_xml(p, site) for p in posts)
+        + "</feed>\n"
+    )
+
+
+def rdf_item_xml(post: Post) -> str:
+    """One RSS 1.0 <item>: no guid (its identity is rdf:about, the permalink), dc:date,
+    dc:creator, one dc:subject per category and tag, the excerpt and content:encoded."""
+    title = post.raw_title if post.raw_title is not None else wp_title(post.title)
+    subjects = "".join(f"\t\t<dc:subject>{cdata(c)}</dc:subject>\n" for c in post.categories)
+    return (
+        f'<item rdf:about="{post.url}">\n'
+        f"\t<title>{title}</title>\n"
+        f"\t<link>{post.url}</link>\n"
+        f"\t <dc:date>{iso8601(post.published)}</dc:date>\n"
+        f"\t<dc:creator>{cdata(post.author)}</dc:creator>\n"
+        + subjects
+        + f"\t<description>{cdata(post.description_html())}</description>\n"
+        f"\t<content:encoded>{cdata(post.content_html())}</content:encoded>\n"
+        "\t</item>\n"
+    )
+
+
+def rdf(posts: Sequence[Post], *, title: str = "LabourList", site: str = SITE) -> str:
+    """A complete RSS 1.0 (RDF) page of these posts (newest first, as given), as `/feed/rdf/`."""
+    updated = max((p.published for p in posts), default=datetime(2026, 11, 1, tzinfo=UTC))
+    seq = "".join(f'\t\t\t<rdf:li rdf:resource="{p.url}"/>\n' for p in posts)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><rdf:RDF\n'
+        '\txmlns="http://purl.org/rss/1.0/"\n'
+        '\txmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"\n'
+        '\txmlns:dc="http://purl.org/dc/elements/1.1/"\n'
+        '\txmlns:sy="http://purl.org/rss/1.0/modules/syndication/"\n'
+        '\txmlns:admin="http://webns.net/mvcb/"\n'
+        '\txmlns:content="http://purl.org/rss/1.0/modules/content/"\n'
+        "\t>\n"
+        f'<channel rdf:about="{site}">\n'
+        f"\t<title>{wp_title(title)}</title>\n"
+        f"\t<link>{site}</link>\n"
+        "\t<description>Britain&#039;s biggest independent grassroots e-network for Labour "
+        "supporters</description>\n"
+        f"\t<dc:date>{iso8601(updated)}</dc:date>\n"
+        '\t<admin:generatorAgent rdf:resource="https://wordpress.org/?v=6.7.1" />\n'
+        "\t<sy:updatePeriod>hourly</sy:updatePeriod>\n"
+        "\t<sy:updateFrequency>1</sy:updateFrequency>\n"
+        "\t<sy:updateBase>2000-01-01T12:00+00:00</sy:updateBase>\n"
+        "\t<items>\n\t\t<rdf:Seq>\n" + seq + "\t\t</rdf:Seq>\n\t</items>\n</channel>\n"
+        + "".join(rdf_item_xml(p) for p in posts)
+        + "</rdf:RDF>\n"
+    )

@@ -28,6 +28,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 RSS_TYPE = "application/rss+xml; charset=UTF-8"
+ATOM_TYPE = "application/atom+xml; charset=UTF-8"
+RDF_TYPE = "application/rdf+xml; charset=UTF-8"
 
 NOT_FOUND_PAGE = (
     "<!DOCTYPE html>\n<html lang=\"en-GB\"><head><meta charset=\"UTF-8\">"
@@ -74,6 +76,7 @@ class FeedServer:
         self.feed_path = feed_path
         self.requests: list[SeenRequest] = []
         self._pages: list[bytes] = []
+        self.content_type = RSS_TYPE
         self._overrides: dict[int, Reply] = {}
         self._routes: dict[str, Reply] = {}
         self.etag: str | None = None
@@ -131,10 +134,12 @@ class FeedServer:
         *,
         etag: str | None = None,
         last_modified: str | None = None,
+        content_type: str = RSS_TYPE,
     ) -> None:
         """Serve these documents as pages 1..N (404 after), with optional validators."""
         with self._lock:
             self._pages = [p.encode("utf-8") if isinstance(p, str) else p for p in pages]
+            self.content_type = content_type
             self._overrides.clear()
             self.etag = etag
             self.last_modified = last_modified
@@ -171,7 +176,7 @@ class FeedServer:
                 validators["Last-Modified"] = self.last_modified
             if validators and self._conditional_match(seen.headers):
                 return Reply(304, b"", "", headers=validators)
-            return Reply(200, self._pages[page - 1], RSS_TYPE, headers=validators)
+            return Reply(200, self._pages[page - 1], self.content_type, headers=validators)
 
     def _conditional_match(self, headers: dict[str, str]) -> bool:
         sent_etag = headers.get("if-none-match")
