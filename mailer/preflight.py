@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import update
 
+from mailer import netguard
 from mailer.app import App
 from mailer.config import Settings
 from mailer.errors import MailerError, PreflightError
@@ -259,7 +260,7 @@ def run_checks(app: App, edition: Edition, *, check_links: bool = False) -> Repo
         urls += [img.src for img in page.images]
         for finding in check_live_links(urls, timeout=float(getattr(
                 settings, "link_check_timeout", DEFAULT_LINK_TIMEOUT)),
-                user_agent=settings.user_agent):
+                user_agent=settings.user_agent, allow_local=settings.allow_local_links):
             report.add(finding)
     return _finish(report, settings)
 
@@ -900,36 +901,42 @@ def _worst(rules: list[SpamRule]) -> list[SpamRule]:
 
 
 def check_live_links(urls: Iterable[str], *, timeout: float = DEFAULT_LINK_TIMEOUT,
-                     user_agent: str = "", workers: int = LINK_CHECK_WORKERS) -> list[Finding]:
+                     user_agent: str = "", workers: int = LINK_CHECK_WORKERS,
+                     allow_local: bool = False) -> list[Finding]:
     """HEAD each URL (GET when HEAD is refused or fails), concurrently, with a short timeout;
     a warning per dead one. UTM parameters are removed first so a check never shows up as a
-    visit in the site's analytics."""
-    import requests
+    visit in the site's analytics.
 
+    The URLs are the feed's, so they go out through `netguard`: a link (or a redirect hop) to
+    loopback, private, link-local or metadata addresses is not requested but reported as
+    `link-refused` with the reason; `allow_local` (staging, tests) admits loopback and private.
+    """
     targets = list(dict.fromkeys(_without_utm(u) for u in urls
                                  if _scheme(u) in ("http", "https")))
     if not targets:
         return []
     headers = {"User-Agent": user_agent} if user_agent else {}
 
-    def probe(url: str) -> str:
+    def probe(url: str) -> Finding | None:
         status: int | None = None
         problem = ""
         for method in ("HEAD", "GET"):
             try:
-                with requests.request(method, url, headers=headers, timeout=timeout,
-                                      allow_redirects=True, stream=True) as response:
-                    status = response.status_code
-                if status < 400:
-                    return ""
-            except requests.RequestException as exc:
-                problem = type(exc).__name__
-        return f"HTTP {status}" if status is not None else problem or "no answer"
+                status = netguard.probe(url, method=method, timeout=timeout, headers=headers,
+                                        allow_local=allow_local).status
+            except netguard.Refused as exc:
+                return Finding(WARNING, "link-refused",
+                               f"link not checked ({exc}): {_short(url)}")
+            except netguard.Unreachable as exc:
+                problem = str(exc)
+                continue
+            if status < 400:
+                return None
+        why = f"HTTP {status}" if status is not None else problem or "no answer"
+        return Finding(WARNING, "dead-link", f"dead link ({why}): {_short(url)}")
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-        outcomes = list(pool.map(probe, targets))
-    return [Finding(WARNING, "dead-link", f"dead link ({why}): {_short(url)}")
-            for url, why in zip(targets, outcomes, strict=True) if why]
+        return [finding for finding in pool.map(probe, targets) if finding is not None]
 
 
 def _without_utm(url: str) -> str:
