@@ -35,7 +35,8 @@ def make_engine(url: str) -> Engine:
     except ArgumentError:
         raise ConfigError(f"setting database_url: cannot parse {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        busy = sqlite_busy_seconds(parsed.query.get("timeout"))
+        engine = create_engine(url, connect_args={"timeout": busy})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -43,7 +44,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={round(busy * 1000)}")
             cur.close()
             # Let SQLAlchemy, not the driver, decide when transactions start ...
             dbapi_conn.isolation_level = None
@@ -56,6 +57,24 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+# How long a SQLite statement waits for another process's write lock before it fails with
+# "database is locked" (a send then waits on, up to db_outage_grace: mailer/dbretry.py).
+SQLITE_BUSY_SECONDS = 30.0
+
+
+def sqlite_busy_seconds(value: object) -> float:
+    """The busy timeout: the URL's `?timeout=` (seconds, as Python's sqlite3 takes it) or 30."""
+    if value is None:
+        return SQLITE_BUSY_SECONDS
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"setting database_url: timeout={value!r} is not a number of seconds")
+    return seconds
 
 
 def is_postgres(engine: Engine) -> bool:
