@@ -111,6 +111,7 @@ class Settings:
     batch_size: int = 100
     max_attempts: int = 5
     lease_seconds: int = 300
+    db_outage_grace: float = 300.0  # seconds a send waits for a database that went away
     collect_every_minutes: int = 0
     settings_check_seconds: float = 60.0
     soft_bounce_limit: int = 3
@@ -244,6 +245,7 @@ def validate(s: Settings) -> None:
     _check("batch_size", 1 <= s.batch_size <= 10000, "must be between 1 and 10000")
     _check("max_attempts", 1 <= s.max_attempts <= 50, "must be between 1 and 50")
     _check("lease_seconds", s.lease_seconds >= 5, "must be at least 5")
+    _check("db_outage_grace", s.db_outage_grace >= 0, "must be 0 (stop at once) or positive")
     _check("collect_every_minutes", s.collect_every_minutes >= 0,
            "must be 0 (off) or positive")
     _check("settings_check_seconds", s.settings_check_seconds > 0, "must be positive")

@@ -17,14 +17,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer import ledger
 from mailer.app import App
-from mailer.errors import MailerError, TransportError
+from mailer.dbretry import OutageRetry, is_outage, outage_reason
+from mailer.errors import DatabaseOutage, MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
@@ -36,6 +37,8 @@ from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.smtp import Pause, SmtpPool, SmtpTransport
 
 log = logging.getLogger("mailer.dispatch")
+
+T = TypeVar("T")
 
 TRANSPORT_WAIT_SECONDS = 120.0
 # This many permanent failures in a row, with no success in between, pauses the edition.
@@ -122,7 +125,7 @@ class Dispatcher:
     def __init__(self, app: App, edition_id: int, *, connections: int | None = None,
                  transport_factory: Callable[[], Transport] | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 worker_tag: str = "send") -> None:
+                 worker_tag: str = "send", outages: OutageRetry | None = None) -> None:
         self.app = app
         self.edition_id = edition_id
         self.connections = connections or app.settings.connections
@@ -149,6 +152,11 @@ class Dispatcher:
         # handler, whose sleeps would cost milliseconds per message.
         self.write_lock: Any = (threading.Lock() if app.engine.dialect.name == "sqlite"
                                 else contextlib.nullcontext())
+        # Every unit of database work goes through this: a database restart is waited out
+        # (up to db_outage_grace) instead of stopping the send. `mailer worker` shares its own
+        # between the editions it joins, so an outage is one line per process.
+        self.outages = outages or OutageRetry(app.settings.db_outage_grace)
+        self.outage: DatabaseOutage | None = None  # set when a worker gave up waiting
 
     # ---- helpers -----------------------------------------------------------------------
     def _edition_state_cached(self) -> str:
@@ -163,12 +171,24 @@ class Dispatcher:
         return state
 
     def _edition_state(self) -> str:
-        with self.app.sessions() as session:
-            return session.scalar(select(Edition.state).where(Edition.id == self.edition_id)) or ""
+        def read() -> str:
+            with self.app.sessions() as session:
+                return session.scalar(select(Edition.state)
+                                      .where(Edition.id == self.edition_id)) or ""
+
+        return self.outages.run(read)
+
+    def _write(self, work: Callable[[Session], T]) -> T:
+        """`work` in a write transaction of its own, run again through a database outage."""
+        def unit() -> T:
+            with self.write_lock, self.app.sessions.begin() as session:
+                return work(session)
+
+        return self.outages.run(unit)
 
     def _finish_if_done(self) -> bool:
         """Mark the edition sent once no row is queued or claimed (whoever sees it first)."""
-        with self.app.sessions.begin() as session:
+        def finish(session: Session) -> bool:
             c = ledger.counts(session, self.edition_id)
             if c["queued"] or c["claimed"]:
                 return False
@@ -178,32 +198,37 @@ class Dispatcher:
                 .values(state=SENT, finished_at=self.app.clock.now(),
                         sent_count=c[DELIVERED], failed_count=c["failed"] + c["ambiguous"])
             )
-        return True
+            return True
 
-    @contextlib.contextmanager
-    def _folding(self) -> Iterator[Session]:
-        """A write transaction that begins by writing the sent journal's outcomes into the
-        ledger (so no row is claimed, released or counted while its outcome waits there); the
-        journal is emptied once the transaction has committed."""
-        with self.write_lock, self.app.sessions.begin() as session:
+        return self._write(finish)
+
+    def _folded(self, work: Callable[[Session], T]) -> T:
+        """`work` in a write transaction that begins by writing the sent journal's outcomes
+        into the ledger (so no row is claimed, released or counted while its outcome waits
+        there); the journal is emptied once the transaction has committed, and the whole is
+        run again through a database outage (folding twice changes nothing)."""
+        def unit() -> T:
+            with self.write_lock, self.app.sessions.begin() as session:
+                if self.journal is not None:
+                    self.journal.fold(session)
+                result = work(session)
             if self.journal is not None:
-                self.journal.fold(session)
-            yield session
-        if self.journal is not None:
-            self.journal.clear()
-        self.folded_at = time.monotonic()
+                self.journal.clear()
+            self.folded_at = time.monotonic()
+            return result
+
+        return self.outages.run(unit)
 
     def _fold_now(self) -> None:
         """The sent journal's outcomes into the ledger, in a transaction of their own."""
-        with self._folding():
-            pass
+        self._folded(lambda session: None)
 
     def _claim(self, worker: str, batch: int) -> list[ledger.Claim]:
         """Claim up to `batch` due rows, folding the journal in the same transaction first so
         that no row is claimed again while its outcome waits there."""
-        with self._folding() as session:
-            return ledger.claim(session, self.edition_id, worker, batch,
-                                self.app.clock.now(), self.app.settings.lease_seconds)
+        return self._folded(lambda session: ledger.claim(
+            session, self.edition_id, worker, batch, self.app.clock.now(),
+            self.app.settings.lease_seconds))
 
     # ---- the worker ----------------------------------------------------------------------
     def _plan_workers(self) -> tuple[int, Callable[[], Transport]]:
@@ -259,7 +284,7 @@ class Dispatcher:
                     batch = max(1, min(batch, int(share)))
                 claims = self._claim(worker, batch)
                 if not claims:
-                    if self._idle_wait():
+                    if self._idle_wait(worker):
                         return
                     continue
                 if isinstance(transport, SmtpPool):
@@ -276,6 +301,24 @@ class Dispatcher:
                 except Exception:  # noqa: BLE001 - closing must never hide the real outcome
                     pass
 
+    def _release(self, worker: str, claims: list[ledger.Claim]) -> None:
+        """Give claimed rows back to the queue (paused, stopped, transport gone)."""
+        if claims:
+            ids = [c.id for c in claims]
+            self._folded(lambda session: ledger.release(session, worker, ids))
+
+    def _renew(self, worker: str, claims: list[ledger.Claim]) -> set[int]:
+        """Renew the lease on rows still in hand; the ids of those that are still ours."""
+        ids = [c.id for c in claims]
+        now, lease = self.app.clock.now(), self.app.settings.lease_seconds
+        return self._write(lambda session: ledger.renew(session, worker, ids, now, lease))
+
+    def _pacer(self, count: int) -> Pacer:
+        """This batch's slice of the shared rate limit (a database write)."""
+        assert self.limiter is not None
+        limiter = self.limiter
+        return self.outages.run(lambda: limiter.pacer(count))
+
     def _send_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
                      personaliser: Personaliser,
                      recorder: ledger.SentRecorder) -> Transport | None:
@@ -283,8 +326,7 @@ class Dispatcher:
         # API transports (SMTP goes through `_stream_claims`): outcomes are recorded per
         # provider call.
         chunk = max(1, transport.max_batch)
-        pacer: Pacer | NoPacer = (self.limiter.pacer(len(claims)) if self.limiter
-                                  else NoPacer())
+        pacer: Pacer | NoPacer = (self._pacer(len(claims)) if self.limiter else NoPacer())
         # The outbox writes the bytes; API transports want the fields too.
         with_fields = transport.name != "file"
         pending = list(claims)
@@ -293,13 +335,11 @@ class Dispatcher:
             if time.monotonic() - claimed_at > settings.lease_seconds / 3:
                 # A slow batch (rate limit, slow server) keeps its rows: renew the lease so no
                 # other worker takes them over and sends them a second time.
-                with self.write_lock, self.app.sessions.begin() as session:
-                    ledger.renew(session, worker, [c.id for c in pending],
-                                 self.app.clock.now(), settings.lease_seconds)
+                ours = self._renew(worker, pending)
+                pending = [c for c in pending if c.id in ours]
                 claimed_at = time.monotonic()
             if self.stop.is_set() or self._edition_state_cached() != SENDING:
-                with self.app.sessions.begin() as session:
-                    ledger.release(session, worker, [c.id for c in pending])
+                self._release(worker, pending)
                 return transport
             part, pending = pending[:chunk], pending[chunk:]
             messages: list[Outgoing] = []
@@ -318,8 +358,7 @@ class Dispatcher:
                 if getattr(exc, "stop_send", False):
                     # Bad API key, quota exhausted: no recipient can be reached; stop, keep
                     # every unsent row queued for a later run.
-                    with self.write_lock, self.app.sessions.begin() as session:
-                        ledger.release(session, worker, [c.id for c in part + pending])
+                    self._release(worker, part + pending)
                     self._fail(str(exc))
                     return transport
                 results = [Result("retry", error=str(exc)) for _ in messages]
@@ -329,13 +368,11 @@ class Dispatcher:
             outcomes = [(c, m.message_id, r) for c, m, r in zip(part, messages, results,
                                                                  strict=True)]
             if not self._record(worker, outcomes, recorder):
-                with self.write_lock, self.app.sessions.begin() as session:
-                    ledger.release(session, worker, [c.id for c in pending])
+                self._release(worker, pending)
                 return transport
             if results and all(r.status == "retry" for r in results) and pending:
                 # The connection is probably gone: give the rest back and reconnect.
-                with self.app.sessions.begin() as session:
-                    ledger.release(session, worker, [c.id for c in pending])
+                self._release(worker, pending)
                 try:
                     transport.close()
                 except Exception:  # noqa: BLE001
@@ -346,7 +383,10 @@ class Dispatcher:
     def _record(self, worker: str, outcomes: list[tuple[ledger.Claim, str, Result]],
                 recorder: ledger.SentRecorder) -> bool:
         """Write outcomes to the ledger and the tally; False when the edition was just paused
-        for too many failures in a row."""
+        for too many failures in a row. Through a database outage the outcomes wait here, in
+        memory, and the caller with them (an SMTP stream sends nothing more meanwhile): a
+        message the server accepted is written as sent once the database is back, never
+        given back to the queue."""
         settings = self.app.settings
         if all(r.status == "sent" for _, _, r in outcomes):
             rows = [(c.id, mid, r.provider_id) for c, mid, r in outcomes]
@@ -360,15 +400,22 @@ class Dispatcher:
                                 "outcome instead", exc)
                     self.journal_usable = False
             if recorded < 0:
-                with self.write_lock:
-                    recorded = recorder.sent_many(rows, self.app.clock.now())
+                now = self.app.clock.now()
+
+                def mark_sent() -> int:
+                    with self.write_lock:
+                        return recorder.sent_many(rows, now)
+
+                recorded = self.outages.run(mark_sent)
             tally = ledger.Tally(sent=recorded, lost=len(outcomes) - recorded)
         else:
-            with self.write_lock, self.app.sessions.begin() as session:
+            def record(session: Session) -> ledger.Tally:
                 if session.get_bind().dialect.name == "postgresql":
                     session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
-                tally = ledger.record(session, worker, outcomes, self.app.clock.now(),
-                                      settings.max_attempts)
+                return ledger.record(session, worker, outcomes, self.app.clock.now(),
+                                     settings.max_attempts)
+
+            tally = self._write(record)
         with self.lock:
             self.progress.tally.add(tally)
             if tally.sent:
@@ -385,9 +432,8 @@ class Dispatcher:
         """A message that cannot be built for this recipient fails it alone: the recipient's
         problem, not ours, so it does not count towards pausing the edition."""
         outcome = [(c, "", Result("failed", error=f"cannot build: {exc}"))]
-        with self.write_lock, self.app.sessions.begin() as session:
-            tally = ledger.record(session, worker, outcome,
-                                  self.app.clock.now(), self.app.settings.max_attempts)
+        tally = self._write(lambda session: ledger.record(
+            session, worker, outcome, self.app.clock.now(), self.app.settings.max_attempts))
         with self.lock:
             self.progress.tally.add(tally)
 
@@ -408,6 +454,9 @@ class Dispatcher:
         current = claims  # the batch messages are being taken from
         taken = 0
         claimed_at = time.monotonic()
+        # Rows of `current` another worker took over when our lease ran out during a long
+        # database outage (a renewal did not find them ours): theirs to send, not ours.
+        taken_over: set[int] = set()
 
         def more() -> list[ledger.Claim]:
             if self.stop.is_set() or self._edition_state_cached() != SENDING:
@@ -417,13 +466,15 @@ class Dispatcher:
         def messages() -> Iterator[tuple[ledger.Claim, Outgoing] | Pause]:
             nonlocal current, taken, claimed_at
             while current:
-                pacer = self.limiter.pacer(len(current)) if self.limiter else None
+                pacer = self._pacer(len(current)) if self.limiter else None
                 for c in current:
                     if pacer is not None and (delay := pacer.delay()) > 0:
                         # The pool waits for the slot in its poll, reading answers meanwhile
                         # (a sleep here would hold every server waiting for a message's data).
                         yield Pause(delay)
                     taken += 1
+                    if taken_over and c.id in taken_over:
+                        continue
                     try:
                         message = personaliser.outgoing(c, with_fields=False)
                     except ValueError as exc:  # e.g. an address the message cannot carry
@@ -433,6 +484,7 @@ class Dispatcher:
                         pacer.advance()
                     yield c, message
                 current, taken, claimed_at = more(), 0, time.monotonic()
+                taken_over.clear()
 
         def record(done: list[tuple[ledger.Claim, Outgoing, Result]]) -> bool:
             nonlocal claimed_at
@@ -444,28 +496,36 @@ class Dispatcher:
             if time.monotonic() - claimed_at > settings.lease_seconds / 3:
                 # A slow batch keeps its rows: renew the lease (rows already recorded are no
                 # longer claimed and are left alone) so no other worker sends them again.
-                with self.write_lock, self.app.sessions.begin() as session:
-                    ledger.renew(session, worker, [c.id for c in current[taken:]],
-                                 self.app.clock.now(), settings.lease_seconds)
+                rest = current[taken:]
+                ours = self._renew(worker, rest)
+                taken_over.update(c.id for c in rest if c.id not in ours)
                 claimed_at = time.monotonic()
             return not self.stop.is_set() and self._edition_state_cached() == SENDING
 
         abandoned = pool.stream(messages(), record)
-        unsent = abandoned + current[taken:]
-        with self._folding() as session:  # the ledger is complete whenever no stream runs
-            if unsent:  # paused, cancelled, stopped, or no connection left
-                ledger.release(session, worker, [c.id for c in unsent])
+        # The ledger is complete whenever no stream runs: the journal folded, and the rows
+        # not sent (paused, cancelled, stopped, or no connection left) given back.
+        unsent = [c.id for c in abandoned + current[taken:]]
+        self._folded(lambda session: ledger.release(session, worker, unsent))
         if not pool.connected:
             pool.close()
             return None
         return pool
 
-    def _idle_wait(self) -> bool:
-        """Nothing claimable now: finished, or wait for retries / other workers' leases."""
-        with self.app.sessions.begin() as session:
+    def _idle_wait(self, worker: str) -> bool:
+        """Nothing claimable now: finished, or wait for retries / other workers' leases.
+
+        After a database outage, rows still claimed by this worker, which holds none here, are
+        a claim whose commit went through unseen: they go back to the queue rather than wait
+        for their lease."""
+        def look(session: Session) -> tuple[dict[str, int], Any]:
             ledger.recover_dead_claims(session, self.edition_id)
-            c = ledger.counts(session, self.edition_id)
-            due = ledger.next_due(session, self.edition_id)
+            if self.outages.outages:
+                ledger.release_orphans(session, self.edition_id, worker)
+            return (ledger.counts(session, self.edition_id),
+                    ledger.next_due(session, self.edition_id))
+
+        c, due = self._write(look)
         if not c["queued"] and not c["claimed"]:
             return True
         now = self.app.clock.now()
@@ -480,13 +540,12 @@ class Dispatcher:
         """Every recent message failed without a single success: the problem is ours (a
         rejected sender, revoked credentials), not the recipients'. Pause rather than burn
         through the whole list marking everyone failed (listmonk's "pause after N errors")."""
-        with self.write_lock, self.app.sessions.begin() as session:
-            session.execute(
-                update(Edition).where(Edition.id == self.edition_id, Edition.state == SENDING)
-                .values(state=PAUSED_SEND,
-                        note=f"paused after {MAX_CONSECUTIVE_FAILURES} consecutive failures; "
-                             f"last error: {last_error}"[:2000])
-            )
+        self._write(lambda session: session.execute(
+            update(Edition).where(Edition.id == self.edition_id, Edition.state == SENDING)
+            .values(state=PAUSED_SEND,
+                    note=f"paused after {MAX_CONSECUTIVE_FAILURES} consecutive failures; "
+                         f"last error: {last_error}"[:2000])
+        ))
         with self.lock:  # every worker of this process stops claiming at once
             self._state, self._state_at = PAUSED_SEND, time.monotonic()
         log.error("paused after %s consecutive failures: %s", MAX_CONSECUTIVE_FAILURES,
@@ -523,7 +582,13 @@ class Dispatcher:
             return self._run()
         finally:
             if sqlite_lock is not None:
-                sqlite_lock.release()
+                try:
+                    sqlite_lock.release()
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    # (the database is still out: the lock's lease runs out instead, and a
+                    # run on this machine takes it at once once this process has exited)
 
     def _run(self) -> Progress:
         self.journal = ledger.SentJournal.for_edition(self.app.engine, self.edition_id)
@@ -536,35 +601,42 @@ class Dispatcher:
                 try:
                     with self.app.sessions.begin() as session:
                         journal.fold(session)
-                except Exception:  # noqa: BLE001 - keep the error that got us here
-                    log.exception("could not fold the sent journal %s; the next run of this "
-                                  "edition will", journal.path)
+                except Exception as exc:  # noqa: BLE001 - keep the error that got us here
+                    if is_outage(exc):
+                        log.warning("the sent journal %s keeps its outcomes for the next run "
+                                    "of this edition (%s)", journal.path,
+                                    outage_reason(exc))
+                    else:
+                        log.exception("could not fold the sent journal %s; the next run of "
+                                      "this edition will", journal.path)
                     journal.close()
                 else:
                     journal.close(remove=True)
 
+    def _start(self, session: Session) -> tuple[Edition, dict[str, int]]:
+        """A run that died may have left outcomes in its journal: they go in first (this runs
+        inside `_folded`), then (on SQLite we hold the only dispatch lock) any claim left
+        behind belongs to a dead run and goes back to the queue."""
+        edition = session.get(Edition, self.edition_id)
+        if edition is None:
+            raise MailerError(f"no edition with id {self.edition_id}")
+        session.expunge(edition)
+        if self.app.engine.dialect.name == "sqlite":
+            session.execute(
+                update(ledger.Delivery)
+                .where(ledger.Delivery.edition_id == self.edition_id,
+                       ledger.Delivery.state == ledger.CLAIMED)
+                .values(**ledger.back_to_queue())
+            )
+        else:
+            ledger.recover_dead_claims(session, self.edition_id)
+        return edition, ledger.counts(session, self.edition_id)
+
     def _run_journalled(self) -> Progress:
-        # A run that died may have left outcomes in its journal: they go in first, then (on
-        # SQLite we hold the only dispatch lock) any claim left behind belongs to a dead run
-        # and goes back to the queue.
-        with self._folding() as session:
-            edition = session.get(Edition, self.edition_id)
-            if edition is None:
-                raise MailerError(f"no edition with id {self.edition_id}")
-            session.expunge(edition)
-            if self.app.engine.dialect.name == "sqlite":
-                session.execute(
-                    update(ledger.Delivery)
-                    .where(ledger.Delivery.edition_id == self.edition_id,
-                           ledger.Delivery.state == ledger.CLAIMED)
-                    .values(**ledger.back_to_queue())
-                )
-            else:
-                ledger.recover_dead_claims(session, self.edition_id)
-            c = ledger.counts(session, self.edition_id)
+        edition, c = self._folded(self._start)
         self.progress.audience = sum(c.values())
         self.progress.done_before = c[DELIVERED]
-        personaliser = Personaliser.for_edition(self.app, edition)
+        personaliser = self.outages.run(lambda: Personaliser.for_edition(self.app, edition))
         workers, factory = self._plan_workers()
         # Only the SMTP stream writes the journal: one thread, one writer.
         self.journal_usable = isinstance(factory(), SmtpPool)
@@ -597,6 +669,8 @@ class Dispatcher:
         finally:
             if previous_term is not None:
                 signal.signal(signal.SIGTERM, previous_term)
+        if self.outage is not None:
+            raise self.outage
         self._fold_now()  # (every worker has stopped)
         if not self.errors and self._edition_state() == SENDING:
             self._finish_if_done()
@@ -608,6 +682,14 @@ class Dispatcher:
                         factory: Callable[[], Transport]) -> None:
         try:
             self._worker(index, personaliser, factory)
+        except DatabaseOutage as exc:
+            # Past db_outage_grace: every worker gives up at once (they share the outage's
+            # start); the outcomes not yet written are those of the messages in flight.
+            with self.lock:
+                if self.outage is None:
+                    self.outage = DatabaseOutage(
+                        f"{exc}; queued messages are kept: run the send again once it is back")
+            self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker's crash must stop the send cleanly
             log.exception("worker %s failed", index)
             self._fail(f"worker failed: {exc}")

@@ -13,6 +13,11 @@ class DatabaseUnreachable(MailerError):
     """The database cannot be reached at all (a caller may try again later)."""
 
 
+class DatabaseOutage(DatabaseUnreachable):
+    """The database went away during the work and stayed away longer than `db_outage_grace`
+    (`mailer.dbretry`); nothing is lost, the same command resumes once it is back."""
+
+
 def one_line(exc: BaseException) -> str:
     """An error's first line, or its type's name when it says nothing."""
     text = str(exc).strip()

@@ -216,16 +216,33 @@ def release(session: Session, worker: str, ids: list[int]) -> None:
 
 
 def renew(session: Session, worker: str, ids: list[int], now: datetime,
-          lease_seconds: int) -> None:
-    """Extend our lease on rows we still hold."""
+          lease_seconds: int) -> set[int]:
+    """Extend our lease on rows we still hold; return their ids. A row missing from them was
+    taken over by another worker after our lease ran out (a database outage longer than the
+    lease): it is theirs to send now, not ours."""
     if not ids:
-        return
-    session.execute(
+        return set()
+    return set(session.scalars(
         update(Delivery)
         .where(Delivery.id.in_(ids), Delivery.claimed_by == worker, Delivery.state == CLAIMED)
         .values(lease_until=now + timedelta(seconds=lease_seconds))
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    ))
+
+
+def release_orphans(session: Session, edition_id: int, worker: str) -> int:
+    """Give back rows claimed by `worker` that it does not know it holds: a claim whose commit
+    went through while its connection died, so the worker never saw the rows. Call it only
+    where the worker holds no claim; they would otherwise wait for their lease to run out."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.state == CLAIMED,
+               Delivery.claimed_by == worker)
+        .values(**back_to_queue())
         .execution_options(synchronize_session=False)
     )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def backoff(attempt: int) -> float:
@@ -469,23 +486,39 @@ class SentRecorder:
 
     def __init__(self, engine: Any, worker: str) -> None:
         self.worker = worker
-        self.conn = engine.connect()
+        self.engine = engine
+        self.conn: Any = None  # connected at the first write, and again after an error
         self.sqlite = engine.dialect.name == "sqlite"
         self.sql = _sent_sql("?" if self.sqlite else "%s")
+
+    def _connect(self) -> Any:
+        conn = self.engine.connect()
         if not self.sqlite:
             # A killed client loses nothing committed; only a database crash could, and then
             # the claim's lease brings the row back.
-            self.conn.exec_driver_sql("SET synchronous_commit TO off")
-            self.conn.commit()
+            conn.exec_driver_sql("SET synchronous_commit TO off")
+            conn.commit()
+        self.conn = conn
+        return conn
 
     def sent_many(self, rows: list[tuple[int, str, str]], now: datetime) -> int:
         """Mark (claim id, message id, provider id) rows sent, all or none; return how many
-        were still ours to mark (a row whose lease ran out may have been taken over)."""
+        were still ours to mark (a row whose lease ran out may have been taken over, or the
+        rows were marked by an earlier call whose commit went through unseen). After an error
+        the next call starts on a new connection: this one may be dead (a database restart)."""
+        conn = self.conn if self.conn is not None else self._connect()
+        try:
+            return self._sent_many(conn, rows, now)
+        except Exception:
+            self.close()
+            raise
+
+    def _sent_many(self, conn: Any, rows: list[tuple[int, str, str]], now: datetime) -> int:
         if self.sqlite:
             # Straight to the driver (the engine leaves transaction control to us on SQLite):
             # a fraction of the cost of going through SQLAlchemy, per message.
             when = sqlite_time(now)
-            raw = self.conn.connection.dbapi_connection
+            raw = conn.connection.dbapi_connection
             assert raw is not None
             params = [(pid[:300], mid, when, cid, self.worker) for cid, mid, pid in rows]
             if len(params) == 1:
@@ -496,17 +529,23 @@ class SentRecorder:
                 changed = raw.executemany(self.sql, params).rowcount
                 raw.execute("COMMIT")
             except BaseException:
-                raw.execute("ROLLBACK")
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
                 raise
             return changed
-        result = self.conn.exec_driver_sql(
+        result = conn.exec_driver_sql(
             self.sql, [(pid[:300], mid, now, cid, self.worker) for cid, mid, pid in rows])
-        self.conn.commit()
+        conn.commit()
         changed = result.rowcount
         return len(rows) if changed is None or changed < 0 else changed
 
     def close(self) -> None:
-        self.conn.close()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a dead connection has nothing left to close
+                pass
 
 
 class MessageIds:

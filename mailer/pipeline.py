@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from mailer import ledger, spamassassin
 from mailer.app import App
 from mailer.collect import CollectResult, collect
+from mailer.dbretry import is_outage
 from mailer.dispatch import Dispatcher, Progress
 from mailer.edition import EDITABLE, build_edition, get_edition, send_instant
 from mailer.errors import MailerError
@@ -108,7 +109,18 @@ def run_send(
                            collect_first=collect_first, on_progress=on_progress,
                            connections=connections)
     finally:
+        _release_run_lock(lock)
+
+
+def _release_run_lock(lock: LeaseLock) -> None:
+    """Release the run lock; a database still out after the send gave up waiting for it
+    (DatabaseOutage) keeps the lock row instead, whose holder is this process: once it has
+    exited, the next run on this machine takes the lock at once (elsewhere, at its lease)."""
+    try:
         lock.release()
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
 
 
 def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,

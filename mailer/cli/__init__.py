@@ -52,11 +52,16 @@ def fail(message: str, code: int = 1) -> None:
 
 # Distinct exit statuses, so cron wrappers and monitoring can tell failures apart.
 EXIT_LATE, EXIT_FEED, EXIT_PREFLIGHT, EXIT_STOPPED = 3, 4, 5, 6
+# sysexits.h EX_TEMPFAIL, as the ingest commands use it: the database went away and stayed
+# away past db_outage_grace; nothing is lost, the same command resumes once it is back.
+EXIT_DATABASE_OUTAGE = 75
 
 
 def exit_code_for(exc: MailerError) -> int:
-    from mailer.errors import FeedError, PreflightError
+    from mailer.errors import DatabaseOutage, FeedError, PreflightError
 
+    if isinstance(exc, DatabaseOutage):
+        return EXIT_DATABASE_OUTAGE
     if type(exc).__name__ == "LateSend":
         return EXIT_LATE
     if isinstance(exc, FeedError):

@@ -165,6 +165,7 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
     with warm:
         app = get_app(ctx)
         from mailer.db import require_schema
+        from mailer.dbretry import outage_as_error
         from mailer.pipeline import run_send
 
         require_schema(app.engine)
@@ -172,9 +173,12 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
             fail("--force needs --reason \"...\" (it is logged on the edition)")
         update, stop = _progress_printer()
         try:
-            outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force,
-                               reason=reason, test_to=test_to, collect_first=not no_collect,
-                               on_progress=update, connections=connections)
+            # (the dispatch waits out a database restart itself; one before it is one line)
+            with outage_as_error("run the send again once it is back"):
+                outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force,
+                                   reason=reason, test_to=test_to,
+                                   collect_first=not no_collect, on_progress=update,
+                                   connections=connections)
         finally:
             stop()
     _summary(outcome)
@@ -192,23 +196,31 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
 @click.pass_context
 @handle_errors
 def worker(ctx: click.Context, once: bool, poll: float, connections: int | None) -> None:
-    """An extra send worker: joins any edition that is sending (PostgreSQL: from any machine)."""
+    """An extra send worker: joins any edition that is sending (PostgreSQL: from any machine).
+    It waits out a database restart of up to db_outage_grace seconds (exit status 75 past it)."""
     from sqlalchemy import select
 
     from mailer.db import require_schema
+    from mailer.dbretry import OutageRetry, outage_as_error
     from mailer.dispatch import DispatchBusy, Dispatcher
     from mailer.models import SENDING, Edition
 
     app = get_app(ctx)
     require_schema(app.engine)
     click.echo(f"worker {os.getpid()} started")
-    while True:
+    outages = OutageRetry(app.settings.db_outage_grace)  # (one per process: one log line)
+
+    def sending() -> list[int]:
         with app.sessions() as session:
-            ids = list(session.scalars(select(Edition.id).where(Edition.state == SENDING)))
+            return list(session.scalars(select(Edition.id).where(Edition.state == SENDING)))
+
+    while True:
+        ids = outages.run(sending)
         for edition_id in ids:
             try:
-                progress = Dispatcher(app, edition_id, connections=connections,
-                                      worker_tag="worker").run()
+                with outage_as_error("start the worker again once it is back"):
+                    progress = Dispatcher(app, edition_id, connections=connections,
+                                          worker_tag="worker", outages=outages).run()
             except DispatchBusy as exc:
                 click.echo(str(exc))
                 continue
