@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.errors import ConfigError, DatabaseUnreachable, MailerError
 from mailer.models import Meta
+from mailer.urls import sqlite_file
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -131,6 +132,11 @@ def current_revision(engine: Engine) -> str:
 
 
 def require_schema(engine: Engine) -> None:
+    """Refuse to go on without the tables `mailer init` makes. A SQLite file that is not there
+    is not opened: connecting would create it, and no command but `mailer init` may."""
+    missing = sqlite_file(engine.url.render_as_string(hide_password=False))
+    if missing is not None and not missing.exists():
+        raise MailerError(f"database not created yet ({missing}): run `mailer init` first")
     try:
         with engine.connect() as conn:
             ok = inspect(conn).has_table("subscribers")

@@ -223,6 +223,22 @@ def test_status_on_a_database_without_tables_words_both_lines_alike(tmp_path: Pa
     assert "feed: unknown (database has no tables yet)" in result.stdout
 
 
+@pytest.mark.parametrize("command", [
+    ("subscribers", "list"), ("subscribers", "export"), ("editions", "list"),
+    ("editions", "show", "2026-11-26"), ("staff", "list"), ("collect",), ("preview",),
+])
+def test_other_commands_in_an_empty_folder_create_no_database(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    """Only `mailer init` makes the database: the rest say so in one line, make nothing."""
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    result = CliRunner().invoke(cli, list(command), env={"MAILER_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "database not created yet" in result.output and "mailer init" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "never.db").exists()
+
+
 def test_transports_check_in_an_empty_folder_creates_no_database(tmp_path: Path) -> None:
     result = mailer("transports", "check",
                     MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'never.db'}")

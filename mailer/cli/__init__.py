@@ -25,6 +25,7 @@ class Obj:
     def __init__(self) -> None:
         self._app: Any = None
         self._settings: Any = None
+        self.schema_checked = False
 
     @property
     def settings(self) -> Any:
@@ -83,9 +84,18 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def get_app(ctx: click.Context) -> Any:
+def get_app(ctx: click.Context, *, schema: bool = True) -> Any:
+    """The application, its database checked to have the tables `mailer init` makes (a
+    one-line error otherwise, and a SQLite file that is not there is not created). Only the
+    commands that make the database, or report on it, pass ``schema=False``."""
     obj: Obj = ctx.ensure_object(Obj)
-    return obj.app
+    app = obj.app
+    if schema and not obj.schema_checked:
+        from mailer.db import require_schema
+
+        require_schema(app.engine)
+        obj.schema_checked = True
+    return app
 
 
 def get_settings(ctx: click.Context) -> Any:

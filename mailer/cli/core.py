@@ -30,7 +30,7 @@ def init(ctx: click.Context) -> None:
     """Create or migrate the database (idempotent)."""
     from mailer.db import init_db
 
-    app = get_app(ctx)
+    app = get_app(ctx, schema=False)
     revision = init_db(app.engine)
     click.echo(f"database ready at revision {revision} ({app.engine.url.render_as_string()})")
 
@@ -41,10 +41,8 @@ def init(ctx: click.Context) -> None:
 def collect_cmd(ctx: click.Context) -> None:
     """Fetch the feed and store new or edited articles."""
     from mailer.collect import collect
-    from mailer.db import require_schema
 
     app = get_app(ctx)
-    require_schema(app.engine)
     result = collect(app)
     if result.not_modified:
         click.echo("feed not modified since the last fetch")
@@ -56,12 +54,10 @@ def collect_cmd(ctx: click.Context) -> None:
 def build_for_inspection(app, day: str | None, *, collect_first: bool):  # type: ignore[no-untyped-def]
     """The day's edition, built or refreshed for `preview` and `preflight`: a feed that cannot
     be fetched is only a warning there, since the stored articles can still be looked at."""
-    from mailer.db import require_schema
     from mailer.edition import build_edition
     from mailer.errors import FeedError
     from mailer.pipeline import collect_for, default_day
 
-    require_schema(app.engine)
     the_day = parse_day(day) or default_day(app)
     if collect_first:
         try:
@@ -164,11 +160,9 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
             else spamassassin.warmed(spamassassin.configured_command(get_settings(ctx))))
     with warm:
         app = get_app(ctx)
-        from mailer.db import require_schema
         from mailer.dbretry import outage_as_error
         from mailer.pipeline import run_send
 
-        require_schema(app.engine)
         if force and not reason and not test_to and not dry_run:
             fail("--force needs --reason \"...\" (it is logged on the edition)")
         update, stop = _progress_printer()
@@ -200,13 +194,11 @@ def worker(ctx: click.Context, once: bool, poll: float, connections: int | None)
     It waits out a database restart of up to db_outage_grace seconds (exit status 75 past it)."""
     from sqlalchemy import select
 
-    from mailer.db import require_schema
     from mailer.dbretry import OutageRetry, outage_as_error
     from mailer.dispatch import DispatchBusy, Dispatcher
     from mailer.models import SENDING, Edition
 
     app = get_app(ctx)
-    require_schema(app.engine)
     click.echo(f"worker {os.getpid()} started")
     outages = OutageRetry(app.settings.db_outage_grace)  # (one per process: one log line)
 

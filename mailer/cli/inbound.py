@@ -63,7 +63,7 @@ def ingest_all(ctx: click.Context, sources: list[tuple[str, Path | None, Path | 
 
     from mailer.db import require_schema
 
-    app = get_app(ctx)
+    app = get_app(ctx, schema=False)
     try:
         require_schema(app.engine)
     except DatabaseUnreachable as exc:

@@ -30,7 +30,7 @@ def scheduler_cmd(ctx: click.Context, once_now: bool) -> None:
     in progress finishes first). Safe next to cron: both take the same run lock."""
     from mailer.scheduler import run_once_now, run_scheduler
 
-    app = get_app(ctx)
+    app = get_app(ctx, schema=False)  # the daemon rides out a database that is not up yet
     _daemon_logging()
     if once_now:
         report = run_once_now(app)
@@ -49,7 +49,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Last edition, next run, feed health, database and transport; exit 1 if anything is wrong."""
     from mailer.status import gather, render_text
 
-    report = gather(get_app(ctx))
+    report = gather(get_app(ctx, schema=False))
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), indent=2, default=str))
     else:

@@ -24,11 +24,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     """
     from waitress import serve as waitress_serve
 
-    from mailer.db import require_schema
     from mailer.web import create_app
 
     app = get_app(ctx)
-    require_schema(app.engine)
     host = host or app.settings.host
     port = port or app.settings.port
     web = create_app(app)

@@ -48,11 +48,9 @@ def staff() -> None:
 def add_cmd(ctx: click.Context, email: str, role: str, password_stdin: bool) -> None:
     """Create an account (the password is prompted for, or read from stdin)."""
     from mailer import audit
-    from mailer.db import require_schema
     from mailer.staff import add_staff
 
     app = get_app(ctx)
-    require_schema(app.engine)
     password = _read_password(password_stdin)
     with app.sessions.begin() as session:
         user = add_staff(session, email, password, role=role, at=app.clock.now())
@@ -66,11 +64,9 @@ def add_cmd(ctx: click.Context, email: str, role: str, password_stdin: bool) -> 
 @handle_errors
 def list_cmd(ctx: click.Context) -> None:
     """Every account with its role and last login."""
-    from mailer.db import require_schema
     from mailer.staff import list_staff
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions() as session:
         users = list_staff(session)
     if not users:
@@ -88,11 +84,9 @@ def list_cmd(ctx: click.Context) -> None:
 def remove_cmd(ctx: click.Context, email: str) -> None:
     """Delete an account; its open sessions stop working at once."""
     from mailer import audit
-    from mailer.db import require_schema
     from mailer.staff import remove_staff
 
     app = get_app(ctx)
-    require_schema(app.engine)
     address = email.strip().lower()
     with app.sessions.begin() as session:
         remove_staff(session, address)
@@ -109,11 +103,9 @@ def remove_cmd(ctx: click.Context, email: str) -> None:
 def set_password_cmd(ctx: click.Context, email: str, password_stdin: bool) -> None:
     """Replace a password (also ends every session of the account)."""
     from mailer import audit
-    from mailer.db import require_schema
     from mailer.staff import set_password
 
     app = get_app(ctx)
-    require_schema(app.engine)
     password = _read_password(password_stdin)
     with app.sessions.begin() as session:
         user = set_password(session, email, password)
@@ -130,11 +122,9 @@ def set_password_cmd(ctx: click.Context, email: str, password_stdin: bool) -> No
 def set_role_cmd(ctx: click.Context, email: str, role: str) -> None:
     """Make an account an editor or an admin."""
     from mailer import audit
-    from mailer.db import require_schema
     from mailer.staff import set_role
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions.begin() as session:
         user = set_role(session, email, role)
         audit.record(session, _actor(), "role-set", f"staff:{user.email}", f"role {role}",

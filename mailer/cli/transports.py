@@ -27,7 +27,7 @@ def check_cmd(ctx: click.Context, dsn: str | None) -> None:
     from mailer.transports import from_dsn, parse_dsn
     from mailer.urls import redact_url
 
-    settings = get_app(ctx).settings
+    settings = get_app(ctx, schema=False).settings
     value = dsn or settings.dsn
     parse_dsn(value)  # one line saying what is wrong, before anything is shown
     click.echo(f"checking {redact_url(value)}")
