@@ -166,11 +166,30 @@ class ImportReport:
             yield f"line {line}: {reason}"
 
 
+#: What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_cell(value: str) -> str:
+    """A cell as export writes it: behind a `'` when a spreadsheet would run it as a formula.
+
+    A cell that already is `'` and such a start (`'=x`, a name typed that way) gets one more
+    `'`, so that `restore_cell` can always take exactly one off and give back what was stored."""
+    return "'" + value if value.lstrip("'")[:1] in FORMULA_START else value
+
+
+def restore_cell(value: str) -> str:
+    """The inverse of `defuse_cell`: an address may start with `=`, and must come back so."""
+    if value[:1] == "'" and value.lstrip("'")[:1] in FORMULA_START:
+        return value[1:]
+    return value
+
+
 def _column(row: dict[str, str], *names: str) -> str:
     for name in names:
         for key, value in row.items():
             if key and key.strip().lower() == name:
-                return (value or "").strip()
+                return restore_cell(value or "").strip()
     return ""
 
 
@@ -238,8 +257,8 @@ def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for row in rows:
-        # Defuse spreadsheet formulas in user-supplied fields.
-        writer.writerow([("'" + v) if v[:1] in ("=", "+", "-", "@") else v for v in row])
+        # Defuse spreadsheet formulas in user-supplied fields (import restores them).
+        writer.writerow([defuse_cell(v) for v in row])
         count += 1
     return count
 
