@@ -33,6 +33,9 @@ T = TypeVar("T")
 # that the workers of a send do not all knock at the same instant when the server comes back.
 FIRST_WAIT_SECONDS = 0.2
 MAX_WAIT_SECONDS = 2.0
+# After an outage ends, other threads still holding a connection from before it meet its error
+# on their next use: within this many seconds that is the same outage, ridden out quietly.
+AFTERSHOCK_SECONDS = 10.0
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -84,6 +87,8 @@ class OutageRetry:
         self.outages = 0  # how many began, ever: the dispatcher checks for orphaned claims
         self._lock = threading.Lock()
         self._since: float | None = None  # (monotonic) when the current outage began
+        self._ended_at = float("-inf")  # (monotonic) when the last one ended
+        self._quiet = False  # the current outage is the last one's aftershock: no log lines
 
     def run(self, work: Callable[[], T]) -> T:
         """`work()`, retried through an outage; DatabaseOutage once the grace has passed."""
@@ -122,14 +127,18 @@ class OutageRetry:
             if self._since is None:
                 self._since = time.monotonic()
                 self.outages += 1
-                log.warning("database unavailable (%s); retrying for up to %g s",
-                            outage_reason(exc), self.grace)
+                self._quiet = self._since - self._ended_at < AFTERSHOCK_SECONDS
+                if not self._quiet:
+                    log.warning("database unavailable (%s); retrying for up to %g s",
+                                outage_reason(exc), self.grace)
             return self._since
 
     def _ended(self) -> None:
         with self._lock:
             if self._since is not None:
-                log.warning("database back after %.1f s", time.monotonic() - self._since)
+                self._ended_at = time.monotonic()
+                if not self._quiet:
+                    log.warning("database back after %.1f s", self._ended_at - self._since)
                 self._since = None
 
 

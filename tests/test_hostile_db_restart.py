@@ -329,6 +329,26 @@ def test_retry_waits_out_an_outage_with_one_line_each_way(
         retry.run(wrong)
 
 
+def test_a_stale_connection_after_the_outage_is_not_a_second_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A thread that held a connection through the outage meets its error after another
+    thread saw the database back: ridden out, but no second pair of lines."""
+    retry = OutageRetry(grace=5)
+    failures = iter([True, False, True, False])
+
+    def flaky() -> str:
+        if next(failures):
+            raise psycopg.errors.AdminShutdown("terminating connection")
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="mailer.db"):
+        assert retry.run(flaky) == "done"
+        assert retry.run(flaky) == "done"  # the aftershock
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert retry.outages == 2  # still counted: the dispatcher looks for orphaned claims
+
+
 def test_retry_gives_up_after_the_grace() -> None:
     retry = OutageRetry(grace=0.5)
     started = time.monotonic()
