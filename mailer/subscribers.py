@@ -6,9 +6,13 @@ is complete whichever door the change came through: CLI, web, webhook or dispatc
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
+import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -183,6 +187,56 @@ def restore_cell(value: str) -> str:
     if value[:1] == "'" and value.lstrip("'")[:1] in FORMULA_START:
         return value[1:]
     return value
+
+
+class NotText(MailerError, ValueError):
+    """The file is not text in an encoding spreadsheets write (a picture, a zip, UTF-16)."""
+
+
+#: Tried in order. Spreadsheets write CSV as UTF-8 (Excel's "CSV UTF-8", LibreOffice, Google
+#: Sheets; often with a byte order mark, which utf-8-sig drops) or, Excel's "CSV (Comma
+#: delimited)" on a British Windows PC, as Windows-1252. Nothing in the file says which.
+#: Windows-1252 leaves five bytes undefined (81 8D 8F 90 9D); a file with one of them is
+#: neither, and is refused rather than guessed at.
+CSV_ENCODINGS = ("utf-8-sig", "cp1252")
+#: C0 controls other than tab, LF and CR, and DEL: never in a spreadsheet's CSV, always in a
+#: picture or an archive (which Windows-1252 would otherwise decode, byte for byte).
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CHUNK = 1 << 16
+NOT_TEXT_MESSAGE = ("the file is not a text file in UTF-8 or Windows-1252: save it from the "
+                    "spreadsheet as “CSV UTF-8”")
+
+
+def csv_text(binary: IO[bytes]) -> IO[str]:
+    """The file as text for `import_csv`, in the encoding it was written in; `NotText` if none.
+
+    The whole file is read once to decide (a lone `é` may be on row 40,000) before anything is
+    imported, so a file that is not text is refused whole. A stream that cannot seek (stdin)
+    is first copied to a temporary file."""
+    if not binary.seekable():
+        spool = tempfile.SpooledTemporaryFile(max_size=_CHUNK * 16)  # noqa: SIM115
+        shutil.copyfileobj(binary, spool)
+        spool.seek(0)
+        binary = spool  # type: ignore[assignment]
+    start = binary.tell()
+    for encoding in CSV_ENCODINGS:
+        binary.seek(start)
+        if _decodes(binary, encoding):
+            binary.seek(start)
+            return io.TextIOWrapper(binary, encoding=encoding, newline="")
+    raise NotText(NOT_TEXT_MESSAGE)
+
+
+def _decodes(binary: IO[bytes], encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        for chunk in iter(lambda: binary.read(_CHUNK), b""):
+            if _NOT_TEXT.search(decoder.decode(chunk)):
+                raise NotText(NOT_TEXT_MESSAGE)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _column(row: dict[str, str], *names: str) -> str:

@@ -2,26 +2,42 @@
 
 * Cells that export defused with a leading `'` (formula-like: = + - @, tab, CR) come back
   as they were: an address may start with `=`.
+* Excel's "CSV" is Windows-1252, not UTF-8: it imports with its accents intact; a file that is
+  not text at all is one line of error and a non-zero exit, and nothing is imported.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import Subscriber
+from mailer.staff import ADMIN, add_staff
 from mailer.subscribers import add
+from mailer.web import create_app
 from tests.conftest import make_settings
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+STAFF, PASSWORD = "admin@example.org", "correct horse battery staple"
+IMPORT = "/staff/subscribers/import"
+# The smallest PNG there is (a 1x1 transparent pixel), as a browser would upload it.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082")
+
 
 # ---- fixtures and helpers ------------------------------------------------------------------
 
@@ -34,9 +50,38 @@ def app(database_url: str, tmp_path: Path, clock: FixedClock) -> Iterator[App]:
     application.close()
 
 
+@pytest.fixture
+def admin(app: App) -> FlaskClient:
+    with app.sessions.begin() as session:
+        add_staff(session, STAFF, PASSWORD, role=ADMIN)
+    client = create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True}).test_client()
+    signed_in = client.post("/staff/login", data={"csrf_token": _token(client, "/staff/login"),
+                                                  "email": STAFF, "password": PASSWORD})
+    assert signed_in.status_code == 303
+    return client
+
+
+def _token(client: FlaskClient, path: str) -> str:
+    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def upload(client: FlaskClient, body: bytes, filename: str = "list.csv") -> tuple[int, str]:
+    response = client.post(IMPORT, data={"csrf_token": _token(client, IMPORT),
+                                         "csv": (io.BytesIO(body), filename)},
+                           content_type="multipart/form-data")
+    return response.status_code, response.get_data(as_text=True)
+
+
 def cli_env(app: App) -> dict[str, str]:
     return {"MAILER_DATABASE_URL": app.settings.database_url,
             "MAILER_SECRET_KEY": "test-secret-key"}
+
+
+def count(app: App) -> int:
+    with app.sessions() as session:
+        return session.scalar(select(func.count()).select_from(Subscriber)) or 0
 
 
 def names(app: App) -> dict[str, str]:
@@ -85,3 +130,60 @@ def test_formula_like_cells_round_trip_through_cli_export_and_import(
         assert names(target) == FORMULA_LIKE
     finally:
         target.close()
+
+
+# ---- 12: Excel's encoding, and files that are not text --------------------------------------
+
+
+EXCEL_ROWS = {"sian@example.org": "Siân Jones", "zoe@example.org": "Zoë Smith",
+              "jose@example.org": "José García", "ob@example.org": "Seán O’Brien"}
+
+
+def excel_csv() -> bytes:
+    """What Excel's "CSV (Comma delimited)" writes on a UK Windows PC: Windows-1252, CRLF."""
+    lines = ["Email Address,Name"] + [f"{e},{n}" for e, n in EXCEL_ROWS.items()]
+    return "\r\n".join(lines).encode("cp1252") + b"\r\n"
+
+
+def test_cli_imports_an_excel_cp1252_csv_with_its_accents(app: App, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(excel_csv())
+    with pytest.raises(UnicodeDecodeError):
+        excel_csv().decode("utf-8")
+    result = CliRunner().invoke(cli, ["subscribers", "import", str(path)], env=cli_env(app))
+    assert result.exit_code == 0, result.output
+    assert "added 4, already present 0, rejected 0" in result.output
+    assert names(app) == EXCEL_ROWS
+
+
+def test_cli_import_keeps_utf8_with_a_byte_order_mark(app: App, tmp_path: Path) -> None:
+    path = tmp_path / "utf8.csv"
+    path.write_bytes("\ufeffemail,name\nzoe@example.org,Zoë “Z” Smith\n".encode())
+    result = CliRunner().invoke(cli, ["subscribers", "import", str(path)], env=cli_env(app))
+    assert result.exit_code == 0, result.output
+    assert names(app) == {"zoe@example.org": "Zoë “Z” Smith"}
+
+
+@pytest.mark.parametrize("content", [PNG, random.Random(19).randbytes(4096),
+                                     b"email\nann@example.org\n\x00\x00\x01\x02"],
+                         ids=["png", "random", "nul-bytes"])
+def test_cli_refuses_a_file_that_is_not_text_in_one_line(
+        app: App, tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "list.csv"
+    path.write_bytes(content)
+    result = CliRunner().invoke(cli, ["subscribers", "import", str(path)], env=cli_env(app))
+    assert result.exit_code != 0
+    assert result.output.startswith("error: ") and "not a text" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output
+    assert count(app) == 0
+
+
+def test_console_imports_an_excel_csv_and_refuses_a_picture(admin: FlaskClient, app: App) -> None:
+    status, page = upload(admin, excel_csv(), "excel.csv")
+    assert status == 200 and "added 4, already present 0, rejected 0" in page
+    assert names(app) == EXCEL_ROWS
+    status, page = upload(admin, PNG, "photo.png")
+    assert status == 400
+    assert "not a text" in page and "Nothing was imported" in page
+    assert count(app) == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -37,18 +38,21 @@ def add_cmd(ctx: click.Context, email: str, name: str, status: str) -> None:
 
 
 @subscribers.command("import")
-@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("csv_file", type=click.File("rb"))
 @click.pass_context
 @handle_errors
-def import_cmd(ctx: click.Context, csv_file) -> None:  # type: ignore[no-untyped-def]
-    """Import a CSV (email,name,status or a Mailchimp export). Bad rows are reported by line."""
+def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
+    """Import a CSV (email,name,status or a Mailchimp export). Bad rows are reported by line.
+
+    UTF-8 or Excel's Windows-1252, found from the file."""
     from mailer.db import require_schema
-    from mailer.subscribers import import_csv
+    from mailer.subscribers import csv_text, import_csv
 
     app = get_app(ctx)
     require_schema(app.engine)
+    text = csv_text(csv_file)
     with app.sessions.begin() as session:
-        report = import_csv(session, csv_file, at=app.clock.now())
+        report = import_csv(session, text, at=app.clock.now())
     lines = list(report.lines())
     click.echo(lines[0])
     for line in lines[1:]:

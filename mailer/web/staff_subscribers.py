@@ -12,7 +12,6 @@ action (a link on another site cannot make a signed-in browser download it) and 
 from __future__ import annotations
 
 import csv
-import io
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -23,7 +22,7 @@ from mailer import audit, optin
 from mailer.erasure import erase
 from mailer.errors import MailerError
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
-from mailer.subscribers import counts, export_csv_text, import_csv
+from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv
 from mailer.web import mailer_app
 from mailer.web.public import dispatch_confirmation, requested_page
 from mailer.web.staff import bp, current_staff, login_required, record
@@ -204,15 +203,15 @@ def import_subscribers() -> Any:
         return render_template("staff/import.html", title="Import subscribers",
                                error="Choose a CSV file to upload."), 400
     app = mailer_app()
-    stream = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")
     try:
+        stream = csv_text(upload.stream)
         with app.sessions.begin() as db:
             report = import_csv(db, stream, source=IMPORT_SOURCE, at=app.clock.now())
             summary = next(report.lines())
             record(db, "subscribers-imported", "subscribers",
                    f"{upload.filename[:100]}: {summary}")
-    except UnicodeDecodeError:
-        error = "The file is not UTF-8 text: export it from your spreadsheet as “CSV UTF-8”."
+    except NotText as exc:
+        error = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
     except (csv.Error, MailerError) as exc:
         error = f"The file could not be read: {exc}"
     else:
