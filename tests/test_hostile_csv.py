@@ -1,5 +1,7 @@
 """Hostile and real-world CSV files, through the CLI and the staff console (issue 19).
 
+* A real list (50,000 rows, about 2 MB) imports through the console with its bad lines
+  reported; a file over the limit gets a 413 page that says the limit.
 * Cells that export defused with a leading `'` (formula-like: = + - @, tab, CR) come back
   as they were: an address may start with `=`.
 * Excel's "CSV" is Windows-1252, not UTF-8: it imports with its accents intact; a file that is
@@ -24,9 +26,9 @@ from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock
 from mailer.db import init_db
-from mailer.models import Subscriber
+from mailer.models import ACTIVE, PENDING, Subscriber
 from mailer.staff import ADMIN, add_staff
-from mailer.subscribers import add
+from mailer.subscribers import add, find
 from mailer.web import create_app
 from tests.conftest import make_settings
 
@@ -88,6 +90,52 @@ def names(app: App) -> dict[str, str]:
     with app.sessions() as session:
         return {email: name for email, name in session.execute(
             select(Subscriber.email, Subscriber.name))}
+
+
+def big_list(rows: int) -> bytes:
+    lines = ["email,name,status"]
+    lines += [f"reader{i}@example.org,Reader Number {i}," for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+# ---- 5: a real list through the console ----------------------------------------------------
+
+
+def test_a_50000_row_list_imports_through_the_console(admin: FlaskClient, app: App) -> None:
+    body = big_list(50_000)
+    # Two bad lines and a repeat after 50,000 good ones: the line numbers must still be right.
+    body += (b"not an address,Bad,\n"          # line 50,002
+             b"reader7@example.org,Again,\n"   # line 50,003: already in this file
+             b"late@example.org,Late,royalty\n"  # line 50,004: no such status
+             b"last@example.org,Last,pending\n")
+    assert len(body) > 2_000_000  # ten times what used to get a 413
+    status, page = upload(admin, body)
+    assert status == 200, page[:2000]
+    assert "added 50001, already present 1, rejected 2" in page
+    assert '<td class="num">50002</td>' in page and '<td class="num">50004</td>' in page
+    assert count(app) == 50_001
+    with app.sessions() as session:
+        assert find(session, "reader49999@example.org").status == ACTIVE  # type: ignore
+        assert find(session, "last@example.org").status == PENDING  # type: ignore
+
+
+def test_a_file_over_the_limit_gets_a_413_page_naming_it(
+        admin: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailer.web import staff_subscribers
+
+    monkeypatch.setattr(staff_subscribers, "MAX_IMPORT_BYTES", 1024 * 1024)
+    status, page = upload(admin, big_list(30_000))
+    assert status == 413
+    assert "1 MB" in page and "Nothing was imported" in page
+    assert "Import subscribers" in page  # the import page, with its form to try again
+
+
+def test_the_result_page_lists_a_bounded_number_of_bad_lines(admin: FlaskClient) -> None:
+    body = "email\n" + "".join(f"bad {i}\n" for i in range(1500)) + "good@example.org\n"
+    status, page = upload(admin, body.encode())
+    assert status == 200 and "added 1, already present 0, rejected 1500" in page
+    assert page.count("<tr><td class=\"num\">") == 500
+    assert "1,000 more lines were not imported" in page
 
 
 # ---- 11b: what export defused comes back as it was -----------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, or_, select
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from mailer import audit, optin
@@ -24,13 +25,21 @@ from mailer.errors import MailerError
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
 from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv
 from mailer.web import mailer_app
-from mailer.web.public import dispatch_confirmation, requested_page
+from mailer.web.public import ERRORS, dispatch_confirmation, message_page, requested_page
 from mailer.web.staff import bp, current_staff, login_required, record
 
 PAGE_SIZE = 50
-#: Uploads of a real list (tens of thousands of rows) are bigger than any form.
+#: Uploads of a real list (tens of thousands of rows) are bigger than any form: a Mailchimp
+#: export of 50,000 readers, with its twenty-odd columns, is about 15 MB.
 MAX_IMPORT_BYTES = 32 * 1024 * 1024
+#: Werkzeug counts the file's bytes in transit (its parser's 64 KB buffer) against
+#: max_form_memory_size too, so the app-wide 64 KB made any upload over ~190 KB a 413. The file
+#: itself goes to a temporary file (in memory only up to 500 KB); this bounds the text fields.
+IMPORT_FORM_MEMORY = 256 * 1024
+#: Lines listed on the result page; the summary counts them all.
+MAX_LISTED_ERRORS = 500
 IMPORT_SOURCE = "staff-import"
+IMPORT_TITLE = "Import subscribers"
 
 
 @bp.url_value_preprocessor
@@ -38,6 +47,26 @@ def _allow_large_imports(endpoint: str | None, values: dict[str, Any] | None) ->
     # Runs before any before_request hook (the CSRF check reads the form, and so the body).
     if endpoint == "staff.import_subscribers":
         request.max_content_length = MAX_IMPORT_BYTES
+        request.max_form_memory_size = IMPORT_FORM_MEMORY
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(exc: RequestEntityTooLarge) -> Any:
+    """On the import page, say what the limit is and what to do; elsewhere the usual page."""
+    if request.endpoint != "staff.import_subscribers":
+        return message_page(*ERRORS[413], 413)
+    return _import_page(413, error=f"The file is larger than {_limit_mb()} MB, the most one "
+                                   "import takes. Split it into smaller files and import "
+                                   "each one. Nothing was imported.")
+
+
+def _limit_mb() -> str:
+    return f"{MAX_IMPORT_BYTES / (1024 * 1024):g}"
+
+
+def _import_page(status: int = 200, **context: Any) -> tuple[str, int]:
+    return render_template("staff/import.html", title=IMPORT_TITLE, max_mb=_limit_mb(),
+                           **context), status
 
 
 def _target(sub_id: int) -> str:
@@ -197,11 +226,10 @@ def import_subscribers() -> Any:
     """Upload a CSV (email, name, status or a Mailchimp export); bad lines are reported by
     number and the good ones kept."""
     if request.method != "POST":
-        return render_template("staff/import.html", title="Import subscribers")
+        return _import_page()
     upload = request.files.get("csv")
     if upload is None or not upload.filename:
-        return render_template("staff/import.html", title="Import subscribers",
-                               error="Choose a CSV file to upload."), 400
+        return _import_page(400, error="Choose a CSV file to upload.")
     app = mailer_app()
     try:
         stream = csv_text(upload.stream)
@@ -211,14 +239,14 @@ def import_subscribers() -> Any:
             record(db, "subscribers-imported", "subscribers",
                    f"{upload.filename[:100]}: {summary}")
     except NotText as exc:
-        error = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
+        error = str(exc)[:1].upper() + str(exc)[1:]
     except (csv.Error, MailerError) as exc:
         error = f"The file could not be read: {exc}"
     else:
-        return render_template("staff/import.html", title="Import subscribers", report=report,
-                               summary=summary, filename=upload.filename)
-    return render_template("staff/import.html", title="Import subscribers",
-                           error=error + " Nothing was imported."), 400
+        return _import_page(report=report, summary=summary, filename=upload.filename,
+                            listed=report.errors[:MAX_LISTED_ERRORS],
+                            unlisted=max(0, len(report.errors) - MAX_LISTED_ERRORS))
+    return _import_page(400, error=f"{error}. Nothing was imported.")
 
 
 @bp.post("/subscribers/export")
