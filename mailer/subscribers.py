@@ -10,6 +10,7 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import re
 import shutil
 import tempfile
@@ -19,8 +20,9 @@ from datetime import datetime
 from typing import IO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.errors import MailerError
 from mailer.models import (
@@ -38,6 +40,7 @@ from mailer.models import (
     Subscriber,
     SubscriberEvent,
     Suppression,
+    utcnow,
 )
 
 MAX_NAME = 200
@@ -169,6 +172,16 @@ class ImportReport:
         for line, reason in self.errors:
             yield f"line {line}: {reason}"
 
+    def merge(self, part: ImportReport) -> None:
+        self.added += part.added
+        self.unchanged += part.unchanged
+        self.errors.extend(part.errors)
+
+
+#: Rows per transaction in `import_csv_batched`. SQLite has one writer at a time: a batch holds
+#: the lock for a few tens of milliseconds, so a confirmation click, a webhook or a send's
+#: progress gets in between two batches instead of waiting for the whole file.
+IMPORT_BATCH = 1000
 
 #: What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -239,6 +252,14 @@ def _decodes(binary: IO[bytes], encoding: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    address: str
+    name: str
+    status: str
+
+
 def _column(row: dict[str, str], *names: str) -> str:
     for name in names:
         for key, value in row.items():
@@ -247,25 +268,31 @@ def _column(row: dict[str, str], *names: str) -> str:
     return ""
 
 
-def import_csv(session: Session, stream: IO[str], *, source: str = "import",
-               at: datetime | None = None) -> ImportReport:
-    """Import our own columns (email,name,status) or a Mailchimp export's.
+def _read_rows(stream: IO[str], report: ImportReport) -> Iterator[_Row]:
+    """Rows worth a look in the database, in file order; bad lines go into `report`.
 
-    A bad row is reported by its line number and skipped; good rows are kept. Rows without a
-    status become active: an imported list is an existing, already-confirmed list.
-    """
-    report = ImportReport()
+    Everything that needs no database happens here, outside any transaction: the CSV, the
+    address syntax, the status, repeats within the file."""
     reader = csv.DictReader(stream)
-    headers = {h.strip().lower() for h in (reader.fieldnames or []) if h}
+    try:
+        headers = {h.strip().lower() for h in (reader.fieldnames or []) if h}
+    except csv.Error as exc:
+        raise MailerError(f"the CSV header cannot be read: {exc}") from None
     if not headers & {"email", "email address"}:
         raise MailerError("CSV has no 'email' (or 'Email Address') column")
     seen: set[str] = set()
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field longer than csv.field_size_limit()
+            report.errors.append((reader.line_num, f"the CSV cannot be read from here on: {exc}"))
+            return
         line = reader.line_num
         if None in row:
             report.errors.append((line, "more fields than the header has"))
             continue
-        raw = _column(row, "email", "email address")
         name = _column(row, "name")
         if not name:
             name = " ".join(p for p in (_column(row, "first name"), _column(row, "last name")) if p)
@@ -273,24 +300,107 @@ def import_csv(session: Session, stream: IO[str], *, source: str = "import",
         if status == "subscribed":  # Mailchimp's word
             status = ACTIVE
         try:
-            address = normalise_email(raw)
+            address = normalise_email(_column(row, "email", "email address"))
             if status not in STATUSES:
                 raise MailerError(f"unknown status {status!r}")
-            if address in seen:
-                report.unchanged += 1
-                continue
-            seen.add(address)
-            with session.begin_nested():
-                _, created = add(session, address, name=name, status=status, source=source,
-                                 at=at)
         except MailerError as exc:
             report.errors.append((line, str(exc)))
             continue
-        if created:
-            report.added += 1
-        else:
+        if address in seen:
             report.unchanged += 1
+            continue
+        seen.add(address)
+        yield _Row(line, address, name, status)
+
+
+def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def _store(session: Session, rows: list[_Row], *, source: str,
+           at: datetime | None) -> ImportReport:
+    """Add the rows that are new, with the same rules as `add`, in a few statements.
+
+    One query for the addresses already present, one for suppressed ones, one multi-row
+    INSERT for the subscribers and one for their events: a row at a time (a savepoint, two
+    lookups and a flush each) took 38 s for 50,000 rows."""
+    part = ImportReport()
+    hashes = {row.address: email_hash(row.address) for row in rows}
+    present = set(session.scalars(select(Subscriber.email)
+                                  .where(Subscriber.email.in_(list(hashes)))))
+    suppressed = set(session.scalars(select(Suppression.email_hash)
+                                     .where(Suppression.email_hash.in_(list(hashes.values())))))
+    now = at or utcnow()
+    new: list[dict[str, object]] = []
+    for row in rows:
+        if row.address in present:
+            part.unchanged += 1
+            continue
+        try:
+            if hashes[row.address] in suppressed:
+                raise MailerError(f"{row.address} was erased or suppressed and cannot be "
+                                  "re-added silently")
+            name = clean_name(row.name)
+        except MailerError as exc:
+            part.errors.append((row.line, str(exc)))
+            continue
+        new.append({"email": row.address, "name": name, "status": row.status,
+                    "source": source, "created_at": now, "updated_at": now,
+                    "confirmed_at": now if row.status == ACTIVE else None})
+    if new:
+        ids = {email: sub_id for email, sub_id in session.execute(
+            insert(Subscriber).returning(Subscriber.email, Subscriber.id), new)}
+        session.execute(insert(SubscriberEvent), [
+            {"subscriber_id": ids[values["email"]], "source": source, "created_at": now,
+             "kind": "subscribed" if values["status"] == PENDING else "added",
+             "detail": f"status {values['status']}"} for values in new])
+    part.added = len(new)
+    return part
+
+
+def import_csv(session: Session, stream: IO[str], *, source: str = "import",
+               at: datetime | None = None) -> ImportReport:
+    """Import our own columns (email,name,status) or a Mailchimp export's, in the caller's
+    transaction (`import_csv_batched` for a real list).
+
+    A bad row is reported by its line number and skipped; good rows are kept. Rows without a
+    status become active: an imported list is an existing, already-confirmed list.
+    """
+    report = ImportReport()
+    for batch in _batches(_read_rows(stream, report), IMPORT_BATCH):
+        report.merge(_store(session, batch, source=source, at=at))
+    report.errors.sort()
     return report
+
+
+def import_csv_batched(sessions: sessionmaker[Session], stream: IO[str], *,
+                       source: str = "import", at: datetime | None = None,
+                       batch: int = IMPORT_BATCH) -> ImportReport:
+    """`import_csv`, each batch of rows committed in its own short transaction.
+
+    SQLite's write lock is taken per batch, not for the whole file, so everyone else's writes
+    go on while 50,000 rows come in. An import that stops half way (the database went away)
+    keeps the batches it committed; running it again adds the rest, as those rows are then
+    already present. On PostgreSQL a sign-up of an address from the file can commit between
+    the batch's lookup and its INSERT; the batch is then looked up again."""
+    report = ImportReport()
+    for rows in _batches(_read_rows(stream, report), batch):
+        report.merge(_commit(sessions, rows, source=source, at=at))
+    report.errors.sort()
+    return report
+
+
+def _commit(sessions: sessionmaker[Session], rows: list[_Row], *, source: str,
+            at: datetime | None, attempts: int = 3) -> ImportReport:
+    while True:
+        attempts -= 1
+        try:
+            with sessions.begin() as session:
+                return _store(session, rows, source=source, at=at)
+        except IntegrityError:
+            if attempts <= 0:
+                raise
 
 
 EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at")

@@ -44,15 +44,14 @@ def add_cmd(ctx: click.Context, email: str, name: str, status: str) -> None:
 def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
     """Import a CSV (email,name,status or a Mailchimp export). Bad rows are reported by line.
 
-    UTF-8 or Excel's Windows-1252, found from the file."""
+    UTF-8 or Excel's Windows-1252, found from the file. Rows are committed 1,000 at a time,
+    so a send, the web app and webhooks keep writing while a big list comes in."""
     from mailer.db import require_schema
-    from mailer.subscribers import csv_text, import_csv
+    from mailer.subscribers import csv_text, import_csv_batched
 
     app = get_app(ctx)
     require_schema(app.engine)
-    text = csv_text(csv_file)
-    with app.sessions.begin() as session:
-        report = import_csv(session, text, at=app.clock.now())
+    report = import_csv_batched(app.sessions, csv_text(csv_file), at=app.clock.now())
     lines = list(report.lines())
     click.echo(lines[0])
     for line in lines[1:]:

@@ -23,7 +23,7 @@ from mailer import audit, optin
 from mailer.erasure import erase
 from mailer.errors import MailerError
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
-from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv
+from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv_batched
 from mailer.web import mailer_app
 from mailer.web.public import ERRORS, dispatch_confirmation, message_page, requested_page
 from mailer.web.staff import bp, current_staff, login_required, record
@@ -224,7 +224,11 @@ def erase_subscriber(sub_id: int) -> Any:
 @login_required
 def import_subscribers() -> Any:
     """Upload a CSV (email, name, status or a Mailchimp export); bad lines are reported by
-    number and the good ones kept."""
+    number and the good ones kept.
+
+    The rows go in 1,000 to a transaction (`import_csv_batched`), so on SQLite confirmation
+    clicks, webhooks and a send under way write between batches instead of waiting for the
+    whole list; 50,000 rows take a few seconds, within the request."""
     if request.method != "POST":
         return _import_page()
     upload = request.files.get("csv")
@@ -232,17 +236,17 @@ def import_subscribers() -> Any:
         return _import_page(400, error="Choose a CSV file to upload.")
     app = mailer_app()
     try:
-        stream = csv_text(upload.stream)
-        with app.sessions.begin() as db:
-            report = import_csv(db, stream, source=IMPORT_SOURCE, at=app.clock.now())
-            summary = next(report.lines())
-            record(db, "subscribers-imported", "subscribers",
-                   f"{upload.filename[:100]}: {summary}")
+        report = import_csv_batched(app.sessions, csv_text(upload.stream),
+                                    source=IMPORT_SOURCE, at=app.clock.now())
     except NotText as exc:
         error = str(exc)[:1].upper() + str(exc)[1:]
     except (csv.Error, MailerError) as exc:
         error = f"The file could not be read: {exc}"
     else:
+        summary = next(report.lines())
+        with app.sessions.begin() as db:
+            record(db, "subscribers-imported", "subscribers",
+                   f"{upload.filename[:100]}: {summary}")
         return _import_page(report=report, summary=summary, filename=upload.filename,
                             listed=report.errors[:MAX_LISTED_ERRORS],
                             unlisted=max(0, len(report.errors) - MAX_LISTED_ERRORS))
