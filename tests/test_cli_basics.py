@@ -61,6 +61,12 @@ def test_commands_before_init_say_so(tmp_path: Path) -> None:
     env = {"MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
     result = CliRunner().invoke(cli, ["subscribers", "list"], env=env)
     assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"error: database not created yet ({tmp_path / 'empty.db'}): run `mailer init` first")
+    assert not (tmp_path / "empty.db").exists()
+    (tmp_path / "empty.db").touch()
+    result = CliRunner().invoke(cli, ["subscribers", "list"], env=env)
+    assert result.exit_code == 1
     assert result.output.strip() == "error: database has no tables yet: run `mailer init` first"
 
 

@@ -26,11 +26,9 @@ def subscribers() -> None:
 @handle_errors
 def add_cmd(ctx: click.Context, email: str, name: str, status: str) -> None:
     """Add one subscriber."""
-    from mailer.db import require_schema
     from mailer.subscribers import add
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions.begin() as session:
         sub, created = add(session, email, name=name, status=status, source="cli",
                            at=app.clock.now())
@@ -46,11 +44,9 @@ def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
 
     UTF-8 or Excel's Windows-1252, found from the file. Rows are committed 1,000 at a time,
     so a send, the web app and webhooks keep writing while a big list comes in."""
-    from mailer.db import require_schema
     from mailer.subscribers import csv_text, import_csv_batched
 
     app = get_app(ctx)
-    require_schema(app.engine)
     report = import_csv_batched(app.sessions, csv_text(csv_file), at=app.clock.now())
     lines = list(report.lines())
     click.echo(lines[0])
@@ -66,11 +62,9 @@ def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
 @handle_errors
 def export_cmd(ctx: click.Context, out: Path | None, status: str | None) -> None:
     """Write the list as CSV: email,name,status,created_at,confirmed_at."""
-    from mailer.db import require_schema
     from mailer.subscribers import export_rows, write_csv
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions() as session:
         if out is None:
             write_csv(export_rows(session, status), sys.stdout)
@@ -90,12 +84,10 @@ def list_cmd(ctx: click.Context, status: str | None, search: str | None, limit: 
     """List subscribers and the totals per status."""
     from sqlalchemy import func, or_, select
 
-    from mailer.db import require_schema
     from mailer.models import Subscriber
     from mailer.subscribers import counts
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions() as session:
         query = select(Subscriber).order_by(Subscriber.id)
         if status:
@@ -116,12 +108,10 @@ def list_cmd(ctx: click.Context, status: str | None, search: str | None, limit: 
 @handle_errors
 def unsubscribe_cmd(ctx: click.Context, email: str) -> None:
     """Unsubscribe an address (recorded as done by staff)."""
-    from mailer.db import require_schema
     from mailer.models import UNSUBSCRIBED
     from mailer.subscribers import find, set_status
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions.begin() as session:
         sub = find(session, email)
         if sub is None:
@@ -137,11 +127,9 @@ def unsubscribe_cmd(ctx: click.Context, email: str) -> None:
 @handle_errors
 def show_cmd(ctx: click.Context, email: str) -> None:
     """One subscriber and their event history."""
-    from mailer.db import require_schema
     from mailer.subscribers import find
 
     app = get_app(ctx)
-    require_schema(app.engine)
     with app.sessions() as session:
         sub = find(session, email)
         if sub is None:
@@ -163,12 +151,10 @@ def show_cmd(ctx: click.Context, email: str) -> None:
 def erase_cmd(ctx: click.Context, email: str, yes: bool) -> None:
     """Right to erasure: delete the subscriber and their events; keep only a hash."""
     from mailer import audit
-    from mailer.db import require_schema
     from mailer.erasure import erase
     from mailer.subscribers import find
 
     app = get_app(ctx)
-    require_schema(app.engine)
     if not yes:
         click.confirm(f"Erase {email.strip().lower()} permanently?", abort=True)
     with app.sessions.begin() as session:
