@@ -310,7 +310,7 @@ def test_message_data_and_terminator_survive_partial_writes() -> None:
     import time
     from types import SimpleNamespace
 
-    from mailer.transports.smtp import _send_data
+    from mailer.transports.smtp.transport import _send_data
 
     server = socket.create_server(("127.0.0.1", 0))
     sender = socket.create_connection(server.getsockname())
@@ -762,7 +762,7 @@ def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes, ours: bool) -
     smtplib's results reply after reply, a pipelined group's replies arriving together."""
     import smtplib
 
-    from mailer.transports.smtp import _getreply, _ReplyReader
+    from mailer.transports.smtp.transport import _getreply, _ReplyReader
 
     def read(reader: object, file: object) -> object:
         server, client = socket.socketpair()
@@ -790,7 +790,7 @@ def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes, ours: bool) -
 
 @pytest.mark.parametrize("limit", [-1, 5, 8193])
 def test_reply_reader_reads_lines_as_a_buffered_file_does(limit: int) -> None:
-    from mailer.transports.smtp import _ReplyReader
+    from mailer.transports.smtp.transport import _ReplyReader
 
     stream = b"250-first\r\n250-" + b"x" * 9000 + b"\r\n250 last\r\n354 no end"
 
@@ -811,7 +811,7 @@ def test_reply_reader_reads_lines_as_a_buffered_file_does(limit: int) -> None:
 
 
 def test_reply_reader_says_when_a_whole_line_is_buffered() -> None:
-    from mailer.transports.smtp import _ReplyReader
+    from mailer.transports.smtp.transport import _ReplyReader
 
     server, client = socket.socketpair()
     with server, client:
