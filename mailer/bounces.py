@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from mailer.inbound import MAX_TEXT, Outcome, Unreadable, message_key, parse, part_text, squash
 from mailer.models import Delivery
-from mailer.transports.smtp import dead_address_status, is_hard_bounce
+from mailer.smtp_status import dead_address_status, is_hard_bounce
 from mailer.verp import token_of
 from mailer.webhooks.events import EventKind, apply
 

@@ -14,10 +14,11 @@ import pytest
 import mailer.transports as transports
 from mailer.config import Settings
 from mailer.errors import TransportError
+from mailer.smtp_status import is_hard_bounce
 from mailer.transports import Dsn, Outgoing, Result, from_dsn, parse_dsn, register
 from mailer.transports.base import Transport
 from mailer.transports.file import FileTransport, eml_name
-from mailer.transports.smtp import AMBIGUOUS_ERROR, SmtpTransport, is_hard_bounce, wire_data
+from mailer.transports.smtp import AMBIGUOUS_ERROR, SmtpTransport, wire_data
 from mailer.urls import redact_url
 from tests.support import smtpsink
 from tests.support.smtpsink import SmtpSink
@@ -297,7 +298,7 @@ def test_smtp_data_is_dot_stuffed_and_crlf(smtp_sink: SmtpSink, settings: Settin
     # what MessageTemplate.fill makes needs no stuffing: only the terminator is added
     ready = Outgoing(recipient="a@example.org", message_id="<m@example.org>",
                      data=b"a\r\n=2Eb\r\n", wire_ready=True)
-    prepared = from_dsn(smtp_sink.dsn, settings)._prepare(ready)  # type: ignore[attr-defined]
+    prepared = from_dsn(smtp_sink.dsn, settings).prepare(ready)  # type: ignore[attr-defined]
     assert prepared.data + prepared.end == b"a\r\n=2Eb\r\n.\r\n"
 
 
@@ -310,7 +311,7 @@ def test_message_data_and_terminator_survive_partial_writes() -> None:
     import time
     from types import SimpleNamespace
 
-    from mailer.transports.smtp.transport import _send_data
+    from mailer.transports.smtp.wire import send_data
 
     server = socket.create_server(("127.0.0.1", 0))
     sender = socket.create_connection(server.getsockname())
@@ -327,7 +328,7 @@ def test_message_data_and_terminator_survive_partial_writes() -> None:
 
     reader = threading.Thread(target=read_slowly)
     reader.start()
-    _send_data(SimpleNamespace(sock=sender), data, b".\r\n")  # type: ignore[arg-type]
+    send_data(SimpleNamespace(sock=sender), data, b".\r\n")  # type: ignore[arg-type]
     sender.close()
     reader.join(timeout=30)
     receiver.close()
@@ -758,11 +759,11 @@ def test_pipelining_can_be_switched_off(make_smtp_sink, settings) -> None:  # ty
     b"250 " + b"x" * 9000 + b"\r\n",
 ])
 def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes, ours: bool) -> None:
-    """`_getreply` (over a buffered file, or over `_ReplyReader` as connections use it) gives
+    """`getreply` (over a buffered file, or over `ReplyReader` as connections use it) gives
     smtplib's results reply after reply, a pipelined group's replies arriving together."""
     import smtplib
 
-    from mailer.transports.smtp.transport import _getreply, _ReplyReader
+    from mailer.transports.smtp.replies import ReplyReader, getreply
 
     def read(reader: object, file: object) -> object:
         server, client = socket.socketpair()
@@ -783,14 +784,14 @@ def test_fast_reply_reader_agrees_with_smtplib(server_says: bytes, ours: bool) -
         finally:
             client.close()
 
-    ours_file = _ReplyReader if ours else (lambda sock: sock.makefile("rb"))
-    assert read(_getreply, ours_file) == read(smtplib.SMTP.getreply,
+    ours_file = ReplyReader if ours else (lambda sock: sock.makefile("rb"))
+    assert read(getreply, ours_file) == read(smtplib.SMTP.getreply,
                                               lambda sock: sock.makefile("rb"))
 
 
 @pytest.mark.parametrize("limit", [-1, 5, 8193])
 def test_reply_reader_reads_lines_as_a_buffered_file_does(limit: int) -> None:
-    from mailer.transports.smtp.transport import _ReplyReader
+    from mailer.transports.smtp.replies import ReplyReader
 
     stream = b"250-first\r\n250-" + b"x" * 9000 + b"\r\n250 last\r\n354 no end"
 
@@ -805,17 +806,17 @@ def test_reply_reader_reads_lines_as_a_buffered_file_does(limit: int) -> None:
         client.close()
         return out
 
-    ours = lines(_ReplyReader)
+    ours = lines(ReplyReader)
     assert ours == lines(lambda sock: sock.makefile("rb"))
     assert b"".join(ours) == stream
 
 
 def test_reply_reader_says_when_a_whole_line_is_buffered() -> None:
-    from mailer.transports.smtp.transport import _ReplyReader
+    from mailer.transports.smtp.replies import ReplyReader
 
     server, client = socket.socketpair()
     with server, client:
-        reader = _ReplyReader(client)
+        reader = ReplyReader(client)
         server.sendall(b"250 ok\r\n250 ok\r\n354 go")
         assert not reader.has_line()  # nothing read from the socket yet
         assert reader.readline() == b"250 ok\r\n"

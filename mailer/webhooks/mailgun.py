@@ -18,7 +18,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from mailer.transports.smtp import is_hard_bounce
+from mailer.smtp_status import is_hard_bounce
 from mailer.webhooks.events import Event, EventKind, WebhookRejected, check_timestamp, digest
 
 PROVIDER = "mailgun"
