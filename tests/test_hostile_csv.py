@@ -127,7 +127,7 @@ def test_a_50000_row_list_imports_through_the_console(admin: FlaskClient, app: A
 
 def test_a_file_over_the_limit_gets_a_413_page_naming_it(
         admin: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer.web import staff_subscribers
+    from mailer.web.staff import subscribers as staff_subscribers
 
     monkeypatch.setattr(staff_subscribers, "MAX_IMPORT_BYTES", 1024 * 1024)
     status, page = upload(admin, big_list(30_000))

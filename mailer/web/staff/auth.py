@@ -378,7 +378,7 @@ def logout() -> Response:
 def dashboard() -> Any:
     from mailer.edition import get_edition
     from mailer.subscribers import counts
-    from mailer.web import staff_stats
+    from mailer.web.staff import stats as staff_stats
 
     app = mailer_app()
     now = app.clock.now()
@@ -410,6 +410,3 @@ def _login_alerts(db: Any, now: datetime) -> list[Any]:
 def today_edition() -> Response:
     return redirect(url_for("staff.edition", day=today(mailer_app()).isoformat()))
 
-
-# The other areas register their views on `bp` (imported last: they import this module).
-from mailer.web import staff_admin, staff_editions, staff_subscribers  # noqa: E402,F401

@@ -19,7 +19,7 @@ from mailer.models import Subscriber
 from mailer.staff import list_staff
 from mailer.web import mailer_app
 from mailer.web.public import requested_page
-from mailer.web.staff import admin_required, bp, login_required, record
+from mailer.web.staff.auth import admin_required, bp, login_required, record
 
 AUDIT_PAGE = 50
 

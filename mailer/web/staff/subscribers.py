@@ -26,7 +26,7 @@ from mailer.models import STATUSES, Delivery, Edition, Subscriber
 from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv_batched
 from mailer.web import mailer_app
 from mailer.web.public import ERRORS, dispatch_confirmation, message_page, requested_page
-from mailer.web.staff import bp, current_staff, login_required, record
+from mailer.web.staff.auth import bp, current_staff, login_required, record
 
 PAGE_SIZE = 50
 #: Uploads of a real list (tens of thousands of rows) are bigger than any form: a Mailchimp

@@ -34,9 +34,10 @@ from mailer.edition import (
 from mailer.errors import FeedError, MailerError
 from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
 from mailer.subscribers import InvalidAddress, counts, normalise_email
-from mailer.web import mailer_app, staff_send
+from mailer.web import mailer_app
 from mailer.web.security import EMAIL_CSP
-from mailer.web.staff import (
+from mailer.web.staff import send as staff_send
+from mailer.web.staff.auth import (
     bp,
     current_staff,
     login_required,
@@ -44,7 +45,7 @@ from mailer.web.staff import (
     record,
     today,
 )
-from mailer.web.staff_stats import live_counts
+from mailer.web.staff.stats import live_counts
 
 MAX_TEST_RECIPIENTS = 20
 #: How often the progress page reloads itself while a send runs (a Refresh header: no script).
