@@ -17,7 +17,9 @@ from sqlalchemy import func, select
 
 from mailer.app import App
 from mailer.clock import FixedClock
-from mailer.collect import CollectResult, collect, section_for, summarise
+from mailer.collect import CollectResult, collect
+from mailer.collect.clean import summarise
+from mailer.collect.entries import section_for
 from mailer.db import init_db
 from mailer.errors import FeedError
 from mailer.models import Article, FeedState
