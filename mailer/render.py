@@ -18,7 +18,6 @@ import textwrap
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -27,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from mjml import mjml2html
 
 from mailer.config import Settings
+from mailer.htmltext import html_to_text
 from mailer.models import Article
 from mailer.placeholders import Placeholders
 
@@ -307,26 +307,6 @@ def _brand(settings: Settings) -> str:
     return name or "LabourList Daily"
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("p", "br", "div", "li"):
-            self.parts.append(" ")
-
-
-def _html_to_text(fragment: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(fragment)
-    parser.close()
-    return "".join(parser.parts)
-
-
 def _plain(value: str | None, *, keep_newlines: bool = False) -> str:
     """Plain text safe to show: controls removed, whitespace tidied."""
     text = value or ""
@@ -354,7 +334,7 @@ def _one_line(value: str) -> str:
 
 
 def _excerpt(article: Article, limit: int) -> str:
-    text = _plain(article.summary_text) or _plain(_html_to_text(article.summary_html or ""))
+    text = _plain(article.summary_text) or _plain(html_to_text(article.summary_html or ""))
     text = re.sub(r"\s*(\[(…|\.\.\.|&hellip;)\]|…)\s*$", "", text)
     if len(text) <= limit:
         return text

@@ -185,6 +185,15 @@ def test_build_view_excerpt_is_short_and_from_html_when_no_text(settings: Settin
     assert rest[1].summary == "From HTML & more"
 
 
+def test_excerpt_from_html_keeps_blocks_apart_and_hides_scripts(settings: Settings) -> None:
+    # The same extractor as collect's (mailer.htmltext): blocks never run into one word.
+    from_html = "<h2>Heading</h2>Body text<script>alert(1)</script><blockquote>Quote</blockquote>"
+    items = [article(0), article(1, summary_text="", summary_html=from_html)]
+    view = build_view(DAY, items, settings)
+    [rest] = [a for _, group in view.sections for a in group]
+    assert rest.summary == "Heading Body text Quote"
+
+
 def test_build_view_with_no_articles(settings: Settings) -> None:
     view = build_view(DAY, [], settings)
     assert view.lead is None and view.sections == []

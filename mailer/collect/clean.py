@@ -14,6 +14,8 @@ from urllib.parse import urljoin, urlsplit
 
 import nh3
 
+from mailer.htmltext import html_to_text, text_blocks
+
 ALLOWED_TAGS = frozenset(
     {"p", "a", "em", "strong", "b", "i", "ul", "ol", "li", "blockquote", "br",
      "h2", "h3", "h4", "img", "figure", "figcaption"}
@@ -33,12 +35,6 @@ URL_SCHEMES = frozenset({"http", "https"})
 # Excerpts in the email are "about 300 characters": long enough for two sentences.
 SUMMARY_CHARS = 300
 
-_BLOCK_TAGS = frozenset(
-    {"p", "br", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "figure",
-     "figcaption", "div", "section", "article", "header", "footer", "table", "tr", "td", "th",
-     "hr", "pre", "dl", "dt", "dd"}
-)
-_INVISIBLE_TAGS = frozenset({"script", "style", "template", "noscript", "iframe"})
 _FOOTER = re.compile(r"^The post .+ appeared first on .+$", re.S)
 _TAIL = re.compile(
     r"\s*(?:\[(?:…|\.\.\.|&hellip;)\]"
@@ -67,11 +63,6 @@ def sanitize_html(fragment: str, base: str = "") -> str:
     ).strip()
 
 
-def html_to_text(fragment: str) -> str:
-    """Plain text of an HTML fragment: entities decoded, tags gone, whitespace collapsed."""
-    return " ".join(_text_blocks(fragment))
-
-
 def clean_text(value: str, limit: int | None = None) -> str:
     """A one-line plain-text field (title, author, category) from feed text.
 
@@ -90,8 +81,8 @@ def summarise(summary_html: str, content_html: str = "", limit: int = SUMMARY_CH
     Yoast appends "The post … appeared first on …" as its own paragraph, and WordPress ends
     excerpts with "[…]" or a theme's "Continue reading"; none of it belongs in an email.
     """
-    text = " ".join(_without_footer(_text_blocks(summary_html))
-                    or _without_footer(_text_blocks(content_html)))
+    text = " ".join(_without_footer(text_blocks(summary_html))
+                    or _without_footer(text_blocks(content_html)))
     cut = False
     while True:
         shorter = _TAIL.sub("", text)
@@ -152,41 +143,6 @@ def trim(text: str, limit: int) -> str:
     if space > limit // 2:
         cut = cut[:space]
     return cut.rstrip(" ,;:–—-") + "…"
-
-
-class _TextExtractor(HTMLParser):
-    """Text per block element, so paragraphs stay apart and a trailing footer can be dropped."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.blocks: list[list[str]] = [[]]
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _INVISIBLE_TAGS:
-            self._hidden += 1
-        elif tag in _BLOCK_TAGS:
-            self.blocks.append([])
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _INVISIBLE_TAGS:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in _BLOCK_TAGS:
-            self.blocks.append([])
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self.blocks[-1].append(data)
-
-
-def _text_blocks(fragment: str) -> list[str]:
-    if not fragment:
-        return []
-    parser = _TextExtractor()
-    parser.feed(fragment)
-    parser.close()
-    blocks = (" ".join("".join(parts).split()) for parts in parser.blocks)
-    return [b for b in blocks if b]
 
 
 class _ImageFinder(HTMLParser):
