@@ -1,9 +1,11 @@
 """Workers: claim -> fill -> send -> record, with retries, a shared rate limit and progress.
 
 The dispatcher holds no SQL of its own beyond the ledger's functions and knows transports only
-through their small interface. SMTP: one worker thread drives all N connections (`SmtpPool`),
-committing the outcomes that arrive together in one go. Other transports: each worker thread
-owns one connection. Either way one process-wide token bucket keeps the overall rate.
+through their small interface: each worker streams its claimed rows through
+`Transport.stream`. A transport that drives all N connections from one thread (SMTP's pool,
+`Transport.pooled`) gets one worker, which writes the outcomes that arrive together in one
+go; other transports get a worker thread per connection. Either way one process-wide token
+bucket keeps the overall rate.
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
 from mailer.placeholders import Placeholders
-from mailer.ratelimit import NoPacer, Pacer, SharedRateLimiter
+from mailer.ratelimit import Pacer, SharedRateLimiter
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
-from mailer.transports.base import Outgoing, Result, Transport
-from mailer.transports.smtp import Pause, SmtpPool, SmtpTransport
+from mailer.transports.base import Outgoing, Pause, Result, StreamStopped, Transport
 
 log = logging.getLogger("mailer.dispatch")
 
@@ -43,7 +44,7 @@ T = TypeVar("T")
 TRANSPORT_WAIT_SECONDS = 120.0
 # This many permanent failures in a row, with no success in between, pauses the edition.
 MAX_CONSECUTIVE_FAILURES = 25
-# Rows an SMTP stream claims at a time, at least. A stream claims its next batch without
+# Rows a pooled stream (SMTP) claims at a time, at least. A stream claims its next batch without
 # stopping, so a bigger claim idles no connection; each claim is a transaction (on SQLite
 # with the fold of the sent journal), which at 200 rows cost the sending thread about 12 us
 # per message and at 1,000 about 9.
@@ -143,6 +144,7 @@ class Dispatcher:
         self._state = ""
         self._state_at = 0.0
         self.consecutive_failures = 0
+        self.pooled = False  # one worker drives every connection (see `_plan_workers`)
         # SMTP on SQLite: "sent" outcomes go to a file first (see ledger.SentJournal).
         # Usable only by the one SMTP thread (one writer), until a write to it fails.
         self.journal: ledger.SentJournal | None = None
@@ -232,16 +234,14 @@ class Dispatcher:
 
     # ---- the worker ----------------------------------------------------------------------
     def _plan_workers(self) -> tuple[int, Callable[[], Transport]]:
-        """How many worker threads, and what each one sends with.
-
-        SMTP connections all go to one thread (`SmtpPool`): with the GIL, N threads spend as
-        long handing the interpreter to each other as sending. API transports spend their time
-        waiting for HTTP responses, for which one thread each is the simple right answer.
-        """
+        """How many worker threads, and what each one sends with: one thread driving every
+        connection when the transport pools them (`Transport.pooled`), else one per
+        connection."""
         factory = self.transport_factory
-        if isinstance(factory(), SmtpTransport):  # (constructing does not connect)
-            n = self.connections
-            return 1, lambda: SmtpPool([factory() for _ in range(n)])  # type: ignore[misc]
+        pooled = factory().pooled(factory, self.connections)  # (constructing does not connect)
+        self.pooled = pooled is not None
+        if pooled is not None:
+            return 1, pooled
         return self.connections, factory
 
     def _worker(self, index: int, personaliser: Personaliser,
@@ -273,10 +273,10 @@ class Dispatcher:
                         self.stop.wait(min(10.0, 1.0 + waited / 4))
                         continue
                 # A claim covers at least one full provider call (Postmark 500, SendGrid and
-                # Mailgun 1,000); for one-message transports, batch_size rows (an SMTP
+                # Mailgun 1,000); for one-message transports, batch_size rows (a pooled
                 # stream at least STREAM_CLAIM_ROWS).
                 batch = max(1, settings.batch_size, transport.max_batch)
-                if isinstance(transport, SmtpPool):
+                if self.pooled:
                     batch = max(batch, STREAM_CLAIM_ROWS)
                 if settings.rate_limit > 0:
                     # Keep a batch well inside its lease at the configured rate.
@@ -287,12 +287,8 @@ class Dispatcher:
                     if self._idle_wait(worker):
                         return
                     continue
-                if isinstance(transport, SmtpPool):
-                    transport = self._stream_claims(worker, claims, transport, personaliser,
-                                                    recorder, batch)
-                else:
-                    transport = self._send_claims(worker, claims, transport, personaliser,
-                                                  recorder)
+                transport = self._stream_claims(worker, claims, transport, personaliser,
+                                                recorder, batch)
         finally:
             recorder.close()
             if transport is not None:
@@ -318,67 +314,6 @@ class Dispatcher:
         assert self.limiter is not None
         limiter = self.limiter
         return self.outages.run(lambda: limiter.pacer(count))
-
-    def _send_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
-                     personaliser: Personaliser,
-                     recorder: ledger.SentRecorder) -> Transport | None:
-        settings = self.app.settings
-        # API transports (SMTP goes through `_stream_claims`): outcomes are recorded per
-        # provider call.
-        chunk = max(1, transport.max_batch)
-        pacer: Pacer | NoPacer = (self._pacer(len(claims)) if self.limiter else NoPacer())
-        # The outbox writes the bytes; API transports want the fields too.
-        with_fields = transport.name != "file"
-        pending = list(claims)
-        claimed_at = time.monotonic()
-        while pending:
-            if time.monotonic() - claimed_at > settings.lease_seconds / 3:
-                # A slow batch (rate limit, slow server) keeps its rows: renew the lease so no
-                # other worker takes them over and sends them a second time.
-                ours = self._renew(worker, pending)
-                pending = [c for c in pending if c.id in ours]
-                claimed_at = time.monotonic()
-            if self.stop.is_set() or self._edition_state_cached() != SENDING:
-                self._release(worker, pending)
-                return transport
-            part, pending = pending[:chunk], pending[chunk:]
-            messages: list[Outgoing] = []
-            for c in list(part):
-                try:
-                    messages.append(personaliser.outgoing(c, with_fields))
-                except ValueError as exc:  # e.g. an address the message cannot carry
-                    part.remove(c)
-                    self._record_unbuildable(worker, c, exc)
-            if not messages:
-                continue
-            pacer.wait(len(messages))
-            try:
-                results = transport.send(messages)
-            except TransportError as exc:
-                if getattr(exc, "stop_send", False):
-                    # Bad API key, quota exhausted: no recipient can be reached; stop, keep
-                    # every unsent row queued for a later run.
-                    self._release(worker, part + pending)
-                    self._fail(str(exc))
-                    return transport
-                results = [Result("retry", error=str(exc)) for _ in messages]
-            if len(results) != len(messages):
-                results = [Result("ambiguous", error="transport returned a wrong result count")
-                           for _ in messages]
-            outcomes = [(c, m.message_id, r) for c, m, r in zip(part, messages, results,
-                                                                 strict=True)]
-            if not self._record(worker, outcomes, recorder):
-                self._release(worker, pending)
-                return transport
-            if results and all(r.status == "retry" for r in results) and pending:
-                # The connection is probably gone: give the rest back and reconnect.
-                self._release(worker, pending)
-                try:
-                    transport.close()
-                except Exception:  # noqa: BLE001
-                    pass
-                return None
-        return transport
 
     def _record(self, worker: str, outcomes: list[tuple[ledger.Claim, str, Result]],
                 recorder: ledger.SentRecorder) -> bool:
@@ -437,20 +372,21 @@ class Dispatcher:
         with self.lock:
             self.progress.tally.add(tally)
 
-    def _stream_claims(self, worker: str, claims: list[ledger.Claim], pool: SmtpPool,
+    def _stream_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
                        personaliser: Personaliser, recorder: ledger.SentRecorder,
                        batch: int) -> Transport | None:
-        """SMTP over a pool: one thread keeps every connection busy (`SmtpPool.stream`),
-        filling the next message while servers work on the others, and records each round of
-        answers in one write (a commit, or on SQLite a line each in the sent journal) before
-        those connections go on.
+        """Send claimed rows through `transport.stream`, recording each round of outcomes in
+        one write (a commit, or on SQLite a line each in the sent journal) before the
+        transport goes on: a provider call's results, or the answers several SMTP servers
+        gave together (the pool fills the next message while servers work on the others).
 
         The next batch is claimed as soon as this one is all under way, inside the same
-        stream: ending the stream at every batch would leave the connections idle while the
-        last messages of each batch finish (with 32 connections and a relay 5 ms away, about
-        a tenth of the time).
+        stream: ending the stream at every batch would leave a pool's connections idle while
+        the last messages of each batch finish (with 32 connections and a relay 5 ms away,
+        about a tenth of the time).
         """
         settings = self.app.settings
+        with_fields = transport.uses_fields
         current = claims  # the batch messages are being taken from
         taken = 0
         claimed_at = time.monotonic()
@@ -476,7 +412,7 @@ class Dispatcher:
                     if taken_over and c.id in taken_over:
                         continue
                     try:
-                        message = personaliser.outgoing(c, with_fields=False)
+                        message = personaliser.outgoing(c, with_fields)
                     except ValueError as exc:  # e.g. an address the message cannot carry
                         self._record_unbuildable(worker, c, exc)
                         continue
@@ -502,15 +438,25 @@ class Dispatcher:
                 claimed_at = time.monotonic()
             return not self.stop.is_set() and self._edition_state_cached() == SENDING
 
-        abandoned = pool.stream(messages(), record)
+        try:
+            abandoned = transport.stream(messages(), record)
+        except StreamStopped as exc:
+            # Bad API key, quota exhausted: no recipient can be reached; stop, keep every
+            # unsent row queued for a later run.
+            self._release(worker, exc.unsent + current[taken:])
+            self._fail(str(exc))
+            return transport
         # The ledger is complete whenever no stream runs: the journal folded, and the rows
         # not sent (paused, cancelled, stopped, or no connection left) given back.
         unsent = [c.id for c in abandoned + current[taken:]]
         self._folded(lambda session: ledger.release(session, worker, unsent))
-        if not pool.connected:
-            pool.close()
+        if transport.lost:  # (its connection is gone: reconnect with a new transport)
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001 - closing must never hide the real outcome
+                pass
             return None
-        return pool
+        return transport
 
     def _idle_wait(self, worker: str) -> bool:
         """Nothing claimable now: finished, or wait for retries / other workers' leases.
@@ -638,8 +584,8 @@ class Dispatcher:
         self.progress.done_before = c[DELIVERED]
         personaliser = self.outages.run(lambda: Personaliser.for_edition(self.app, edition))
         workers, factory = self._plan_workers()
-        # Only the SMTP stream writes the journal: one thread, one writer.
-        self.journal_usable = isinstance(factory(), SmtpPool)
+        # Only a pooled stream writes the journal: one thread, one writer.
+        self.journal_usable = self.pooled
         threads = [
             threading.Thread(target=self._worker_guarded, args=(i, personaliser, factory),
                              name=f"dispatch-{i}", daemon=True)

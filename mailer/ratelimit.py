@@ -59,7 +59,8 @@ class SharedRateLimiter:
 
 
 class Pacer:
-    """Hands out the reserved slots of one batch, sleeping until each one is due."""
+    """Hands out the reserved slots of one batch: the caller waits out `delay()` before each
+    message (a transport's stream does, on a `Pause`), then takes the slot with `advance()`."""
 
     def __init__(self, start: float, interval: float) -> None:
         self.next = start
@@ -72,14 +73,3 @@ class Pacer:
     def advance(self, count: int = 1) -> None:
         """Use `count` slots."""
         self.next += self.interval * count
-
-    def wait(self, count: int = 1) -> None:
-        delay = self.delay()
-        if delay > 0:
-            time.sleep(delay)
-        self.advance(count)
-
-
-class NoPacer:
-    def wait(self, count: int = 1) -> None:
-        return None

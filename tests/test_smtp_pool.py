@@ -307,7 +307,7 @@ def test_a_pausing_source_does_not_hold_up_answers(settings: Settings) -> None:
     and a pause with nothing under way does not end the stream."""
     import time
 
-    from mailer.transports.smtp import Pause
+    from mailer.transports.base import Pause
 
     messages = batch(4)
     recorded_at: dict[str, float] = {}

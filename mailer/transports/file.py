@@ -48,6 +48,7 @@ class FileTransport(Transport):
     """Writes one ``.eml`` per message into ``directory`` (created when missing)."""
 
     name = "file"
+    uses_fields = False  # (the outbox writes the bytes)
     max_batch = 500
 
     def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False) -> None:

@@ -142,7 +142,7 @@ class PostmarkTransport(HttpTransport):
             )
         super().__init__(**options)
         self._token = token
-        self.stream = stream
+        self.message_stream = stream
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, settings: Settings) -> PostmarkTransport:
@@ -170,19 +170,20 @@ class PostmarkTransport(HttpTransport):
             yield indices, self.build([messages[i] for i in indices])
 
     def build(self, messages: list[Outgoing]) -> Payload:
-        return PostmarkPayload(messages, self.stream)
+        return PostmarkPayload(messages, self.message_stream)
 
     def check(self) -> str:
         """The token (``GET /server``) and the stream (``GET /message-streams/ID``)."""
         server = self.get_json("/server")
-        stream = self.get_json(f"/message-streams/{quote(self.stream, safe='')}")
+        stream = self.get_json(f"/message-streams/{quote(self.message_stream, safe='')}")
         kind = str(stream.get("MessageStreamType", ""))
         if kind == "Inbound":
-            raise TransportError(f"postmark: stream {self.stream!r} is an inbound stream; "
-                                 "use a broadcast stream (?stream=ID)")
+            raise TransportError(f"postmark: stream {self.message_stream!r} is an inbound "
+                                 "stream; use a broadcast stream (?stream=ID)")
         notes = []
         if kind != "Broadcasts":
-            notes.append(f"warning: stream {self.stream!r} is {kind or 'not a broadcast stream'};"
+            notes.append(f"warning: stream {self.message_stream!r} is "
+                         f"{kind or 'not a broadcast stream'};"
                          " Postmark requires newsletters to use a broadcast stream")
         handling = (stream.get("SubscriptionManagementConfiguration") or {}).get(
             "UnsubscribeHandlingType", "")
@@ -190,7 +191,7 @@ class PostmarkTransport(HttpTransport):
             notes.append("warning: Postmark adds its own unsubscribe link and header on this "
                          "stream; set unsubscribe handling to None (we send our own)")
         summary = (f"postmark {self.base_url}: token ok (server {server.get('Name', '?')!r}), "
-                   f"stream {self.stream!r} ({kind or 'unknown type'})")
+                   f"stream {self.message_stream!r} ({kind or 'unknown type'})")
         return "; ".join([summary, *notes])
 
 

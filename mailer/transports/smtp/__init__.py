@@ -5,8 +5,8 @@ The transport registry imports this package for ``smtp://`` and ``smtps://`` DSN
 `transport` runs one message's exchange and `pool` drives many exchanges from one thread.
 """
 
-from mailer.transports.smtp.pool import Pause, SmtpPool
-from mailer.transports.smtp.transport import AMBIGUOUS_ERROR, SmtpTransport, run_steps
+from mailer.transports.smtp.pool import SmtpPool, run_steps
+from mailer.transports.smtp.transport import AMBIGUOUS_ERROR, SmtpTransport
 from mailer.transports.smtp.wire import wire_data
 
-__all__ = ["AMBIGUOUS_ERROR", "Pause", "SmtpPool", "SmtpTransport", "run_steps", "wire_data"]
+__all__ = ["AMBIGUOUS_ERROR", "SmtpPool", "SmtpTransport", "run_steps", "wire_data"]

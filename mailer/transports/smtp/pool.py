@@ -1,6 +1,6 @@
 """Many SMTP connections driven by one thread (`SmtpPool`), and a stream's state (`_Stream`).
 
-Each message's exchange is `SmtpTransport.steps`, a generator that stops wherever it waits for
+Each message's exchange is a generator (`Connection.steps`) that stops wherever it waits for
 its server; the pool advances whichever exchange's server has answered, so one thread keeps N
 connections busy and every outcome rule stays the transport's own.
 """
@@ -8,26 +8,53 @@ connections busy and every outcome rule stays the transport's own.
 from __future__ import annotations
 
 import select
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Generator, Iterable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from mailer.errors import TransportError
-from mailer.transports.base import Outgoing, Result, Transport
-from mailer.transports.smtp.transport import READY, SmtpTransport, Steps
+from mailer.transports.base import Outgoing, Pause, Record, Result, Transport
 
 K = TypeVar("K")
-Record = Callable[[list[tuple[K, Outgoing, Result]]], bool]
+
+# One message's exchange as a generator returning the message's Result. It yields WAIT where
+# it has written a command and waits for the reply, and READY where the server is ready for the
+# message data: a pool holds it there until the connection's previous outcome is recorded.
+WAIT, READY = "wait", "ready"
+Steps = Generator[str, None, Result]
 
 
-@dataclass(frozen=True)
-class Pause:
-    """Yielded by an `SmtpPool.stream` source instead of an item: no item for `seconds`."""
+def run_steps(steps: Steps) -> Result:
+    """Run one message's exchange to the end: a plain blocking send."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
 
-    seconds: float
 
+class Connection(Protocol):
+    """What the pool needs of one connection (`SmtpTransport` is one)."""
+
+    name: str
+    timeout: float
+    upcoming: Outgoing | None
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def sock(self) -> socket.socket | None: ...
+    @property
+    def chains(self) -> bool: ...
+    @property
+    def unavailable(self) -> str: ...
+    def open(self) -> bool: ...
+    def close(self) -> None: ...
+    def check(self) -> str: ...
+    def steps(self, message: Outgoing) -> Steps: ...
+    def discard(self) -> None: ...
 
 
 class SmtpPool(Transport):
@@ -40,12 +67,13 @@ class SmtpPool(Transport):
     prepares the next one for another connection.
     """
 
-    def __init__(self, transports: Sequence[SmtpTransport]) -> None:
+    def __init__(self, transports: Sequence[Connection]) -> None:
         if not transports:
             raise ValueError("an SMTP pool needs at least one connection")
         self.transports = list(transports)
         self.name = self.transports[0].name
         self.max_batch = len(self.transports)
+        self.uses_fields = False  # (the bytes are all SMTP sends)
 
     def __repr__(self) -> str:
         return f"<SmtpPool {len(self.transports)} x {self.transports[0]!r}>"
@@ -90,6 +118,11 @@ class SmtpPool(Transport):
     @property
     def connected(self) -> int:
         return sum(t.connected for t in self.transports)
+
+    @property
+    def lost(self) -> bool:
+        """No connection is left: the stream ended for want of one (see `stream`)."""
+        return not self.connected
 
     def send(self, messages: list[Outgoing]) -> list[Result]:
         results: list[Result | None] = [None] * len(messages)
@@ -138,7 +171,7 @@ class _Stream(Generic[K]):
                  "finished", "unrecorded", "waiting_since", "sending", "abandoned",
                  "upcoming", "poller", "fds", "watched", "stopping", "resume_at")
 
-    def __init__(self, transports: list[SmtpTransport],
+    def __init__(self, transports: list[Connection],
                  items: Iterable[tuple[K, Outgoing] | Pause], record: Record[K]) -> None:
         self.transports = transports
         self.size = len(transports)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import NamedTuple
 
 from mailer.config import Settings
@@ -32,15 +32,10 @@ from mailer.smtp_status import is_hard_bounce
 from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.dsn import Dsn
 from mailer.transports.smtp.connect import Capabilities, Connector, TlsMode, reason
+from mailer.transports.smtp.pool import READY, WAIT, SmtpPool, Steps, run_steps
 from mailer.transports.smtp.replies import getreply, reply_buffered
 from mailer.transports.smtp.wire import envelope, send_data, wire_data
 from mailer.verp import sender_for as verp_sender
-
-# One message's exchange as a generator returning the message's Result. It yields WAIT where
-# it has written a command and waits for the reply, and READY where the server is ready for the
-# message data: a pool holds it there until the connection's previous outcome is recorded.
-WAIT, READY = "wait", "ready"
-Steps = Generator[str, None, Result]
 
 DEFAULT_TIMEOUT = 30.0
 AMBIGUOUS_ERROR = "connection lost after the message data was sent; outcome unknown"
@@ -69,6 +64,7 @@ class SmtpTransport(Connector, Transport):
     """Sends through an SMTP server (``smtp://`` with STARTTLS, ``smtps://`` implicit TLS)."""
 
     max_batch = 50
+    uses_fields = False  # (the bytes are all SMTP sends)
 
     def __init__(
         self,
@@ -203,6 +199,17 @@ class SmtpTransport(Connector, Transport):
         finally:
             conn.close()
         return f"{self.name} {self.where}: {', '.join(steps)}"
+
+    def pooled(self, factory: Callable[[], Transport],
+               connections: int) -> Callable[[], Transport]:
+        """All connections go to one thread (`SmtpPool`): with the GIL, N threads spend as
+        long handing the interpreter to each other as sending."""
+        def connection() -> SmtpTransport:
+            transport = factory()
+            assert isinstance(transport, SmtpTransport)
+            return transport
+
+        return lambda: SmtpPool([connection() for _ in range(connections)])
 
     def send(self, messages: list[Outgoing]) -> list[Result]:
         """One Result per message, in order; never raises (see the module docstring)."""
@@ -501,13 +508,4 @@ def _ask(conn: smtplib.SMTP, command: str, args: str) -> Generator[str, None,
     conn.putcmd(command, args)
     yield WAIT
     return getreply(conn)
-
-
-def run_steps(steps: Steps) -> Result:
-    """Run one message's exchange to the end: a plain blocking send."""
-    try:
-        while True:
-            next(steps)
-    except StopIteration as done:
-        return done.value
 
