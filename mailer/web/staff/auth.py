@@ -15,9 +15,12 @@ account's session generation, checked against the database on every request, so 
 (or a new password) ends the session on the server and not only in the browser. Sign-in
 attempts are throttled by `mailer.web.throttle` (growing delays, never a lock).
 
-The pages are split by area: this module (login, dashboard), `staff_editions` (preview, edits,
-test and real sends), `staff_subscribers` (list, events, erasure, CSV), `staff_admin` (settings,
-audit log). They all register on this module's `bp`.
+This module holds the blueprint, the access checks, the helpers every page shares and the
+login/logout views. The other pages are split by area: `dashboard`, `editions` (preview, edits,
+test and real sends, with `send` running sends off the request thread), `subscribers` (list,
+events, erasure, CSV), `admin` (settings, audit log), `stats` (the dashboard's figures). They
+import this module and register on its `bp`; it imports none of them (`mailer.web.staff`
+imports them all, which is what registers them).
 """
 
 from __future__ import annotations
@@ -368,45 +371,3 @@ def logout() -> Response:
     session.clear()
     flash("You have signed out.")
     return redirect(url_for("staff.login"), code=303)
-
-
-# ---- dashboard -----------------------------------------------------------------------------
-
-
-@bp.get("/")
-@login_required
-def dashboard() -> Any:
-    from mailer.edition import get_edition
-    from mailer.subscribers import counts
-    from mailer.web.staff import stats as staff_stats
-
-    app = mailer_app()
-    now = app.clock.now()
-    day = today(app)
-    with app.sessions() as db:
-        edition = get_edition(db, day)
-        history = staff_stats.edition_history(db, limit=30, now=now)
-        totals = counts(db)
-        growth = staff_stats.list_growth(db, now=now, tz=app.settings.tz, days=30)
-        requests = staff_stats.unsubscribe_requests(db, now=now)
-        login_alerts = _login_alerts(db, now) if current_staff().is_admin else []
-    return render_template(
-        "staff/dashboard.html", title="Dashboard", day=day, edition=edition,
-        next_send=staff_stats.next_send(app, now), history=history, totals=totals,
-        growth=growth, chart=staff_stats.growth_chart(growth),
-        audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
-    )
-
-
-def _login_alerts(db: Any, now: datetime) -> list[Any]:
-    """Bursts of wrong passwords in the last day, for admins: the alert email may go to an
-    inbox nobody reads, or nowhere when `staff_alerts` is empty."""
-    entries, _ = audit.recent(db, limit=10, action="login-alert")
-    return [entry for entry in entries if entry.created_at >= now - timedelta(days=1)]
-
-
-@bp.get("/today")
-@login_required
-def today_edition() -> Response:
-    return redirect(url_for("staff.edition", day=today(mailer_app()).isoformat()))
-

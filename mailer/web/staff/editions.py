@@ -36,7 +36,7 @@ from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle
 from mailer.subscribers import InvalidAddress, counts, normalise_email
 from mailer.web import mailer_app
 from mailer.web.security import EMAIL_CSP
-from mailer.web.staff import send as staff_send
+from mailer.web.staff import send
 from mailer.web.staff.auth import (
     bp,
     current_staff,
@@ -115,7 +115,7 @@ def edition(day: str) -> Any:
             ledger_counts = live_counts(db, ed.id)
             db.expunge_all()
         window = None if ed is not None else window_for(db, app.settings, the_day)
-    job = staff_send.registry(current_app).get(the_day)
+    job = send.registry(current_app).get(the_day)
     version = hashlib.sha256((ed.html if ed else "").encode()).hexdigest()[:12]
     return render_template(
         "staff/edition.html", title=f"Edition {the_day:%d %b %Y}", day=the_day, ed=ed,
@@ -352,8 +352,8 @@ def send_now(day: str) -> Response:
     with app.sessions() as db:
         audience = counts(db).get("active", 0)
     detail = f"audience about {audience}" + (f"; forced: {reason}" if reason else "")
-    _, started = staff_send.start(
-        app, staff_send.registry(current_app), the_day, actor=current_staff().email,
+    _, started = send.start(
+        app, send.registry(current_app), the_day, actor=current_staff().email,
         force=bool(reason), reason=reason, inline=bool(current_app.config["MAILER_SEND_INLINE"]),
         audit_detail=detail)
     if not started:
@@ -366,7 +366,7 @@ def send_now(day: str) -> Response:
 def progress(day: str) -> Any:
     app = mailer_app()
     the_day = parse_day(day)
-    job = staff_send.registry(current_app).get(the_day)
+    job = send.registry(current_app).get(the_day)
     with app.sessions() as db:
         ed = get_edition(db, the_day)
         c = live_counts(db, ed.id if ed is not None else None)
@@ -407,7 +407,7 @@ def _control(day: str, action: str) -> Response:
         record(db, {"pause": "send-paused", "resume": "send-resumed",
                     "cancel": "send-cancelled"}[action], audit.edition_target(the_day))
     if action == "resume":
-        staff_send.start(app, staff_send.registry(current_app), the_day,
+        send.start(app, send.registry(current_app), the_day,
                          actor=current_staff().email, kind="resume",
                          inline=bool(current_app.config["MAILER_SEND_INLINE"]))
         flash("Resumed: sending to the rest of the list.")
