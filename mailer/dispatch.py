@@ -33,6 +33,7 @@ from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
 from mailer.placeholders import Placeholders
 from mailer.ratelimit import Pacer, SharedRateLimiter
+from mailer.sent_record import SentJournal, SentRecorder
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Pause, Result, StreamStopped, Transport
@@ -145,9 +146,9 @@ class Dispatcher:
         self._state_at = 0.0
         self.consecutive_failures = 0
         self.pooled = False  # one worker drives every connection (see `_plan_workers`)
-        # SMTP on SQLite: "sent" outcomes go to a file first (see ledger.SentJournal).
+        # SMTP on SQLite: "sent" outcomes go to a file first (see SentJournal).
         # Usable only by the one SMTP thread (one writer), until a write to it fails.
-        self.journal: ledger.SentJournal | None = None
+        self.journal: SentJournal | None = None
         self.journal_usable = False
         self.folded_at = 0.0  # (monotonic) when the journal was last folded
         # SQLite has one writer: threads queue on a Python lock instead of on SQLite's busy
@@ -250,7 +251,7 @@ class Dispatcher:
         settings = self.app.settings
         transport: Transport | None = None
         unavailable_since: float | None = None
-        recorder = ledger.SentRecorder(self.app.engine, worker)
+        recorder = SentRecorder(self.app.engine, worker)
         try:
             while not self.stop.is_set():
                 state = self._edition_state_cached()
@@ -316,7 +317,7 @@ class Dispatcher:
         return self.outages.run(lambda: limiter.pacer(count))
 
     def _record(self, worker: str, outcomes: list[tuple[ledger.Claim, str, Result]],
-                recorder: ledger.SentRecorder) -> bool:
+                recorder: SentRecorder) -> bool:
         """Write outcomes to the ledger and the tally; False when the edition was just paused
         for too many failures in a row. Through a database outage the outcomes wait here, in
         memory, and the caller with them (an SMTP stream sends nothing more meanwhile): a
@@ -373,7 +374,7 @@ class Dispatcher:
             self.progress.tally.add(tally)
 
     def _stream_claims(self, worker: str, claims: list[ledger.Claim], transport: Transport,
-                       personaliser: Personaliser, recorder: ledger.SentRecorder,
+                       personaliser: Personaliser, recorder: SentRecorder,
                        batch: int) -> Transport | None:
         """Send claimed rows through `transport.stream`, recording each round of outcomes in
         one write (a commit, or on SQLite a line each in the sent journal) before the
@@ -537,7 +538,7 @@ class Dispatcher:
                     # run on this machine takes it at once once this process has exited)
 
     def _run(self) -> Progress:
-        self.journal = ledger.SentJournal.for_edition(self.app.engine, self.edition_id)
+        self.journal = SentJournal.for_edition(self.app.engine, self.edition_id)
         try:
             return self._run_journalled()
         finally:

@@ -14,6 +14,7 @@ from mailer.app import App
 from mailer.dispatch import Dispatcher
 from mailer.models import BOUNCED, PAUSED_SEND, SENDING, SENT, Delivery, Edition, Subscriber
 from mailer.pipeline import run_send
+from mailer.sent_record import SentJournal
 from tests.helpers import add_article, seed_subscribers, start_sending, with_feed
 from tests.support.smtpsink import SmtpSink
 
@@ -173,7 +174,7 @@ def test_a_dead_runs_journal_is_folded_before_its_claims_go_back(
     with_feed(_use(app, smtp_sink), tmp_path)
     emails = seed_subscribers(app, 10)
     edition_id, dead = start_sending(app, DAY, claimed_by="thishost:999999:dead:0", claims=4)
-    journal = ledger.SentJournal.for_edition(app.engine, edition_id)
+    journal = SentJournal.for_edition(app.engine, edition_id)
     assert journal is not None
     journal.append("thishost:999999:dead:0",
                    [(c.id, f"<dead{c.id}@labourlist.org>", "250 queued") for c in dead[:2]],

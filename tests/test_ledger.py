@@ -22,6 +22,7 @@ from mailer.models import (
     Edition,
     Subscriber,
 )
+from mailer.sent_record import SentJournal
 from mailer.subscribers import add
 from mailer.transports.base import Result
 from tests.conftest import make_settings
@@ -119,7 +120,7 @@ def test_sent_journal_folds_complete_lines_once(tmp_path: Path) -> None:
     app = App.create(make_settings(tmp_path), clock=FixedClock(NOW))
     init_db(app.engine)
     eid = _edition(app)
-    journal = ledger.SentJournal.for_edition(app.engine, eid)
+    journal = SentJournal.for_edition(app.engine, eid)
     assert journal is not None and journal.path.name.endswith(f"-sent-{eid}")
     with app.sessions.begin() as s:
         mine = ledger.claim(s, eid, "w", 5, NOW, 60)
@@ -134,7 +135,7 @@ def test_sent_journal_folds_complete_lines_once(tmp_path: Path) -> None:
     with journal.path.open("ab") as f:
         f.write(b"garbled line\n")
         f.write(f"{mine[3].id}\tw\t<d@x>\t250 ok".encode())  # cut short: no newline
-    reopened = ledger.SentJournal.for_edition(app.engine, eid)
+    reopened = SentJournal.for_edition(app.engine, eid)
     assert reopened is not None
     with app.sessions.begin() as s:
         assert reopened.fold(s) == 2
@@ -155,7 +156,7 @@ def test_sent_journal_folds_complete_lines_once(tmp_path: Path) -> None:
         assert journal.fold(s) == 0
     journal.close(remove=True)
     assert not journal.path.exists()
-    assert ledger.SentJournal.for_edition(
+    assert SentJournal.for_edition(
         App.create(make_settings(tmp_path, database_url="sqlite://"),
                    clock=FixedClock(NOW)).engine, eid) is None
     app.close()
