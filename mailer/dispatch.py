@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer import ledger
@@ -30,7 +29,7 @@ from mailer.dbretry import OutageRetry, is_outage, outage_reason
 from mailer.errors import DatabaseOutage, MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
-from mailer.models import DELIVERED, PAUSED_SEND, SENDING, SENT, Edition
+from mailer.models import DELIVERED, PAUSED_SEND, SENDING, Edition
 from mailer.placeholders import Placeholders
 from mailer.ratelimit import Pacer, SharedRateLimiter
 from mailer.sent_record import SentJournal, SentRecorder
@@ -176,8 +175,7 @@ class Dispatcher:
     def _edition_state(self) -> str:
         def read() -> str:
             with self.app.sessions() as session:
-                return session.scalar(select(Edition.state)
-                                      .where(Edition.id == self.edition_id)) or ""
+                return ledger.edition_state(session, self.edition_id)
 
         return self.outages.run(read)
 
@@ -191,19 +189,8 @@ class Dispatcher:
 
     def _finish_if_done(self) -> bool:
         """Mark the edition sent once no row is queued or claimed (whoever sees it first)."""
-        def finish(session: Session) -> bool:
-            c = ledger.counts(session, self.edition_id)
-            if c["queued"] or c["claimed"]:
-                return False
-            session.execute(
-                update(Edition).where(Edition.id == self.edition_id,
-                                      Edition.state == SENDING)
-                .values(state=SENT, finished_at=self.app.clock.now(),
-                        sent_count=c[DELIVERED], failed_count=c["failed"] + c["ambiguous"])
-            )
-            return True
-
-        return self._write(finish)
+        return self._write(lambda session: ledger.finish_if_done(
+            session, self.edition_id, self.app.clock.now()))
 
     def _folded(self, work: Callable[[Session], T]) -> T:
         """`work` in a write transaction that begins by writing the sent journal's outcomes
@@ -346,8 +333,7 @@ class Dispatcher:
             tally = ledger.Tally(sent=recorded, lost=len(outcomes) - recorded)
         else:
             def record(session: Session) -> ledger.Tally:
-                if session.get_bind().dialect.name == "postgresql":
-                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+                ledger.commit_without_waiting(session)
                 return ledger.record(session, worker, outcomes, self.app.clock.now(),
                                      settings.max_attempts)
 
@@ -487,12 +473,10 @@ class Dispatcher:
         """Every recent message failed without a single success: the problem is ours (a
         rejected sender, revoked credentials), not the recipients'. Pause rather than burn
         through the whole list marking everyone failed (listmonk's "pause after N errors")."""
-        self._write(lambda session: session.execute(
-            update(Edition).where(Edition.id == self.edition_id, Edition.state == SENDING)
-            .values(state=PAUSED_SEND,
-                    note=f"paused after {MAX_CONSECUTIVE_FAILURES} consecutive failures; "
-                         f"last error: {last_error}"[:2000])
-        ))
+        self._write(lambda session: ledger.pause_send(
+            session, self.edition_id,
+            f"paused after {MAX_CONSECUTIVE_FAILURES} consecutive failures; "
+            f"last error: {last_error}"))
         with self.lock:  # every worker of this process stops claiming at once
             self._state, self._state_at = PAUSED_SEND, time.monotonic()
         log.error("paused after %s consecutive failures: %s", MAX_CONSECUTIVE_FAILURES,
@@ -564,17 +548,11 @@ class Dispatcher:
         """A run that died may have left outcomes in its journal: they go in first (this runs
         inside `_folded`), then (on SQLite we hold the only dispatch lock) any claim left
         behind belongs to a dead run and goes back to the queue."""
-        edition = session.get(Edition, self.edition_id)
+        edition = ledger.detached_edition(session, self.edition_id)
         if edition is None:
             raise MailerError(f"no edition with id {self.edition_id}")
-        session.expunge(edition)
         if self.app.engine.dialect.name == "sqlite":
-            session.execute(
-                update(ledger.Delivery)
-                .where(ledger.Delivery.edition_id == self.edition_id,
-                       ledger.Delivery.state == ledger.CLAIMED)
-                .values(**ledger.back_to_queue())
-            )
+            ledger.requeue_claims(session, self.edition_id)
         else:
             ledger.recover_dead_claims(session, self.edition_id)
         return edition, ledger.counts(session, self.edition_id)

@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, case, exists, func, insert, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.locks import holder_alive
 from mailer.models import (
@@ -26,7 +26,10 @@ from mailer.models import (
     CLAIMED,
     DELIVERED,
     DFAILED,
+    PAUSED_SEND,
     QUEUED,
+    SENDING,
+    SENT,
     WITHDRAWN,
     Delivery,
     Edition,
@@ -377,3 +380,69 @@ class MessageIds:
         mac = self._mac.copy()
         mac.update(f"{self._edition_id}:{delivery_id}".encode())
         return f"{self._prefix}{delivery_id}.{mac.hexdigest()[:12]}{self._suffix}"
+
+
+# ---- the edition's row, for the dispatcher ---------------------------------------------------
+def edition_state(session: Session, edition_id: int) -> str:
+    """The edition's state ("" when it is gone): workers look it up to stop on pause/cancel."""
+    return session.scalar(select(Edition.state).where(Edition.id == edition_id)) or ""
+
+
+def detached_edition(session: Session, edition_id: int) -> Edition | None:
+    """The edition, detached from `session` so that its columns stay readable once the
+    session has closed (see `load_edition`)."""
+    edition = session.get(Edition, edition_id)
+    if edition is not None:
+        session.expunge(edition)
+    return edition
+
+
+def load_edition(sessions: sessionmaker[Session], day: date) -> Edition | None:
+    """The edition for `day`, or None, read in a session of its own and detached from it.
+
+    Callers (the CLI, the web views, the pipeline, the dispatcher) read its columns long
+    after that session closed, and must never write through it by accident.
+    """
+    with sessions() as session:
+        edition = session.scalar(select(Edition).where(Edition.edition_date == day))
+        if edition is not None:
+            session.expunge(edition)
+        return edition
+
+
+def requeue_claims(session: Session, edition_id: int) -> None:
+    """Every claimed row of the edition back to the queue: on SQLite the one dispatcher, at
+    its start, knows any claim left behind belongs to a run that died."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.state == CLAIMED)
+        .values(**back_to_queue())
+    )
+
+
+def finish_if_done(session: Session, edition_id: int, now: datetime) -> bool:
+    """Mark a sending edition sent, with its counts, once no row is queued or claimed."""
+    c = counts(session, edition_id)
+    if c["queued"] or c["claimed"]:
+        return False
+    session.execute(
+        update(Edition).where(Edition.id == edition_id, Edition.state == SENDING)
+        .values(state=SENT, finished_at=now,
+                sent_count=c[DELIVERED], failed_count=c["failed"] + c["ambiguous"])
+    )
+    return True
+
+
+def pause_send(session: Session, edition_id: int, note: str) -> None:
+    """Pause a sending edition, saying why (the note shows in status and on the staff pages)."""
+    session.execute(
+        update(Edition).where(Edition.id == edition_id, Edition.state == SENDING)
+        .values(state=PAUSED_SEND, note=note[:2000])
+    )
+
+
+def commit_without_waiting(session: Session) -> None:
+    """On PostgreSQL, let this transaction's commit return before it reaches the disk: a
+    database crash could lose it, and then the claim's lease brings the rows back."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
