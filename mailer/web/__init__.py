@@ -1,34 +1,26 @@
 """The web app (`mailer serve`): a Flask application factory in the shape of Flask's tutorial.
 
 `create_app` wraps the same `App` (settings, clock, database) every other entry point builds,
-so a page, a CLI command and the scheduler all see one configuration. Areas are blueprints:
-`public` (this package) always; `hooks` (provider webhooks) and `staff` (the staff console)
-are registered when their modules exist, so they can be added without editing this file. Each
-of those modules only has to define a module-level `bp` (a `flask.Blueprint`).
+so a page, a CLI command and the scheduler all see one configuration. Areas are blueprints,
+registered here explicitly: `public` (the subscribers' pages), `hooks` (provider webhooks) and
+`staff` (the staff console). The views find the `App` through `mailer.web.context`, never by
+importing this module, so nothing imports back into the factory.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mailer.app import App
 from mailer.config import BUNDLED_TEMPLATES
+from mailer.web import hooks, public, security, staff
+from mailer.web.context import EXTENSION_KEY
 
-#: Optional blueprints: module name -> registered when the module exists.
-OPTIONAL_BLUEPRINTS = ("mailer.web.hooks", "mailer.web.staff")
-EXTENSION_KEY = "mailer"
 MAX_BODY = 64 * 1024  # forms are tiny; webhooks may raise this for their own routes
-
-
-def mailer_app() -> App:
-    """The `App` behind the current request (settings, clock, sessions, secret key)."""
-    app: App = current_app.extensions[EXTENSION_KEY]
-    return app
 
 
 def templates_dir(app: App) -> Path:
@@ -44,8 +36,6 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
     `test_config` overrides Flask configuration keys (TESTING, MAILER_SEND_INLINE,
     MAILER_RATE_LIMITS, ...) after the defaults are set.
     """
-    from mailer.web import public, security
-
     app = app or App.create()
     folder = templates_dir(app)
     web = Flask(__name__, template_folder=str(folder), static_folder=str(folder / "static"),
@@ -63,24 +53,16 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
         web.config.update(test_config)
     web.extensions[EXTENSION_KEY] = app
 
-    proxies = int(web.config.get("MAILER_TRUSTED_PROXIES",
-                                 getattr(app.settings, "trusted_proxies", 0)) or 0)
+    proxies = int(web.config.get("MAILER_TRUSTED_PROXIES", app.settings.trusted_proxies) or 0)
     if proxies:
         # Behind nginx/a load balancer the peer is the proxy: take the client address from
         # X-Forwarded-For, trusting only as many hops as there are proxies we run.
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         web.wsgi_app = ProxyFix(web.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore
                                 x_host=proxies)
 
     security.init_app(web, app.settings.base_url)
     web.register_blueprint(public.bp)
     public.register_error_pages(web)
-    for name in OPTIONAL_BLUEPRINTS:
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        bp = getattr(module, "bp", None)
-        if bp is not None:
-            web.register_blueprint(bp)
+    web.register_blueprint(hooks.bp)
+    web.register_blueprint(staff.bp)
     return web

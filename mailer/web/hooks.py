@@ -28,7 +28,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from mailer.web import mailer_app
+from mailer.web.context import mailer_app
 from mailer.web.security import exempt_blueprint
 from mailer.webhooks import jsonbody, mailgun, postmark, sendgrid, ses
 from mailer.webhooks.events import (

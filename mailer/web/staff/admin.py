@@ -17,7 +17,7 @@ from mailer import audit, overrides
 from mailer.errors import ConfigError
 from mailer.models import Subscriber
 from mailer.staff import list_staff
-from mailer.web import mailer_app
+from mailer.web.context import mailer_app
 from mailer.web.public import requested_page
 from mailer.web.staff.auth import admin_required, bp, login_required, record
 

@@ -59,7 +59,8 @@ from mailer.staff import (
     end_sessions,
     password_version,
 )
-from mailer.web import mailer_app, throttle
+from mailer.web import throttle
+from mailer.web.context import mailer_app
 from mailer.web.security import CSP
 
 log = logging.getLogger("mailer.web.staff")

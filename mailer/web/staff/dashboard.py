@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 from mailer import audit
 from mailer.edition import get_edition
 from mailer.subscribers import counts
-from mailer.web import mailer_app
+from mailer.web.context import mailer_app
 from mailer.web.staff import stats
 from mailer.web.staff.auth import bp, current_staff, login_required, today
 

@@ -21,7 +21,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from mailer import audit, editions_control, pipeline
+from mailer import audit, editions_control, ledger, pipeline
 from mailer.app import App
 from mailer.edition import (
     EDITABLE,
@@ -34,7 +34,7 @@ from mailer.edition import (
 from mailer.errors import FeedError, MailerError
 from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
 from mailer.subscribers import InvalidAddress, counts, normalise_email
-from mailer.web import mailer_app
+from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP
 from mailer.web.staff import send
 from mailer.web.staff.auth import (
@@ -69,11 +69,7 @@ def _preflight_available() -> bool:
 
 
 def _load(app: App, day: date) -> Edition | None:
-    with app.sessions() as db:
-        edition = get_edition(db, day)
-        if edition is not None:
-            db.expunge(edition)
-        return edition
+    return ledger.load_edition(app.sessions, day)
 
 
 def _article_count(app: App, edition_id: int) -> int:
@@ -367,11 +363,9 @@ def progress(day: str) -> Any:
     app = mailer_app()
     the_day = parse_day(day)
     job = send.registry(current_app).get(the_day)
+    ed = ledger.load_edition(app.sessions, the_day)
     with app.sessions() as db:
-        ed = get_edition(db, the_day)
         c = live_counts(db, ed.id if ed is not None else None)
-        if ed is not None:
-            db.expunge(ed)
     rate = None
     if job is not None and job.progress is not None and job.running:
         rate = job.progress.rate

@@ -24,7 +24,7 @@ from mailer.erasure import erase
 from mailer.errors import MailerError
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
 from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv_batched
-from mailer.web import mailer_app
+from mailer.web.context import mailer_app
 from mailer.web.public import ERRORS, dispatch_confirmation, message_page, requested_page
 from mailer.web.staff.auth import bp, current_staff, login_required, record
 
