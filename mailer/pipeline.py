@@ -19,7 +19,7 @@ from mailer.app import App
 from mailer.collect import CollectResult, collect
 from mailer.dbretry import is_outage
 from mailer.dispatch import Dispatcher, Progress
-from mailer.edition import EDITABLE, build_edition, get_edition, send_instant
+from mailer.edition import EDITABLE, build_edition, send_instant
 from mailer.errors import MailerError
 from mailer.locks import LeaseLock
 from mailer.message import MessageTemplate
@@ -75,11 +75,7 @@ def default_day(app: App) -> date:
 
 
 def _edition_state(app: App, day: date) -> Edition | None:
-    with app.sessions() as session:
-        edition = get_edition(session, day)
-        if edition is not None:
-            session.expunge(edition)
-        return edition
+    return ledger.load_edition(app.sessions, day)
 
 
 def run_send(

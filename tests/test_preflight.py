@@ -22,7 +22,8 @@ from sqlalchemy import insert, select
 
 from mailer import preflight
 from mailer.app import App
-from mailer.cli import EXIT_PREFLIGHT, cli
+from mailer.cli import cli
+from mailer.cli.common import EXIT_PREFLIGHT
 from mailer.clock import FixedClock
 from mailer.collect import collect
 from mailer.config import BUNDLED_TEMPLATES, PROJECT_ROOT
@@ -30,7 +31,7 @@ from mailer.db import init_db
 from mailer.edition import build_edition
 from mailer.errors import PreflightError
 from mailer.models import DRAFT, SENT, Article, Edition
-from mailer.preflight import ERROR, WARNING, Report
+from mailer.preflight import ERROR, WARNING, Report, runner
 from mailer.sample import write_sample_feed
 from tests.conftest import make_settings
 from tests.helpers import seed_subscribers, with_feed
@@ -45,7 +46,7 @@ needs_spamassassin = pytest.mark.skipif(
     shutil.which("spamassassin") is None,
     reason="needs the spamassassin binary (Debian: apt install spamassassin)")
 needs_chromium = pytest.mark.skipif(
-    not preflight.CHROMIUM.exists(),
+    not runner.CHROMIUM.exists(),
     reason="needs /usr/bin/chromium (Debian: apt install chromium)")
 
 
@@ -226,7 +227,7 @@ def test_localhost_base_url_is_only_a_warning_for_the_file_outbox(app: App,
     assert report.errors == []
     assert "base-url-local" in codes(report, WARNING)
     assert all("file:// outbox delivers to no one" in f.message for f in report.warnings
-               if f.code in preflight.LOCAL_ONLY_CODES)
+               if f.code in runner.LOCAL_ONLY_CODES)
 
 
 def test_staging_deployment_may_allow_local_links(app: App, tmp_path: Path) -> None:
@@ -340,7 +341,7 @@ def test_a_crashing_check_is_an_error_not_a_traceback(app: App, tmp_path: Path,
     def broken(*_args: object) -> list[preflight.Finding]:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(preflight, "check_images", broken)
+    monkeypatch.setattr(runner, "check_images", broken)
     report = preflight.run_checks(app, edition)
     assert codes(report) == ["check-crashed"]
     assert "images check crashed" in report.errors[0].message
@@ -467,7 +468,7 @@ def test_screenshots_write_four_pngs_without_leaving_loopback(
         app: App, tmp_path: Path, httpserver: HTTPServer,
         caplog: pytest.LogCaptureFixture) -> None:
     httpserver.expect_request("/local.png").respond_with_data(
-        preflight._PLACEHOLDER_PNG, content_type="image/png")
+        runner._PLACEHOLDER_PNG, content_type="image/png")
     html = preflight.sample_message(app, sample_edition(app, tmp_path)).html
     html = html.replace("</body>", f'<img src="{httpserver.url_for("/local.png")}" alt="local">'
                                    '<link rel="stylesheet" href="https://fonts.example.com/x.css">'

@@ -14,15 +14,13 @@ def editions() -> None:
 
 
 def _load(app, day: str):  # type: ignore[no-untyped-def]
-    from mailer.edition import get_edition
+    from mailer.ledger import load_edition
 
     the_day = parse_day(day)
-    with app.sessions() as session:
-        edition = get_edition(session, the_day)
-        if edition is None:
-            fail(f"no edition for {the_day}")
-        session.expunge(edition)
-        return edition
+    edition = load_edition(app.sessions, the_day)
+    if edition is None:
+        fail(f"no edition for {the_day}")
+    return edition
 
 
 @editions.command("list")
