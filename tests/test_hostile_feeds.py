@@ -23,7 +23,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.cli import EXIT_FEED, cli
+from mailer.cli import cli
+from mailer.cli.common import EXIT_FEED
 from mailer.config import PROJECT_ROOT
 from mailer.db import init_db
 from mailer.models import Article, FeedState

@@ -1,106 +1,31 @@
 """`mailer`: the command line. Thin commands over the domain modules.
 
 The root group builds one `App` (settings, clock, database) into ctx.obj; every command turns a
-`MailerError` into one line on stderr and a non-zero exit.
+`MailerError` into one line on stderr and a non-zero exit (`mailer.cli.common`). Each command
+module defines its commands or its subgroup with plain `click` decorators and imports nothing
+from here; this module registers them all at its end, so the list of commands is in one place.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
 
 import click
 
-from mailer.errors import MailerError, one_line
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Obj:
-    """Lazily-built application: `--help` and config errors never touch the database."""
-
-    def __init__(self) -> None:
-        self._app: Any = None
-        self._settings: Any = None
-        self.schema_checked = False
-
-    @property
-    def settings(self) -> Any:
-        """The settings from the file and environment, without the database (and its imports)
-        or the staff overrides in it."""
-        if self._settings is None:
-            from mailer.config import load_settings
-
-            self._settings = load_settings()
-        return self._settings
-
-    @property
-    def app(self) -> Any:
-        if self._app is None:
-            from mailer.app import App
-
-            self._app = App.create(self.settings)
-        return self._app
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-# Distinct exit statuses, so cron wrappers and monitoring can tell failures apart.
-EXIT_LATE, EXIT_FEED, EXIT_PREFLIGHT, EXIT_STOPPED = 3, 4, 5, 6
-# sysexits.h EX_TEMPFAIL, as the ingest commands use it: the database went away and stayed
-# away past db_outage_grace; nothing is lost, the same command resumes once it is back.
-EXIT_DATABASE_OUTAGE = 75
-
-
-def exit_code_for(exc: MailerError) -> int:
-    from mailer.errors import DatabaseOutage, FeedError, PreflightError
-
-    if isinstance(exc, DatabaseOutage):
-        return EXIT_DATABASE_OUTAGE
-    if type(exc).__name__ == "LateSend":
-        return EXIT_LATE
-    if isinstance(exc, FeedError):
-        return EXIT_FEED
-    if isinstance(exc, PreflightError):
-        return EXIT_PREFLIGHT
-    return 1
-
-
-def handle_errors(func: F) -> F:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except MailerError as exc:
-            fail(one_line(exc), exit_code_for(exc))
-        return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def get_app(ctx: click.Context, *, schema: bool = True) -> Any:
-    """The application, its database checked to have the tables `mailer init` makes (a
-    one-line error otherwise, and a SQLite file that is not there is not created). Only the
-    commands that make the database, or report on it, pass ``schema=False``."""
-    obj: Obj = ctx.ensure_object(Obj)
-    app = obj.app
-    if schema and not obj.schema_checked:
-        from mailer.db import require_schema
-
-        require_schema(app.engine)
-        obj.schema_checked = True
-    return app
-
-
-def get_settings(ctx: click.Context) -> Any:
-    obj: Obj = ctx.ensure_object(Obj)
-    return obj.settings
+from mailer.cli import (
+    bounces,
+    core,
+    editions,
+    ops,
+    preflight,
+    serve,
+    staff,
+    subscribers,
+    transports,
+    unsubscribes,
+)
+from mailer.cli.common import Obj, fail
+from mailer.errors import MailerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,13 +50,10 @@ def main() -> None:
         fail(str(exc))
 
 
-def _register_commands() -> None:
-    """Import every module of this package: each one adds its commands to `cli`."""
-    import importlib
-    import pkgutil
-
-    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-        importlib.import_module(f"{__name__}.{module}")
-
-
-_register_commands()
+for command in (
+    core.init, core.collect_cmd, core.preview, core.send, core.worker, core.demo,
+    ops.scheduler_cmd, ops.status, preflight.preflight_cmd, serve.serve,
+    bounces.bounces, editions.editions, staff.staff, subscribers.subscribers,
+    transports.transports, unsubscribes.unsubscribes,
+):
+    cli.add_command(command)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailer.cli import cli, fail, handle_errors
+from mailer.cli.common import fail, handle_errors
 from mailer.cli.inbound import ingest_all, message_sources, sources_of
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mailer.inbound import Outcome
 
 
-@cli.group()
+@click.group()
 def bounces() -> None:
     """Bounce reports that come back by email (SMTP transport)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli import cli, fail, get_app, get_settings, handle_errors
+from mailer.cli.common import EXIT_STOPPED, fail, get_app, get_settings, handle_errors
 
 
 def parse_day(value: str | None) -> date | None:
@@ -23,7 +23,7 @@ def parse_day(value: str | None) -> date | None:
         raise click.BadParameter(f"{value!r} is not a date like 2026-11-26") from None
 
 
-@cli.command()
+@click.command()
 @click.pass_context
 @handle_errors
 def init(ctx: click.Context) -> None:
@@ -35,7 +35,7 @@ def init(ctx: click.Context) -> None:
     click.echo(f"database ready at revision {revision} ({app.engine.url.render_as_string()})")
 
 
-@cli.command("collect")
+@click.command("collect")
 @click.pass_context
 @handle_errors
 def collect_cmd(ctx: click.Context) -> None:
@@ -67,7 +67,7 @@ def build_for_inspection(app, day: str | None, *, collect_first: bool):  # type:
     return the_day, build_edition(app, the_day)
 
 
-@cli.command()
+@click.command()
 @click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the HTML here (default preview-DATE.html).")
@@ -139,7 +139,7 @@ def _summary(outcome) -> None:  # type: ignore[no-untyped-def]
         Console().print(table)
 
 
-@cli.command()
+@click.command()
 @click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
 @click.option("--test-to", multiple=True, help="Send a marked test to these addresses only.")
 @click.option("--dry-run", is_flag=True, help="Build and check; send nothing.")
@@ -177,13 +177,11 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
             stop()
     _summary(outcome)
     if not outcome.ok:
-        from mailer.cli import EXIT_STOPPED
-
         fail(outcome.message, EXIT_STOPPED)
     click.echo(outcome.message)
 
 
-@cli.command()
+@click.command()
 @click.option("--once", is_flag=True, help="Exit when no edition is sending.")
 @click.option("--poll", default=5.0, show_default=True, help="Seconds between looks for work.")
 @click.option("--connections", type=int, help="Parallel transport connections.")
@@ -225,7 +223,7 @@ def worker(ctx: click.Context, once: bool, poll: float, connections: int | None)
         time.sleep(poll)
 
 
-@cli.command()
+@click.command()
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("demo-output"), show_default=True,
               help="Where the database, feed, outbox and preview go.")

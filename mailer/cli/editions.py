@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.cli.common import fail, get_app, handle_errors
 from mailer.cli.core import parse_day
 
 
-@cli.group()
+@click.group()
 def editions() -> None:
     """Inspect and control editions (safe while workers run)."""
 

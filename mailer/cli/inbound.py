@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from mailer.cli import fail, get_app
+from mailer.cli.common import fail, get_app
 from mailer.errors import DatabaseUnreachable, one_line
 from mailer.inbound import STATUSES, Outcome
 

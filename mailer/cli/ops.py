@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.cli.common import fail, get_app, handle_errors
 
 
 def _daemon_logging() -> None:
@@ -19,7 +19,7 @@ def _daemon_logging() -> None:
         mailer_log.setLevel(logging.INFO)
 
 
-@cli.command("scheduler")
+@click.command("scheduler")
 @click.option("--once-now", is_flag=True,
               help="Run the daily send job once, now, for today's edition, and exit.")
 @click.pass_context
@@ -41,7 +41,7 @@ def scheduler_cmd(ctx: click.Context, once_now: bool) -> None:
     sys.exit(run_scheduler(app))
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for monitoring.")
 @click.pass_context
 @handle_errors

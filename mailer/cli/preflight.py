@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from mailer.cli import EXIT_PREFLIGHT, cli, fail, get_app, get_settings, handle_errors
+from mailer.cli.common import EXIT_PREFLIGHT, fail, get_app, get_settings, handle_errors
 
 
-@cli.command("preflight")
+@click.command("preflight")
 @click.option("--date", "day", help="Edition date (YYYY-MM-DD); default today.")
 @click.option("--check-links", is_flag=True,
               help="Also request every article and image URL and report dead ones.")

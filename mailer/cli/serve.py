@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli import cli, get_app, handle_errors
+from mailer.cli.common import get_app, handle_errors
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default=None,
               help="Interface to listen on (default: setting host, env MAILER_HOST).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.cli.common import fail, get_app, handle_errors
 
 
 def _actor() -> str:
@@ -32,7 +32,7 @@ def _read_password(from_stdin: bool) -> str:
     return value
 
 
-@cli.group()
+@click.group()
 def staff() -> None:
     """Staff console accounts (editor or admin)."""
 

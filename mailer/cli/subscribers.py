@@ -8,10 +8,10 @@ from typing import BinaryIO
 
 import click
 
-from mailer.cli import cli, fail, get_app, handle_errors
+from mailer.cli.common import fail, get_app, handle_errors
 
 
-@cli.group()
+@click.group()
 def subscribers() -> None:
     """Look after the subscriber list."""
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli import cli, get_app, handle_errors
+from mailer.cli.common import get_app, handle_errors
 
 
-@cli.group()
+@click.group()
 def transports() -> None:
     """Where mail goes (MAILER_DSN): SMTP, files or a provider's API."""
 
