@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailer.clock import Clock
 from mailer.config import Settings, load_settings
 from mailer.db import instance_secret, make_engine, session_factory
+from mailer.overrides import with_overrides
 
 
 @dataclass
@@ -25,8 +26,6 @@ class App:
 
     @classmethod
     def create(cls, settings: Settings | None = None, clock: Clock | None = None) -> App:
-        from mailer.overrides import with_overrides
-
         settings = settings or load_settings()
         engine = make_engine(settings.database_url)
         sessions = session_factory(engine)

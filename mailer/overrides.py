@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
@@ -31,9 +31,6 @@ from mailer.errors import ConfigError
 from mailer.models import Meta
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.urls import sqlite_file
-
-if TYPE_CHECKING:
-    from mailer.app import App
 
 log = logging.getLogger("mailer.overrides")
 
@@ -210,7 +207,16 @@ def clear_overrides(session: Session) -> None:
     session.execute(delete(Meta).where(Meta.key.in_([PREFIX + k for k in KEYS])))
 
 
-def refresh(app: App) -> Settings:
+class Running(Protocol):
+    """What `refresh` needs of a running `mailer.app.App`. Named by shape, not imported:
+    `App.create` calls `with_overrides`, so `mailer.app` imports this module."""
+
+    settings: Settings
+    configured: Settings | None
+    sessions: sessionmaker[Session]
+
+
+def refresh(app: Running) -> Settings:
     """Re-read the overrides into a long-running process's App (the scheduler daemon before
     each job and every `settings_check_seconds`) and return the settings now in force.
 
