@@ -30,8 +30,8 @@ from mailer.errors import DatabaseOutage, MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
 from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, Edition
+from mailer.pacing import Pacer, SharedRateLimiter
 from mailer.placeholders import Placeholders
-from mailer.ratelimit import Pacer, SharedRateLimiter
 from mailer.sent_record import SentJournal, SentRecorder
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn

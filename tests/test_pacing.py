@@ -10,7 +10,7 @@ from mailer.app import App
 from mailer.clock import Clock
 from mailer.db import init_db
 from mailer.dispatch import Dispatcher
-from mailer.ratelimit import SharedRateLimiter
+from mailer.pacing import SharedRateLimiter
 from tests.conftest import make_settings
 from tests.helpers import seed_subscribers, start_sending, with_feed
 from tests.support.smtpsink import SmtpSink
