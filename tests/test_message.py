@@ -15,12 +15,8 @@ from urllib.parse import quote
 import pytest
 
 from mailer.config import Settings
-from mailer.message import (
-    MessageTemplate,
-    new_message_id,
-    sanitize_header_value,
-    simple_message,
-)
+from mailer.message import MessageTemplate, new_message_id, simple_message
+from mailer.mime import sanitize_header_value
 from mailer.models import Article
 from mailer.placeholders import Placeholders
 from mailer.render import build_view, render_edition
@@ -352,10 +348,10 @@ def test_dots_that_start_lines_are_encoded_so_no_dot_stuffing_is_needed(
     "https://x.org/é", "https://x.org/a\r\nBcc: x", "https://x.org/{a}|^`", "https://a@b/",
 ])
 def test_clean_url_fast_path_agrees_with_the_full_steps(url: str) -> None:
-    from mailer.message import _clean_url
+    from mailer.mime import clean_url
 
     expected = quote(sanitize_header_value(url), safe="!#$%&'()*+,-./:;=?@[]_~")
-    assert _clean_url(url) == expected
+    assert clean_url(url) == expected
 
 
 @pytest.mark.parametrize("name", [
@@ -365,11 +361,11 @@ def test_clean_url_fast_path_agrees_with_the_full_steps(url: str) -> None:
 def test_clean_name_fast_path_agrees_with_the_full_steps(name: str) -> None:
     import unicodedata
 
-    from mailer.message import _clean_name
+    from mailer.mime import clean_name
 
     slow = " ".join(unicodedata.normalize("NFC", sanitize_header_value(name)).split())
     slow = slow[:200].strip()  # a name is never scanned for slots: nothing to remove
-    assert _clean_name(name) == slow
+    assert clean_name(name) == slow
 
 
 def test_long_fill_values_keep_body_lines_short(settings: Settings) -> None:
@@ -522,20 +518,20 @@ def test_simple_message_text_only_and_bad_header_name(settings: Settings) -> Non
     " a@b.org ", "a@b.org\x00", "x" * 320 + "@b.org", "a;b@c.org",
 ])
 def test_clean_address_fast_path_agrees_with_the_full_steps(address: str) -> None:
-    from mailer import message
+    from mailer import mime
 
     def slow(email: str) -> str:
         email = sanitize_header_value(email)
         local, at, domain = email.rpartition("@")
-        if (not at or not local or not domain or message._ADDR_BAD_RE.search(email)
+        if (not at or not local or not domain or mime._ADDR_BAD_RE.search(email)
                 or "@" in local or not local.isascii()):
             raise ValueError(email)
-        addr = f"{local}@{message._idna(domain)}"
-        if len(addr) > message.MAX_ADDRESS:
+        addr = f"{local}@{mime.idna(domain)}"
+        if len(addr) > mime.MAX_ADDRESS:
             raise ValueError(email)
         return addr
 
-    assert _outcome(message._clean_address, address) == _outcome(slow, address)
+    assert _outcome(mime.clean_address, address) == _outcome(slow, address)
 
 
 @pytest.mark.parametrize("message_id", [
@@ -543,29 +539,29 @@ def test_clean_address_fast_path_agrees_with_the_full_steps(address: str) -> Non
     "<é@b>", "<" + "x" * 300 + "@b>", "<a@b@c>", " <a@b> ", "<a@b>\x7f",
 ])
 def test_clean_message_id_fast_path_agrees_with_the_full_steps(message_id: str) -> None:
-    from mailer import message
+    from mailer import mime
 
     def slow(value: str) -> str:
         value = sanitize_header_value(value)
         if not value.startswith("<"):
             value = f"<{value}>"
-        if not value.isascii() or not message._MSGID_RE.fullmatch(value) or len(value) > 250:
+        if not value.isascii() or not mime._MSGID_RE.fullmatch(value) or len(value) > 250:
             raise ValueError(value)
         return value
 
-    assert _outcome(message._clean_message_id, message_id) == _outcome(slow, message_id)
+    assert _outcome(mime.clean_message_id, message_id) == _outcome(slow, message_id)
 
 
 @pytest.mark.parametrize("header", ["To", "Reply-To"])
 def test_a_plain_name_is_folded_only_past_78_characters(header: str) -> None:
     """Names of every length around the limit: one line exactly while it fits (the short
     cut), folded at spaces into lines of at most 78 once it does not, never altered."""
-    from mailer.message import _encode_mailbox
+    from mailer.mime import encode_mailbox
 
     addr = "reader12345@example.org"
     for length in range(1, 90):
         name = ("Ann Lee " * 12)[:length].strip() or "A"
-        value = _encode_mailbox(name, addr, header)
+        value = encode_mailbox(name, addr, header)
         lines = f"{header}: {value}".split("\r\n")
         assert value.replace("\r\n ", " ") == f"{name} <{addr}>"
         assert (len(lines) == 1) == (len(header) + len(name) + len(addr) + 5 <= 78), length
@@ -584,7 +580,7 @@ def test_a_long_link_is_broken_as_the_general_rewrap_breaks_it() -> None:
     """`_qp_value` makes the one soft break most links need itself; it must be exactly what
     `_rewrap` makes, for every length and wherever a dot falls (a line must never start with
     one: SMTP would take it for the end of the data)."""
-    from mailer.message import CRLF, _qp_value, _rewrap
+    from mailer.mime import CRLF, _qp_value, _rewrap
 
     for length in range(1, 200):
         for dot in (None, 0, 1, 71, 72, 73, length - 1):

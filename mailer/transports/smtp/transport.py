@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from mailer.config import Settings
 from mailer.errors import TransportError
-from mailer.message import PLAIN_ADDRESS_RE
+from mailer.mime import PLAIN_ADDRESS_RE
 from mailer.smtp_status import is_hard_bounce
 from mailer.transports.base import Outgoing, Result, Transport
 from mailer.transports.dsn import Dsn
