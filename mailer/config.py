@@ -27,7 +27,7 @@ from mailer.verp import fits as verp_fits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The bundled templates live inside the package, so that an installed (not editable) mailer has
-# them too; `templates_dir` points elsewhere to replace them.
+# them too; a file of the same name in `templates_dir` replaces one of them (mailer.render).
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "mailer.toml"
 
@@ -133,7 +133,10 @@ class Settings:
     sendgrid_webhook_public_key: str = ""
     mailgun_webhook_signing_key: str = ""
     smtp_password: str = ""
-    templates_dir: str = ""
+    # The newsroom's own email templates, each overriding the bundled file of the same name.
+    # Relative to the working directory, as the default database is; a missing folder means
+    # the bundled templates only; "" turns the overrides off.
+    templates_dir: str = "templates"
 
     # ---- derived values -------------------------------------------------------------
     @property
@@ -158,6 +161,7 @@ class Settings:
 
     @property
     def templates_path(self) -> Path:
+        """The overriding folder (the bundled one when overrides are off)."""
         return Path(self.templates_dir) if self.templates_dir else BUNDLED_TEMPLATES
 
     def replace(self, **changes: Any) -> Settings:

@@ -8,27 +8,27 @@ gets the same content with no slots at all.
 Both parts come from the same view so they carry the same articles and the same links
 (SpamAssassin's MPART_ALT_DIFF), and untrusted article fields only ever reach the HTML through
 Jinja's autoescaping.
+
+The templates come from `mailer.templating`: the bundled ones, each replaceable by a file of
+the same name in the newsroom's `templates_dir`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import textwrap
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from mjml import mjml2html
 
 from mailer.config import Settings
 from mailer.htmltext import html_to_text
 from mailer.models import Article
 from mailer.placeholders import Placeholders
+from mailer.templating import render_template
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,8 @@ def render_edition(view: EditionView, settings: Settings) -> Rendered:
     are left as slots named with a fresh key, made now that the content is fixed."""
     placeholders = Placeholders.new()
     context = _edition_context(view, settings, archive=False, placeholders=placeholders)
-    return Rendered(html=_compile(_env(settings).get_template(EDITION_HTML).render(context)),
-                    text=_text(_env(settings).get_template(EDITION_TEXT).render(context)),
+    return Rendered(html=_compile(render_template(settings, EDITION_HTML, context)),
+                    text=_text(render_template(settings, EDITION_TEXT, context)),
                     placeholders=placeholders)
 
 
@@ -202,7 +202,7 @@ def render_archive(view: EditionView, settings: Settings) -> str:
     """The web archive page: the same content with no per-recipient placeholder or token;
     where the email has unsubscribe/preferences links, the page has a sign-up link."""
     context = _edition_context(view, settings, archive=True, placeholders=None)
-    return _compile(_env(settings).get_template(EDITION_HTML).render(context))
+    return _compile(render_template(settings, EDITION_HTML, context))
 
 
 def render_confirmation(settings: Settings, confirm_url: str) -> Rendered:
@@ -215,9 +215,8 @@ def render_confirmation(settings: Settings, confirm_url: str) -> Rendered:
         "max_age_days": settings.confirm_max_age_days,
         "subject": f"Please confirm your subscription to {_brand(settings)}",
     }
-    env = _env(settings)
-    return Rendered(html=_compile(env.get_template(CONFIRM_HTML).render(context)),
-                    text=_text(env.get_template(CONFIRM_TEXT).render(context)))
+    return Rendered(html=_compile(render_template(settings, CONFIRM_HTML, context)),
+                    text=_text(render_template(settings, CONFIRM_TEXT, context)))
 
 
 def signup_url(settings: Settings) -> str:
@@ -251,27 +250,6 @@ def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
     }
 
 
-@lru_cache(maxsize=8)
-def _env_for(path: str) -> Environment:
-    # Everything is autoescaped except the text templates (.txt.j2), so a new HTML or MJML
-    # template can never be added unescaped by accident.
-    env = Environment(
-        loader=FileSystemLoader(path),
-        autoescape=select_autoescape(enabled_extensions=(), disabled_extensions=("txt.j2", "txt"),
-                                     default_for_string=True, default=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["wrap"] = _wrap
-    return env
-
-
-def _env(settings: Settings) -> Environment:
-    return _env_for(str(Path(settings.templates_path).resolve()))
-
-
 def _compile(mjml_source: str) -> str:
     """MJML -> HTML, then squeeze the whitespace MJML leaves between tags (Gmail clips at
     102 KB, so bytes matter). Only inter-tag runs containing a newline are touched, so text
@@ -284,15 +262,6 @@ def _text(rendered: str) -> str:
     """Collapse runs of blank lines the template's conditionals leave behind."""
     lines = [line.rstrip() for line in rendered.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
-
-
-def _wrap(text: str, width: int = 72, indent: str = "") -> str:
-    """Wrap prose for the text part; URLs and long words are never broken."""
-    return "\n".join(
-        textwrap.fill(para, width=width, initial_indent=indent, subsequent_indent=indent,
-                      break_long_words=False, break_on_hyphens=False)
-        for para in text.split("\n")
-    )
 
 
 # ---- text helpers ----------------------------------------------------------------------------

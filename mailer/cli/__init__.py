@@ -21,6 +21,7 @@ from mailer.cli import (
     serve,
     staff,
     subscribers,
+    templates,
     transports,
     unsubscribes,
 )
@@ -54,6 +55,6 @@ for command in (
     core.init, core.collect_cmd, core.preview, core.send, core.worker, core.demo,
     ops.scheduler_cmd, ops.status, preflight.preflight_cmd, serve.serve,
     bounces.bounces, editions.editions, staff.staff, subscribers.subscribers,
-    transports.transports, unsubscribes.unsubscribes,
+    transports.transports, unsubscribes.unsubscribes, templates.templates,
 ):
     cli.add_command(command)
