@@ -27,7 +27,7 @@ from mailer.verp import fits as verp_fits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The bundled templates live inside the package, so that an installed (not editable) mailer has
-# them too; a file of the same name in `templates_dir` replaces one of them (mailer.render).
+# them too; a file of the same name in `templates_dir` replaces one of them (mailer.templating).
 BUNDLED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "mailer.toml"
 
