@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import func, select, update
 
-from mailer import ledger, spamassassin
+from mailer import ledger
 from mailer.app import App
 from mailer.collect import CollectResult, collect
 from mailer.dbretry import is_outage
@@ -34,6 +34,7 @@ from mailer.models import (
     SendLog,
 )
 from mailer.placeholders import Placeholders
+from mailer.preflight import spamassassin
 from mailer.subscribers import normalise_email
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing

@@ -241,8 +241,8 @@ def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
     """Run the send for `day` through the pipeline; log the result and alert staff when it
     failed, was skipped for want of articles, or ran late. Never raises: the scheduler must
     still be there tomorrow."""
-    from mailer import spamassassin
     from mailer.overrides import refresh
+    from mailer.preflight import spamassassin
 
     refresh(app)  # settings staff changed in the console since the daemon started
     # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the

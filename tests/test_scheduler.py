@@ -380,7 +380,7 @@ def test_the_scheduled_send_starts_spamassassin_ahead(sched_app: App,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Like `mailer send`: the daily job starts SpamAssassin before it fetches the feed, and
     the preflight check uses that one (or, without SpamAssassin, runs as before)."""
-    from mailer import spamassassin
+    from mailer.preflight import spamassassin
 
     started: list[tuple[str, object]] = []
     real_start = spamassassin._start_warm

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer import preflight, spamassassin
+from mailer import preflight
 from mailer.app import App
 from mailer.config import PROJECT_ROOT
+from mailer.preflight import spamassassin
 from tests.test_preflight import needs_spamassassin, sample_edition
 
 CANNED = """X-Spam-Status: No, score=3.2 required=5.0 tests=CANNED_RULE autolearn=no
@@ -120,7 +121,8 @@ def test_a_spamassassin_started_and_not_needed_is_ended() -> None:
 def test_a_killed_mailer_leaves_no_spamassassin_behind() -> None:
     """The mailer dies (kill -9) with SpamAssassin waiting for its message: it reads the end of
     its input and exits on its own once its rules are loaded."""
-    code = ("import os; from mailer import spamassassin as sa; cm = sa.warmed(); cm.__enter__(); "
+    code = ("import os; from mailer.preflight import spamassassin as sa; "
+            "cm = sa.warmed(); cm.__enter__(); "
             "print(sa._warm.proc.pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
                          text=True, timeout=60, check=True).stdout

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer import preflight, spamassassin
+from mailer import preflight
 from mailer.app import App
+from mailer.preflight import spamassassin
 from tests.test_preflight import sample_edition
 from tests.test_spamassassin import fresh  # noqa: F401 - autouse: each test scores afresh
 

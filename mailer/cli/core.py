@@ -152,7 +152,7 @@ def _summary(outcome) -> None:  # type: ignore[no-untyped-def]
 def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run: bool,
          force: bool, reason: str, connections: int | None, no_collect: bool) -> None:
     """Collect, build and send the edition for a date, exactly once per subscriber."""
-    from mailer import spamassassin
+    from mailer.preflight import spamassassin
 
     # SpamAssassin loads its rules while this process starts and the edition is collected
     # and built: the preflight check then waits for its scan alone (a test send has none).
@@ -231,12 +231,12 @@ def worker(ctx: click.Context, once: bool, poll: float, connections: int | None)
 @handle_errors
 def demo(ctx: click.Context, workdir: Path) -> None:
     """A self-contained run: bundled sample feed, demo subscribers, file outbox."""
-    from mailer import spamassassin
     from mailer.app import App
     from mailer.clock import Clock
     from mailer.config import load_settings
     from mailer.db import init_db
     from mailer.pipeline import run_send
+    from mailer.preflight import spamassassin
     from mailer.sample import SAMPLE_SUBSCRIBERS, write_sample_feed
     from mailer.subscribers import add
 

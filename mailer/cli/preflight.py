@@ -27,9 +27,10 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
     error, which is exactly when `mailer send` would refuse the edition (unless --force
     --reason "...").
     """
-    from mailer import preflight, spamassassin
+    from mailer import preflight
     from mailer.cli.core import build_for_inspection
     from mailer.edition import EDITABLE
+    from mailer.preflight import spamassassin
 
     with spamassassin.warmed(spamassassin.configured_command(get_settings(ctx))):
         app = get_app(ctx)

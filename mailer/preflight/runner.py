@@ -45,7 +45,7 @@ from mailer.errors import MailerError, PreflightError
 from mailer.message import ONE_CLICK
 from mailer.models import Edition
 from mailer.placeholders import Placeholders
-from mailer.spamassassin import (  # noqa: F401 - parse_spamassassin: part of this API
+from mailer.preflight.spamassassin import (  # noqa: F401 - parse_spamassassin: part of this API
     DEFAULT_SPAM_TIMEOUT,
     SpamCheckUnavailable,
     SpamResult,
@@ -189,8 +189,8 @@ class Sample:
 def sample_message(app: App, edition: Edition) -> Sample:
     """Build the edition's message for the fictional sample reader through the dispatcher's own
     code (`Personaliser`), so what is checked is what would be sent."""
-    from mailer.dispatch import Personaliser
     from mailer.ledger import Claim
+    from mailer.personalise import Personaliser
 
     personaliser = Personaliser.for_edition(app, edition)
     claim = Claim(id=0, subscriber_id=SAMPLE_SUBSCRIBER_ID, email=SAMPLE_EMAIL, name=SAMPLE_NAME,
