@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -28,12 +27,10 @@ from mailer.app import App
 from mailer.dbretry import OutageRetry, is_outage, outage_reason
 from mailer.errors import DatabaseOutage, MailerError, TransportError
 from mailer.locks import LeaseLock, holder_id
-from mailer.message import MessageTemplate
 from mailer.models import DELIVERED, PAUSED_SEND, SENDING, Edition
 from mailer.pacing import Pacer, SharedRateLimiter
-from mailer.placeholders import Placeholders
+from mailer.personalise import Personaliser
 from mailer.sent_record import SentJournal, SentRecorder
-from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing, Pause, Result, StreamStopped, Transport
 
@@ -76,48 +73,6 @@ class Progress:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.tally.sent / elapsed if elapsed > 0 else 0.0
-
-
-@dataclass
-class Personaliser:
-    """Everything per-recipient, computed cheaply from pre-encoded parts."""
-
-    app: App
-    edition: Edition
-    template: MessageTemplate
-    domain: str
-
-    @classmethod
-    def for_edition(cls, app: App, edition: Edition) -> Personaliser:
-        settings = app.settings
-        template = MessageTemplate.build(settings=settings, subject=edition.subject,
-                                         html=edition.html, text=edition.text,
-                                         date=app.clock.now(),
-                                         placeholders=Placeholders(edition.placeholder_key))
-        domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
-        return cls(app=app, edition=edition, template=template, domain=domain)
-
-    def __post_init__(self) -> None:
-        secret = self.app.secret_key
-        self._unsubscribe = IdTokenSigner(secret, UNSUBSCRIBE)
-        self._preferences = IdTokenSigner(secret, PREFERENCES)
-        self._base = self.app.settings.base_url.rstrip("/")
-        self._message_ids = ledger.MessageIds(secret, self.edition, self.domain)
-
-    def outgoing(self, c: ledger.Claim, with_fields: bool = True) -> Outgoing:
-        base = self._base
-        unsub = f"{base}/unsubscribe/{self._unsubscribe.make(c.subscriber_id)}"
-        prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
-        message_id = self._message_ids.make(c.id)
-        template = self.template
-        data = template.fill(email=c.email, name=c.name, unsubscribe_url=unsub,
-                             preferences_url=prefs, message_id=message_id)
-        if not with_fields:  # SMTP and the outbox: the bytes are all they send
-            return Outgoing(c.email, message_id, data, {}, c.id, True)
-        fields = template.fields(email=c.email, name=c.name, unsubscribe_url=unsub,
-                                 preferences_url=prefs, message_id=message_id)
-        return Outgoing(recipient=c.email, message_id=message_id, data=data, fields=fields,
-                        delivery_id=c.id, wire_ready=True, template=template)
 
 
 class Dispatcher:

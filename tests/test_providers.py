@@ -608,20 +608,20 @@ def test_run_send_with_the_shared_template_batches_real_editions(
 
     from sqlalchemy import select
 
-    from mailer import dispatch
+    from mailer import personalise
     from mailer.models import Edition, Subscriber
     from mailer.pipeline import run_send
     from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
     from tests.helpers import seed_subscribers, with_feed
 
-    outgoing = dispatch.Personaliser.outgoing
+    outgoing = personalise.Personaliser.outgoing
 
-    def with_template(self: dispatch.Personaliser, c: Any, with_fields: bool = True) -> Outgoing:
+    def with_template(self: personalise.Personaliser, c: Any, with_fields: bool = True) -> Outgoing:
         message = outgoing(self, c, with_fields)
         message.template = self.template  # type: ignore[attr-defined]
         return message
 
-    monkeypatch.setattr(dispatch.Personaliser, "outgoing", with_template)
+    monkeypatch.setattr(personalise.Personaliser, "outgoing", with_template)
     fake_type = {"sendgrid": FakeSendGrid, "mailgun": FakeMailgun}[name]
     with running(fake_type) as fake:
         query = f"endpoint={fake.url}"

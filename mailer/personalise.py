@@ -1,0 +1,62 @@
+"""Per-recipient work of a send: one edition's template filled for one ledger row.
+
+Everything here runs once per recipient, so everything that can be worked out once per
+edition is (the template, the token signers, the Message-ID key); `outgoing` is a fill of a
+few small values into pre-encoded bytes. Preflight builds its sample message with the same
+code, so what it checks is what would be sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from mailer import ledger
+from mailer.app import App
+from mailer.message import MessageTemplate
+from mailer.models import Edition
+from mailer.placeholders import Placeholders
+from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
+from mailer.transports.base import Outgoing
+
+
+@dataclass
+class Personaliser:
+    """Everything per-recipient, computed cheaply from pre-encoded parts."""
+
+    app: App
+    edition: Edition
+    template: MessageTemplate
+    domain: str
+
+    @classmethod
+    def for_edition(cls, app: App, edition: Edition) -> Personaliser:
+        settings = app.settings
+        template = MessageTemplate.build(settings=settings, subject=edition.subject,
+                                         html=edition.html, text=edition.text,
+                                         date=app.clock.now(),
+                                         placeholders=Placeholders(edition.placeholder_key))
+        domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
+        return cls(app=app, edition=edition, template=template, domain=domain)
+
+    def __post_init__(self) -> None:
+        secret = self.app.secret_key
+        self._unsubscribe = IdTokenSigner(secret, UNSUBSCRIBE)
+        self._preferences = IdTokenSigner(secret, PREFERENCES)
+        self._base = self.app.settings.base_url.rstrip("/")
+        self._message_ids = ledger.MessageIds(secret, self.edition, self.domain)
+
+    def outgoing(self, c: ledger.Claim, with_fields: bool = True) -> Outgoing:
+        base = self._base
+        unsub = f"{base}/unsubscribe/{self._unsubscribe.make(c.subscriber_id)}"
+        prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
+        message_id = self._message_ids.make(c.id)
+        template = self.template
+        data = template.fill(email=c.email, name=c.name, unsubscribe_url=unsub,
+                             preferences_url=prefs, message_id=message_id)
+        if not with_fields:  # SMTP and the outbox: the bytes are all they send
+            return Outgoing(c.email, message_id, data, {}, c.id, True)
+        fields = template.fields(email=c.email, name=c.name, unsubscribe_url=unsub,
+                                 preferences_url=prefs, message_id=message_id)
+        return Outgoing(recipient=c.email, message_id=message_id, data=data, fields=fields,
+                        delivery_id=c.id, wire_ready=True, template=template)
