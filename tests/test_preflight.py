@@ -13,6 +13,7 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,17 @@ from mailer.cli import cli
 from mailer.cli.common import EXIT_PREFLIGHT
 from mailer.clock import FixedClock
 from mailer.collect import collect
-from mailer.config import BUNDLED_TEMPLATES, PROJECT_ROOT
+from mailer.config import BUNDLED_TEMPLATES, PROJECT_ROOT, Settings
 from mailer.db import init_db
 from mailer.edition import build_edition
 from mailer.errors import PreflightError
 from mailer.models import DRAFT, SENT, Article, Edition
-from mailer.preflight import ERROR, WARNING, Report, runner
+from mailer.preflight import ERROR, WARNING, Report
+from mailer.preflight.checks import CHECKS, LOCAL_ONLY_CODES, check, check_hidden_text
+from mailer.preflight.links import check_live_links
+from mailer.preflight.page import parse_html
+from mailer.preflight.screenshots import _PLACEHOLDER_PNG, CHROMIUM
+from mailer.preflight.spamassassin import parse_spamassassin
 from mailer.sample import write_sample_feed
 from tests.conftest import make_settings
 from tests.helpers import seed_subscribers, with_feed
@@ -46,7 +52,7 @@ needs_spamassassin = pytest.mark.skipif(
     shutil.which("spamassassin") is None,
     reason="needs the spamassassin binary (Debian: apt install spamassassin)")
 needs_chromium = pytest.mark.skipif(
-    not runner.CHROMIUM.exists(),
+    not CHROMIUM.exists(),
     reason="needs /usr/bin/chromium (Debian: apt install chromium)")
 
 
@@ -184,12 +190,12 @@ def test_parse_spamassassin_report() -> None:
         "-0.0 NO_RELAYS              Informational: message was not relayed via SMTP\n"
         "\n"
     )
-    result = preflight.parse_spamassassin(output)
+    result = parse_spamassassin(output)
     assert result is not None and result.score == 6.3
     assert [(r.name, r.score) for r in result.rules] == [
         ("MISSING_DATE", 2.7), ("MPART_ALT_DIFF", 2.2), ("NO_RELAYS", -0.0)]
     assert result.rules[1].description.endswith("(and a continuation line)")
-    assert preflight.parse_spamassassin("no report here") is None
+    assert parse_spamassassin("no report here") is None
 
 
 # ---- editions broken on purpose ------------------------------------------------------------------
@@ -227,7 +233,7 @@ def test_localhost_base_url_is_only_a_warning_for_the_file_outbox(app: App,
     assert report.errors == []
     assert "base-url-local" in codes(report, WARNING)
     assert all("file:// outbox delivers to no one" in f.message for f in report.warnings
-               if f.code in runner.LOCAL_ONLY_CODES)
+               if f.code in LOCAL_ONLY_CODES)
 
 
 def test_staging_deployment_may_allow_local_links(app: App, tmp_path: Path) -> None:
@@ -280,7 +286,7 @@ def test_text_part_must_carry_the_same_articles(app: App, tmp_path: Path) -> Non
     ('<div style="opacity:0">Buy now</div>', "opacity:0"),
 ])
 def test_hidden_text_tricks_are_errors(html: str, trick: str) -> None:
-    findings = preflight.check_hidden_text(preflight.parse_html(html))
+    findings = check_hidden_text(parse_html(html))
     assert [(f.severity, f.code) for f in findings] == [(ERROR, "hidden-text")]
     assert trick in findings[0].message and "Buy now" in findings[0].message
 
@@ -295,12 +301,12 @@ def test_hidden_text_tricks_are_errors(html: str, trick: str) -> None:
     "<head><title>Title text</title><style>p{display:none}</style></head>",
 ])
 def test_honest_markup_is_not_hidden_text(html: str) -> None:
-    assert preflight.check_hidden_text(preflight.parse_html(html)) == []
+    assert check_hidden_text(parse_html(html)) == []
 
 
 def test_mso_hide_outside_conditional_comments_is_a_warning() -> None:
-    findings = preflight.check_hidden_text(
-        preflight.parse_html('<div style="mso-hide:all">Hidden from Outlook</div>'))
+    findings = check_hidden_text(
+        parse_html('<div style="mso-hide:all">Hidden from Outlook</div>'))
     assert [(f.severity, f.code) for f in findings] == [(WARNING, "hidden-text")]
 
 
@@ -338,13 +344,31 @@ def test_a_crashing_check_is_an_error_not_a_traceback(app: App, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     edition = sample_edition(app, tmp_path)
 
-    def broken(*_args: object) -> list[preflight.Finding]:
+    def broken(page: object) -> list[preflight.Finding]:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runner, "check_images", broken)
+    monkeypatch.setitem(CHECKS, "images", broken)
     report = preflight.run_checks(app, edition)
     assert codes(report) == ["check-crashed"]
     assert "images check crashed" in report.errors[0].message
+
+
+def test_adding_a_check_is_one_decorated_function(app: App, tmp_path: Path) -> None:
+    seen: dict[str, str] = {}
+
+    def shouting_subject(msg: EmailMessage, settings: Settings) -> list[preflight.Finding]:
+        seen["subject"], seen["base"] = str(msg["Subject"]), settings.base_url
+        return [preflight.Finding(WARNING, "subject-shouts", "the subject is in capitals")]
+
+    check("subject-shouts")(shouting_subject)
+    try:
+        report = preflight.run_checks(app, sample_edition(app, tmp_path))
+    finally:
+        del CHECKS["subject-shouts"]
+    assert "subject-shouts" in [f.code for f in report.warnings]
+    assert seen["subject"] and seen["base"] == app.settings.base_url
+    with pytest.raises(TypeError, match="reader"):
+        check("asks-for-too-much")(lambda reader: [])
 
 
 # ---- `mailer send` and `mailer preflight` through the CLI ----------------------------------------
@@ -444,7 +468,7 @@ def test_link_check_reports_dead_links(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/gone/").respond_with_data("", status=404)
     urls = [httpserver.url_for(p) + "?utm_source=labourlist-daily&id=7"
             for p in ("/live/", "/no-head/", "/gone/")]
-    findings = preflight.check_live_links(urls, timeout=5, allow_local=True)  # 127.0.0.1
+    findings = check_live_links(urls, timeout=5, allow_local=True)  # 127.0.0.1
     assert [(f.severity, f.code) for f in findings] == [(WARNING, "dead-link")]
     assert "HTTP 404" in findings[0].message and "/gone/?id=7" in findings[0].message
     assert all("utm_" not in str(request.url) for request, _ in httpserver.log)
@@ -468,7 +492,7 @@ def test_screenshots_write_four_pngs_without_leaving_loopback(
         app: App, tmp_path: Path, httpserver: HTTPServer,
         caplog: pytest.LogCaptureFixture) -> None:
     httpserver.expect_request("/local.png").respond_with_data(
-        runner._PLACEHOLDER_PNG, content_type="image/png")
+        _PLACEHOLDER_PNG, content_type="image/png")
     html = preflight.sample_message(app, sample_edition(app, tmp_path)).html
     html = html.replace("</body>", f'<img src="{httpserver.url_for("/local.png")}" alt="local">'
                                    '<link rel="stylesheet" href="https://fonts.example.com/x.css">'

@@ -1,18 +1,23 @@
-"""Preflight: no edition leaves unless it is a good email (see runner.py for how)."""
+"""Preflight: no edition leaves unless it is a good email.
 
-from mailer.preflight.runner import (  # noqa: F401 - the package's API, moved whole to runner
-    ERROR,
-    WARNING,
-    Finding,
-    Report,
-    Sample,
-    check_before_send,
-    check_hidden_text,
-    check_live_links,
-    parse_html,
-    parse_spamassassin,
-    record,
-    render_screenshots,
-    run_checks,
-    sample_message,
-)
+`runner` builds the sample message and runs everything; `checks` holds the checks, one
+function each; `page`, `links`, `screenshots` and `spamassassin` are what the checks and the
+console use to look at a message. Callers use the names below.
+"""
+
+from mailer.preflight.findings import ERROR, WARNING, Finding, Report
+from mailer.preflight.runner import Sample, check_before_send, record, run_checks, sample_message
+from mailer.preflight.screenshots import render_screenshots
+
+__all__ = [
+    "ERROR",
+    "WARNING",
+    "Finding",
+    "Report",
+    "Sample",
+    "check_before_send",
+    "record",
+    "render_screenshots",
+    "run_checks",
+    "sample_message",
+]
