@@ -49,7 +49,8 @@ def render_screenshots(html: str, out_dir: Path, *, prefix: str = "",
     fails and the alt text shows. Scripts are off, as in every mail client.
     """
     try:
-        from playwright.sync_api import sync_playwright
+        # Lazy: playwright is a test and console extra; sending never needs it.
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415
     except ImportError:  # pragma: no cover - playwright is a test/console extra
         raise MailerError("screenshots need the playwright package "
                           "(pip install playwright)") from None

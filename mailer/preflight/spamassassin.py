@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.config import Settings
+
 log = logging.getLogger("mailer.spamassassin")
 
 DEFAULT_SPAM_TIMEOUT = 60.0
@@ -93,9 +95,9 @@ $sa->finish();
 """
 
 
-def configured_command(settings: object) -> str:
-    """The `spamassassin_command` setting (read with its default: a newer setting)."""
-    return str(getattr(settings, "spamassassin_command", "spamassassin") or "spamassassin")
+def configured_command(settings: Settings) -> str:
+    """The `spamassassin_command` setting; an empty value means the default command."""
+    return settings.spamassassin_command or "spamassassin"
 
 
 @dataclass
