@@ -81,7 +81,8 @@ def entry_date(entry: Any) -> datetime | None:
     if not stamp:
         return None
     try:
-        return datetime(*stamp[:6], tzinfo=UTC)
+        year, month, day, hour, minute, second = stamp[:6]
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except (TypeError, ValueError):
         return None
 

@@ -115,8 +115,8 @@ def _upsert(session: Session, items: list[Item], now: datetime) -> tuple[int, in
     guids = [item.guid for item in items]
     for start in range(0, len(guids), 500):
         chunk = guids[start:start + 500]
-        for article in session.scalars(select(Article).where(Article.guid.in_(chunk))):
-            existing[article.guid] = article
+        for stored in session.scalars(select(Article).where(Article.guid.in_(chunk))):
+            existing[stored.guid] = stored
     new = updated = 0
     for item in items:
         article = existing.get(item.guid)
