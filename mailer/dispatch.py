@@ -43,8 +43,8 @@ TRANSPORT_WAIT_SECONDS = 120.0
 MAX_CONSECUTIVE_FAILURES = 25
 # Rows a pooled stream (SMTP) claims at a time, at least. A stream claims its next batch without
 # stopping, so a bigger claim idles no connection; each claim is a transaction (on SQLite
-# with the fold of the sent journal), which at 200 rows cost the sending thread about 12 us
-# per message and at 1,000 about 9.
+# with the fold of the sent journal), whose cost per message falls as the claim grows
+# (docs/sending.md).
 STREAM_CLAIM_ROWS = 1000
 # On SQLite "sent" outcomes wait in the sent journal until a fold, which each claim does; a
 # slow relay takes minutes over a claim (1,000 rows at 10 a second), so a stream also folds
@@ -235,10 +235,7 @@ class Dispatcher:
         finally:
             recorder.close()
             if transport is not None:
-                try:
-                    transport.close()
-                except Exception:  # noqa: BLE001 - closing must never hide the real outcome
-                    pass
+                _close_quietly(transport)
 
     def _release(self, worker: str, claims: list[ledger.Claim]) -> None:
         """Give claimed rows back to the queue (paused, stopped, transport gone)."""
@@ -324,8 +321,7 @@ class Dispatcher:
 
         The next batch is claimed as soon as this one is all under way, inside the same
         stream: ending the stream at every batch would leave a pool's connections idle while
-        the last messages of each batch finish (with 32 connections and a relay 5 ms away,
-        about a tenth of the time).
+        the last messages of each batch finish (docs/sending.md has the figures).
         """
         settings = self.app.settings
         with_fields = transport.uses_fields
@@ -335,11 +331,6 @@ class Dispatcher:
         # Rows of `current` another worker took over when our lease ran out during a long
         # database outage (a renewal did not find them ours): theirs to send, not ours.
         taken_over: set[int] = set()
-
-        def more() -> list[ledger.Claim]:
-            if self.stop.is_set() or self._edition_state_cached() != SENDING:
-                return []
-            return self._claim(worker, batch)
 
         def messages() -> Iterator[tuple[ledger.Claim, Outgoing] | Pause]:
             nonlocal current, taken, claimed_at
@@ -361,7 +352,7 @@ class Dispatcher:
                     if pacer is not None:
                         pacer.advance()
                     yield c, message
-                current, taken, claimed_at = more(), 0, time.monotonic()
+                current, taken, claimed_at = self._claim_more(worker, batch), 0, time.monotonic()
                 taken_over.clear()
 
         def record(done: list[tuple[ledger.Claim, Outgoing, Result]]) -> bool:
@@ -393,12 +384,15 @@ class Dispatcher:
         unsent = [c.id for c in abandoned + current[taken:]]
         self._folded(lambda session: ledger.release(session, worker, unsent))
         if transport.lost:  # (its connection is gone: reconnect with a new transport)
-            try:
-                transport.close()
-            except Exception:  # noqa: BLE001 - closing must never hide the real outcome
-                pass
+            _close_quietly(transport)
             return None
         return transport
+
+    def _claim_more(self, worker: str, batch: int) -> list[ledger.Claim]:
+        """The stream's next batch: none once the send is stopping, paused or cancelled."""
+        if self.stop.is_set() or self._edition_state_cached() != SENDING:
+            return []
+        return self._claim(worker, batch)
 
     def _idle_wait(self, worker: str) -> bool:
         """Nothing claimable now: finished, or wait for retries / other workers' leases.
@@ -574,3 +568,9 @@ class Dispatcher:
             log.exception("worker %s failed", index)
             self._fail(f"worker failed: {exc}")
 
+
+def _close_quietly(transport: Transport) -> None:
+    try:
+        transport.close()
+    except Exception:  # noqa: BLE001 - closing must never hide the real outcome
+        pass

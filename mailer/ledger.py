@@ -45,7 +45,7 @@ RETRY_CAP_SECONDS = 300.0
 
 class Claim(NamedTuple):
     """A claimed row, as the sending thread needs it (a tuple: a send makes one per
-    recipient, and a frozen dataclass costs four times as much to make)."""
+    recipient, and a frozen dataclass costs several times as much to make)."""
 
     id: int
     subscriber_id: int

@@ -2,7 +2,7 @@
 
 A connection may carry its next message only once its last outcome is durable (the bound on
 duplicates after a kill -9), so "sent" is written once per round of answers, millions of
-times a day: through the ORM that would cost about a millisecond per message. These two
+times a day: through the ORM that would cost more than the rest of the send. These two
 write it straight to the driver, or first to a file; every other outcome goes through
 `ledger.record`.
 """
@@ -34,9 +34,9 @@ class SentJournal:
     written into `deliveries` in one transaction per claim batch (`fold`).
 
     SMTP may send a connection's next message only once its last outcome is durable (the bound
-    on duplicates after a kill -9). A SQLite commit for every round of answers cost the sending
-    thread about a fifth of its time; one `write` to this file costs a few microseconds and
-    is just as durable when the process dies: both sit in the kernel's page cache until it
+    on duplicates after a kill -9). A SQLite commit for every round of answers costs the sending
+    thread a large share of its time (docs/sending.md); one `write` to this file costs far
+    less and is just as durable when the process dies: both sit in the kernel's page cache until it
     writes them back, and neither survives a power cut (SQLite's synchronous=NORMAL does not
     sync each commit either).
 
@@ -55,7 +55,7 @@ class SentJournal:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         # What this journal appended since the last `clear`, as `fold` writes it: folding
-        # then need not read back and parse what it wrote (a fifth of a fold's cost). None
+        # then need not read back and parse what it wrote (a good part of a fold's cost). None
         # while the file may hold lines of a run that died: the next fold reads the file.
         self._appended: list[tuple[str, str, str, int, str]] | None = (
             [] if os.fstat(self._fd).st_size == 0 else None)
@@ -132,8 +132,8 @@ class SentRecorder:
 
     Recording SMTP messages as soon as the server accepted them, before the same connection
     carries another, is what bounds duplicates after a kill -9 to one per connection; doing
-    it through the ORM costs about a millisecond per message, this costs a small fraction of
-    that, and one commit for a whole round of connections a fraction again. Other outcomes
+    it through the ORM costs many times more than this, and one commit for a whole round of
+    connections less again. Other outcomes
     (rare) use `record`.
     """
 

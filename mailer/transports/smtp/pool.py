@@ -61,8 +61,8 @@ class SmtpPool(Transport):
     """N SMTP connections driven by one thread, each message's exchange advancing as soon as
     its server answers (`stream`).
 
-    Threads, one per connection, were the first design; with the GIL they spent as much time
-    handing the interpreter to each other as sending. Here every outcome rule is
+    One thread rather than one per connection: with the GIL, threads spend as long handing
+    the interpreter to each other as sending. Every outcome rule is
     `SmtpTransport`'s own (its `steps`), and while one server works on a message the thread
     prepares the next one for another connection.
     """
