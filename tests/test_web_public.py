@@ -47,8 +47,8 @@ from mailer.render import build_view, render_archive
 from mailer.subscribers import add, find
 from mailer.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, make_token
 from mailer.web import create_app
-from mailer.web.ratelimit import Limit
 from mailer.web.security import CSP, EMAIL_CSP
+from mailer.web.throttle import Limit
 from tests.conftest import make_settings
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')

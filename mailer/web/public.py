@@ -48,8 +48,8 @@ from mailer.render import long_date
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, BadToken, make_token, read_token
 from mailer.web.context import mailer_app
-from mailer.web.ratelimit import Limit, address_key, hit, ip_key
 from mailer.web.security import EMAIL_CSP, CsrfError, csrf_exempt, csrf_token_sent, validate_csrf
+from mailer.web.throttle import Limit, address_key, hit, ip_key
 
 log = logging.getLogger("mailer.web")
 

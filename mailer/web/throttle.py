@@ -1,8 +1,25 @@
-"""Staff sign-in throttling: wrong passwords slow down whoever typed them, and lock out no one.
+"""Request throttling kept in the database: limits on the subscription form, and growing
+delays on staff sign-in.
 
-It replaces a hard lock (five wrong passwords closed an account for 15 minutes, right password
-included), which let anyone who knew an editor's address keep them out on a send morning by
-guessing five times a quarter hour. Three counts of wrong passwords, each over the last
+Both count rows in the `rate_events` table, not in memory: every waitress thread and every
+`mailer serve` process, on any machine, must see the same numbers, or an attacker multiplies
+their allowance by the number of processes. Each hit is one row; counting the rows of a key
+inside a sliding window is an index range scan on (key, at). Keys for addresses use a hash of
+the address, so the table never holds an address in clear. On PostgreSQL a
+transaction-scoped advisory lock per key makes each count-then-insert exact across processes;
+SQLite's BEGIN IMMEDIATE (see `mailer.db`) already serialises writers.
+
+**Fixed limits** (`Limit`, `hit`) guard POST /subscribe: at most so many hits per window per
+client IP and per address. Rows older than the longest window are deleted as the key is
+touched again, and `purge` clears everything stale (the scheduler or a cron job may call it;
+nothing depends on it).
+
+**Staff sign-in** (`Attempt`, `lock`, `wait_seconds`, `record_failure`, `record_success`):
+wrong passwords slow down whoever typed them, and lock out no one.
+
+A hard lock (so many wrong passwords close an account for a while, right password included)
+would let anyone who knew an editor's address keep them out on a send morning by guessing a few
+times a quarter hour. Instead, three counts of wrong passwords, each over the last
 `WINDOW`, decide how long a client must wait before its next attempt:
 
 * per (account, client): nothing after the first wrong password, then 1, 2, 4, 8 ... seconds,
@@ -19,12 +36,9 @@ and reveal nothing; the right password clears that client's count for the accoun
 are keyed by a hash of the address typed, whether it has an account or not, so the delays do
 not tell a guesser which addresses exist.
 
-The counts live in the `rate_events` table (one row per wrong password and count), not in
-memory: every waitress thread and every `mailer serve` process, on any machine, must see the
-same numbers, or an attacker multiplies their allowance by the number of processes. The web
-view holds one transaction from `lock` through the password check to `record_failure`;
+The web view holds one transaction from `lock` through the password check to `record_failure`;
 `lock` takes PostgreSQL advisory locks on the client and the account, so concurrent attempts
-cannot share one slot; SQLite's BEGIN IMMEDIATE (`mailer.db`) already serialises them.
+cannot share one slot.
 
 The client is `request.remote_addr`, which is the proxy's address unless `trusted_proxies` is
 set (then werkzeug's ProxyFix takes it from X-Forwarded-For, trusting only that many hops).
@@ -45,6 +59,76 @@ from sqlalchemy.orm import Session
 
 from mailer.models import RateEvent
 from mailer.subscribers import email_hash
+
+
+def _advisory_lock(session: Session, key: str) -> None:
+    """Serialise work on `key` until the transaction ends (PostgreSQL only)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+
+# ---- fixed limits: the subscription form ---------------------------------------------------
+
+#: Rows older than this are never needed by any limit below.
+RETENTION = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `count` hits per `seconds` for one key."""
+
+    count: int
+    seconds: int
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+
+def ip_key(scope: str, address: str) -> str:
+    return f"{scope}:ip:{address}"[:400]
+
+
+def address_key(scope: str, email: str) -> str:
+    return f"{scope}:addr:{email_hash(email)}"
+
+
+def hit(session: Session, key: str, limits: list[Limit] | tuple[Limit, ...], *,
+        now: datetime) -> bool:
+    """Count one hit against `key`; False (and nothing recorded) when any limit is reached.
+
+    Refused hits are not recorded, so a client that keeps hammering is let in again as soon as
+    its older hits leave the window rather than being locked out for ever.
+    """
+    if not limits:
+        return True
+    _advisory_lock(session, key)
+    longest = max(limit.seconds for limit in limits)
+    session.execute(
+        delete(RateEvent).where(RateEvent.key == key,
+                                RateEvent.at < now - timedelta(seconds=longest))
+    )
+    for limit in limits:
+        used = session.scalar(
+            select(func.count()).select_from(RateEvent)
+            .where(RateEvent.key == key, RateEvent.at > now - limit.window)
+        ) or 0
+        if used >= limit.count:
+            return False
+    session.add(RateEvent(key=key, at=now))
+    session.flush()
+    return True
+
+
+def purge(session: Session, now: datetime, older_than: timedelta = RETENTION) -> int:
+    """Delete rows no limit can still count; returns how many went."""
+    result = session.execute(delete(RateEvent).where(RateEvent.at < now - older_than))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---- staff sign-in: growing delays, never a lock --------------------------------------------
 
 #: The longest anyone waits between two attempts.
 CAP_SECONDS = 60
@@ -131,11 +215,8 @@ class Failure:
 def lock(session: Session, attempt: Attempt) -> None:
     """Serialise attempts from this client and on this account until the transaction ends
     (PostgreSQL; always client first, then account, so two locks never deadlock)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
     for key in (attempt.client_key, attempt.account_key):
-        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+        _advisory_lock(session, key)
 
 
 def _failures(session: Session, key: str, now: datetime) -> tuple[int, datetime | None]:
