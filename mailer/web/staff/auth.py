@@ -49,6 +49,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from mailer import audit
+from mailer.alerts import alert
 from mailer.app import App
 from mailer.models import StaffUser
 from mailer.staff import (
@@ -299,8 +300,6 @@ def _alert_admins(app: App, account: str, failure: throttle.Failure) -> None:
     """Tell the staff alert addresses (and send_log) about a burst of wrong passwords, once
     per burst (`throttle.record_failure` decides), off the request thread like the sign-up
     emails: an SMTP server's pace must not set the login page's."""
-    from mailer.alerts import alert
-
     subject = f"staff sign-in: repeated wrong passwords for {account}"
     body = (f"{_burst_summary(failure, client_ip())}.\n\n"
             f"Nothing is locked: the addresses that guessed wait up to "

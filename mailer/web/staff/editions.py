@@ -11,7 +11,6 @@ scripts) and may be framed only by the console.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -21,7 +20,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from mailer import audit, editions_control, ledger, pipeline
+from mailer import audit, editions_control, ledger, pipeline, preflight
 from mailer.app import App
 from mailer.edition import (
     EDITABLE,
@@ -62,10 +61,6 @@ class ItemView:
     published_at: datetime
     link: str
     pinned: bool
-
-
-def _preflight_available() -> bool:
-    return importlib.util.find_spec("mailer.preflight") is not None
 
 
 def _load(app: App, day: date) -> Edition | None:
@@ -119,8 +114,7 @@ def edition(day: str) -> Any:
         editable=ed is None or ed.state in EDITABLE, job=job, version=version,
         text=fill_preview(app.settings, ed, ed.text) if ed else "", window=window,
         due=send_instant(app.settings, the_day), is_today=the_day == today(app),
-        preflight=ed.preflight if ed and ed.preflight else None,
-        preflight_available=_preflight_available(), now=now,
+        preflight=ed.preflight if ed and ed.preflight else None, now=now,
         html_kb=len(ed.html.encode()) / 1024 if ed else 0,
     )
 
@@ -288,10 +282,6 @@ def send_test(day: str) -> Response:
 @login_required
 def run_preflight(day: str) -> Response:
     """Run the preflight checks now (the send runs them again in any case)."""
-    if not _preflight_available():
-        abort(404)
-    from mailer import preflight
-
     app = mailer_app()
     the_day = parse_day(day)
     ed = _load(app, the_day)

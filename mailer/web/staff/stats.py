@@ -37,6 +37,9 @@ from mailer.models import (
     Subscriber,
     SubscriberEvent,
 )
+from mailer.optin import CONFIRMED
+from mailer.scheduler import next_run
+from mailer.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
 
 SIGNUP_KINDS = ("confirmed", "activated", "added")
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
@@ -194,10 +197,6 @@ def growth_chart(growth: list[DayGrowth], *, width: int = 600, height: int = 160
 
 def next_send(app: App, now: datetime) -> datetime | None:
     """The next scheduled send instant (the scheduler's own trigger), or None."""
-    try:
-        from mailer.scheduler import next_run
-    except ImportError:  # pragma: no cover - the scheduler is part of the package
-        return None
     return next_run(app.settings, now)
 
 
@@ -222,9 +221,6 @@ def unsubscribe_requests(session: Session, *, now: datetime,
                          days: int = 30) -> list[NeedsAPerson]:
     """Requests noted by `mailer unsubscribes ingest` in the last `days`, newest first, one per
     reader, while the reader still receives (unsubscribing them takes them off the list)."""
-    from mailer.optin import CONFIRMED
-    from mailer.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
-
     rows = session.execute(
         select(Subscriber.id, Subscriber.email, SubscriberEvent.created_at,
                SubscriberEvent.detail)

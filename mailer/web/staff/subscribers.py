@@ -23,7 +23,15 @@ from mailer import audit, optin
 from mailer.erasure import erase
 from mailer.errors import MailerError
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
-from mailer.subscribers import NotText, counts, csv_text, export_csv_text, import_csv_batched
+from mailer.subscribers import (
+    NotText,
+    counts,
+    csv_text,
+    export_csv_text,
+    import_csv_batched,
+    record_event,
+)
+from mailer.unsubscribe_mail import KEPT_EVENT
 from mailer.web.context import mailer_app
 from mailer.web.public import ERRORS, dispatch_confirmation, message_page, requested_page
 from mailer.web.staff.auth import bp, current_staff, login_required, record
@@ -149,9 +157,6 @@ def unsubscribe(sub_id: int) -> Response:
 def keep(sub_id: int) -> Response:
     """An email to the unsubscribe address that was not a request to leave (the dashboard's
     list of requests without a token): noted, so the dashboard stops listing it."""
-    from mailer.subscribers import record_event
-    from mailer.unsubscribe_mail import KEPT_EVENT
-
     app = mailer_app()
     with app.sessions.begin() as db:
         sub = _get(db, sub_id)
