@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from mailer.app import App
 from mailer.clock import Window, edition_window, send_datetime
 from mailer.config import Settings
+from mailer.message import greeting_for
 from mailer.models import (
     CANCELLED,
     DRAFT,
@@ -125,7 +126,7 @@ def fill_preview(settings: Settings, edition: Edition, body: str) -> str:
         return body  # never rendered: there are no slots
     base = settings.base_url.rstrip("/")
     return Placeholders(edition.placeholder_key).fill(body, {
-        GREETING: "Good morning",
+        GREETING: greeting_for(""),  # what a reader with no name gets
         UNSUBSCRIBE_URL: f"{base}/unsubscribe/PREVIEW",
         PREFERENCES_URL: f"{base}/preferences/PREVIEW",
     })
