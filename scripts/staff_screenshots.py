@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+from mailer.accounts import ADMIN, add_staff  # noqa: E402
 from mailer.app import App  # noqa: E402
 from mailer.clock import FixedClock, send_datetime  # noqa: E402
 from mailer.config import Settings, validate  # noqa: E402
 from mailer.db import init_db  # noqa: E402
 from mailer.models import ACTIVE, Article  # noqa: E402
-from mailer.staff import ADMIN, add_staff  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import screenshots  # noqa: E402  (the public pages' script: server, browser flags)

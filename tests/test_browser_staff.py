@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.clock import Clock
 from mailer.db import init_db
 from mailer.models import SENT, AuditEntry, Edition
-from mailer.staff import ADMIN, add_staff
 from mailer.web import create_app
 from tests.conftest import make_settings
 from tests.helpers import seed_subscribers, with_feed

@@ -25,12 +25,12 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import ACTIVE, PENDING, Subscriber
-from mailer.staff import ADMIN, add_staff
 from mailer.subscribers import add, find
 from mailer.web import create_app
 from tests.conftest import make_settings

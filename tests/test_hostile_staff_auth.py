@@ -30,13 +30,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from mailer.accounts import ADMIN, EDITOR, add_staff, hash_password
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock
 from mailer.config import PROJECT_ROOT
 from mailer.db import alembic_config, init_db, make_engine
 from mailer.models import AuditEntry, SendLog, UTCDateTime
-from mailer.staff import ADMIN, EDITOR, add_staff, hash_password
 from mailer.web import create_app
 from tests.conftest import make_settings
 

@@ -32,6 +32,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.db import init_db
@@ -44,7 +45,6 @@ from mailer.models import (
     SubscriberEvent,
     WebhookEvent,
 )
-from mailer.staff import ADMIN, add_staff
 from mailer.subscribers import add, find, set_status
 from mailer.tokens import PREFERENCES, make_token
 from mailer.web import create_app

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from werkzeug.routing import Rule
 
 from mailer import editions_control, ledger, overrides
+from mailer.accounts import ADMIN, EDITOR, add_staff
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock
@@ -48,7 +49,6 @@ from mailer.models import (
     WebhookEvent,
 )
 from mailer.pipeline import run_send
-from mailer.staff import ADMIN, EDITOR, add_staff
 from mailer.subscribers import add, email_hash, find, import_csv, set_status
 from mailer.web import create_app
 from tests.conftest import make_settings
@@ -231,7 +231,7 @@ def test_unknown_address_is_refused_like_a_wrong_password(client: FlaskClient) -
 def test_sessions_end_when_the_password_changes_or_the_account_goes(
         admin: FlaskClient, app: App) -> None:
     assert admin.get("/staff/").status_code == 200
-    from mailer.staff import remove_staff, set_password
+    from mailer.accounts import remove_staff, set_password
 
     with app.sessions.begin() as session:
         set_password(session, ADMIN_EMAIL, "a brand new password")

@@ -48,7 +48,7 @@ def staff() -> None:
 def add_cmd(ctx: click.Context, email: str, role: str, password_stdin: bool) -> None:
     """Create an account (the password is prompted for, or read from stdin)."""
     from mailer import audit
-    from mailer.staff import add_staff
+    from mailer.accounts import add_staff
 
     app = get_app(ctx)
     password = _read_password(password_stdin)
@@ -64,7 +64,7 @@ def add_cmd(ctx: click.Context, email: str, role: str, password_stdin: bool) -> 
 @handle_errors
 def list_cmd(ctx: click.Context) -> None:
     """Every account with its role and last login."""
-    from mailer.staff import list_staff
+    from mailer.accounts import list_staff
 
     app = get_app(ctx)
     with app.sessions() as session:
@@ -84,7 +84,7 @@ def list_cmd(ctx: click.Context) -> None:
 def remove_cmd(ctx: click.Context, email: str) -> None:
     """Delete an account; its open sessions stop working at once."""
     from mailer import audit
-    from mailer.staff import remove_staff
+    from mailer.accounts import remove_staff
 
     app = get_app(ctx)
     address = email.strip().lower()
@@ -103,7 +103,7 @@ def remove_cmd(ctx: click.Context, email: str) -> None:
 def set_password_cmd(ctx: click.Context, email: str, password_stdin: bool) -> None:
     """Replace a password (also ends every session of the account)."""
     from mailer import audit
-    from mailer.staff import set_password
+    from mailer.accounts import set_password
 
     app = get_app(ctx)
     password = _read_password(password_stdin)
@@ -122,7 +122,7 @@ def set_password_cmd(ctx: click.Context, email: str, password_stdin: bool) -> No
 def set_role_cmd(ctx: click.Context, email: str, role: str) -> None:
     """Make an account an editor or an admin."""
     from mailer import audit
-    from mailer.staff import set_role
+    from mailer.accounts import set_role
 
     app = get_app(ctx)
     with app.sessions.begin() as session:

@@ -14,9 +14,9 @@ from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from mailer import audit, overrides
+from mailer.accounts import list_staff
 from mailer.errors import ConfigError
 from mailer.models import Subscriber
-from mailer.staff import list_staff
 from mailer.web.context import mailer_app
 from mailer.web.public import requested_page
 from mailer.web.staff.auth import admin_required, bp, login_required, record

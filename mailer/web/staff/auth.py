@@ -49,10 +49,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from mailer import audit
-from mailer.alerts import alert
-from mailer.app import App
-from mailer.models import StaffUser
-from mailer.staff import (
+from mailer.accounts import (
     ADMIN,
     LoginRefused,
     LoginResult,
@@ -60,6 +57,9 @@ from mailer.staff import (
     end_sessions,
     password_version,
 )
+from mailer.alerts import alert
+from mailer.app import App
+from mailer.models import StaffUser
 from mailer.web import throttle
 from mailer.web.context import mailer_app
 from mailer.web.security import CSP
