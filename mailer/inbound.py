@@ -41,7 +41,7 @@ def squash(value: object) -> str:
 def message_key(message: Message, raw: bytes) -> str:
     """The message's own Message-ID, or a hash of it: applying it twice changes nothing."""
     # (imported here: every CLI command imports this module, and this one imports SQLAlchemy)
-    from mailer.webhooks.events import digest
+    from mailer.feedback.events import digest
 
     return squash(message.get("Message-ID", "")) or digest(raw.decode("utf-8", "replace"))
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from mailer.bounces import NotAReport, Recipient, kind_of, read_report
 from mailer.cli import cli
+from mailer.feedback.events import EventKind
 from mailer.models import ACTIVE, BOUNCED
 from mailer.subscribers import find
-from mailer.webhooks.events import EventKind
 from tests.support import dsn
 from tests.support.feeds import Post, rss
 from tests.support.smtpsink import SmtpSink

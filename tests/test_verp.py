@@ -14,9 +14,9 @@ import pytest
 from mailer.bounces import plain_bounce_kind
 from mailer.config import load_settings
 from mailer.errors import ConfigError
+from mailer.feedback.events import EventKind
 from mailer.models import ACTIVE, BOUNCED
 from mailer.verp import sender_for, token_of
-from mailer.webhooks.events import EventKind
 from tests.support import dsn
 from tests.support.smtpsink import SmtpSink
 from tests.test_bounces import BOUNCES, ingest, only_event, status

@@ -22,6 +22,7 @@ from mailer.cli import cli
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.erasure import erase
+from mailer.feedback.events import EventKind, apply
 from mailer.locks import HOSTNAME
 from mailer.models import (
     CANCELLED,
@@ -34,7 +35,6 @@ from mailer.models import (
 )
 from mailer.pipeline import run_send
 from mailer.subscribers import find
-from mailer.webhooks.events import EventKind, apply
 from tests.conftest import make_settings
 from tests.helpers import eml_recipients, seed_subscribers, start_sending, with_feed
 

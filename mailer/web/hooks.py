@@ -28,16 +28,16 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from mailer.web.context import mailer_app
-from mailer.web.security import exempt_blueprint
-from mailer.webhooks import jsonbody, mailgun, postmark, sendgrid, ses
-from mailer.webhooks.events import (
+from mailer.feedback.events import (
     DEFAULT_SOFT_BOUNCE_LIMIT,
     Event,
     WebhookRejected,
     apply_event,
     claim_nonce,
 )
+from mailer.web.context import mailer_app
+from mailer.web.security import exempt_blueprint
+from mailer.webhooks import jsonbody, mailgun, postmark, sendgrid, ses
 
 log = logging.getLogger("mailer.webhooks")
 

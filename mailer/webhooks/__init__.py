@@ -7,7 +7,7 @@ event names to `EventKind` through plain dicts. `events.apply` is the only code 
 subscriber. The Flask routes live in `mailer.web.hooks`.
 """
 
-from mailer.webhooks.events import (
+from mailer.feedback.events import (
     DEFAULT_SOFT_BOUNCE_LIMIT,
     Event,
     EventKind,

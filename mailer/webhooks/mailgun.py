@@ -18,8 +18,8 @@ import hmac
 from datetime import datetime
 from typing import Any
 
+from mailer.feedback.events import Event, EventKind, WebhookRejected, check_timestamp, digest
 from mailer.smtp_status import is_hard_bounce
-from mailer.webhooks.events import Event, EventKind, WebhookRejected, check_timestamp, digest
 
 PROVIDER = "mailgun"
 

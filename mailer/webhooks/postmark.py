@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from mailer.webhooks.events import Event, EventKind, WebhookRejected, digest
+from mailer.feedback.events import Event, EventKind, WebhookRejected, digest
 
 PROVIDER = "postmark"
 

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailer.webhooks.events import Event, EventKind, WebhookRejected, check_timestamp, digest
+from mailer.feedback.events import Event, EventKind, WebhookRejected, check_timestamp, digest
 
 PROVIDER = "sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
