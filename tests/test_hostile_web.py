@@ -37,6 +37,7 @@ from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.feedback.events import TIMESTAMP_TOLERANCE
+from mailer.feedback.jsonbody import MAX_DEPTH
 from mailer.models import (
     ACTIVE,
     BOUNCED,
@@ -49,7 +50,6 @@ from mailer.models import (
 from mailer.subscribers import add, find, set_status
 from mailer.tokens import PREFERENCES, make_token
 from mailer.web import create_app
-from mailer.webhooks.jsonbody import MAX_DEPTH
 from tests.conftest import make_settings
 from tests.test_webhooks import Sns, sns, sns_message  # noqa: F401  (sns is a fixture)
 

@@ -28,6 +28,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from mailer.feedback import jsonbody
 from mailer.feedback.events import (
     DEFAULT_SOFT_BOUNCE_LIMIT,
     Event,
@@ -37,7 +38,7 @@ from mailer.feedback.events import (
 )
 from mailer.web.context import mailer_app
 from mailer.web.security import exempt_blueprint
-from mailer.webhooks import jsonbody, mailgun, postmark, sendgrid, ses
+from mailer.webhooks import mailgun, postmark, sendgrid, ses
 
 log = logging.getLogger("mailer.webhooks")
 

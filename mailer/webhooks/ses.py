@@ -34,8 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from mailer.feedback import jsonbody
 from mailer.feedback.events import Event, EventKind, WebhookRejected
-from mailer.webhooks import jsonbody
 
 PROVIDER = "ses"
 #: Where SNS certificates and subscription URLs may live (replaced by tests only).
