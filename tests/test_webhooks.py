@@ -31,10 +31,10 @@ from mailer.clock import FixedClock
 from mailer.config import Settings, validate
 from mailer.db import init_db
 from mailer.feedback.events import TIMESTAMP_TOLERANCE, EventKind, apply
+from mailer.feedback.providers import ses as ses_hooks
 from mailer.models import Subscriber, SubscriberEvent, WebhookEvent
 from mailer.subscribers import add
 from mailer.web import create_app
-from mailer.webhooks import ses as ses_hooks
 
 TOPIC = "arn:aws:sns:eu-west-2:123456789012:labourlist-ses-events"
 PM_USER, PM_PASSWORD = "postmark", "pm-webhook-secret"

@@ -36,9 +36,9 @@ from mailer.feedback.events import (
     apply_event,
     claim_nonce,
 )
+from mailer.feedback.providers import mailgun, postmark, sendgrid, ses
 from mailer.web.context import mailer_app
 from mailer.web.security import exempt_blueprint
-from mailer.webhooks import mailgun, postmark, sendgrid, ses
 
 log = logging.getLogger("mailer.webhooks")
 
