@@ -33,7 +33,15 @@ from email.utils import getaddresses, parseaddr
 from sqlalchemy.orm import Session
 
 from mailer.feedback.events import EventKind, apply
-from mailer.inbound import MAX_TEXT, Outcome, Unreadable, message_key, parse, part_text, squash
+from mailer.feedback.inbound import (
+    MAX_TEXT,
+    Outcome,
+    Unreadable,
+    message_key,
+    parse,
+    part_text,
+    squash,
+)
 from mailer.models import Delivery
 from mailer.smtp_status import dead_address_status, is_hard_bounce
 from mailer.verp import token_of

@@ -26,7 +26,7 @@ from email.utils import parseaddr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailer.inbound import Outcome, Unreadable, parse, part_text, squash
+from mailer.feedback.inbound import Outcome, Unreadable, parse, part_text, squash
 from mailer.models import Subscriber, SubscriberEvent
 from mailer.optin import CONFIRMED, unsubscribe
 from mailer.subscribers import InvalidAddress, find, normalise_email, record_event

@@ -14,7 +14,7 @@ import click
 
 from mailer.cli.common import fail, get_app
 from mailer.errors import DatabaseUnreachable, one_line
-from mailer.inbound import STATUSES, Outcome
+from mailer.feedback.inbound import STATUSES, Outcome
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from mailer.app import App
-    from mailer.inbound import Outcome
+    from mailer.feedback.inbound import Outcome
 
 
 @click.group()
