@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailer.bounces import NotAReport, Recipient, kind_of, read_report
 from mailer.cli import cli
+from mailer.feedback.bounces import NotAReport, Recipient, kind_of, read_report
 from mailer.feedback.events import EventKind
 from mailer.models import ACTIVE, BOUNCED
 from mailer.subscribers import find

@@ -11,9 +11,9 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from mailer.bounces import plain_bounce_kind
 from mailer.config import load_settings
 from mailer.errors import ConfigError
+from mailer.feedback.bounces import plain_bounce_kind
 from mailer.feedback.events import EventKind
 from mailer.models import ACTIVE, BOUNCED
 from mailer.verp import sender_for, token_of

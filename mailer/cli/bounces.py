@@ -1,4 +1,4 @@
-"""mailer bounces ingest: bounce reports by email, for the SMTP transport (mailer/bounces.py)."""
+"""mailer bounces ingest: bounce reports by email for SMTP (mailer/feedback/bounces.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
     message stays in new/. With bounce_verp on, bounces in any shape that reach a message's
     own envelope sender (bounces+TOKEN@...) are applied by the status code in their text.
     """
-    from mailer.bounces import ingest
+    from mailer.feedback.bounces import ingest
 
     sources = sources_of(files, maildir)
     if recipient and len(sources) != 1:
