@@ -481,7 +481,7 @@ def test_a_reader_who_leaves_during_the_send_shows_on_the_progress_page(
 
 def test_unsubscribe_requests_without_a_token_wait_on_the_dashboard(admin: FlaskClient,
                                                                     fed: App) -> None:
-    from mailer import unsubscribe_mail
+    from mailer.feedback import unsubscribe_mail
 
     assert "Unsubscribe requests that need a person" not in text(admin.get("/staff/"))
     mail = (b"From: Reader Two <reader2@example.org>\r\nTo: unsubscribe@labourlist.org\r\n"

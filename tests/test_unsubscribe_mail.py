@@ -18,10 +18,10 @@ from click.testing import CliRunner
 
 from mailer.cli import cli
 from mailer.erasure import erase
+from mailer.feedback.unsubscribe_mail import REQUEST_EVENT
 from mailer.models import ACTIVE, UNSUBSCRIBED
 from mailer.subscribers import find
 from mailer.tokens import PREFERENCES, make_token
-from mailer.unsubscribe_mail import REQUEST_EVENT
 from tests.support.smtpsink import SmtpSink
 from tests.test_bounces import only_event, status
 from tests.test_send_e2e import _mailer, env  # noqa: F401 - env is a fixture

@@ -1,4 +1,4 @@
-"""mailer unsubscribes ingest: unsubscribe requests by email (mailer/unsubscribe_mail.py)."""
+"""mailer unsubscribes ingest: unsubscribe requests by email (feedback/unsubscribe_mail.py)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def ingest_cmd(ctx: click.Context, files: tuple[Path, ...], maildir: Path | None
     database cannot be written the exit status is 75 (EX_TEMPFAIL), so the MTA keeps the
     message; in a Maildir it stays in new/.
     """
-    from mailer.unsubscribe_mail import ingest
+    from mailer.feedback.unsubscribe_mail import ingest
 
     def handle(app: App, session: Session, raw: bytes, now: datetime) -> list[Outcome]:
         return ingest(session, raw, now, secret=app.secret_key)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailer import ledger
 from mailer.app import App
+from mailer.feedback.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
 from mailer.models import (
     AMBIGUOUS,
     BOUNCED,
@@ -39,7 +40,6 @@ from mailer.models import (
 )
 from mailer.optin import CONFIRMED
 from mailer.scheduler import next_run
-from mailer.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
 
 SIGNUP_KINDS = ("confirmed", "activated", "added")
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response
 from mailer import audit, optin
 from mailer.erasure import erase
 from mailer.errors import MailerError
+from mailer.feedback.unsubscribe_mail import KEPT_EVENT
 from mailer.models import STATUSES, Delivery, Edition, Subscriber
 from mailer.subscribers import (
     NotText,
@@ -31,7 +32,6 @@ from mailer.subscribers import (
     import_csv_batched,
     record_event,
 )
-from mailer.unsubscribe_mail import KEPT_EVENT
 from mailer.web.context import mailer_app
 from mailer.web.public import ERRORS, dispatch_confirmation, message_page, requested_page
 from mailer.web.staff.auth import bp, current_staff, login_required, record
