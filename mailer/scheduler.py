@@ -28,10 +28,9 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -45,12 +44,10 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine, MetaData, Table, delete, inspect, select
 
 from mailer.alerts import alert
 from mailer.app import App
-from mailer.config import Settings
 from mailer.db import make_engine, require_schema
 from mailer.edition import get_edition, send_instant
 from mailer.errors import FeedError, MailerError
@@ -63,6 +60,7 @@ from mailer.models import (
     RunLock,
 )
 from mailer.pipeline import LateSend, run_send
+from mailer.schedule import build_trigger, due_day, grace_seconds, schedule_of
 
 log = logging.getLogger("mailer.scheduler")
 
@@ -75,8 +73,6 @@ JOBS_TABLE = "apscheduler_jobs"
 DUE_SLACK = timedelta(minutes=5)
 # A send that starts this long after its due time is worth telling staff about.
 LATE_ALERT_AFTER = timedelta(minutes=10)
-COLLECT_ENV = "MAILER_COLLECT_EVERY_MINUTES"
-_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Statuses of a run that need nobody's attention.
 OK_STATUSES = frozenset(
     {"sent", "already-sent", "already-running", "skipped", "paused", "cancelled", "dry-run"}
@@ -84,93 +80,6 @@ OK_STATUSES = frozenset(
 
 # The App of the running `mailer scheduler` process; jobs run without one build their own.
 _APP: App | None = None
-
-
-# ---- when ----------------------------------------------------------------------------------
-
-
-class DailyTrigger(CronTrigger):
-    """A CronTrigger that fires at most once per local calendar day.
-
-    Plain cron fires twice when the send time falls in the hour that repeats at the autumn
-    clock change (01:30 on the last Sunday of October exists twice in Europe/London). We keep
-    the first occurrence, the instant `clock.send_datetime` (and so the late-send guard) uses;
-    a time inside the spring gap fires once, an hour later in wall-clock terms, as there.
-    """
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None,
-                           now: datetime) -> datetime | None:
-        candidate = super().get_next_fire_time(previous_fire_time, now)
-        while candidate is not None and not _first_occurrence(candidate):
-            candidate = super().get_next_fire_time(candidate, candidate)
-        return candidate
-
-
-def _first_occurrence(fire: datetime) -> bool:
-    first = fire.replace(fold=0)
-    return fire.astimezone(UTC) == first.astimezone(UTC)
-
-
-def cron_days(settings: Settings) -> str:
-    """send_days in the spelling APScheduler's cron fields accept (``mon,tue,...``)."""
-    return ",".join(_DAY_NAMES[d] for d in sorted(settings.send_weekdays))
-
-
-def build_trigger(settings: Settings) -> DailyTrigger:
-    """The one trigger: used by the daemon, by `mailer status` and by the tests."""
-    hour, minute = settings.send_hour_minute
-    return DailyTrigger(day_of_week=cron_days(settings), hour=hour, minute=minute,
-                        timezone=settings.tz)
-
-
-def next_run(settings: Settings, now: datetime) -> datetime | None:
-    """The next scheduled send strictly after `now` (aware, in the configured zone)."""
-    after = now.astimezone(settings.tz) + timedelta(microseconds=1)
-    return build_trigger(settings).get_next_fire_time(None, after)
-
-
-def fire_times(settings: Settings, start: datetime, end: datetime) -> Iterator[datetime]:
-    """Every scheduled send in [start, end): what the daemon would do over that period."""
-    trigger = build_trigger(settings)
-    fire = trigger.get_next_fire_time(None, start.astimezone(settings.tz))
-    while fire is not None and fire < end:
-        yield fire
-        fire = trigger.get_next_fire_time(fire, fire)
-
-
-def grace_seconds(settings: Settings) -> int:
-    """APScheduler's misfire_grace_time: the same limit as the pipeline's late-send guard."""
-    return max(1, int(settings.late_send_hours * 3600))
-
-
-def due_day(settings: Settings, now: datetime, slack: timedelta = timedelta(0)) -> date | None:
-    """The most recent send day whose send instant is at or before `now` (+ `slack`)."""
-    limit = now + slack
-    today = limit.astimezone(settings.tz).date()
-    for back in range(8):
-        day = today - timedelta(days=back)
-        if day.weekday() in settings.send_weekdays and send_instant(settings, day) <= limit:
-            return day
-    return None
-
-
-def collect_every_minutes(settings: Settings) -> int:
-    """Minutes between background feed collections; 0 turns them off.
-
-    Read from the setting `collect_every_minutes` when config.py has it, else from the
-    environment variable of the same name, so the behaviour does not change when it does.
-    """
-    value: Any = getattr(settings, "collect_every_minutes", None)
-    if value is None:
-        value = os.environ.get(COLLECT_ENV, "0").strip() or "0"
-    try:
-        minutes = int(value)
-    except (TypeError, ValueError):
-        raise MailerError(f"setting collect_every_minutes: {value!r} is not a whole number "
-                          "of minutes") from None
-    if minutes < 0:
-        raise MailerError("setting collect_every_minutes: must be 0 (off) or positive")
-    return minutes
 
 
 # ---- what the jobs do ----------------------------------------------------------------------
@@ -323,7 +232,7 @@ def _run_daily(app: App, day: date, trigger: str) -> RunReport:
 
 def _collected_recently(app: App) -> datetime | None:
     """When background collection is on and last succeeded recently, that moment."""
-    minutes = collect_every_minutes(app.settings)
+    minutes = app.settings.collect_every_minutes
     if not minutes:
         return None
     from mailer.models import FeedState
@@ -501,7 +410,7 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
     scheduler.add_job(daily_send, trigger=build_trigger(settings), id=JOB_ID,
                       name="daily send", replace_existing=True, coalesce=True,
                       max_instances=1, misfire_grace_time=grace_seconds(settings))
-    minutes = collect_every_minutes(settings)
+    minutes = settings.collect_every_minutes
     if minutes:
         scheduler.add_job(collect_feed, trigger="interval", minutes=minutes, id=COLLECT_JOB_ID,
                           name="collect feed", replace_existing=True, coalesce=True,
@@ -511,11 +420,6 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
                       name="follow the console's schedule", jobstore="memory",
                       coalesce=True, max_instances=1, misfire_grace_time=None)
     return scheduler
-
-
-def schedule_of(settings: Settings) -> tuple[tuple[int, int], frozenset[int], str]:
-    """What the daily job's trigger is built from."""
-    return settings.send_hour_minute, settings.send_weekdays, settings.timezone
 
 
 class ScheduleFollower:
@@ -585,7 +489,7 @@ def run_scheduler(app: App) -> int:
     settings = app.settings
     require_schema(app.engine)
     engine = make_engine(settings.database_url)
-    minutes = collect_every_minutes(settings)
+    minutes = settings.collect_every_minutes
     stored = stored_next_run(engine)
     plan = plan_startup(app, stored)
     _drop_stale_jobs(engine, {JOB_ID, COLLECT_JOB_ID} if minutes else {JOB_ID})

@@ -39,7 +39,8 @@ from mailer.models import (
     FeedState,
     RunLock,
 )
-from mailer.scheduler import JOB_ID, due_day, grace_seconds, next_run, stored_next_run
+from mailer.schedule import due_day, grace_seconds, next_run
+from mailer.scheduler import JOB_ID, stored_next_run
 from mailer.transports import FileTransport, from_dsn
 from mailer.urls import redact_url, sqlite_file
 

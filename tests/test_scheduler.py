@@ -33,15 +33,8 @@ from mailer.db import init_db
 from mailer.edition import get_edition
 from mailer.models import SENDING, SENT, SKIPPED, Delivery, Edition, SendLog, Subscriber
 from mailer.sample import SAMPLE_SUBSCRIBERS, write_sample_feed
-from mailer.scheduler import (
-    build_trigger,
-    due_day,
-    fire_times,
-    grace_seconds,
-    next_run,
-    plan_startup,
-    run_daily,
-)
+from mailer.schedule import build_trigger, due_day, fire_times, grace_seconds, next_run
+from mailer.scheduler import plan_startup, run_daily
 from mailer.subscribers import add
 from tests.conftest import make_settings
 from tests.support.smtpsink import SmtpSink
@@ -340,10 +333,9 @@ def alerts_in(app: App) -> list[str]:
 
 
 def collect_every(app: App, minutes: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Turn background collection on or off, whether config.py has the setting yet or not."""
+    """Turn background collection on or off, here and in jobs that load their own settings."""
     monkeypatch.setenv("MAILER_COLLECT_EVERY_MINUTES", str(minutes))
-    if hasattr(app.settings, "collect_every_minutes"):
-        app.settings = app.settings.replace(collect_every_minutes=minutes)
+    app.settings = app.settings.replace(collect_every_minutes=minutes)
 
 
 def add_subscribers(app: App, people: list[tuple[str, str]]) -> None:
@@ -839,13 +831,8 @@ def test_scheduler_job_and_two_cron_sends_at_once_send_one_edition(
 
 
 def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer.scheduler import (
-        COLLECT_JOB_ID,
-        FOLLOW_JOB_ID,
-        JOB_ID,
-        DailyTrigger,
-        build_scheduler,
-    )
+    from mailer.schedule import DailyTrigger
+    from mailer.scheduler import COLLECT_JOB_ID, FOLLOW_JOB_ID, JOB_ID, build_scheduler
 
     collect_every(sched_app, 15, monkeypatch)
     scheduler = build_scheduler(sched_app, sched_app.engine)

@@ -39,7 +39,7 @@ from mailer.models import (
     SubscriberEvent,
 )
 from mailer.optin import CONFIRMED
-from mailer.scheduler import next_run
+from mailer.schedule import next_run
 
 SIGNUP_KINDS = ("confirmed", "activated", "added")
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)

@@ -1,0 +1,88 @@
+"""When the daily send falls due: the trigger, the next and past send instants, the late-send grace.
+
+Pure calendar arithmetic on the settings (send_days, send_time, the time zone), shared by the
+scheduler daemon, `mailer status` and the console, so all three agree on "next run" across
+clock changes. Nothing here runs a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+from apscheduler.triggers.cron import CronTrigger
+
+from mailer.config import Settings
+from mailer.edition import send_instant
+
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class DailyTrigger(CronTrigger):
+    """A CronTrigger that fires at most once per local calendar day.
+
+    Plain cron fires twice when the send time falls in the hour that repeats at the autumn
+    clock change (01:30 on the last Sunday of October exists twice in Europe/London). We keep
+    the first occurrence, the instant `clock.send_datetime` (and so the late-send guard) uses;
+    a time inside the spring gap fires once, an hour later in wall-clock terms, as there.
+    """
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        candidate = super().get_next_fire_time(previous_fire_time, now)
+        while candidate is not None and not _first_occurrence(candidate):
+            candidate = super().get_next_fire_time(candidate, candidate)
+        return candidate
+
+
+def _first_occurrence(fire: datetime) -> bool:
+    first = fire.replace(fold=0)
+    return fire.astimezone(UTC) == first.astimezone(UTC)
+
+
+def cron_days(settings: Settings) -> str:
+    """send_days in the spelling APScheduler's cron fields accept (``mon,tue,...``)."""
+    return ",".join(_DAY_NAMES[d] for d in sorted(settings.send_weekdays))
+
+
+def build_trigger(settings: Settings) -> DailyTrigger:
+    """The one trigger: used by the daemon, by `mailer status` and by the tests."""
+    hour, minute = settings.send_hour_minute
+    return DailyTrigger(day_of_week=cron_days(settings), hour=hour, minute=minute,
+                        timezone=settings.tz)
+
+
+def next_run(settings: Settings, now: datetime) -> datetime | None:
+    """The next scheduled send strictly after `now` (aware, in the configured zone)."""
+    after = now.astimezone(settings.tz) + timedelta(microseconds=1)
+    return build_trigger(settings).get_next_fire_time(None, after)
+
+
+def fire_times(settings: Settings, start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every scheduled send in [start, end): what the daemon would do over that period."""
+    trigger = build_trigger(settings)
+    fire = trigger.get_next_fire_time(None, start.astimezone(settings.tz))
+    while fire is not None and fire < end:
+        yield fire
+        fire = trigger.get_next_fire_time(fire, fire)
+
+
+def grace_seconds(settings: Settings) -> int:
+    """APScheduler's misfire_grace_time: the same limit as the pipeline's late-send guard."""
+    return max(1, int(settings.late_send_hours * 3600))
+
+
+def due_day(settings: Settings, now: datetime, slack: timedelta = timedelta(0)) -> date | None:
+    """The most recent send day whose send instant is at or before `now` (+ `slack`)."""
+    limit = now + slack
+    today = limit.astimezone(settings.tz).date()
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if day.weekday() in settings.send_weekdays and send_instant(settings, day) <= limit:
+            return day
+    return None
+
+
+def schedule_of(settings: Settings) -> tuple[tuple[int, int], frozenset[int], str]:
+    """What the daily job's trigger is built from."""
+    return settings.send_hour_minute, settings.send_weekdays, settings.timezone
