@@ -30,6 +30,7 @@ from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.config import Settings, validate
 from mailer.db import init_db
+from mailer.feedback import providers
 from mailer.feedback.events import TIMESTAMP_TOLERANCE, EventKind, apply
 from mailer.feedback.providers import ses as ses_hooks
 from mailer.models import Subscriber, SubscriberEvent, WebhookEvent
@@ -183,6 +184,27 @@ def test_postmark_without_the_right_basic_auth_changes_nothing(
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert status(hook_app, "alice@example.org") == "active" and stored(hook_app) == 0
+
+
+def test_only_provider_modules_are_routes(client: FlaskClient) -> None:
+    """`/webhooks/<provider>` matches the modules of mailer.feedback.providers and nothing
+    else: any other name is the app's 404 whatever the method, as for a URL we do not serve."""
+    assert providers.names() == ["mailgun", "postmark", "sendgrid", "ses"]
+    for name in ("unknown", "events", "jsonbody", "__init__", "Postmark", "ses_", "os"):
+        assert client.post(f"/webhooks/{name}", data="{}").status_code == 404
+        assert client.get(f"/webhooks/{name}").status_code == 404
+    assert client.get("/webhooks/ses").status_code == 405
+
+
+def test_a_provider_missing_its_package_is_a_503_that_names_it(
+        hook_app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lacking.py").write_text("import mailer_test_not_installed\n")
+    monkeypatch.setattr(providers, "__path__", [*providers.__path__, str(tmp_path)])
+    client = create_app(hook_app, {"TESTING": True}).test_client()
+    response = client.post("/webhooks/lacking", data="{}")
+    assert response.status_code == 503
+    assert "'mailer_test_not_installed'" in response.get_json()["error"]
+    assert client.post("/webhooks/missing", data="{}").status_code == 404
 
 
 def test_unconfigured_webhooks_refuse_everything(tmp_path: Path) -> None:

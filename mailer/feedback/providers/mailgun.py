@@ -18,10 +18,13 @@ import hmac
 from datetime import datetime
 from typing import Any
 
+from mailer.config import Settings
 from mailer.feedback.events import Event, EventKind, WebhookRejected, check_timestamp, digest
+from mailer.feedback.providers import Verified, WebhookRequest, read_json
 from mailer.smtp_status import is_hard_bounce
 
 PROVIDER = "mailgun"
+PARSED_BEFORE_VERIFIED = True  # the signature is inside the JSON
 
 EVENTS: dict[str, EventKind] = {
     "delivered": EventKind.DELIVERED,
@@ -39,7 +42,14 @@ PERMANENT_REASONS: dict[str, EventKind] = {
 }
 
 
-def verify(body: Any, signing_key: str, now: datetime) -> str:
+def verify(request: WebhookRequest, settings: Settings, now: datetime) -> Verified:
+    """Read the body, check the signature in it; the token is the nonce the route claims."""
+    body = read_json(request.body)
+    token = check_signature(body, settings.mailgun_webhook_signing_key, now)
+    return Verified(body, nonce=token)
+
+
+def check_signature(body: Any, signing_key: str, now: datetime) -> str:
     """Check signature and timestamp; return the token (the caller claims it once)."""
     if not signing_key:
         raise WebhookRejected(403, "mailgun webhook is not configured "

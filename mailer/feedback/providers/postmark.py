@@ -12,11 +12,15 @@ not, so their id is a hash of the body (Postmark's retries repeat the body exact
 from __future__ import annotations
 
 import hmac
+from datetime import datetime
 from typing import Any
 
+from mailer.config import Settings
 from mailer.feedback.events import Event, EventKind, WebhookRejected, digest
+from mailer.feedback.providers import Verified, WebhookRequest, read_json
 
 PROVIDER = "postmark"
+PARSED_BEFORE_VERIFIED = False
 
 #: Bounce ``Type`` (also used for SpamComplaint records) → kind.
 BOUNCE_TYPES: dict[str, EventKind] = {
@@ -47,8 +51,16 @@ RECORD_TYPES: dict[str, EventKind] = {
 }
 
 
-def verify(username: str | None, password: str | None, *, expected_user: str,
-           expected_password: str) -> None:
+def verify(request: WebhookRequest, settings: Settings, now: datetime) -> Verified:
+    """Check the basic-auth credentials, then read the body."""
+    check_credentials(request.username, request.password,
+                      expected_user=settings.postmark_webhook_user,
+                      expected_password=settings.postmark_webhook_password)
+    return Verified(read_json(request.body))
+
+
+def check_credentials(username: str | None, password: str | None, *, expected_user: str,
+                      expected_password: str) -> None:
     """Raise WebhookRejected unless the basic-auth credentials match (constant time)."""
     if not expected_password:
         raise WebhookRejected(403, "postmark webhook is not configured "

@@ -25,9 +25,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mailer.config import Settings
 from mailer.feedback.events import Event, EventKind, WebhookRejected, check_timestamp, digest
+from mailer.feedback.providers import Verified, WebhookRequest, read_json
 
 PROVIDER = "sendgrid"
+PARSED_BEFORE_VERIFIED = False
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
@@ -71,8 +74,16 @@ def load_public_key(key: str) -> ec.EllipticCurvePublicKey:
     return loaded
 
 
-def verify(body: bytes, signature: str | None, timestamp: str | None, public_key: str,
-           now: datetime) -> None:
+def verify(request: WebhookRequest, settings: Settings, now: datetime) -> Verified:
+    """Check the signature over the body as received, then read it."""
+    check_signature(request.body, request.headers.get(SIGNATURE_HEADER),
+                    request.headers.get(TIMESTAMP_HEADER), settings.sendgrid_webhook_public_key,
+                    now)
+    return Verified(read_json(request.body))
+
+
+def check_signature(body: bytes, signature: str | None, timestamp: str | None, public_key: str,
+                    now: datetime) -> None:
     """Raise WebhookRejected unless `body` carries SendGrid's signature over a timestamp
     within `events.TIMESTAMP_TOLERANCE` of `now` (a signed post replayed later is refused)."""
     if not public_key:

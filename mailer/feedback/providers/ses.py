@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import threading
 from datetime import datetime
@@ -34,10 +35,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from mailer.config import Settings
 from mailer.feedback import jsonbody
 from mailer.feedback.events import Event, EventKind, WebhookRejected
+from mailer.feedback.providers import Verified, WebhookRequest, read_json
+
+log = logging.getLogger("mailer.webhooks")
 
 PROVIDER = "ses"
+PARSED_BEFORE_VERIFIED = True  # the signature is inside the JSON
 #: Where SNS certificates and subscription URLs may live (replaced by tests only).
 SNS_URL = re.compile(r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/")
 CERT_PATH = re.compile(r"^[^?#]*\.pem$")
@@ -101,8 +107,33 @@ def string_to_sign(message: dict[str, Any]) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
-def verify(message: Any, *, topics: list[str] | tuple[str, ...], now: datetime,
-           message_type_header: str | None = None) -> dict[str, Any]:
+def topic_arns(settings: Settings) -> list[str]:
+    """``ses_webhook_topic_arns`` as a list (a list setting, or a comma-separated string)."""
+    raw: list[str] | str = settings.ses_webhook_topic_arns or []
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    return [str(arn).strip() for arn in raw if str(arn).strip()]
+
+
+def verify(request: WebhookRequest, settings: Settings, now: datetime) -> Verified:
+    """Read and check the SNS message; answer SNS's subscription handshake (which carries no
+    events) here, confirming a subscription by fetching its ``SubscribeURL``."""
+    message = check_message(read_json(request.body), topics=topic_arns(settings), now=now,
+                            message_type_header=request.headers.get("x-amz-sns-message-type",
+                                                                    ""))
+    kind = message["Type"]
+    if kind == "SubscriptionConfirmation":
+        confirm_subscription(message)
+        log.warning("confirmed the SNS subscription to %s", message.get("TopicArn"))
+        return Verified(message, answer={"ok": True, "confirmed": message.get("TopicArn")})
+    if kind == "UnsubscribeConfirmation":
+        log.warning("SNS unsubscribed us from %s", message.get("TopicArn"))
+        return Verified(message, answer={"ok": True})
+    return Verified(message)
+
+
+def check_message(message: Any, *, topics: list[str] | tuple[str, ...], now: datetime,
+                  message_type_header: str | None = None) -> dict[str, Any]:
     """Raise WebhookRejected unless `message` is a genuine SNS message for one of `topics`."""
     if not isinstance(message, dict):
         raise WebhookRejected(400, "SNS body must be a JSON object")
