@@ -153,8 +153,9 @@ def _status_blocks(part: Message) -> list[Message]:
     payload = part.get_payload()
     if isinstance(payload, list) and payload:
         return [p for p in payload if isinstance(p, Message)]
-    text = part.get_payload(decode=True) or b""
-    chunks = re.split(r"\r?\n[ \t]*\r?\n", text.decode("utf-8", "replace").strip())
+    # (read as UTF-8 whatever charset the part names: RFC 3464's fields are ASCII)
+    text = part_text(part, limit=None, charset="utf-8")
+    chunks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
     return [HeaderParser().parsestr(chunk + "\n") for chunk in chunks if chunk.strip()]
 
 

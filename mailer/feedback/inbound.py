@@ -46,12 +46,18 @@ def message_key(message: Message, raw: bytes) -> str:
     return squash(message.get("Message-ID", "")) or digest(raw.decode("utf-8", "replace"))
 
 
-def part_text(part: Message) -> str:
-    """A text part decoded by its charset (UTF-8 when it names none we know), at most
-    MAX_TEXT characters."""
-    data = (part.get_payload(decode=True) or b"")[:MAX_TEXT * 4]
+def part_text(part: Message, *, limit: int | None = MAX_TEXT, charset: str = "") -> str:
+    """A leaf part's payload as text: its transfer encoding undone, then decoded by `charset`,
+    else the one it names (UTF-8 when it names none we know), bad bytes replaced. At most
+    `limit` characters (None: all of it), and no more bytes decoded than could make them.
+
+    The one MIME text decoder of the inbound readers: a stranger's message must read as
+    some text, never raise, whatever encoding or charset it claims."""
+    data = part.get_payload(decode=True) or b""
+    if limit is not None:
+        data = data[:limit * 4]
     try:
-        text = data.decode(part.get_content_charset() or "utf-8", "replace")
+        text = data.decode(charset or part.get_content_charset() or "utf-8", "replace")
     except LookupError:
         text = data.decode("utf-8", "replace")
-    return text[:MAX_TEXT]
+    return text if limit is None else text[:limit]
