@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -48,7 +48,7 @@ class Obj:
         return self._app
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -85,7 +85,7 @@ def handle_errors(func: F) -> F:
             fail(one_line(exc), exit_code_for(exc))
         return None
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def get_app(ctx: click.Context, *, schema: bool = True) -> Any:

@@ -1,4 +1,8 @@
-"""init, collect, preview, send, worker, demo."""
+"""init, collect, preview, send, worker, demo.
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,20 @@ import time
 from contextlib import nullcontext
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mailer.cli.common import EXIT_STOPPED, fail, get_app, get_settings, handle_errors
+from mailer.errors import FeedError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mailer.app import App
+    from mailer.dispatch import Progress
+    from mailer.models import Edition
+    from mailer.pipeline import SendOutcome
 
 
 def parse_day(value: str | None) -> date | None:
@@ -51,11 +65,11 @@ def collect_cmd(ctx: click.Context) -> None:
                    f"{result.skipped} skipped, {result.pages} page(s)")
 
 
-def build_for_inspection(app, day: str | None, *, collect_first: bool):  # type: ignore[no-untyped-def]
+def build_for_inspection(app: App, day: str | None, *,
+                         collect_first: bool) -> tuple[date, Edition]:
     """The day's edition, built or refreshed for `preview` and `preflight`: a feed that cannot
     be fetched is only a warning there, since the stored articles can still be looked at."""
     from mailer.edition import build_edition
-    from mailer.errors import FeedError
     from mailer.pipeline import collect_for, default_day
 
     the_day = parse_day(day) or default_day(app)
@@ -89,22 +103,25 @@ def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: b
                f" text part {text_path}")
 
 
-def _progress_printer(total_hint: int = 0):  # type: ignore[no-untyped-def]
+def _progress_printer(
+    total_hint: int = 0,
+) -> tuple[Callable[[Progress], None], Callable[[], None]]:
     """Rich live progress on a terminal; a plain log line every few seconds otherwise."""
     if sys.stdout.isatty():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TaskID, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
 
-        bar = Progress(TextColumn("[bold]sending"), BarColumn(),
+        bar = Bar(TextColumn("[bold]sending"), BarColumn(),
                        TextColumn("{task.completed}/{task.total} sent"),
                        TextColumn("{task.fields[failed]} failed"),
                        TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn())
-        state: dict[str, object] = {}
+        state: dict[str, TaskID] = {}
 
-        def update(p) -> None:  # type: ignore[no-untyped-def]
+        def update(p: Progress) -> None:
             if "task" not in state:
                 bar.start()
                 state["task"] = bar.add_task("send", total=p.audience or None, failed=0, rate=0.0)
-            bar.update(state["task"], completed=p.sent, total=p.audience or None,  # type: ignore[arg-type]
+            bar.update(state["task"], completed=p.sent, total=p.audience or None,
                        failed=p.tally.failed, rate=p.rate)
 
         def stop() -> None:
@@ -114,7 +131,7 @@ def _progress_printer(total_hint: int = 0):  # type: ignore[no-untyped-def]
         return update, stop
     last = [0.0]
 
-    def plain(p) -> None:  # type: ignore[no-untyped-def]
+    def plain(p: Progress) -> None:
         now = time.monotonic()
         if now - last[0] >= 5:
             last[0] = now
@@ -124,7 +141,7 @@ def _progress_printer(total_hint: int = 0):  # type: ignore[no-untyped-def]
     return plain, lambda: None
 
 
-def _summary(outcome) -> None:  # type: ignore[no-untyped-def]
+def _summary(outcome: SendOutcome) -> None:
     if outcome.details and sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table

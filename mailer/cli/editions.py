@@ -1,11 +1,22 @@
-"""mailer editions list|show|pause|resume|cancel|requeue-ambiguous."""
+"""mailer editions list|show|pause|resume|cancel|requeue-ambiguous.
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from mailer.cli.common import fail, get_app, handle_errors
 from mailer.cli.core import parse_day
+
+if TYPE_CHECKING:
+    from mailer.app import App
+    from mailer.models import Edition
 
 
 @click.group()
@@ -13,11 +24,11 @@ def editions() -> None:
     """Inspect and control editions (safe while workers run)."""
 
 
-def _load(app, day: str):  # type: ignore[no-untyped-def]
+def _load(app: App, day: str) -> Edition:
     from mailer.ledger import load_edition
 
     the_day = parse_day(day)
-    edition = load_edition(app.sessions, the_day)
+    edition = load_edition(app.sessions, the_day) if the_day else None
     if edition is None:
         fail(f"no edition for {the_day}")
     return edition
@@ -67,7 +78,7 @@ def show_cmd(ctx: click.Context, day: str) -> None:
         click.echo(f"  [{a.section}] {a.title} ({a.published_at.astimezone(tz):%d %b %H:%M})")
 
 
-def _transition(app, day: str, control) -> bool:  # type: ignore[no-untyped-def]
+def _transition(app: App, day: str, control: Callable[..., object]) -> bool:
     """Apply one of `mailer.editions_control`'s conditional state changes to DAY's edition."""
     ed = _load(app, day)
     return bool(control(app.sessions, ed.id))

@@ -1,4 +1,8 @@
-"""Operations: `mailer scheduler` (the daemon) and `mailer status` (for people and monitors)."""
+"""Operations: `mailer scheduler` (the daemon) and `mailer status` (for people and monitors).
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
+"""
 
 from __future__ import annotations
 

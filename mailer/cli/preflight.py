@@ -1,4 +1,8 @@
-"""preflight: check an edition the way `mailer send` will, before it is time to send."""
+"""preflight: check an edition the way `mailer send` will, before it is time to send.
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 import click
 
 from mailer.cli.common import EXIT_PREFLIGHT, fail, get_app, get_settings, handle_errors
+from mailer.cli.core import build_for_inspection
 
 
 @click.command("preflight")
@@ -28,7 +33,6 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
     --reason "...").
     """
     from mailer import preflight
-    from mailer.cli.core import build_for_inspection
     from mailer.edition import EDITABLE
     from mailer.preflight import spamassassin
 

@@ -1,4 +1,8 @@
-"""mailer serve: the web app (public pages, webhooks, staff console) under waitress."""
+"""mailer serve: the web app (public pages, webhooks, staff console) under waitress.
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     Put it behind a TLS-terminating proxy and set MAILER_BASE_URL to the public https URL:
     links in emails use it, and cookies are marked Secure when it is https.
     """
+    # Only this command needs the web app and waitress (Flask, every view): see the docstring.
     from waitress import serve as waitress_serve
 
     from mailer.web import create_app

@@ -2,6 +2,9 @@
 
 Accounts are made here and never from the web, so only someone with shell access to the
 server can create one. Each change is written to the audit log as done by ``cli:<user>``.
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
 """
 
 from __future__ import annotations

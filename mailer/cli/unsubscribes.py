@@ -1,4 +1,8 @@
-"""mailer unsubscribes ingest: unsubscribe requests by email (feedback/unsubscribe_mail.py)."""
+"""mailer unsubscribes ingest: unsubscribe requests by email (feedback/unsubscribe_mail.py).
+
+Domain modules are imported inside the commands, so `mailer --help` and each command load only
+what they use (start-up time: see `mailer.cli.common`).
+"""
 
 from __future__ import annotations
 

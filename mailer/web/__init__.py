@@ -57,7 +57,7 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
     if proxies:
         # Behind nginx/a load balancer the peer is the proxy: take the client address from
         # X-Forwarded-For, trusting only as many hops as there are proxies we run.
-        web.wsgi_app = ProxyFix(web.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore
+        web.wsgi_app = ProxyFix(web.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore[method-assign]
                                 x_host=proxies)
 
     security.init_app(web, app.settings.base_url)

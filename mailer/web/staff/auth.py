@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import (
@@ -138,7 +138,7 @@ def _load_staff() -> StaffSession | None:
 
 def _to_login() -> Response:
     target = request.full_path.rstrip("?") if request.method == "GET" else ""
-    args = {"next": target} if target and target != "/staff/" else {}
+    args: dict[str, Any] = {"next": target} if target and target != "/staff/" else {}
     return redirect(url_for("staff.login", **args), code=303 if request.method != "GET" else 302)
 
 
@@ -162,7 +162,7 @@ def login_required(view: F) -> F:
             return _to_login()
         return view(*args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+    return cast(F, wrapped)
 
 
 def admin_required(view: F) -> F:
@@ -177,7 +177,7 @@ def admin_required(view: F) -> F:
             abort(403)
         return view(*args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+    return cast(F, wrapped)
 
 
 @bp.after_request
