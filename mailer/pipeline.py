@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from mailer import ledger
+from mailer import ledger, preflight
 from mailer.app import App
 from mailer.collect import CollectResult, collect
 from mailer.dbretry import is_outage
 from mailer.dispatch import Dispatcher, Progress
-from mailer.edition import EDITABLE, build_edition, send_instant
+from mailer.edition import EDITABLE, build_edition, send_instant, window_for
 from mailer.errors import MailerError
 from mailer.locks import LeaseLock
-from mailer.message import MessageTemplate
+from mailer.message import MessageTemplate, new_message_id
 from mailer.models import (
     CANCELLED,
     PAUSED_SEND,
@@ -33,9 +33,10 @@ from mailer.models import (
     EditionArticle,
     SendLog,
 )
+from mailer.optin import reactivate_due
 from mailer.placeholders import Placeholders
 from mailer.preflight import spamassassin
-from mailer.subscribers import normalise_email
+from mailer.subscribers import counts, normalise_email
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing
 
@@ -64,7 +65,6 @@ class SendOutcome:
 
 def collect_for(app: App, day: date) -> CollectResult:
     """Fetch the feed far enough back to cover the edition window of `day`."""
-    from mailer.edition import window_for
 
     with app.sessions() as session:
         since = window_for(session, app.settings, day).start
@@ -123,85 +123,112 @@ def _release_run_lock(lock: LeaseLock) -> None:
 def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
                 collect_first: bool, on_progress: Callable[[Progress], None] | None,
                 connections: int | None) -> SendOutcome:
-    now = app.clock.now()
     existing = _edition_state(app, day)
-    if existing is not None:
-        if existing.state == SENT:
-            return SendOutcome("already-sent",
-                               f"edition {day} was already sent ({existing.sent_count} messages);"
-                               " nothing to do", existing.id)
-        if existing.state == SKIPPED:
-            return SendOutcome("skipped", f"edition {day} was skipped: no articles", existing.id)
-        if existing.state == CANCELLED:
-            return SendOutcome("cancelled", f"edition {day} was cancelled; nothing sent",
-                               existing.id)
-        if existing.state == PAUSED_SEND:
-            return SendOutcome("paused", f"edition {day} is paused: run "
-                               f"`mailer editions resume {day}` to continue", existing.id)
-    resuming = existing is not None and existing.state == SENDING
-    if not resuming:
-        due = send_instant(app.settings, day)
-        late = now - due
-        if late > timedelta(hours=app.settings.late_send_hours) and not force and not dry_run:
-            raise LateSend(
-                f"edition {day} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
-                f"{late.total_seconds() / 3600:.1f} hours ago (limit "
-                f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
-            )
-        if collect_first:
-            collect_for(app, day)
-        edition = build_edition(app, day, close_window_at=now)
-        if edition.state not in EDITABLE:
+    settled = _settled(existing, day)
+    if settled is not None:
+        return settled
+    if existing is not None and existing.state == SENDING:
+        edition = existing  # resuming: the audience was snapshotted when the send started
+    else:
+        prepared = _prepare(app, day, dry_run=dry_run, force=force, reason=reason,
+                            collect_first=collect_first)
+        if prepared is None:  # another process moved the edition on: look again
             return _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
                                collect_first=False, on_progress=on_progress,
                                connections=connections)
-        articles = _count_items(app, edition)
-        if articles == 0:
-            if dry_run:
-                return SendOutcome("dry-run", f"edition {day}: no articles in the window; "
-                                   "it would be skipped", edition.id)
-            with app.sessions.begin() as session:
-                session.execute(update(Edition).where(Edition.id == edition.id,
-                                                      Edition.state.in_(EDITABLE))
-                                .values(state=SKIPPED, finished_at=now,
-                                        note="no articles in the window"))
-            return SendOutcome("skipped", f"edition {day}: no articles in the window "
-                               f"({edition.window_start:%Y-%m-%d %H:%M} to "
-                               f"{edition.window_end:%Y-%m-%d %H:%M} UTC); nothing sent",
-                               edition.id)
-        run_preflight(app, edition, force=force, reason=reason)
-        if dry_run:
-            with app.sessions() as session:
-                from mailer.subscribers import counts
-
-                audience = counts(session)["active"]
-            return SendOutcome("dry-run", f"edition {day}: {articles} articles, would send to "
-                               f"{audience} subscribers", edition.id, articles, audience)
-        with app.sessions.begin() as session:
-            started = session.execute(
-                update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
-                # (started when sending starts: after the build and the preflight checks)
-                .values(state=SENDING, started_at=app.clock.now(),
-                        forced_reason=reason if force else "")
-            ).rowcount
-            if started:
-                from mailer.optin import reactivate_due
-
-                # Pauses that ran out end with this edition.
-                reactivate_due(session, now)
-                fresh = session.get(Edition, edition.id)
-                assert fresh is not None
-                fresh.audience = ledger.snapshot(session, fresh)
-    else:
-        assert existing is not None
-        edition = existing
+        if isinstance(prepared, SendOutcome):
+            return prepared
+        edition = prepared
     spamassassin.release()  # (started ahead by the CLI for the preflight check, if any)
     dispatcher = Dispatcher(app, edition.id, connections=connections, on_progress=on_progress)
     progress = dispatcher.run()
-    final = _edition_state(app, day)
-    state = final.state if final else ""
     if progress.stopped_reason:
         return SendOutcome("stopped", progress.stopped_reason, edition.id, progress=progress)
+    return _finished(app, day, edition, progress)
+
+
+def _settled(existing: Edition | None, day: date) -> SendOutcome | None:
+    """The answer for an edition that is already past the point of sending, if it is."""
+    if existing is None:
+        return None
+    if existing.state == SENT:
+        return SendOutcome("already-sent",
+                           f"edition {day} was already sent ({existing.sent_count} messages);"
+                           " nothing to do", existing.id)
+    if existing.state == SKIPPED:
+        return SendOutcome("skipped", f"edition {day} was skipped: no articles", existing.id)
+    if existing.state == CANCELLED:
+        return SendOutcome("cancelled", f"edition {day} was cancelled; nothing sent",
+                           existing.id)
+    if existing.state == PAUSED_SEND:
+        return SendOutcome("paused", f"edition {day} is paused: run "
+                           f"`mailer editions resume {day}` to continue", existing.id)
+    return None
+
+
+def _prepare(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
+             collect_first: bool) -> Edition | SendOutcome | None:
+    """Guard, build, check and start a new send: the edition to dispatch, an outcome that ends
+    the run here (late, skipped, dry run), or None when the edition stopped being editable."""
+    now = app.clock.now()
+    due = send_instant(app.settings, day)
+    late = now - due
+    if late > timedelta(hours=app.settings.late_send_hours) and not force and not dry_run:
+        raise LateSend(
+            f"edition {day} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
+            f"{late.total_seconds() / 3600:.1f} hours ago (limit "
+            f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
+        )
+    if collect_first:
+        collect_for(app, day)
+    edition = build_edition(app, day, close_window_at=now)
+    if edition.state not in EDITABLE:
+        return None
+    articles = _count_items(app, edition)
+    if articles == 0:
+        return _skip_empty(app, edition, now, dry_run=dry_run)
+    run_preflight(app, edition, force=force, reason=reason)
+    if dry_run:
+        with app.sessions() as session:
+            audience = counts(session)["active"]
+        return SendOutcome("dry-run", f"edition {day}: {articles} articles, would send to "
+                           f"{audience} subscribers", edition.id, articles, audience)
+    with app.sessions.begin() as session:
+        started = session.execute(
+            update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
+            # (started when sending starts: after the build and the preflight checks)
+            .values(state=SENDING, started_at=app.clock.now(),
+                    forced_reason=reason if force else "")
+        ).rowcount
+        if started:
+            # Pauses that ran out end with this edition.
+            reactivate_due(session, now)
+            fresh = session.get(Edition, edition.id)
+            assert fresh is not None
+            fresh.audience = ledger.snapshot(session, fresh)
+    return edition
+
+
+def _skip_empty(app: App, edition: Edition, now: datetime, *, dry_run: bool) -> SendOutcome:
+    day = edition.edition_date
+    if dry_run:
+        return SendOutcome("dry-run", f"edition {day}: no articles in the window; "
+                           "it would be skipped", edition.id)
+    with app.sessions.begin() as session:
+        session.execute(update(Edition).where(Edition.id == edition.id,
+                                              Edition.state.in_(EDITABLE))
+                        .values(state=SKIPPED, finished_at=now,
+                                note="no articles in the window"))
+    return SendOutcome("skipped", f"edition {day}: no articles in the window "
+                       f"({edition.window_start:%Y-%m-%d %H:%M} to "
+                       f"{edition.window_end:%Y-%m-%d %H:%M} UTC); nothing sent",
+                       edition.id)
+
+
+def _finished(app: App, day: date, edition: Edition, progress: Progress) -> SendOutcome:
+    """The one line a finished dispatch ends with, from the ledger's counts."""
+    final = _edition_state(app, day)
+    state = final.state if final else ""
     with app.sessions() as session:
         c = ledger.counts(session, edition.id)
     if state == SENT:
@@ -229,7 +256,6 @@ def _count_items(app: App, edition: Edition) -> int:
 
 def run_preflight(app: App, edition: Edition, *, force: bool, reason: str) -> None:
     """Check the real edition before the first message goes out (raises PreflightError)."""
-    from mailer import preflight
 
     preflight.check_before_send(app, edition, force=force, reason=reason)
 
@@ -249,7 +275,6 @@ def send_test(app: App, day: date, addresses: Sequence[str], *,
                                      html=edition.html, text=edition.text,
                                      date=app.clock.now(), test=True,
                                      placeholders=Placeholders(edition.placeholder_key))
-    from mailer.message import new_message_id
 
     base = app.settings.base_url.rstrip("/")
     messages = []

@@ -48,18 +48,23 @@ from sqlalchemy import Engine, MetaData, Table, delete, inspect, select
 
 from mailer.alerts import alert
 from mailer.app import App
+from mailer.collect import collect
 from mailer.db import make_engine, require_schema
 from mailer.edition import get_edition, send_instant
 from mailer.errors import FeedError, MailerError
+from mailer.locks import holder_alive
 from mailer.models import (
     CANCELLED,
     PAUSED_SEND,
     SENDING,
     SENT,
     SKIPPED,
+    FeedState,
     RunLock,
 )
+from mailer.overrides import refresh
 from mailer.pipeline import LateSend, run_send
+from mailer.preflight import spamassassin
 from mailer.schedule import build_trigger, due_day, grace_seconds, schedule_of
 
 log = logging.getLogger("mailer.scheduler")
@@ -121,7 +126,6 @@ def catch_up_send(day_iso: str) -> str:
 
 def collect_feed() -> None:
     """The optional background collection: keeps articles (and feed health) fresh."""
-    from mailer.collect import collect
 
     app, owned = _job_app()
     try:
@@ -150,8 +154,6 @@ def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
     """Run the send for `day` through the pipeline; log the result and alert staff when it
     failed, was skipped for want of articles, or ran late. Never raises: the scheduler must
     still be there tomorrow."""
-    from mailer.overrides import refresh
-    from mailer.preflight import spamassassin
 
     refresh(app)  # settings staff changed in the console since the daemon started
     # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the
@@ -235,7 +237,6 @@ def _collected_recently(app: App) -> datetime | None:
     minutes = app.settings.collect_every_minutes
     if not minutes:
         return None
-    from mailer.models import FeedState
 
     try:
         with app.sessions() as session:
@@ -333,7 +334,6 @@ def _hours(delta: timedelta) -> str:
 
 
 def _send_lock_held(app: App, day: date, now: datetime) -> bool:
-    from mailer.locks import holder_alive
 
     with app.sessions() as session:
         row = session.get(RunLock, f"send:{day.isoformat()}")
@@ -444,7 +444,6 @@ class ScheduleFollower:
 
     def check(self) -> StartupPlan | None:
         """Move the daily job if the schedule changed; what was done about today, if so."""
-        from mailer.overrides import refresh
 
         settings = refresh(self.app)
         wanted = schedule_of(settings)
