@@ -27,7 +27,7 @@ from mailer.db import init_db
 from mailer.models import Delivery, Edition
 from mailer.sample import write_sample_feed
 from tests.conftest import make_settings
-from tests.helpers import eml_recipients, seed_subscribers
+from tests.support.seed import eml_recipients, seed_subscribers
 from tests.support.smtpsink import SmtpSink
 
 NOW = datetime(2026, 11, 26, 6, 50, tzinfo=UTC)

@@ -15,7 +15,7 @@ from mailer.dispatch import Dispatcher
 from mailer.models import BOUNCED, PAUSED_SEND, SENDING, SENT, Delivery, Edition, Subscriber
 from mailer.pipeline import run_send
 from mailer.sent_record import SentJournal
-from tests.helpers import add_article, seed_subscribers, start_sending, with_feed
+from tests.support.seed import add_article, seed_subscribers, start_sending, with_feed
 from tests.support.smtpsink import SmtpSink
 
 DAY = date(2026, 11, 26)

@@ -561,7 +561,7 @@ def test_run_send_through_fake_postmark_records_every_outcome(app: App,
     from mailer.models import BOUNCED, Delivery, Subscriber
     from mailer.pipeline import run_send
     from mailer.subscribers import add
-    from tests.helpers import seed_subscribers, with_feed
+    from tests.support.seed import seed_subscribers, with_feed
 
     with running(FakePostmark) as fake:
         app.settings = app.settings.replace(
@@ -612,7 +612,7 @@ def test_run_send_with_the_shared_template_batches_real_editions(
     from mailer.models import Edition, Subscriber
     from mailer.pipeline import run_send
     from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
-    from tests.helpers import seed_subscribers, with_feed
+    from tests.support.seed import seed_subscribers, with_feed
 
     outgoing = personalise.Personaliser.outgoing
 

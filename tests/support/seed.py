@@ -1,4 +1,4 @@
-"""Shared set-up for send tests: subscribers, a feed, an App pointed at a transport."""
+"""Shared set-up for send tests: subscribers, a feed, an edition mid-send."""
 
 from __future__ import annotations
 
