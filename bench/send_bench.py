@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import select as sql_select  # noqa: E402  (the stdlib select is used too)
 
+from mailer import ledger  # noqa: E402
 from mailer.app import App  # noqa: E402
 from mailer.clock import FixedClock  # noqa: E402
 from mailer.config import load_settings  # noqa: E402
@@ -116,9 +118,7 @@ def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
         raise SystemExit(f"mailer send failed:\n{out}")
     app = App.create(settings, clock=FixedClock(NOW))
     with app.sessions() as session:
-        from sqlalchemy import select
-
-        ed = session.scalar(select(Edition))
+        ed = session.scalar(sql_select(Edition))
         assert ed is not None and ed.started_at and ed.finished_at
         dispatch_seconds = (ed.finished_at - ed.started_at).total_seconds()
         assert ed.sent_count == n, out
@@ -338,8 +338,6 @@ def sample_message(tmp: Path) -> bytes:
 
 
 def snapshot_time(tmp: Path, n: int) -> tuple[float, float]:
-    from mailer import ledger
-
     url = f"sqlite:///{tmp / 'snapshot.db'}"
     app = App.create(load_settings({}).replace(database_url=url, secret_key="bench"),
                      clock=FixedClock(NOW))
