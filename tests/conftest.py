@@ -1,3 +1,5 @@
+"""Fixtures every test file may use: databases, the clock, settings and an App."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -8,10 +10,13 @@ import pytest
 
 from mailer.app import App
 from mailer.clock import FixedClock
-from mailer.config import Settings, validate
+from mailer.config import Settings
 from mailer.db import init_db
 from tests.support import pg
-from tests.support.smtpsink import make_smtp_sink, smtp_sink  # noqa: F401
+from tests.support.settings import make_settings
+
+# Fixture modules shared by many test files (the SMTP sink: smtp_sink, make_smtp_sink).
+pytest_plugins = ["tests.support.smtpsink"]
 
 PG_SKIP_REASON = (
     "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "
@@ -44,20 +49,6 @@ def pg_url() -> Iterator[str]:
 def clock() -> FixedClock:
     # A Thursday in November, 06:00 London (= UTC in winter).
     return FixedClock(datetime(2026, 11, 26, 6, 0, tzinfo=UTC))
-
-
-def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": f"sqlite:///{tmp_path / 'test.db'}",
-        "dsn": f"file://{tmp_path / 'outbox'}",
-        "base_url": "https://mail.example.org",
-        "secret_key": "test-secret-key",
-        "feed_url": str(tmp_path / "feed.xml"),
-    }
-    values.update(overrides)
-    settings = Settings(**values)  # type: ignore[arg-type]
-    validate(settings)
-    return settings
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from mailer.models import ACTIVE, UNSUBSCRIBED, SubscriberEvent
 from mailer.subscribers import add, find
 from mailer.tokens import UNSUBSCRIBE, make_token
 from mailer.web import create_app
-from tests.conftest import make_settings
 from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 pytestmark = NEEDS_CHROMIUM

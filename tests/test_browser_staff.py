@@ -29,9 +29,9 @@ from mailer.clock import Clock
 from mailer.db import init_db
 from mailer.models import SENT, AuditEntry, Edition
 from mailer.web import create_app
-from tests.conftest import make_settings
 from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab
 from tests.support.seed import seed_subscribers, with_feed
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 pytestmark = NEEDS_CHROMIUM

@@ -24,9 +24,9 @@ from mailer.db import init_db
 from mailer.errors import FeedError
 from mailer.models import Article, FeedState
 from mailer.sample import SAMPLE_SUBSCRIBERS, write_sample_feed
-from tests.conftest import make_settings
 from tests.support.feeds import RECORDED_PAGE, Post, posts_every, rss, yoast_footer
 from tests.support.feedserver import FeedServer, Reply
+from tests.support.settings import make_settings
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)  # the conftest clock
 

@@ -26,8 +26,8 @@ from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import Delivery, Edition
 from mailer.sample import write_sample_feed
-from tests.conftest import make_settings
 from tests.support.seed import eml_recipients, seed_subscribers
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 NOW = datetime(2026, 11, 26, 6, 50, tzinfo=UTC)

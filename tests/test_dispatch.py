@@ -194,7 +194,7 @@ def test_a_dead_runs_journal_is_folded_before_its_claims_go_back(
 def test_stale_claim_is_reclaimed_after_lease(tmp_path: Path, database_url: str,
                                               clock, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     from mailer.db import init_db
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     app = App.create(make_settings(tmp_path, database_url=database_url, dsn=smtp_sink.dsn),
                      clock=clock)

@@ -33,7 +33,7 @@ from mailer.db import init_db
 from mailer.models import ACTIVE, PENDING, Subscriber
 from mailer.subscribers import add, find
 from mailer.web import create_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 STAFF, PASSWORD = "admin@example.org", "correct horse battery staple"

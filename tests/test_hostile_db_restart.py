@@ -39,9 +39,9 @@ from mailer.errors import DatabaseOutage
 from mailer.models import CLAIMED, Delivery, Edition
 from mailer.pipeline import run_send
 from mailer.sample import write_sample_feed
-from tests.conftest import make_settings
 from tests.support import pg
 from tests.support.seed import seed_subscribers, start_sending, with_feed
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 NOW = datetime(2026, 11, 26, 6, 50, tzinfo=UTC)

@@ -28,9 +28,9 @@ from mailer.cli.common import EXIT_FEED
 from mailer.config import PROJECT_ROOT
 from mailer.db import init_db
 from mailer.models import Article, FeedState
-from tests.conftest import make_settings
 from tests.support.feeds import Post, atom, posts_every, rdf, rss
 from tests.support.feedserver import ATOM_TYPE, RDF_TYPE, RSS_TYPE, FeedServer, Reply
+from tests.support.settings import make_settings
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 

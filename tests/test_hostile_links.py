@@ -31,9 +31,9 @@ from mailer.app import App
 from mailer.cli import cli
 from mailer.config import PROJECT_ROOT
 from mailer.db import init_db
-from tests.conftest import make_settings
 from tests.support.feeds import Post, rss
 from tests.support.feedserver import FeedServer
+from tests.support.settings import make_settings
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 PUBLIC_IP = "93.184.215.14"  # a global address; the "network" below routes it to 127.0.0.1

@@ -25,7 +25,6 @@ from mailer.cli import cli
 from mailer.db import init_db
 from mailer.models import Edition
 from mailer.placeholders import ANY_SLOT_RE
-from tests.conftest import make_settings
 from tests.support.feeds import Post, rss
 from tests.support.feedserver import FeedServer
 from tests.support.providers import (
@@ -35,6 +34,7 @@ from tests.support.providers import (
     FakeSendGrid,
     running,
 )
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 NOW = datetime(2026, 11, 26, 6, 59, tzinfo=UTC)

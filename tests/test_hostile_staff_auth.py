@@ -38,7 +38,7 @@ from mailer.config import PROJECT_ROOT
 from mailer.db import alembic_config, init_db, make_engine
 from mailer.models import AuditEntry, SendLog, UTCDateTime
 from mailer.web import create_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 WAIT_RE = re.compile(r"try again in (\d+) s")

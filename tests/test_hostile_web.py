@@ -50,7 +50,7 @@ from mailer.models import (
 from mailer.subscribers import add, find, set_status
 from mailer.tokens import PREFERENCES, make_token
 from mailer.web import create_app
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.test_webhooks import Sns, sns, sns_message  # noqa: F401  (sns is a fixture)
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -25,7 +25,7 @@ from mailer.models import (
 from mailer.sent_record import SentJournal
 from mailer.subscribers import add
 from mailer.transports.base import Result
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from mailer.clock import Clock
 from mailer.db import init_db
 from mailer.dispatch import Dispatcher
 from mailer.pacing import SharedRateLimiter
-from tests.conftest import make_settings
 from tests.support.seed import seed_subscribers, start_sending, with_feed
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 

@@ -39,8 +39,8 @@ from mailer.preflight.page import parse_html
 from mailer.preflight.screenshots import _PLACEHOLDER_PNG, CHROMIUM
 from mailer.preflight.spamassassin import parse_spamassassin
 from mailer.sample import write_sample_feed
-from tests.conftest import make_settings
 from tests.support.seed import seed_subscribers, with_feed
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 DAY = date(2026, 11, 26)

@@ -36,7 +36,7 @@ from mailer.sample import SAMPLE_SUBSCRIBERS, write_sample_feed
 from mailer.schedule import build_trigger, due_day, fire_times, grace_seconds, next_run
 from mailer.scheduler import plan_startup, run_daily
 from mailer.subscribers import add
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 LONDON = ZoneInfo("Europe/London")

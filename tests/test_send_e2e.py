@@ -20,9 +20,9 @@ from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import PENDING, SENT, UNSUBSCRIBED, Edition
 from mailer.subscribers import add, find, set_status
-from tests.conftest import make_settings
 from tests.support.feeds import Post, rss
 from tests.support.feedserver import FeedServer, Reply
+from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
 # Thursday 26 November 2026, 06:59 London (GMT): the edition is due at 07:00.

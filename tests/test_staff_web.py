@@ -51,8 +51,8 @@ from mailer.models import (
 from mailer.pipeline import run_send
 from mailer.subscribers import add, email_hash, find, import_csv, set_status
 from mailer.web import create_app
-from tests.conftest import make_settings
 from tests.support.seed import eml_recipients, seed_subscribers, with_feed
+from tests.support.settings import make_settings
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 DAY = date(2026, 11, 26)  # the `clock` fixture's Thursday; 06:00 London, before the 07:00 send

@@ -22,7 +22,7 @@ from mailer.subscribers import (
     import_csv,
     normalise_email,
 )
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @pytest.fixture

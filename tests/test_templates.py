@@ -20,8 +20,8 @@ from mailer.db import init_db
 from mailer.render import build_view, render_archive
 from mailer.subscribers import add
 from mailer.templating import bundled_templates
-from tests.conftest import make_settings
 from tests.support.feeds import Post, rss
+from tests.support.settings import make_settings
 
 # Thursday 26 November 2026, 06:59 London: the edition is due at 07:00.
 NOW = datetime(2026, 11, 26, 6, 59, tzinfo=UTC)

@@ -49,7 +49,7 @@ from mailer.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, make_token
 from mailer.web import create_app
 from mailer.web.security import CSP, EMAIL_CSP
 from mailer.web.throttle import Limit
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

@@ -35,8 +35,8 @@ from mailer.models import (
 )
 from mailer.pipeline import run_send
 from mailer.subscribers import find
-from tests.conftest import make_settings
 from tests.support.seed import eml_recipients, seed_subscribers, start_sending, with_feed
+from tests.support.settings import make_settings
 
 DAY = date(2026, 11, 26)
 
