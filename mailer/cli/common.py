@@ -12,11 +12,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
 from mailer.errors import DatabaseOutage, FeedError, MailerError, PreflightError, one_line
+
+if TYPE_CHECKING:
+    from mailer.app import App
+    from mailer.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,12 +29,12 @@ class Obj:
     """Lazily-built application: `--help` and config errors never touch the database."""
 
     def __init__(self) -> None:
-        self._app: Any = None
-        self._settings: Any = None
+        self._app: App | None = None
+        self._settings: Settings | None = None
         self.schema_checked = False
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """The settings from the file and environment, without the database (and its imports)
         or the staff overrides in it."""
         if self._settings is None:
@@ -40,7 +44,7 @@ class Obj:
         return self._settings
 
     @property
-    def app(self) -> Any:
+    def app(self) -> App:
         if self._app is None:
             from mailer.app import App  # SQLAlchemy and the database: only when a command needs it
 
@@ -88,7 +92,7 @@ def handle_errors(func: F) -> F:
     return cast(F, wrapper)
 
 
-def get_app(ctx: click.Context, *, schema: bool = True) -> Any:
+def get_app(ctx: click.Context, *, schema: bool = True) -> App:
     """The application, its database checked to have the tables `mailer init` makes (a
     one-line error otherwise, and a SQLite file that is not there is not created). Only the
     commands that make the database, or report on it, pass ``schema=False``."""
@@ -102,6 +106,6 @@ def get_app(ctx: click.Context, *, schema: bool = True) -> Any:
     return app
 
 
-def get_settings(ctx: click.Context) -> Any:
+def get_settings(ctx: click.Context) -> Settings:
     obj: Obj = ctx.ensure_object(Obj)
     return obj.settings

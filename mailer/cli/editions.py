@@ -7,7 +7,7 @@ what they use (start-up time: see `mailer.cli.common`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -15,6 +15,8 @@ from mailer.cli.common import fail, get_app, handle_errors
 from mailer.cli.core import parse_day
 
 if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
+
     from mailer.app import App
     from mailer.models import Edition
 
@@ -149,10 +151,11 @@ def requeue_cmd(ctx: click.Context, day: str) -> None:
     app = get_app(ctx)
     ed = _load(app, day)
     with app.sessions.begin() as session:
-        n = session.execute(
+        result = session.execute(
             update(Delivery).where(Delivery.edition_id == ed.id, Delivery.state == AMBIGUOUS)
             .values(state=QUEUED, claimed_by="", next_attempt_at=None)
-        ).rowcount
+        )
+        n = cast("CursorResult[Any]", result).rowcount  # an UPDATE's result has a rowcount
         if n:
             session.execute(update(Edition).where(Edition.id == ed.id, Edition.state == SENT)
                             .values(state=SENDING))
