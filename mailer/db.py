@@ -87,9 +87,9 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(url: str) -> AlembicConfig:
-    # (imported here: Alembic and what it pulls in cost every command, `mailer send` too,
-    # about a fifth of a second, and only `mailer init` migrates)
-    from alembic.config import Config as AlembicConfig
+    # Lazy: Alembic and what it pulls in cost every command, `mailer send` too, about a fifth
+    # of a second, and only `mailer init` migrates.
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -115,7 +115,7 @@ def _upgrade(engine: Engine, cfg: AlembicConfig) -> str:
                 # Two `mailer init` at once on one database: serialise them.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(726411)")
             cfg.attributes["connection"] = conn
-            from alembic import command
+            from alembic import command  # noqa: PLC0415 - lazy, as alembic_config says
 
             command.upgrade(cfg, "head")
     except OperationalError as exc:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from mailer.app import App
 from mailer.errors import MailerError
+from mailer.message import simple_message
 from mailer.models import (
     ACTIVE,
     BOUNCED,
@@ -39,6 +40,7 @@ from mailer.models import (
     Subscriber,
     SubscriberEvent,
 )
+from mailer.render import render_confirmation
 from mailer.subscribers import (
     MAX_NAME,
     add,
@@ -49,6 +51,8 @@ from mailer.subscribers import (
     set_status,
 )
 from mailer.tokens import CONFIRM, BadToken, make_token, read_token
+from mailer.transports import from_dsn
+from mailer.transports.base import Outgoing
 
 log = logging.getLogger("mailer.optin")
 
@@ -270,11 +274,6 @@ def send_confirmation(app: App, request: ConfirmRequest) -> bool:
     Failures are logged and reported as False rather than raised: the reader sees the same
     page either way (it must not reveal whether an address was known) and can ask again.
     """
-    from mailer.message import simple_message
-    from mailer.render import render_confirmation
-    from mailer.transports import from_dsn
-    from mailer.transports.base import Outgoing
-
     try:
         rendered = render_confirmation(app.settings, confirm_url(app, request))
         brand = app.settings.from_addr.partition("<")[0].strip().strip('"') or "LabourList Daily"

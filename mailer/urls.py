@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from mailer.errors import ConfigError
 
 UNPARSABLE = "<unparsable URL>"
@@ -134,9 +137,6 @@ def check_database_url(url: str) -> None:
     if driver not in _DATABASES.get(backend, ()):
         raise ConfigError(f"setting database_url: {parts.scheme}:// is not supported; use "
                           f"{SUPPORTED_DATABASES}")
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         theirs = make_url(url.strip())
     except (ArgumentError, ValueError):
