@@ -15,8 +15,9 @@ from mailer.db import init_db
 from tests.support import pg
 from tests.support.settings import make_settings
 
-# Fixture modules shared by many test files (the SMTP sink: smtp_sink, make_smtp_sink).
-pytest_plugins = ["tests.support.smtpsink"]
+# Fixture modules shared by several test files: the SMTP sink (smtp_sink, make_smtp_sink) and
+# SpamAssassin's clean slate (fresh_spamassassin).
+pytest_plugins = ["tests.support.smtpsink", "tests.support.spam"]
 
 PG_SKIP_REASON = (
     "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,9 @@ from mailer.config import PROJECT_ROOT
 from mailer.preflight import spamassassin
 from tests.test_preflight import needs_spamassassin, sample_edition
 
+# Each test scores afresh, and leaves no SpamAssassin started ahead to the next.
+pytestmark = pytest.mark.usefixtures("fresh_spamassassin")
+
 CANNED = """X-Spam-Status: No, score=3.2 required=5.0 tests=CANNED_RULE autolearn=no
 Subject: x
 
@@ -33,15 +35,6 @@ Content analysis details:   (3.2 points, 5.0 required)
 ---- ---------------------- --------------------------------------------------
  3.2 CANNED_RULE            A rule of the operator's wrapper
 """
-
-
-@pytest.fixture(autouse=True)
-def fresh() -> Iterator[None]:
-    """Each test scores afresh, and leaves no SpamAssassin started ahead to the next."""
-    spamassassin._spam_cache.clear()
-    yield
-    spamassassin.release()
-    spamassassin._spam_cache.clear()
 
 
 def sample(app: App, tmp_path: Path) -> bytes:

@@ -21,7 +21,8 @@ from mailer import preflight
 from mailer.app import App
 from mailer.preflight import spamassassin
 from tests.test_preflight import sample_edition
-from tests.test_spamassassin import fresh  # noqa: F401 - autouse: each test scores afresh
+
+pytestmark = pytest.mark.usefixtures("fresh_spamassassin")
 
 SPAMD = shutil.which("spamd") or shutil.which("spamd", path="/usr/sbin:/usr/local/sbin")
 needs_spamd = pytest.mark.skipif(
