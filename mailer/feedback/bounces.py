@@ -110,7 +110,9 @@ def read_report(raw: bytes) -> Report:
 
 def _report_of(message: Message, raw: bytes) -> Report:
     if message.get_content_type() != "multipart/report" or (
-            (message.get_param("report-type") or "").lower() != "delivery-status"):
+            # (an RFC 2231 tuple fails here, and the message is "unreadable", as it was)
+            (message.get_param("report-type") or "").lower()  # type: ignore[union-attr]
+            != "delivery-status"):
         raise NotAReport(f"not a delivery status report ({message.get_content_type()})")
     status_part: Message | None = None
     original: Message | None = None
@@ -120,10 +122,11 @@ def _report_of(message: Message, raw: bytes) -> Report:
             status_part = part
         elif kind == "message/rfc822" and original is None:
             payload = part.get_payload()
-            original = payload[0] if isinstance(payload, list) and payload else None
+            first = payload[0] if isinstance(payload, list) and payload else None
+            original = first if isinstance(first, Message) else None
         elif kind == "text/rfc822-headers" and original is None:
-            text = part.get_payload(decode=True) or b""
-            original = BytesHeaderParser().parsebytes(text)
+            text = part.get_payload(decode=True)
+            original = BytesHeaderParser().parsebytes(text if isinstance(text, bytes) else b"")
     if status_part is None:
         raise NotAReport("a report without a message/delivery-status part")
     blocks = _status_blocks(status_part)
@@ -210,14 +213,13 @@ def ingest(session: Session, raw: bytes, now: datetime, *, soft_bounce_limit: in
     # that subscriber's mail was forwarded to.
     email_address = delivery.email
     outcomes = []
-    for recipient in report.recipients:
-        kind = kind_of(recipient)
-        detail = f"{recipient.status} {recipient.diagnostic}".strip() or recipient.action
+    for rcpt in report.recipients:
+        kind = kind_of(rcpt)
+        detail = f"{rcpt.status} {rcpt.diagnostic}".strip() or rcpt.action
         payload = {"report": report.report_id, "message_id": report.original_message_id,
-                   "recipient": recipient.address, "action": recipient.action,
-                   "status": recipient.status, "diagnostic": recipient.diagnostic,
-                   "delivery": delivery.id}
-        event_id = f"{report.report_id}|{recipient.address}"
+                   "recipient": rcpt.address, "action": rcpt.action, "status": rcpt.status,
+                   "diagnostic": rcpt.diagnostic, "delivery": delivery.id}
+        event_id = f"{report.report_id}|{rcpt.address}"
         if apply(session, PROVIDER, event_id, kind, email_address, payload, now,
                  detail=f"delivery status report: {detail}"[:500],
                  soft_bounce_limit=soft_bounce_limit, source=SOURCE):

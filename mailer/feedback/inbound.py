@@ -53,7 +53,8 @@ def part_text(part: Message, *, limit: int | None = MAX_TEXT, charset: str = "")
 
     The one MIME text decoder of the inbound readers: a stranger's message must read as
     some text, never raise, whatever encoding or charset it claims."""
-    data = part.get_payload(decode=True) or b""
+    payload = part.get_payload(decode=True)  # bytes for a leaf part, None for a multipart
+    data = payload if isinstance(payload, bytes) else b""
     if limit is not None:
         data = data[:limit * 4]
     try:

@@ -23,10 +23,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from mailer.feedback import jsonbody
 from mailer.feedback.events import WebhookRejected
@@ -35,12 +35,18 @@ from mailer.feedback.events import WebhookRejected
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+class Headers(Protocol):
+    """What `verify` needs of request headers (werkzeug's, or a dict in a test)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class WebhookRequest:
     """What a provider's `verify` may look at, taken from the HTTP request by the route."""
 
     read_body: Callable[[], bytes]  # the body exactly as received (signatures cover it)
-    headers: Mapping[str, str]  # case-insensitive when the route passes the request's own
+    headers: Headers  # the request's own, whose names are case-insensitive
     username: str | None = None  # HTTP basic auth, when the request carries it
     password: str | None = None
 

@@ -118,9 +118,9 @@ def topic_arns(settings: Settings) -> list[str]:
 def verify(request: WebhookRequest, settings: Settings, now: datetime) -> Verified:
     """Read and check the SNS message; answer SNS's subscription handshake (which carries no
     events) here, confirming a subscription by fetching its ``SubscribeURL``."""
+    message_type = request.headers.get("x-amz-sns-message-type") or ""
     message = check_message(read_json(request.body), topics=topic_arns(settings), now=now,
-                            message_type_header=request.headers.get("x-amz-sns-message-type",
-                                                                    ""))
+                            message_type_header=message_type)
     kind = message["Type"]
     if kind == "SubscriptionConfirmation":
         confirm_subscription(message)
