@@ -6,7 +6,7 @@ reports are the only news of a dead address, and a list that never reads them ke
 dead addresses until its relay or its reputation gives out.
 
 `mailer bounces ingest` reads such messages (from the MTA's pipe, a file, or a Maildir) and
-applies them through the same one place as the providers' webhooks (`webhooks.events.apply`):
+applies them through the same one place as the providers' webhooks (`feedback.events.apply`):
 hard bounce -> ``bounced``; other failures counted as soft bounces; delays stored only.
 
 Only reports about our own messages count. The envelope sender is a public address, so anyone
