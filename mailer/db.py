@@ -163,4 +163,3 @@ def instance_secret(factory: sessionmaker[Session]) -> str:
                 session.rollback()
                 return instance_secret(factory)
         return row.value
-

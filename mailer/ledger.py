@@ -66,6 +66,7 @@ def snapshot(session: Session, edition: Edition) -> int:
     )
     cols = ["edition_id", "subscriber_id", "email", "name", "state", "attempts",
             "claimed_by", "message_id", "provider_id", "error", "permanent"]
+
     def queued() -> int:
         return session.scalar(select(func.count()).where(Delivery.edition_id == edition.id)) or 0
 

@@ -140,4 +140,3 @@ class LeaseLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-

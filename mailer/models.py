@@ -281,8 +281,6 @@ class SendLog(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-
-
 class StaffUser(Base):
     __tablename__ = "staff_users"
 

@@ -43,6 +43,8 @@ def parse_html(html: str) -> ParsedHtml:
     parser.feed(html)
     parser.close()
     return parser.page
+
+
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                    "param", "source", "track", "wbr"})
 _NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0),

@@ -123,4 +123,6 @@ def _png(width: int, height: int, rgb: Rgb) -> bytes:
             + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(row * height))
             + chunk(b"IEND", b""))
+
+
 _PLACEHOLDER_PNG = _png(16, 9, (217, 217, 217))

@@ -59,7 +59,6 @@ STOPPING = "not sent: the send is stopping"
 HTTP_OPTIONS = frozenset({"endpoint", "timeout", "max_wait"})
 
 
-
 class SendStopped(TransportError):
     """Every further call would fail the same way (bad API key, daily quota used up, sender
     not verified): the send must stop now instead of retrying each recipient until it gives

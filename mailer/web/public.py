@@ -445,4 +445,3 @@ def register_error_pages(web: Flask) -> None:
     @web.errorhandler(500)
     def server_error(exc: Exception) -> Any:
         return message_page(*ERRORS[500], 500)
-

@@ -189,7 +189,6 @@ class Connector:
                 raise smtplib.SMTPHeloError(code, raw)
 
 
-
 def text_of(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return " ".join(text.split())

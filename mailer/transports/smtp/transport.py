@@ -278,7 +278,6 @@ class SmtpTransport(Connector, Transport):
                      and PLAIN_ADDRESS_RE.fullmatch(message.recipient))
         return _Prepared(data, end, sender, options, plain, plain and self.chains)
 
-
     def _deliver(self, message: Outgoing, *, may_be_stale: bool) -> Steps:
         conn = self._conn
         assert conn is not None
@@ -508,4 +507,3 @@ def _ask(conn: smtplib.SMTP, command: str, args: str) -> Generator[str, None,
     conn.putcmd(command, args)
     yield WAIT
     return getreply(conn)
-

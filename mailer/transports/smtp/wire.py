@@ -30,7 +30,6 @@ def wire_data(data: bytes) -> bytes:
     return body + b".\r\n"
 
 
-
 def envelope(sender: str, recipient: str, options: list[str]) -> bytes:
     """MAIL, RCPT and DATA as one pipelined group (plain ASCII addresses only)."""
     extra = (" " + " ".join(options)) if options else ""

@@ -109,4 +109,3 @@ def _audit_link(target: str) -> str:
     if target.startswith("subscriber:") and target.split(":", 1)[1].isdigit():
         return url_for("staff.subscriber", sub_id=int(target.split(":", 1)[1]))
     return ""
-

@@ -419,4 +419,3 @@ def resume(day: str) -> Response:
 @login_required
 def cancel(day: str) -> Response:
     return _control(day, "cancel")
-
