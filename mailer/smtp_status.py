@@ -30,7 +30,7 @@ def is_hard_bounce(code: int, text: str) -> bool:
 def dead_address_status(text: str) -> bool | None:
     """Whether the enhanced status code that `text` starts with (5.1.1) says the address is
     dead, by `is_hard_bounce`'s rule; None when it starts with none. Bounce reports by email
-    (`mailer.bounces`) carry the same codes."""
+    (`mailer.feedback.bounces`) carry the same codes."""
     match = _ENHANCED.match(text)
     if match is None:
         return None

@@ -1,7 +1,7 @@
 """VERP: each SMTP message's envelope sender names the delivery it carries.
 
 A bounce goes to the envelope sender. Reports in the standard shape (RFC 3464) return the
-original Message-ID, and `mailer.bounces` finds the delivery by it; many do not: qmail's
+original Message-ID, and `mailer.feedback.bounces` finds the delivery by it; many do not: qmail's
 plain-text bounces, reports that return no headers, forwarders, relays that rewrite the
 message. With VERP the address the bounce was sent to says whose message it was, whatever
 the bounce looks like: ``bounces+20261126.42.0123456789ab@labourlist.org`` for the delivery

@@ -357,4 +357,3 @@ def _our_delivery(session: Session, message_id: str) -> Delivery | None:
     if delivery is None or delivery.message_id != message_id:
         return None
     return delivery
-
