@@ -40,8 +40,8 @@ def squash(value: object) -> str:
 
 def message_key(message: Message, raw: bytes) -> str:
     """The message's own Message-ID, or a hash of it: applying it twice changes nothing."""
-    # (imported here: every CLI command imports this module, and this one imports SQLAlchemy)
-    from mailer.feedback.events import digest
+    # Lazy: every CLI command imports this module, and events imports SQLAlchemy.
+    from mailer.feedback.events import digest  # noqa: PLC0415
 
     return squash(message.get("Message-ID", "")) or digest(raw.decode("utf-8", "replace"))
 
