@@ -21,8 +21,8 @@ from mailer.models import ACTIVE, BOUNCED
 from mailer.subscribers import find
 from tests.support import dsn
 from tests.support.feeds import Post, rss
+from tests.support.newsroom import NOW, posts, run_mailer
 from tests.support.smtpsink import SmtpSink
-from tests.test_send_e2e import NOW, _mailer, _posts, env  # noqa: F401 - env is a fixture
 
 BOUNCES = "bounces@labourlist.org"
 
@@ -62,7 +62,7 @@ def sent(env, smtp_sink: SmtpSink):  # type: ignore[no-untyped-def]  # noqa: F81
     """The e2e edition sent through SMTP with a bounce address: ann, siân and bob got it."""
     app, feed, environ = env
     environ["MAILER_BOUNCE_ADDRESS"] = BOUNCES
-    result = _mailer(environ, "send")
+    result = run_mailer(environ, "send")
     assert result.exit_code == 0, result.output
     assert "sent 3" in result.output
     return app, feed, environ
@@ -134,12 +134,12 @@ def test_a_hard_bounce_suppresses_once_and_the_next_edition_leaves_them_out(  # 
         assert event.source == "bounce-email" and "5.1.1" in event.detail
 
     # The next day's edition: Bob is left out.
-    page1, _ = _posts()
+    page1, _ = posts()
     tomorrow = [Post(201, "Next day's story", NOW + timedelta(hours=23), categories=("News",))]
     feed.serve_pages([rss(tomorrow + page1)])
     environ["MAILER_NOW"] = (NOW + timedelta(days=1)).isoformat()
     before = len(smtp_sink.messages)
-    result = _mailer(environ, "send")
+    result = run_mailer(environ, "send")
     assert result.exit_code == 0, result.output
     assert sorted(r for m in smtp_sink.messages[before:] for r in m.rcpt_tos) == [
         "ann@example.org", "sian@example.org"]

@@ -6,9 +6,8 @@ Runs on SQLite and on the real PostgreSQL (the `database_url` fixture).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,78 +15,17 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.cli import cli
-from mailer.clock import FixedClock
-from mailer.db import init_db
-from mailer.models import PENDING, SENT, UNSUBSCRIBED, Edition
-from mailer.subscribers import add, find, set_status
-from tests.support.feeds import Post, rss
-from tests.support.feedserver import FeedServer, Reply
-from tests.support.settings import make_settings
+from mailer.models import SENT, UNSUBSCRIBED, Edition
+from mailer.subscribers import find, set_status
+from tests.support.feeds import rss
+from tests.support.feedserver import Reply
+from tests.support.newsroom import NOW, run_mailer
 from tests.support.smtpsink import SmtpSink
-
-# Thursday 26 November 2026, 06:59 London (GMT): the edition is due at 07:00.
-NOW = datetime(2026, 11, 26, 6, 59, tzinfo=UTC)
-HOSTILE = (
-    '<p>Fine words.</p><script>alert("x")</script>'
-    '<img src="https://labourlist.org/i.jpg" onerror="alert(1)" alt="pic">'
-    '<a href="javascript:alert(2)">click</a><iframe src="https://evil.example/"></iframe>'
-    '<p><a href="https://labourlist.org/ok/">a real link</a></p>'
-)
-
-
-def _posts() -> tuple[list[Post], list[Post]]:
-    h = timedelta(hours=1)
-    page1 = [
-        Post(101, "Starmer&#8217;s plan &#8211; what it means for unions &#038; councils",
-             NOW - 1 * h, categories=("News",), raw_title=(
-                 "Starmer&#8217;s plan &#8211; what it means for unions &#038; councils")),
-        Post(102, "Good morning: the daily email", NOW - 2 * h, categories=("Daily email",)),
-        Post(103, "Why the left must win the argument on housing", NOW - 3 * h,
-             author="Tom Belger, Katie Neame & Morgan Jones", categories=("Comment",),
-             content=HOSTILE),
-        Post(104, "Polling shows a tight race in the north", NOW - 5 * h,
-             categories=("Analysis",)),
-    ]
-    page2 = [
-        Post(105, "Council by-election results round-up", NOW - 12 * h, categories=("News",)),
-        Post(106, "An old story from two days ago", NOW - 50 * h, categories=("News",)),
-    ]
-    return page1, page2
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str, smtp_sink: SmtpSink):  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path, database_url=database_url, dsn=smtp_sink.dsn)
-    app = App.create(settings, clock=FixedClock(NOW))
-    init_db(app.engine)
-    with app.sessions.begin() as s:
-        add(s, "ann@example.org", name="Ann Active")
-        add(s, "sian@example.org", name="Siân Evans")
-        add(s, "bob@example.org", name="Bob Active")
-        add(s, "pending@example.org", status=PENDING)
-        gone, _ = add(s, "gone@example.org")
-        set_status(s, gone, UNSUBSCRIBED, source="staff")
-    with FeedServer() as feed:
-        page1, page2 = _posts()
-        feed.serve_pages([rss(page1), rss(page2)], etag='W/"abc"',
-                         last_modified="Thu, 26 Nov 2026 05:59:00 GMT")
-        environ = {
-            "MAILER_DATABASE_URL": database_url, "MAILER_FEED_URL": feed.url,
-            "MAILER_DSN": smtp_sink.dsn, "MAILER_BASE_URL": "https://mail.labourlist.org",
-            "MAILER_SECRET_KEY": "e2e-secret", "MAILER_NOW": NOW.isoformat(),
-            "MAILER_CONFIG": str(Path(__file__).parent.parent / "config" / "mailer.toml"),
-        }
-        yield app, feed, environ
-    app.close()
-
-
-def _mailer(environ: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(cli, list(args), env=environ, catch_exceptions=False)
 
 
 def test_daily_send_end_to_end(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     app, feed, environ = env
-    result = _mailer(environ, "send")
+    result = run_mailer(environ, "send")
     assert result.exit_code == 0, result.output
     assert "sent 3" in result.output
     got = Counter(smtp_sink.recipients())
@@ -127,14 +65,14 @@ def test_daily_send_end_to_end(env, smtp_sink: SmtpSink) -> None:  # type: ignor
     assert len(set(ids)) == len(ids)
 
     # Running it again for the same date sends nothing and says so.
-    again = _mailer(environ, "send")
+    again = run_mailer(environ, "send")
     assert again.exit_code == 0 and "already sent" in again.output
     assert len(smtp_sink.recipients()) == 3
     with app.sessions() as s:
         edition = s.scalar(select(Edition))
         assert edition is not None and edition.state == SENT and edition.sent_count == 3
     # Conditional GET: the second fetch sent back the validators exactly.
-    assert _mailer(environ, "collect").output.startswith("feed not modified")
+    assert run_mailer(environ, "collect").output.startswith("feed not modified")
     last = feed.feed_requests()[-1]
     assert last.headers.get("if-none-match") == 'W/"abc"'
     assert last.headers.get("if-modified-since") == "Thu, 26 Nov 2026 05:59:00 GMT"
@@ -142,14 +80,14 @@ def test_daily_send_end_to_end(env, smtp_sink: SmtpSink) -> None:  # type: ignor
 
 def test_test_send_and_dry_run_touch_no_ledger(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     app, _feed, environ = env
-    dry = _mailer(environ, "send", "--dry-run")
+    dry = run_mailer(environ, "send", "--dry-run")
     assert dry.exit_code == 0 and "would send to 3" in dry.output
-    test = _mailer(environ, "send", "--test-to", "editor@example.org")
+    test = run_mailer(environ, "send", "--test-to", "editor@example.org")
     assert test.exit_code == 0, test.output
     assert smtp_sink.recipients() == ["editor@example.org"]
     msg = message_from_bytes(smtp_sink.messages[0].data, policy=policy.default)
     assert str(msg["Subject"]).startswith("[TEST]")
-    real = _mailer(environ, "send")
+    real = run_mailer(environ, "send")
     assert real.exit_code == 0 and "sent 3" in real.output
 
 
@@ -179,7 +117,7 @@ def test_bad_feed_sends_nothing(env, smtp_sink: SmtpSink, reply: Reply, expect: 
 def test_no_articles_skips_the_edition(env, smtp_sink: SmtpSink) -> None:  # type: ignore[no-untyped-def]
     app, feed, environ = env
     feed.serve_pages([rss([])])
-    result = _mailer(environ, "send")
+    result = run_mailer(environ, "send")
     assert result.exit_code == 0 and "no articles" in result.output
     assert smtp_sink.recipients() == []
     with app.sessions() as s:
@@ -192,7 +130,7 @@ def test_late_send_refused_unless_forced(env, smtp_sink: SmtpSink) -> None:  # t
     refused = CliRunner().invoke(cli, ["send"], env=late)
     assert refused.exit_code == 3 and "--force" in refused.output
     assert smtp_sink.recipients() == []
-    forced = _mailer(late, "send", "--force", "--reason", "feed outage this morning")
+    forced = run_mailer(late, "send", "--force", "--reason", "feed outage this morning")
     assert forced.exit_code == 0, forced.output
     assert len(smtp_sink.recipients()) == 3
 
@@ -203,7 +141,7 @@ def test_unsubscribed_before_send_is_not_reached(env, smtp_sink: SmtpSink) -> No
         sub = find(s, "bob@example.org")
         assert sub is not None
         set_status(s, sub, UNSUBSCRIBED, source="one-click")
-    assert _mailer(environ, "send").exit_code == 0
+    assert run_mailer(environ, "send").exit_code == 0
     assert sorted(smtp_sink.recipients()) == ["ann@example.org", "sian@example.org"]
 
 
@@ -224,7 +162,7 @@ def test_one_click_unsubscribe_then_next_send_skips_them(env, smtp_sink: SmtpSin
     assert answer.status_code == 200
     with app.sessions() as s:
         assert find(s, "bob@example.org").status == UNSUBSCRIBED  # type: ignore[union-attr]
-    assert _mailer(environ, "send").exit_code == 0
+    assert run_mailer(environ, "send").exit_code == 0
     assert sorted(smtp_sink.recipients()) == ["ann@example.org", "sian@example.org"]
     web_app.close()
 
@@ -238,5 +176,5 @@ def test_paused_subscriber_comes_back_when_the_pause_ends(env, smtp_sink: SmtpSi
         assert ann is not None
         set_status(s, ann, PAUSED, source="preferences")
         ann.paused_until = NOW - timedelta(minutes=1)
-    assert _mailer(environ, "send").exit_code == 0
+    assert run_mailer(environ, "send").exit_code == 0
     assert "ann@example.org" in smtp_sink.recipients()

@@ -22,9 +22,9 @@ from mailer.feedback.unsubscribe_mail import REQUEST_EVENT
 from mailer.models import ACTIVE, UNSUBSCRIBED
 from mailer.subscribers import find
 from mailer.tokens import PREFERENCES, make_token
+from tests.support.newsroom import run_mailer
 from tests.support.smtpsink import SmtpSink
 from tests.test_bounces import only_event, status
-from tests.test_send_e2e import _mailer, env  # noqa: F401 - env is a fixture
 
 READERS = ("ann@example.org", "sian@example.org", "bob@example.org")
 
@@ -37,7 +37,7 @@ def ingest(environ: dict[str, str], *args: str, stdin: bytes | None = None):  # 
 @pytest.fixture
 def sent(env, smtp_sink: SmtpSink):  # type: ignore[no-untyped-def]  # noqa: F811
     app, feed, environ = env
-    result = _mailer(environ, "send")
+    result = run_mailer(environ, "send")
     assert result.exit_code == 0, result.output
     assert "sent 3" in result.output
     return app, feed, environ

@@ -18,9 +18,9 @@ from mailer.feedback.events import EventKind
 from mailer.models import ACTIVE, BOUNCED
 from mailer.verp import sender_for, token_of
 from tests.support import dsn
+from tests.support.newsroom import run_mailer
 from tests.support.smtpsink import SmtpSink
 from tests.test_bounces import BOUNCES, ingest, only_event, status
-from tests.test_send_e2e import _mailer, env  # noqa: F401 - env is a fixture
 
 READERS = ("ann@example.org", "sian@example.org", "bob@example.org")
 
@@ -33,7 +33,7 @@ def sent(request: pytest.FixtureRequest, env, smtp_sink: SmtpSink):  # type: ign
     environ["MAILER_BOUNCE_VERP"] = "true"
     if request.param == "stepwise":
         environ["MAILER_DSN"] = smtp_sink.dsn + "&pipelining=0"
-    result = _mailer(environ, "send")
+    result = run_mailer(environ, "send")
     assert result.exit_code == 0, result.output
     assert "sent 3" in result.output
     return app, feed, environ
