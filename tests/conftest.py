@@ -16,8 +16,9 @@ from tests.support import pg
 from tests.support.settings import make_settings
 
 # Fixture modules shared by several test files: the SMTP sink (smtp_sink, make_smtp_sink) and
-# SpamAssassin's clean slate (fresh_spamassassin), the end-to-end world (env).
-pytest_plugins = ["tests.support.smtpsink", "tests.support.spam", "tests.support.newsroom"]
+# SpamAssassin's clean slate (fresh_spamassassin), the end-to-end world (env), SNS (sns).
+pytest_plugins = ["tests.support.smtpsink", "tests.support.spam", "tests.support.newsroom",
+                  "tests.support.sns"]
 
 PG_SKIP_REASON = (
     "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "

@@ -51,7 +51,7 @@ from mailer.subscribers import add, find, set_status
 from mailer.tokens import PREFERENCES, make_token
 from mailer.web import create_app
 from tests.support.settings import make_settings
-from tests.test_webhooks import Sns, sns, sns_message  # noqa: F401  (sns is a fixture)
+from tests.support.sns import Sns, sns_message
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 TOPIC = "arn:aws:sns:eu-west-2:123456789012:labourlist-ses-events"
