@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,16 +27,36 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from mailer import overrides
+from mailer import scheduler as sched
 from mailer.alerts import alert
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock, send_datetime
-from mailer.db import init_db
+from mailer.collect import collect
+from mailer.db import init_db, make_engine
 from mailer.edition import get_edition
 from mailer.models import SENDING, SENT, SKIPPED, Delivery, Edition, SendLog, Subscriber
+from mailer.preflight import spamassassin
 from mailer.sample import SAMPLE_SUBSCRIBERS, write_sample_feed
-from mailer.schedule import build_trigger, due_day, fire_times, grace_seconds, next_run
-from mailer.scheduler import plan_startup, run_daily
+from mailer.schedule import (
+    DailyTrigger,
+    build_trigger,
+    due_day,
+    fire_times,
+    grace_seconds,
+    next_run,
+)
+from mailer.scheduler import (
+    COLLECT_JOB_ID,
+    FOLLOW_JOB_ID,
+    JOB_ID,
+    JOBS_TABLE,
+    build_scheduler,
+    plan_startup,
+    run_daily,
+    stored_next_run,
+)
 from mailer.subscribers import add
 from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
@@ -128,8 +150,6 @@ def test_send_times_in_the_changing_hour_still_fire_once_a_day(
 
 def test_trigger_survives_the_job_store(tmp_path: Path) -> None:
     """The job store pickles the trigger: it must come back as the same once-a-day trigger."""
-    import pickle
-
     settings = make_settings(tmp_path, send_days="mon-sun", send_time="01:30")
     trigger = pickle.loads(pickle.dumps(build_trigger(settings)))
     fire = trigger.get_next_fire_time(london(2026, 10, 25, 1, 30), london(2026, 10, 25, 1, 30))
@@ -263,11 +283,6 @@ def test_the_running_daemon_follows_a_send_time_changed_in_the_console(
     clock). Configured 09:00; at 08:00 staff save 07:00: the daily job moves at once, and
     today's edition, whose old run will not come, goes out now. Resetting the override moves
     the job back without a restart."""
-    import threading
-
-    from mailer import overrides
-    from mailer import scheduler as sched
-
     app = make_app(tmp_path, clock, send_time="09:00")
     scheduler = sched.build_scheduler(app, app.engine)
     runner = threading.Thread(target=scheduler.start, kwargs={"paused": True}, daemon=True)
@@ -372,8 +387,6 @@ def test_the_scheduled_send_starts_spamassassin_ahead(sched_app: App,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Like `mailer send`: the daily job starts SpamAssassin before it fetches the feed, and
     the preflight check uses that one (or, without SpamAssassin, runs as before)."""
-    from mailer.preflight import spamassassin
-
     started: list[tuple[str, object]] = []
     real_start = spamassassin._start_warm
 
@@ -417,8 +430,6 @@ def test_a_late_but_allowed_send_goes_out_and_alerts(sched_app: App, clock: Fixe
 def test_a_feed_outage_at_send_time_with_collection_ahead_still_sends(
     sched_app: App, clock: FixedClock, monkeypatch: pytest.MonkeyPatch, minutes: int
 ) -> None:
-    from mailer.collect import collect
-
     collect_every(sched_app, minutes, monkeypatch)
     add_subscribers(sched_app, SAMPLE_SUBSCRIBERS)
     feed = Path(sched_app.settings.feed_url)
@@ -682,8 +693,6 @@ def test_real_scheduler_sends_once_stops_cleanly_and_a_restart_does_not_repeat(
     console (the `meta` row the settings page writes) and, with no restart, it fires then and
     sends the edition once; SIGTERM in the middle of the send lets it finish and exits 0;
     started again inside the grace window it sends nothing."""
-    from mailer import overrides
-
     db = f"sqlite:///{tmp_path / 'daemon.db'}"
     feed, count = prepare(db, tmp_path, "daemon", SAMPLE_SUBSCRIBERS)
     fire = next_minute(15)
@@ -831,9 +840,6 @@ def test_scheduler_job_and_two_cron_sends_at_once_send_one_edition(
 
 
 def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer.schedule import DailyTrigger
-    from mailer.scheduler import COLLECT_JOB_ID, FOLLOW_JOB_ID, JOB_ID, build_scheduler
-
     collect_every(sched_app, 15, monkeypatch)
     scheduler = build_scheduler(sched_app, sched_app.engine)
     jobs = {job.id: job for job in scheduler.get_jobs()}
@@ -852,9 +858,6 @@ def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> No
 def test_the_job_store_lives_in_our_database(database_url: str, tmp_path: Path) -> None:
     """Started on SQLite or PostgreSQL, the daemon stores its jobs there; a restart with the
     collection turned off drops that job; SIGTERM stops an idle daemon at once with status 0."""
-    from mailer.db import make_engine
-    from mailer.scheduler import COLLECT_JOB_ID, JOB_ID, JOBS_TABLE, stored_next_run
-
     feed, _ = prepare(database_url, tmp_path, "store", SAMPLE_SUBSCRIBERS[:1])
     fire = datetime.now(LONDON) + timedelta(hours=2)
     with SmtpSink() as sink:

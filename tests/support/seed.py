@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
+from email import message_from_bytes, policy
+from email.utils import parseaddr
 from pathlib import Path
 
 from sqlalchemy import insert, select
 
 from mailer import ledger
 from mailer.app import App
-from mailer.models import ACTIVE, SENDING, Edition, Subscriber
+from mailer.models import ACTIVE, SENDING, Article, Edition, Subscriber
 from mailer.pipeline import run_send
 from mailer.sample import write_sample_feed
 
@@ -33,9 +35,6 @@ def with_feed(app: App, tmp_path: Path) -> App:
 
 
 def eml_recipients(outbox: Path) -> Counter[str]:
-    from email import message_from_bytes, policy
-    from email.utils import parseaddr
-
     counts: Counter[str] = Counter()
     for path in outbox.glob("*.eml"):
         msg = message_from_bytes(path.read_bytes(), policy=policy.default)
@@ -45,10 +44,6 @@ def eml_recipients(outbox: Path) -> Counter[str]:
 
 def add_article(app: App, guid: str, *, hours_ago: float = 1.0, title: str = "A story") -> None:
     """Store one article published `hours_ago` before the clock's now."""
-    from datetime import timedelta
-
-    from mailer.models import Article
-
     with app.sessions.begin() as session:
         session.add(Article(guid=guid, title=title, link=f"https://labourlist.org/{guid}/",
                             author="Staff", summary_text="Summary.", section="News",

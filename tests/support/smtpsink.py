@@ -16,7 +16,9 @@ arguments are best).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
+import ipaddress
 import os
 import ssl
 import tempfile
@@ -35,6 +37,10 @@ from urllib.parse import quote
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 RcptPolicy = Callable[[str, int], str | None]
 DataPolicy = Callable[[list[str], int], str | None]
@@ -396,14 +402,6 @@ def _parse(data: bytes) -> EmailMessage:
 @functools.lru_cache(maxsize=1)
 def _certificate() -> tuple[bytes, bytes]:
     """A self-signed certificate for localhost/127.0.0.1 (made once per test run)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
