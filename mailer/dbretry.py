@@ -52,6 +52,8 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
+        if exc.orig is None:  # (not an outage: nothing below matches None)
+            return False
         exc = exc.orig
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc)

@@ -124,7 +124,7 @@ class Deadline:
     def _connection_class(self, base: type[Any]) -> type[Any]:
         deadline = self
 
-        class Watched(base):  # type: ignore[valid-type, misc]
+        class Watched(base):
             def _new_conn(self) -> socket.socket:
                 if deadline.expired:
                     raise DeadlineExceeded(f"no time left ({deadline.seconds:g}s)")

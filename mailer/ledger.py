@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Dialect, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.db import rowcount
 from mailer.locks import holder_alive
 from mailer.models import (
     ACTIVE,
@@ -199,7 +200,7 @@ def recover_dead_claims(session: Session, edition_id: int) -> int:
         .values(**back_to_queue())
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(rowcount(result) or 0)
 
 
 def release(session: Session, worker: str, ids: list[int]) -> None:
@@ -241,7 +242,7 @@ def release_orphans(session: Session, edition_id: int, worker: str) -> int:
         .values(**back_to_queue())
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(rowcount(result) or 0)
 
 
 def backoff(attempt: int) -> float:
@@ -300,10 +301,10 @@ def record(session: Session, worker: str, outcomes: list[tuple[Claim, str, Resul
         else:
             values.update(state=DFAILED, permanent=True)
             tally.failed += 1
-        changed = session.execute(
+        changed = rowcount(session.execute(
             update(d).where(d.id == c.id, *guard).values(**values)
             .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+        ))
         if not changed:
             tally.lost += 1
             continue
@@ -324,8 +325,7 @@ def record(session: Session, worker: str, outcomes: list[tuple[Claim, str, Resul
             .execution_options(synchronize_session=False)
         )
         conn = session.connection()
-        result = conn.execute(stmt, sent_rows)
-        changed = result.rowcount
+        changed = conn.execute(stmt, sent_rows).rowcount
         if changed is None or changed < 0:
             changed = len(sent_rows)
         tally.sent += changed
@@ -351,9 +351,17 @@ def next_due(session: Session, edition_id: int) -> datetime | None:
     times = [t for t in (session.scalar(q1), session.scalar(q2)) if t is not None]
     if not times:
         return None
-    conv = UTCDateTime().process_result_value
     dialect = session.get_bind().dialect
-    return min(conv(t, dialect) if isinstance(t, datetime) else _parse(t) for t in times)
+    return min(_read_time(t, dialect) for t in times)
+
+
+def _read_time(value: Any, dialect: Dialect) -> datetime:
+    """A time read back from the database as an aware UTC datetime (a datetime or its text)."""
+    if not isinstance(value, datetime):
+        return _parse(value)
+    converted = UTCDateTime().process_result_value(value, dialect)
+    assert converted is not None  # (only None reads back as None)
+    return converted
 
 
 def _parse(value: Any) -> datetime:

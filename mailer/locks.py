@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.clock import Clock
+from mailer.db import rowcount
 from mailer.models import RunLock
 
 HOSTNAME = socket.gethostname()
@@ -90,7 +91,7 @@ class LeaseLock:
                     .where(RunLock.name == self.name, RunLock.holder == row.holder)
                     .values(holder=self.holder, lease_until=now + self.lease, acquired_at=now)
                 )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
+                if rowcount(result) != 1:
                     return False
             else:
                 return False
@@ -104,7 +105,7 @@ class LeaseLock:
                 update(RunLock).where(RunLock.name == self.name, RunLock.holder == self.holder)
                 .values(lease_until=now + self.lease)
             )
-            ok = result.rowcount == 1  # type: ignore[attr-defined]
+            ok = rowcount(result) == 1
         if not ok:
             self.lost.set()
         return ok

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
-from requests.certs import where as ca_bundle
+from requests.certs import where as ca_bundle  # type: ignore[attr-defined]  # stub lacks it
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError, SSLError
 

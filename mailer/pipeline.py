@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from mailer import ledger, preflight
 from mailer.app import App
 from mailer.collect import CollectResult, collect
+from mailer.db import rowcount
 from mailer.dbretry import is_outage
 from mailer.dispatch import Dispatcher, Progress
 from mailer.edition import EDITABLE, build_edition, send_instant, window_for
@@ -194,12 +195,12 @@ def _prepare(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
         return SendOutcome("dry-run", f"edition {day}: {articles} articles, would send to "
                            f"{audience} subscribers", edition.id, articles, audience)
     with app.sessions.begin() as session:
-        started = session.execute(
+        started = rowcount(session.execute(
             update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
             # (started when sending starts: after the build and the preflight checks)
             .values(state=SENDING, started_at=app.clock.now(),
                     forced_reason=reason if force else "")
-        ).rowcount
+        ))
         if started:
             # Pauses that ran out end with this edition.
             reactivate_due(session, now)

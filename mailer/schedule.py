@@ -29,7 +29,7 @@ class DailyTrigger(CronTrigger):
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
-        candidate = super().get_next_fire_time(previous_fire_time, now)
+        candidate: datetime | None = super().get_next_fire_time(previous_fire_time, now)
         while candidate is not None and not _first_occurrence(candidate):
             candidate = super().get_next_fire_time(candidate, candidate)
         return candidate

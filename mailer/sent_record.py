@@ -94,7 +94,8 @@ class SentJournal:
             return 0
         raw = session.connection().connection.dbapi_connection
         assert raw is not None
-        return raw.executemany(self.SQL, params).rowcount
+        changed: int = raw.executemany(self.SQL, params).rowcount
+        return changed
 
     def clear(self) -> None:
         """Empty the file once its lines are committed (appends go on at the new end)."""
@@ -176,10 +177,11 @@ class SentRecorder:
             params = [(pid[:300], mid, when, cid, self.worker) for cid, mid, pid in rows]
             if len(params) == 1:
                 # One statement in autocommit mode is its own atomic, durable transaction.
-                return raw.execute(self.sql, params[0]).rowcount
+                one: int = raw.execute(self.sql, params[0]).rowcount
+                return one
             raw.execute("BEGIN IMMEDIATE")
             try:
-                changed = raw.executemany(self.sql, params).rowcount
+                changed: int = raw.executemany(self.sql, params).rowcount
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:

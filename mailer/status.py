@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import and_, exists, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -307,6 +307,12 @@ def render_text(status: Status) -> str:
     if s.get("stored"):
         lines.append(f"scheduler job store: next run {s['stored_next_run']['text']}")
     return "\n".join(lines)
+
+
+@overload
+def _iso(moment: datetime) -> str: ...
+@overload
+def _iso(moment: datetime | None) -> str | None: ...
 
 
 def _iso(moment: datetime | None) -> str | None:

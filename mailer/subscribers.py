@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO
+from typing import IO, TypedDict
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, insert, select, update
@@ -230,7 +230,7 @@ def csv_text(binary: IO[bytes]) -> IO[str]:
         spool = tempfile.SpooledTemporaryFile(max_size=_CHUNK * 16)  # noqa: SIM115
         shutil.copyfileobj(binary, spool)
         spool.seek(0)
-        binary = spool  # type: ignore[assignment]
+        binary = spool
     start = binary.tell()
     for encoding in CSV_ENCODINGS:
         binary.seek(start)
@@ -318,6 +318,18 @@ def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
         yield batch
 
 
+class _NewSubscriber(TypedDict):
+    """The values of one subscriber row `_store` inserts."""
+
+    email: str
+    name: str
+    status: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    confirmed_at: datetime | None
+
+
 def _store(session: Session, rows: list[_Row], *, source: str,
            at: datetime | None) -> ImportReport:
     """Add the rows that are new, with the same rules as `add`, in a few statements.
@@ -332,7 +344,7 @@ def _store(session: Session, rows: list[_Row], *, source: str,
     suppressed = set(session.scalars(select(Suppression.email_hash)
                                      .where(Suppression.email_hash.in_(list(hashes.values())))))
     now = at or utcnow()
-    new: list[dict[str, object]] = []
+    new: list[_NewSubscriber] = []
     for row in rows:
         if row.address in present:
             part.unchanged += 1

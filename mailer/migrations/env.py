@@ -2,6 +2,7 @@
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.schema import SchemaItem
 
 from mailer.models import Base
 
@@ -9,7 +10,8 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+def include_object(obj: SchemaItem, name: str | None, type_: str, reflected: bool,
+                   compare_to: SchemaItem | None) -> bool:
     """APScheduler's job store (mailer/scheduler.py) manages its own table."""
     return not (type_ == "table" and name == "apscheduler_jobs")
 
@@ -30,7 +32,10 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:  # (mailer.db.alembic_config always sets it)
+        raise RuntimeError("migrations: no sqlalchemy.url; run them through mailer.db.init_db")
+    engine = create_engine(url)
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=target_metadata,
                           render_as_batch=True, include_object=include_object)

@@ -177,7 +177,7 @@ def _style_props(style: str) -> dict[str, str]:
 
 def _is_zero(value: str) -> bool:
     match = _LENGTH_RE.match(value.strip())
-    return bool(match) and float(match.group(1)) == 0
+    return match is not None and float(match.group(1)) == 0
 
 
 def _font_px(value: str, inherited: float) -> float:
@@ -205,7 +205,8 @@ def _colour(value: str) -> Rgb | None:
                     return None  # fully transparent: the parent's colour shows
             nums = re.findall(r"\d+(?:\.\d+)?", token)
             if len(nums) >= 3:
-                return tuple(min(255, int(float(n))) for n in nums[:3])  # type: ignore[return-value]
+                red, green, blue = (min(255, int(float(n))) for n in nums[:3])
+                return (red, green, blue)
             return None
         if token in _NAMED_COLOURS:
             return _NAMED_COLOURS[token]

@@ -12,7 +12,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mailer.errors import MailerError
@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
 ]
 # (name, viewport width, colour scheme, images blocked): phones are where dark mode is read,
 # desktop Outlook is where images are blocked by default.
-SCREENSHOT_VIEWS: tuple[tuple[str, int, str, bool], ...] = (
+SCREENSHOT_VIEWS: tuple[tuple[str, int, Literal["light", "dark"], bool], ...] = (
     ("375-light", 375, "light", False),
     ("800-light", 800, "light", False),
     ("375-dark", 375, "dark", False),
@@ -64,7 +64,7 @@ def render_screenshots(html: str, out_dir: Path, *, prefix: str = "",
         try:
             for name, width, scheme, images_off in SCREENSHOT_VIEWS:
                 context = browser.new_context(viewport={"width": width, "height": 800},
-                                              color_scheme=scheme,  # type: ignore[arg-type]
+                                              color_scheme=scheme,
                                               java_script_enabled=False,
                                               service_workers="block")
                 try:

@@ -249,6 +249,7 @@ def spam_score(data: bytes, *, command: str = "spamassassin",
         cached = _spam_cache.get(key)
     if cached is not None:
         return cached
+    result: SpamResult | None
     if Path(binary).name == "spamc":
         result = _score_spamc([binary, *argv[1:]], data, timeout)
     else:

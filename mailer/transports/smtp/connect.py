@@ -106,7 +106,8 @@ class Connector:
         with contextlib.suppress(OSError, AttributeError):
             # Every write is a whole command group or a whole message: nothing to coalesce,
             # and Nagle's wait for an ACK would only delay the server's answer.
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self._handshake(conn, steps)
         except BaseException:
@@ -114,7 +115,8 @@ class Connector:
             raise
         # From here on replies are read through a reader that can tell whether a reply is
         # already buffered (nothing is pending after the handshake's last reply).
-        conn.file = ReplyReader(conn.sock)  # type: ignore[assignment]
+        assert conn.sock is not None  # (connected, and the handshake did not close it)
+        conn.file = ReplyReader(conn.sock)
         return conn, steps
 
     def _handshake(self, conn: smtplib.SMTP, steps: list[str]) -> None:

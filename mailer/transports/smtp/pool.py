@@ -343,7 +343,8 @@ class _Stream(Generic[K]):
 
     def abandon(self, slot: int) -> K:
         """Give up an exchange whose data has not been sent: nothing of it was delivered."""
-        key, _, steps = self.held.pop(slot, None) or self.waiting.pop(slot)
+        held = self.held.pop(slot, None)
+        key, _, steps = held if held is not None else self.waiting.pop(slot)
         self.unwatch(slot)
         steps.close()
         self.transports[slot].discard()

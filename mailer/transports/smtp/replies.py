@@ -11,7 +11,8 @@ import smtplib
 import socket
 import ssl
 
-_MAXLINE = smtplib._MAXLINE  # (the longest reply line smtplib accepts)
+# (the longest reply line smtplib accepts: private, so not in typeshed)
+_MAXLINE: int = smtplib._MAXLINE  # type: ignore[attr-defined]  # private to smtplib
 
 
 class ReplyReader:

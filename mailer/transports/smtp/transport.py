@@ -29,7 +29,7 @@ from mailer.config import Settings
 from mailer.errors import TransportError
 from mailer.mime import PLAIN_ADDRESS_RE
 from mailer.smtp_status import is_hard_bounce
-from mailer.transports.base import Outgoing, Result, Transport
+from mailer.transports.base import Outgoing, Result, Status, Transport
 from mailer.transports.dsn import Dsn
 from mailer.transports.smtp.connect import Capabilities, Connector, TlsMode, reason
 from mailer.transports.smtp.pool import READY, WAIT, SmtpPool, Steps, run_steps
@@ -339,7 +339,7 @@ class SmtpTransport(Connector, Transport):
                 return Result("sent", provider_id=text)
             if code == 421:
                 self.discard()
-            status = "failed" if 500 <= code < 600 else "retry"
+            status: Status = "failed" if 500 <= code < 600 else "retry"
             hard = is_hard_bounce(code, text)
             return Result(status, error=f"{code} {text}", hard_bounce=hard,
                           suppress_reason="bounced" if hard else "")
@@ -470,7 +470,7 @@ class SmtpTransport(Connector, Transport):
             self.discard()  # the server is closing the connection (or talking nonsense)
         else:
             self._rset()
-        status = "failed" if 500 <= code < 600 else "retry"
+        status: Status = "failed" if 500 <= code < 600 else "retry"
         return Result(status, error=error, hard_bounce=hard,
                       suppress_reason="bounced" if hard else "")
 
