@@ -15,6 +15,7 @@ import html
 import re
 import unicodedata
 from email.header import Header
+from email.message import Message
 from email.utils import parseaddr
 from urllib.parse import quote, urlsplit
 
@@ -359,3 +360,22 @@ def clean_message_id(message_id: str) -> str:
             or len(message_id) > 250):
         raise ValueError(f"not a Message-ID: {message_id!r}")
     return message_id
+
+
+def part_text(part: Message, *, limit: int | None = None, charset: str = "") -> str:
+    """A leaf part's payload as text: its transfer encoding undone, then decoded by `charset`,
+    else the one it names (UTF-8 when it names none we know), bad bytes replaced. At most
+    `limit` characters (None: all of it), and no more bytes decoded than could make them.
+
+    The one MIME text decoder: for bounces and unsubscribe mail (a stranger's message must read
+    as some text, never raise, whatever encoding or charset it claims) and for preflight's
+    reading of our own sample message."""
+    payload = part.get_payload(decode=True)  # bytes for a leaf part, None for a multipart
+    data = payload if isinstance(payload, bytes) else b""
+    if limit is not None:
+        data = data[:limit * 4]
+    try:
+        text = data.decode(charset or part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        text = data.decode("utf-8", "replace")
+    return text if limit is None else text[:limit]

@@ -9,6 +9,8 @@ import email.policy
 from dataclasses import dataclass
 from email.message import Message
 
+from mailer.mime import part_text as decode_part
+
 # A message larger than this is not a bounce or an unsubscribe request (only its size is read).
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 # Text read from one message (a status code, a token): the rest is not what we look for.
@@ -47,18 +49,5 @@ def message_key(message: Message, raw: bytes) -> str:
 
 
 def part_text(part: Message, *, limit: int | None = MAX_TEXT, charset: str = "") -> str:
-    """A leaf part's payload as text: its transfer encoding undone, then decoded by `charset`,
-    else the one it names (UTF-8 when it names none we know), bad bytes replaced. At most
-    `limit` characters (None: all of it), and no more bytes decoded than could make them.
-
-    The one MIME text decoder of the inbound readers: a stranger's message must read as
-    some text, never raise, whatever encoding or charset it claims."""
-    payload = part.get_payload(decode=True)  # bytes for a leaf part, None for a multipart
-    data = payload if isinstance(payload, bytes) else b""
-    if limit is not None:
-        data = data[:limit * 4]
-    try:
-        text = data.decode(charset or part.get_content_charset() or "utf-8", "replace")
-    except LookupError:
-        text = data.decode("utf-8", "replace")
-    return text if limit is None else text[:limit]
+    """A stranger's text part as text, at most `limit` characters: see `mime.part_text`."""
+    return decode_part(part, limit=limit, charset=charset)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
 
+from mailer.mime import part_text as decode_part
 from mailer.preflight.findings import short
 
 
@@ -228,11 +229,8 @@ def _contrast(a: Rgb, b: Rgb) -> float:
 
 
 def part_text(msg: EmailMessage, subtype: str) -> str | None:
+    """The first text/`subtype` leaf of `msg`, decoded; None when it has none."""
     for part in msg.walk():
         if part.get_content_type() == f"text/{subtype}" and not part.is_multipart():
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                charset = part.get_content_charset() or "utf-8"
-                return payload.decode(charset, errors="replace")
-            return None
+            return decode_part(part)
     return None
