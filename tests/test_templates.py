@@ -20,6 +20,7 @@ from mailer.db import init_db
 from mailer.render import build_view, render_archive
 from mailer.subscribers import add
 from mailer.templating import bundled_templates
+from mailer.web import create_app
 from tests.support.feeds import Post, rss
 from tests.support.settings import make_settings
 
@@ -150,3 +151,20 @@ def test_a_template_that_does_not_parse_is_a_one_line_error(
     assert result.exit_code == 1
     assert result.stderr == (f"error: template templates/partials/head.mjml.j2, line {line}: "
                              "unexpected '}'\n")
+
+
+def test_a_web_folder_in_the_templates_dir_leaves_the_pages_alone(tmp_path: Path) -> None:
+    """templates/ overrides email templates only: the pages stay the bundled ones."""
+    settings = make_settings(tmp_path)
+    web_dir = settings.templates_path / "web"
+    web_dir.mkdir(parents=True)
+    (web_dir / "base.html").write_text("HIJACKED", encoding="utf-8")
+    (web_dir / "subscribe.html").write_text("HIJACKED", encoding="utf-8")
+    app = App.create(settings)
+    init_db(app.engine)
+    try:
+        page = create_app(app, {"TESTING": True}).test_client().get("/subscribe")
+    finally:
+        app.close()
+    assert page.status_code == 200
+    assert "HIJACKED" not in page.get_data(as_text=True)

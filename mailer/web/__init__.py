@@ -9,7 +9,6 @@ importing this module, so nothing imports back into the factory.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -23,11 +22,9 @@ from mailer.web.context import EXTENSION_KEY
 MAX_BODY = 64 * 1024  # forms are tiny; webhooks may raise this for their own routes
 
 
-def templates_dir(app: App) -> Path:
-    """templates/web under the configured templates directory, or the bundled one when a
-    custom `templates_dir` holds only email templates."""
-    candidate = app.settings.templates_path / "web"
-    return candidate if candidate.is_dir() else BUNDLED_TEMPLATES / "web"
+# The pages' own templates: always the bundled ones. The newsroom's `templates/` overrides
+# email templates only (docs/operations.md), so a `templates/web/` there changes nothing here.
+WEB_TEMPLATES = BUNDLED_TEMPLATES / "web"
 
 
 def create_app(app: App | None = None, test_config: dict[str, Any] | None = None) -> Flask:
@@ -37,7 +34,7 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
     MAILER_RATE_LIMITS, ...) after the defaults are set.
     """
     app = app or App.create()
-    folder = templates_dir(app)
+    folder = WEB_TEMPLATES
     web = Flask(__name__, template_folder=str(folder), static_folder=str(folder / "static"),
                 static_url_path="/static")
     web.config.from_mapping(
@@ -56,9 +53,10 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
     proxies = int(web.config.get("MAILER_TRUSTED_PROXIES", app.settings.trusted_proxies) or 0)
     if proxies:
         # Behind nginx/a load balancer the peer is the proxy: take the client address from
-        # X-Forwarded-For, trusting only as many hops as there are proxies we run.
-        web.wsgi_app = ProxyFix(web.wsgi_app, x_for=proxies, x_proto=proxies,  # type: ignore[method-assign]
-                                x_host=proxies)
+        # X-Forwarded-For, trusting only as many hops as there are proxies we run. (Flask's
+        # documented way to wrap the WSGI app: mypy sees it as assigning to a method.)
+        web.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            web.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
     security.init_app(web, app.settings.base_url)
     web.register_blueprint(public.bp)
