@@ -180,24 +180,13 @@ class SmtpTransport(Connector, Transport):
             # QUIT's). Hang up instead; nothing of that message was sent.
             self.discard()
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
-        finally:
-            conn.close()
+        if conn is not None:
+            _hang_up(conn)
 
     def check(self) -> str:
         """Connect on a separate connection, go as far as AUTH, QUIT; say what happened."""
         conn, steps = self._connect()
-        try:
-            conn.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
-        finally:
-            conn.close()
+        _hang_up(conn)
         return f"{self.name} {self.where}: {', '.join(steps)}"
 
     def pooled(self, factory: Callable[[], Transport],
@@ -507,3 +496,13 @@ def _ask(conn: smtplib.SMTP, command: str, args: str) -> Generator[str, None,
     conn.putcmd(command, args)
     yield WAIT
     return getreply(conn)
+
+
+def _hang_up(conn: smtplib.SMTP) -> None:
+    """QUIT politely, and close the socket whatever the server says (or fails to)."""
+    try:
+        conn.quit()
+    except (OSError, smtplib.SMTPException):
+        pass
+    finally:
+        conn.close()
