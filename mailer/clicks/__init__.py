@@ -1,0 +1,8 @@
+"""Click measurement: each edition's links go through `/r/<token>`, counted off the request.
+
+`tokens` (short signed link tokens), `links` (an edition's link list and the tracked view),
+`store` (the list in the database and in process memory), `fingerprint` (daily-salted hashes),
+`classify` (human or filtered, and why), `recorder` (the buffer flushed off the request path),
+`stats` (what staff see), `most_read`, `gifts` (donations), `retention`. What is kept, and for
+how long, is in docs/privacy.md.
+"""
