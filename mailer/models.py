@@ -177,6 +177,9 @@ class Edition(Base):
     archive_html: Mapped[str] = mapped_column(Text, default="")
     # The random key naming the per-recipient slots in `html`/`text` (mailer.placeholders).
     placeholder_key: Mapped[str] = mapped_column(String(32), default="")
+    # How this edition's links were rendered (`click_tracking` when it was rendered): "off",
+    # "aggregate" or "per-reader". Changing the setting affects only editions rendered later.
+    click_tracking: Mapped[str] = mapped_column(String(20), default="off", server_default="off")
     audience: Mapped[int] = mapped_column(Integer, default=0)
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -339,3 +342,90 @@ class RateEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(400))
     at: Mapped[datetime] = mapped_column()
+
+
+# Kinds of an edition's links (`EditionLink.kind`). TRAP and OPEN are never shown to a person:
+# the scanner trap link and the open pixel, kept in the same list so one token format serves.
+ARTICLE, DONATE, SIGNUP, ARCHIVE, TRAP, OPEN = (
+    "article", "donate", "signup", "archive", "trap", "open",
+)
+LINK_KINDS = (ARTICLE, DONATE, SIGNUP, ARCHIVE, TRAP, OPEN)
+
+
+class EditionLink(Base):
+    """One link of a rendered edition: what `/r/<token>` may redirect to, and nothing else.
+
+    A token names (edition, position); the redirect goes to `target` as stored here, so no
+    token can send a reader anywhere the edition did not link to.
+    """
+
+    __tablename__ = "edition_links"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "position", name="uq_edition_links_edition_position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    #: The link as the feed or the settings gave it, without our UTM parameters (reports).
+    url: Mapped[str] = mapped_column(String(2000))
+    #: Where a click goes: `url` with the UTM parameters, as the untracked email would link.
+    target: Mapped[str] = mapped_column(String(2500))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    article_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    utm_content: Mapped[str] = mapped_column(String(200), default="")
+
+
+# Click verdicts. HUMAN counts; every other verdict is "filtered", each naming why.
+HUMAN, BOT, PREFETCH, TRAPPED, BURST = "human", "bot", "prefetch", "trap", "burst"
+FILTERED = (BOT, PREFETCH, TRAPPED, BURST)
+
+
+class Click(Base):
+    """One followed link (or, with the open pixel on, one image load of kind OPEN).
+
+    No IP address and no user agent is stored. `fingerprint` is a hash of both with a salt
+    that changes every day and is deleted after 48 hours (`mailer.clicks.fingerprint`); it is
+    set to NULL with it, after which nobody can tell two clicks' sources apart. `delivery_id`
+    is set only for editions sent with `click_tracking = "per-reader"`.
+    """
+
+    __tablename__ = "clicks"
+    __table_args__ = (
+        Index("ix_clicks_edition_position", "edition_id", "position"),
+        Index("ix_clicks_edition_fingerprint", "edition_id", "fingerprint"),
+        Index("ix_clicks_delivery", "delivery_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(index=True)
+    verdict: Mapped[str] = mapped_column(String(20), default=HUMAN)
+    fingerprint: Mapped[str | None] = mapped_column(String(32), default=None)
+    delivery_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class Gift(Base):
+    """A donation from the donation platform's export (`mailer donations import`).
+
+    Attributed to an edition through the donate link's utm_content; linked to a subscriber
+    only for per-reader editions whose reader gave from their subscribed address. The donor's
+    address itself is never stored.
+    """
+
+    __tablename__ = "gifts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: What makes a row of an export the same gift when the file is imported again.
+    reference: Mapped[str] = mapped_column(String(200), unique=True)
+    given_on: Mapped[date] = mapped_column(Date, index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)  # pence, cents
+    currency: Mapped[str] = mapped_column(String(3))
+    utm_content: Mapped[str] = mapped_column(String(200), default="")
+    edition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("editions.id", ondelete="SET NULL"), default=None, index=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
