@@ -57,6 +57,8 @@ ENV_NOT_SETTINGS = frozenset(
     }
 )
 
+#: `click_tracking` values, least personal first.
+CLICK_TRACKING_MODES = ("off", "aggregate", "per-reader")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 log = logging.getLogger(__name__)
 _warned_env: set[str] = set()
@@ -101,6 +103,18 @@ class Settings:
 
     utm_source: str = "labourlist-daily"
     utm_medium: str = "email"
+    # Names the donation ask in the donate link's utm_content, so the donation platform's
+    # export can attribute gifts to the edition and the ask (`mailer donations import`).
+    donation_ask: str = "standard"
+
+    # Click measurement (docs/privacy.md): "aggregate" counts clicks with no reader in them,
+    # "per-reader" also names the delivery, "off" links straight to the site.
+    click_tracking: str = "aggregate"
+    open_tracking: bool = False  # an open pixel; opens are shown labelled as unreliable
+    click_retention_days: int = 400
+    most_read_block: bool = False
+    most_read_days: int = 1
+    most_read_min_clicks: int = 5
 
     feed_timeout: float = 20.0
     feed_max_pages: int = 10
@@ -258,6 +272,13 @@ def validate(s: Settings) -> None:
     _check("link_check_timeout", s.link_check_timeout > 0, "must be positive")
     _check("trusted_proxies", 0 <= s.trusted_proxies <= 5, "must be between 0 and 5")
     _check("port", 0 < s.port < 65536, "must be a TCP port")
+    _check("click_tracking", s.click_tracking in CLICK_TRACKING_MODES,
+           f"must be one of {', '.join(CLICK_TRACKING_MODES)}")
+    _check("click_retention_days", s.click_retention_days >= 1, "must be at least 1")
+    _check("most_read_days", 1 <= s.most_read_days <= 31, "must be between 1 and 31")
+    _check("most_read_min_clicks", s.most_read_min_clicks >= 1, "must be at least 1")
+    _check("donation_ask", bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", s.donation_ask)),
+           "must be a short name of letters, digits, '.', '_' or '-'")
     _check("feed_timeout", s.feed_timeout > 0, "must be positive")
     _check("feed_max_pages", s.feed_max_pages >= 1, "must be at least 1")
     for key in ("from_addr", "reply_to", "bounce_address", "list_id", "subject",
