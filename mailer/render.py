@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -61,6 +62,7 @@ class ArticleView:
     summary: str
     image_url: str
     published: datetime
+    article_id: int | None = None
 
 
 @dataclass
@@ -74,12 +76,20 @@ class EditionView:
     lead: ArticleView | None
     sections: list[tuple[str, list[ArticleView]]]
     archive_url: str
+    donation_url: str = ""
+    signup_url: str = ""
+    #: "Most read" stories of the previous days (`mailer.clicks.most_read`), after the rest.
+    most_read: list[ArticleView] = field(default_factory=list)
+    #: Click measurement (`mailer.clicks.links`): the scanner trap link, in the HTML only and
+    #: unreachable by a person, and the open pixel; "" when off.
+    trap_url: str = ""
+    pixel_url: str = ""
 
     @property
     def articles(self) -> list[ArticleView]:
         """All stories in the order the email shows them (lead first)."""
         rest = [a for _, items in self.sections for a in items]
-        return ([self.lead] if self.lead else []) + rest
+        return ([self.lead] if self.lead else []) + rest + self.most_read
 
 
 @dataclass
@@ -130,10 +140,12 @@ def build_view(
     subject: str = "",
     preheader: str = "",
     editor_note: str = "",
+    most_read: Sequence[Article] = (),
 ) -> EditionView:
     """Shape the edition for the templates: the first article is the lead, the rest are
     grouped by section in the configured order (unknown sections after, in the order they
-    first appear). Articles without an http(s) link are left out: every link must work."""
+    first appear). Articles without an http(s) link are left out: every link must work.
+    `most_read` are earlier stories for the "Most read" block, shown after the rest."""
     views: list[ArticleView] = []
     for article in articles:
         if _scheme(article.link) not in ("http", "https"):
@@ -141,18 +153,11 @@ def build_view(
                         article.guid, article.link)
             continue
         content = "lead" if not views else f"story-{len(views) + 1}"
-        views.append(
-            ArticleView(
-                title=_plain(article.title) or "(untitled)",
-                url=add_utm(_link(article.link), settings, edition_date, content),
-                author=_plain(article.author),
-                section=_plain(article.section),
-                summary=_excerpt(article, LEAD_EXCERPT if not views else EXCERPT),
-                image_url=_link(article.image_url)
-                if _scheme(article.image_url) in ("http", "https") else "",
-                published=article.published_at,
-            )
-        )
+        views.append(_article_view(article, settings, edition_date, content,
+                                   LEAD_EXCERPT if not views else EXCERPT))
+    popular = [_article_view(article, settings, edition_date, f"most-read-{n}", EXCERPT)
+               for n, article in enumerate(most_read, start=1)
+               if _scheme(article.link) in ("http", "https")]
 
     lead, rest = (views[0], views[1:]) if views else (None, [])
     order = {name.casefold(): name for name in settings.sections}
@@ -182,16 +187,43 @@ def build_view(
         lead=lead,
         sections=sections,
         archive_url=f"{settings.base_url.rstrip('/')}/archive/{edition_date.isoformat()}",
+        donation_url=add_utm(settings.donation_url, settings, edition_date,
+                             donation_content(settings, edition_date)),
+        signup_url=add_utm(signup_url(settings), settings, edition_date, "signup"),
+        most_read=popular,
+    )
+
+
+def donation_content(settings: Settings, edition_date: date) -> str:
+    """The donate link's utm_content: the edition and the ask, so that a gift in the donation
+    platform's export names both (`mailer donations import`)."""
+    return f"donate-{edition_date:%Y%m%d}-{settings.donation_ask}"
+
+
+def _article_view(article: Article, settings: Settings, edition_date: date, content: str,
+                  excerpt: int) -> ArticleView:
+    return ArticleView(
+        title=_plain(article.title) or "(untitled)",
+        url=add_utm(_link(article.link), settings, edition_date, content),
+        author=_plain(article.author),
+        section=_plain(article.section),
+        summary=_excerpt(article, excerpt),
+        image_url=_link(article.image_url)
+        if _scheme(article.image_url) in ("http", "https") else "",
+        published=article.published_at,
+        article_id=article.id,
     )
 
 
 # ---- rendering -------------------------------------------------------------------------------
 
 
-def render_edition(view: EditionView, settings: Settings) -> Rendered:
+def render_edition(view: EditionView, settings: Settings,
+                   placeholders: Placeholders | None = None) -> Rendered:
     """The email's HTML and text, rendered and compiled once per edition. Per-recipient values
-    are left as slots named with a fresh key, made now that the content is fixed."""
-    placeholders = Placeholders.new()
+    are left as slots named with a fresh key, made now that the content is fixed (or by the
+    caller, when the view's links already hold a slot: per-reader click tracking)."""
+    placeholders = placeholders or Placeholders.new()
     context = _edition_context(view, settings, archive=False, placeholders=placeholders)
     return Rendered(html=_compile(render_template(settings, EDITION_HTML, context)),
                     text=_text(render_template(settings, EDITION_TEXT, context)),
@@ -243,8 +275,8 @@ def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
         "greeting": placeholders.greeting if placeholders else ARCHIVE_GREETING,
         "unsubscribe_url": placeholders.unsubscribe_url if placeholders else "",
         "preferences_url": placeholders.preferences_url if placeholders else "",
-        "signup_url": add_utm(signup_url(settings), settings, day, "signup"),
-        "donation_url": add_utm(settings.donation_url, settings, day, "donate"),
+        "signup_url": view.signup_url,
+        "donation_url": view.donation_url,
         "donation_copy": settings.donation_copy,
         "donation_amount": settings.donation_amount,
     }
