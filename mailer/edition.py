@@ -13,6 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.app import App
+from mailer.clicks.links import OFF, PER_READER, link_list, site_home, tracked_view
+from mailer.clicks.most_read import most_read_articles
+from mailer.clicks.store import save_links
+from mailer.clicks.tokens import LinkSigner
 from mailer.clock import Window, edition_window, send_datetime
 from mailer.config import Settings
 from mailer.message import greeting_for
@@ -28,7 +32,7 @@ from mailer.models import (
     Edition,
     EditionArticle,
 )
-from mailer.placeholders import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
+from mailer.placeholders import CLICK, GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
 from mailer.render import build_view, render_archive, render_edition
 
 # Editions whose window counts as "covered": the next edition starts where they ended.
@@ -102,21 +106,38 @@ def refresh_items(session: Session, edition: Edition) -> None:
 
 
 def render_into(app: App, session: Session, edition: Edition) -> None:
-    """Render HTML, text and the archive page once for the edition's current content."""
+    """Render HTML, text and the archive page once for the edition's current content.
+
+    With click measurement on, the email's links go through `/r/<token>` (the edition's link
+    list is stored with it); the archive page keeps the site's own links."""
     session.refresh(edition, ["items"])
+    settings = app.settings
     articles = [item.article for item in edition.items]
-    view = build_view(edition.edition_date, articles, app.settings, subject=edition.subject,
-                      preheader=edition.preheader, editor_note=edition.editor_note)
+    most_read = (most_read_articles(session, settings, edition.edition_date,
+                                    {a.id for a in articles})
+                 if settings.most_read_block else [])
+    view = build_view(edition.edition_date, articles, settings, subject=edition.subject,
+                      preheader=edition.preheader, editor_note=edition.editor_note,
+                      most_read=most_read)
     if not edition.subject:
         edition.subject = view.subject
     if not edition.preheader:
         edition.preheader = view.preheader
-    rendered = render_edition(view, app.settings)
-    assert rendered.placeholders is not None
+    placeholders = Placeholders.new()
+    mode = settings.click_tracking
+    links = (link_list(view, home=site_home(settings), open_pixel=settings.open_tracking)
+             if mode != OFF else [])
+    save_links(session, edition.id, links)
+    email_view = view if mode == OFF else tracked_view(
+        view, links, edition_id=edition.id, base_url=settings.base_url,
+        signer=LinkSigner(app.secret_key),
+        reader_slot=placeholders.click if mode == PER_READER else "")
+    rendered = render_edition(email_view, settings, placeholders)
     edition.html = rendered.html
     edition.text = rendered.text
-    edition.placeholder_key = rendered.placeholders.key
-    edition.archive_html = render_archive(view, app.settings)
+    edition.placeholder_key = placeholders.key
+    edition.click_tracking = mode
+    edition.archive_html = render_archive(view, settings)
 
 
 def fill_preview(settings: Settings, edition: Edition, body: str) -> str:
@@ -129,6 +150,7 @@ def fill_preview(settings: Settings, edition: Edition, body: str) -> str:
         GREETING: greeting_for(""),  # what a reader with no name gets
         UNSUBSCRIBE_URL: f"{base}/unsubscribe/PREVIEW",
         PREFERENCES_URL: f"{base}/preferences/PREVIEW",
+        CLICK: "",  # a preview's clicks are counted as nobody's
     })
 
 

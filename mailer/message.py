@@ -51,7 +51,7 @@ from mailer.mime import (
     qp_text_and_html,
     sanitize_header_value,
 )
-from mailer.placeholders import GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
+from mailer.placeholders import CLICK, GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
 
 TEST_PREFIX = "[TEST] "
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -113,6 +113,17 @@ def simple_message(
     return message_id, msg.as_bytes(policy=policy)
 
 
+_CLICK_RE = re.compile(r"(?:\.[A-Za-z0-9_-]{1,40})?")
+
+
+def _clean_click(value: str) -> str:
+    """A per-reader link suffix is "." and base64url characters, or nothing: anything else
+    would change where a link goes, so it is refused rather than cleaned."""
+    if not _CLICK_RE.fullmatch(value):
+        raise ValueError("a click suffix is '.' and a link token's characters")
+    return value
+
+
 # ---- the per-edition template ----------------------------------------------------------------
 
 # A signed token as it may stand in a mailto URI unescaped (RFC 6068 unreserved characters).
@@ -124,6 +135,7 @@ _FILL_ORDER: tuple[Slot, ...] = (
     ("text", GREETING), ("html", GREETING),
     ("text", UNSUBSCRIBE_URL), ("html", UNSUBSCRIBE_URL),
     ("text", PREFERENCES_URL), ("html", PREFERENCES_URL),
+    ("text", CLICK), ("html", CLICK),
 )
 
 
@@ -245,6 +257,7 @@ class MessageTemplate:
         unsubscribe_url: str,
         preferences_url: str,
         message_id: str,
+        click: str = "",
     ) -> bytes:
         """The complete message for one recipient, ready for SMTP DATA as it is: CRLF line
         endings and no line that starts with a dot (so no dot-stuffing copy per recipient)."""
@@ -259,6 +272,7 @@ class MessageTemplate:
             *qp_text_and_html(_greeting(name)),
             *qp_text_and_html(unsubscribe_url),
             *qp_text_and_html(clean_url(preferences_url)),
+            *qp_text_and_html(_clean_click(click)),
         )
         # Encoding rules out a value that starts a line with a dot; checked (each value as if
         # it started a line) because SMTP sends the result as it is.
@@ -277,6 +291,7 @@ class MessageTemplate:
         unsubscribe_url: str,
         preferences_url: str,
         message_id: str,
+        click: str = "",
     ) -> dict[str, str]:
         """The per-recipient values as plain strings, for API providers that take JSON.
 
@@ -291,12 +306,13 @@ class MessageTemplate:
             "greeting": _greeting(name),
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": clean_url(preferences_url),
+            "click": _clean_click(click),
             "message_id": clean_message_id(message_id),
             "list_unsubscribe": ", ".join(self._list_unsubscribe_parts(unsubscribe_url)),
         }
 
     def personalise(
-        self, *, name: str, unsubscribe_url: str, preferences_url: str
+        self, *, name: str, unsubscribe_url: str, preferences_url: str, click: str = ""
     ) -> tuple[str, str]:
         """(text, html) with the placeholders filled, for API providers that want finished
         bodies per message (Postmark batch). Values are HTML-escaped for the HTML part."""
@@ -304,6 +320,7 @@ class MessageTemplate:
             GREETING: greeting_for(name),
             UNSUBSCRIBE_URL: clean_url(unsubscribe_url),
             PREFERENCES_URL: clean_url(preferences_url),
+            CLICK: _clean_click(click),
         }
         escaped = {field: html.escape(value, quote=True) for field, value in raw.items()}
         return self.placeholders.fill(self.text, raw), self.placeholders.fill(self.html, escaped)

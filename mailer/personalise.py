@@ -13,6 +13,8 @@ from email.utils import parseaddr
 
 from mailer import ledger
 from mailer.app import App
+from mailer.clicks.links import PER_READER
+from mailer.clicks.tokens import LinkSigner
 from mailer.message import MessageTemplate
 from mailer.models import Edition
 from mailer.placeholders import Placeholders
@@ -45,18 +47,23 @@ class Personaliser:
         self._preferences = IdTokenSigner(secret, PREFERENCES)
         self._base = self.app.settings.base_url.rstrip("/")
         self._message_ids = ledger.MessageIds(secret, self.edition, self.domain)
+        # Per-reader editions: every tracked link ends in a slot for this reader's signed
+        # delivery (`mailer.clicks.tokens`); the others carry no such slot.
+        per_reader = self.edition.click_tracking == PER_READER
+        self._clicks = LinkSigner(secret) if per_reader else None
 
     def outgoing(self, c: ledger.Claim, with_fields: bool = True) -> Outgoing:
         base = self._base
         unsub = f"{base}/unsubscribe/{self._unsubscribe.make(c.subscriber_id)}"
         prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
         message_id = self._message_ids.make(c.id)
+        click = "." + self._clicks.reader_tag(self.edition.id, c.id) if self._clicks else ""
         template = self.template
         data = template.fill(email=c.email, name=c.name, unsubscribe_url=unsub,
-                             preferences_url=prefs, message_id=message_id)
+                             preferences_url=prefs, message_id=message_id, click=click)
         if not with_fields:  # SMTP and the outbox: the bytes are all they send
             return Outgoing(c.email, message_id, data, {}, c.id, True)
         fields = template.fields(email=c.email, name=c.name, unsubscribe_url=unsub,
-                                 preferences_url=prefs, message_id=message_id)
+                                 preferences_url=prefs, message_id=message_id, click=click)
         return Outgoing(recipient=c.email, message_id=message_id, data=data, fields=fields,
                         delivery_id=c.id, wire_ready=True, template=template)

@@ -25,10 +25,13 @@ from functools import cached_property
 
 #: The fields a slot is filled from, in `Outgoing.fields` and `MessageTemplate.fields`.
 GREETING, UNSUBSCRIBE_URL, PREFERENCES_URL = "greeting", "unsubscribe_url", "preferences_url"
-FIELDS = (GREETING, UNSUBSCRIBE_URL, PREFERENCES_URL)
+#: The reader's suffix of every tracked link in a per-reader edition (`mailer.clicks.tokens`);
+#: "" for everyone in other editions, which carry no such slot.
+CLICK = "click"
+FIELDS = (GREETING, UNSUBSCRIBE_URL, PREFERENCES_URL, CLICK)
 _KEY_RE = re.compile(r"[0-9a-f]{32}")
 #: A slot of any edition: what a filled message must not contain.
-ANY_SLOT_RE = re.compile(r"%%(?:GREETING|UNSUBSCRIBE_URL|PREFERENCES_URL)_[0-9a-f]{32}%%")
+ANY_SLOT_RE = re.compile(r"%%(?:GREETING|UNSUBSCRIBE_URL|PREFERENCES_URL|CLICK)_[0-9a-f]{32}%%")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class Placeholders:
     def preferences_url(self) -> str:
         return self.slot(PREFERENCES_URL)
 
+    @property
+    def click(self) -> str:
+        return self.slot(CLICK)
+
     @cached_property
     def fields(self) -> dict[str, str]:
         """Slot -> the field that fills it."""
@@ -75,7 +82,7 @@ class Placeholders:
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
-        """Matches any of the three slots (a capturing group, for `re.split`)."""
+        """Matches any of the slots (a capturing group, for `re.split`)."""
         return re.compile("(" + "|".join(re.escape(s) for s in self.fields) + ")")
 
     def provider_variable(self, field: str) -> str:

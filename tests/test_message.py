@@ -435,7 +435,7 @@ def test_fields_and_common_headers_for_api_providers(settings: Settings) -> None
     fields = template.fields(email="sian@example.org", name="Siân\r\nBcc: x@y",
                              unsubscribe_url=UNSUB, preferences_url=PREFS,
                              message_id=message_id)
-    assert set(fields) == {"to", "greeting", "unsubscribe_url", "preferences_url",
+    assert set(fields) == {"to", "greeting", "unsubscribe_url", "preferences_url", "click",
                            "message_id", "list_unsubscribe"}
     assert fields["to"] == '"Siân Bcc: x@y" <sian@example.org>'
     assert fields["greeting"] == "Good morning, Siân Bcc: x@y"

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.cli import cli
-from mailer.models import SENT, UNSUBSCRIBED, Edition
+from mailer.models import SENT, UNSUBSCRIBED, Edition, EditionLink
 from mailer.subscribers import find, set_status
 from tests.support.feeds import rss
 from tests.support.feedserver import Reply
@@ -57,7 +57,10 @@ def test_daily_send_end_to_end(env, smtp_sink: SmtpSink) -> None:  # type: ignor
         # Nothing hostile survives.
         for bad in ("<script", "onerror", "javascript:", "<iframe", "evil.example"):
             assert bad not in html.lower()
-        assert "utm_source=" in html and "£10 a month" in html
+        # Stories and the donate button go through the click redirect (the default,
+        # aggregate measurement); the site's UTM tags are on the targets it redirects to.
+        assert "https://mail.labourlist.org/r/" in html and "£10 a month" in html
+        assert "utm_source=" not in html
         # The unsubscribe link in the body is the recipient's own.
         assert unsub.split(">")[0][1:] in html
     ids = [str(message_from_bytes(r.data, policy=policy.default)["Message-ID"])
@@ -71,6 +74,9 @@ def test_daily_send_end_to_end(env, smtp_sink: SmtpSink) -> None:  # type: ignor
     with app.sessions() as s:
         edition = s.scalar(select(Edition))
         assert edition is not None and edition.state == SENT and edition.sent_count == 3
+        targets = s.scalars(select(EditionLink.target)
+                            .where(EditionLink.kind.in_(("article", "donate")))).all()
+        assert targets and all("utm_source=labourlist-daily" in t for t in targets)
     # Conditional GET: the second fetch sent back the validators exactly.
     assert run_mailer(environ, "collect").output.startswith("feed not modified")
     last = feed.feed_requests()[-1]

@@ -28,6 +28,9 @@ from typing import Any
 from sqlalchemy import update
 
 from mailer.app import App
+from mailer.clicks.links import OFF, untrack
+from mailer.clicks.store import load_links
+from mailer.clicks.tokens import LinkSigner
 from mailer.config import Settings
 from mailer.edition import edition_articles
 from mailer.errors import MailerError, PreflightError
@@ -111,8 +114,12 @@ def run_checks(app: App, edition: Edition, *, check_links: bool = False) -> Repo
                            f"could not build a sample message: {exc}"))
         return _finish(report, settings)
     msg = sample.message
-    html = part_text(msg, "html")
-    text = part_text(msg, "plain")
+    html, text, unresolved = _untracked(app, edition, part_text(msg, "html"),
+                                        part_text(msg, "plain"))
+    if unresolved:
+        report.add(Finding(ERROR, "tracked-link",
+                           f"{len(unresolved)} tracked link(s) lead to none of the edition's "
+                           f"links: {', '.join(unresolved[:3])}"))
     page = parse_html(html or "")
     articles = _article_links(app, edition)
     slots = Placeholders(edition.placeholder_key)
@@ -207,6 +214,28 @@ def _finish(report: Report, settings: Settings) -> Report:
             keep.append(finding)
     report.errors = keep
     return report
+
+
+def _untracked(app: App, edition: Edition, html: str | None,
+               text: str | None) -> tuple[str | None, str | None, list[str]]:
+    """The parts with each click redirect replaced by where it leads (and no trap link or
+    pixel), so the checks judge the links a reader reaches; the redirects that lead nowhere."""
+    if edition.click_tracking == OFF or edition.id is None:
+        return html, text, []
+    with app.sessions() as session:
+        links = {link.position: link for link in load_links(session, edition.id)}
+    signer = LinkSigner(app.secret_key)
+    unresolved: list[str] = []
+    parts: list[str | None] = []
+    for body, is_html in ((html, True), (text, False)):
+        if body is None:
+            parts.append(None)
+            continue
+        body, bad = untrack(body, links, edition_id=edition.id, base_url=app.settings.base_url,
+                            signer=signer, html=is_html)
+        parts.append(body)
+        unresolved += bad
+    return parts[0], parts[1], list(dict.fromkeys(unresolved))
 
 
 def _article_links(app: App, edition: Edition) -> ArticleLinks:
