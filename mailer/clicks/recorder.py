@@ -1,0 +1,133 @@
+"""Counting off the request path: clicks are buffered in memory and written about once a
+second by one thread per web process.
+
+A redirect never waits for the database: `record` appends to a bounded buffer and returns.
+The flusher turns each buffered hit into a `Click` (fingerprint made with the day's salt,
+then the address and user agent are dropped), applies the scanner rules and commits. When
+the database is away the hits stay buffered (up to `MAX_BUFFER`) and are written when it is
+back. What a crash or a kill loses is what was buffered, at most about a second of clicks:
+docs/privacy.md and docs/operations.md say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.clicks.classify import first_verdict, reclassify
+from mailer.clicks.fingerprint import DailySalts, fingerprint
+from mailer.models import HUMAN, TRAPPED, Click, Edition
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
+MAX_BUFFER = 100_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One followed link as the redirect saw it. The address and user agent live only here,
+    in memory, until the flush makes a fingerprint of them."""
+
+    edition_id: int
+    position: int
+    at: datetime
+    address: str
+    user_agent: str
+    delivery_id: int | None = None
+    prefetch: bool = False
+    trap: bool = False
+
+
+class ClickRecorder:
+    """The buffer and its flusher thread (started with the first hit)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *,
+                 flush_seconds: float = FLUSH_SECONDS, max_buffer: int = MAX_BUFFER) -> None:
+        self._sessions = sessions
+        self._salts = DailySalts(sessions)
+        self._buffer: deque[Hit] = deque()
+        self._max = max_buffer
+        self._flush_seconds = flush_seconds
+        self._lock = threading.Lock()      # the buffer
+        self._flushing = threading.Lock()  # one flush at a time
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    def record(self, hit: Hit) -> None:
+        with self._lock:
+            if len(self._buffer) >= self._max:
+                self.dropped += 1  # the database has been away a long time: counts are lost
+                return
+            self._buffer.append(hit)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="click-flusher",
+                                                daemon=True)
+                self._thread.start()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._buffer)
+
+    def flush(self) -> int:
+        """Write what is buffered; how many clicks were written (0 if the database is away,
+        in which case they stay buffered for the next flush)."""
+        with self._flushing:
+            with self._lock:
+                hits = list(self._buffer)
+                self._buffer.clear()
+            if not hits:
+                return 0
+            try:
+                self._write(hits)
+            except SQLAlchemyError as exc:
+                log.warning("%d click(s) not written yet (%s); kept for the next flush",
+                            len(hits), type(exc).__name__)
+                with self._lock:
+                    room = max(0, self._max - len(self._buffer))
+                    self._buffer.extendleft(reversed(hits[:room]))
+                    self.dropped += len(hits) - min(room, len(hits))
+                return 0
+            return len(hits)
+
+    def _write(self, hits: list[Hit]) -> None:
+        with self._sessions.begin() as session:
+            # An edition deleted since its link was followed: nothing to count it against.
+            live = set(session.scalars(select(Edition.id).where(
+                Edition.id.in_({hit.edition_id for hit in hits}))))
+            touched: set[tuple[int, str]] = set()
+            for hit in hits:
+                if hit.edition_id not in live:
+                    continue
+                salt = self._salts.for_day(hit.at.date())
+                fp = fingerprint(salt, hit.address, hit.user_agent)
+                verdict = first_verdict(prefetch=hit.prefetch, user_agent=hit.user_agent,
+                                        trap=hit.trap)
+                session.add(Click(edition_id=hit.edition_id, position=hit.position, at=hit.at,
+                                  verdict=verdict, fingerprint=fp, delivery_id=hit.delivery_id))
+                if verdict in (HUMAN, TRAPPED):
+                    touched.add((hit.edition_id, fp))
+            session.flush()
+            for edition_id, fp in sorted(touched):
+                reclassify(session, edition_id, fp)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the flusher must outlive any one bad batch
+                log.exception("click flush failed")
+
+    def close(self) -> None:
+        """Flush what is left (a clean shutdown loses nothing)."""
+        self.flush()
