@@ -29,13 +29,20 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     # Only this command needs the web app and waitress (Flask, every view): see the docstring.
     from waitress import serve as waitress_serve
 
-    from mailer.web import create_app
+    from mailer.web import CLICKS_KEY, create_app
 
     app = get_app(ctx)
     host = host or app.settings.host
     port = port or app.settings.port
     web = create_app(app)
-    click.echo(f"serving on http://{host}:{port}/ (public URL {app.settings.base_url})",
-               err=True)
-    waitress_serve(web, host=host, port=port, threads=threads, ident="labourlist-mailer",
-                   clear_untrusted_proxy_headers=True)
+    clicks = web.extensions[CLICKS_KEY]
+    # Recent editions' links in memory now, so their redirects work even if the database
+    # goes away before anyone clicks (mailer.clicks.store).
+    loaded = clicks.preload(app.clock.now().date())
+    click.echo(f"serving on http://{host}:{port}/ (public URL {app.settings.base_url}; "
+               f"{loaded} editions' links loaded)", err=True)
+    try:
+        waitress_serve(web, host=host, port=port, threads=threads, ident="labourlist-mailer",
+                       clear_untrusted_proxy_headers=True)
+    finally:
+        clicks.recorder.close()  # write the last second's clicks

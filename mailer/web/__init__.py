@@ -18,6 +18,10 @@ from mailer.app import App
 from mailer.config import BUNDLED_TEMPLATES
 from mailer.web import hooks, public, security, staff
 from mailer.web.context import EXTENSION_KEY
+from mailer.web.redirects import ClickRedirects
+
+#: Where `create_app` keeps the `ClickRedirects` (its link cache and click recorder).
+CLICKS_KEY = "mailer.clicks"
 
 MAX_BODY = 64 * 1024  # forms are tiny; webhooks may raise this for their own routes
 
@@ -50,6 +54,10 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
         web.config.update(test_config)
     web.extensions[EXTENSION_KEY] = app
 
+    # The click redirect and open pixel answer before Flask (the hot path: mailer.web.redirects).
+    clicks = ClickRedirects(web.wsgi_app, app)
+    web.extensions[CLICKS_KEY] = clicks
+    web.wsgi_app = clicks  # type: ignore[method-assign]
     proxies = int(web.config.get("MAILER_TRUSTED_PROXIES", app.settings.trusted_proxies) or 0)
     if proxies:
         # Behind nginx/a load balancer the peer is the proxy: take the client address from

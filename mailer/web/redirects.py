@@ -1,0 +1,137 @@
+"""`/r/<token>` and `/o/<token>`: the click redirect and the open pixel, in front of Flask.
+
+This is the hottest path the web app has (a newsroom's readers click within minutes of the
+send), so it is a small WSGI middleware rather than a Flask view: it reads the token, finds
+the link in the process's copy of the edition's link list (`mailer.clicks.store`), hands a
+`Hit` to the buffer (`mailer.clicks.recorder`) and answers, without a database round trip,
+a session or a template. A reader's click reaches its story even while the database is down
+or being migrated, as long as this process has seen the edition (it preloads recent ones).
+
+Only links the edition carried can be reached: the token names a position in the stored list
+and the target is read from there, never from the request. Anything else (forged, truncated,
+foreign or unknown tokens, a deleted edition) gets a small 404 page linking to the site.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import date
+from html import escape
+from typing import Any
+
+from mailer.app import App
+from mailer.clicks.classify import is_prefetch
+from mailer.clicks.links import site_home
+from mailer.clicks.recorder import ClickRecorder, Hit
+from mailer.clicks.store import LinkCache, recent_since
+from mailer.clicks.tokens import BadLinkToken, LinkSigner
+from mailer.models import OPEN, TRAP
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+#: Hits a minute from one address and user agent that are counted; more are still redirected.
+FLOOD_PER_MINUTE = 60
+_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_COMMON = [("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"),
+           ("X-Robots-Tag", "noindex, nofollow"), ("X-Content-Type-Options", "nosniff")]
+
+
+class ClickRedirects:
+    """WSGI middleware answering `/r/` and `/o/`; every other path goes to `inner`."""
+
+    def __init__(self, inner: WsgiApp, app: App) -> None:
+        self.inner = inner
+        self.app = app
+        self.cache = LinkCache(app.sessions)
+        self.recorder = ClickRecorder(app.sessions)
+        self._signer: LinkSigner | None = None
+        self._home = site_home(app.settings)
+        self._flood: dict[tuple[str, str], int] = {}
+        self._flood_minute = 0
+        self._flood_lock = threading.Lock()
+
+    @property
+    def signer(self) -> LinkSigner:
+        if self._signer is None:  # the secret may live in the database: read it when needed
+            self._signer = LinkSigner(self.app.secret_key)
+        return self._signer
+
+    def preload(self, today: date) -> int:
+        """Load the link lists of the retention period's editions (`mailer serve` start)."""
+        return self.cache.preload(recent_since(today, self.app.settings.click_retention_days))
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if path.startswith("/r/"):
+            return self._answer(environ, start_response, path[3:], pixel=False)
+        if path.startswith("/o/"):
+            return self._answer(environ, start_response, path[3:], pixel=True)
+        return self.inner(environ, start_response)
+
+    def _answer(self, environ: dict[str, Any], start_response: StartResponse, token: str,
+                *, pixel: bool) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "OPTIONS":
+            start_response("204 No Content", [("Allow", "GET, HEAD"), *_COMMON])
+            return []
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), *_COMMON])
+            return []
+        try:
+            ref = self.signer.read(token)
+        except BadLinkToken:
+            ref = None
+        link = self.cache.get(ref.edition_id, ref.position) if ref else None
+        if link is None or ref is None or (link.kind == OPEN) != pixel:
+            return self._not_found(start_response, method)
+        if method == "GET" and not ref.reader_forged:
+            self._count(environ, ref.edition_id, ref.position, ref.delivery_id,
+                        trap=link.kind == TRAP)
+        if pixel:
+            start_response("200 OK", [("Content-Type", "image/gif"),
+                                      ("Content-Length", str(len(_GIF))), *_COMMON])
+            return [] if method == "HEAD" else [_GIF]
+        start_response("302 Found", [("Location", link.target), ("Content-Length", "0"),
+                                     *_COMMON])
+        return []
+
+    def _count(self, environ: dict[str, Any], edition_id: int, position: int,
+               delivery_id: int | None, *, trap: bool) -> None:
+        address = str(environ.get("REMOTE_ADDR") or "")
+        agent = str(environ.get("HTTP_USER_AGENT") or "")[:512]
+        if self._flooding(address, agent):
+            return
+        self.recorder.record(Hit(edition_id=edition_id, position=position,
+                                 at=self.app.clock.now(), address=address, user_agent=agent,
+                                 delivery_id=delivery_id, prefetch=is_prefetch(environ),
+                                 trap=trap))
+
+    def _flooding(self, address: str, agent: str) -> bool:
+        """More than `FLOOD_PER_MINUTE` hits this minute from one source: not counted."""
+        minute = int(time.monotonic() // 60)
+        key = (address, agent)
+        with self._flood_lock:
+            if minute != self._flood_minute:
+                self._flood, self._flood_minute = {}, minute
+            seen = self._flood.get(key, 0) + 1
+            self._flood[key] = seen
+        return seen > FLOOD_PER_MINUTE
+
+    def _not_found(self, start_response: StartResponse, method: str) -> Iterable[bytes]:
+        home = escape(self._home, quote=True)
+        body = (
+            "<!doctype html><html lang=\"en-GB\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<title>Link not found</title></head><body>"
+            "<main><h1>This link does not work</h1>"
+            "<p>It may have been copied incompletely, or the email it came from is gone.</p>"
+            f"<p><a href=\"{home}\">Go to the home page</a></p></main></body></html>"
+        ).encode()
+        start_response("404 Not Found", [
+            ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
+            ("Content-Security-Policy", "default-src 'none'; base-uri 'none'"), *_COMMON])
+        return [] if method == "HEAD" else [body]
