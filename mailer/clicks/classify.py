@@ -61,7 +61,8 @@ def reclassify(session: Session, edition_id: int, fingerprint: str) -> None:
         select(Click).where(Click.edition_id == edition_id, Click.fingerprint == fingerprint)
         .order_by(Click.at, Click.id)))
     if any(c.verdict == TRAPPED for c in clicks):
-        ids = [c.id for c in clicks if c.verdict == HUMAN]
+        # The trap is the surest sign: it takes over from the burst rule's verdict too.
+        ids = [c.id for c in clicks if c.verdict in (HUMAN, BURST)]
         if ids:
             session.execute(update(Click).where(Click.id.in_(ids)).values(verdict=TRAPPED))
         return

@@ -99,6 +99,9 @@ class ClickRecorder:
             return len(hits)
 
     def _write(self, hits: list[Hit]) -> None:
+        # The salts first, in their own transactions: on SQLite a transaction that has read
+        # cannot write after another one did, so none may open inside the one below.
+        salts = {day: self._salts.for_day(day) for day in {hit.at.date() for hit in hits}}
         with self._sessions.begin() as session:
             # An edition deleted since its link was followed: nothing to count it against.
             live = set(session.scalars(select(Edition.id).where(
@@ -107,8 +110,7 @@ class ClickRecorder:
             for hit in hits:
                 if hit.edition_id not in live:
                     continue
-                salt = self._salts.for_day(hit.at.date())
-                fp = fingerprint(salt, hit.address, hit.user_agent)
+                fp = fingerprint(salts[hit.at.date()], hit.address, hit.user_agent)
                 verdict = first_verdict(prefetch=hit.prefetch, user_agent=hit.user_agent,
                                         trap=hit.trap)
                 session.add(Click(edition_id=hit.edition_id, position=hit.position, at=hit.at,
