@@ -1,0 +1,263 @@
+"""Click measurement through the real redirect: links, bad input, scanners and readers.
+
+Each test sends the sample edition through the file outbox (tests/support/clicks.py), then
+follows the links in the readers' copies with Flask's test client the way a reader's browser
+or a mail security gateway would, and reads what was recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from mailer.app import App
+from mailer.clicks.tokens import LinkSigner
+from mailer.clock import FixedClock
+from mailer.models import (
+    BOT,
+    BURST,
+    HUMAN,
+    PREFETCH,
+    TRAP,
+    TRAPPED,
+    Click,
+    Delivery,
+    Edition,
+    EditionLink,
+)
+from tests.support.clicks import BROWSER_HEADERS, Copy, client_for, flush, follow, sent_edition
+from tests.support.providers import FakeMailgun, FakePostmark, FakeSendGrid, running
+
+CHROME = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                        "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+          "Accept": "text/html", "Accept-Language": "en-US"}
+
+
+def verdicts(app: App) -> list[tuple[int, str]]:
+    with app.sessions() as s:
+        return [(c.position, c.verdict) for c in s.scalars(select(Click).order_by(Click.id))]
+
+
+def links_of(app: App) -> dict[int, EditionLink]:
+    with app.sessions() as s:
+        return {row.position: row for row in s.scalars(select(EditionLink))}
+
+
+def distinct(urls: list[str]) -> list[str]:
+    return list(dict.fromkeys(urls))
+
+
+def test_every_link_but_unsubscribe_goes_through_a_short_signed_redirect(
+        app: App, tmp_path: Path) -> None:
+    _, copies = sent_edition(app, tmp_path, readers=2)
+    copy = copies[0]
+    stored = links_of(app)
+    assert {link.kind for link in stored.values()} == {
+        "article", "donate", "signup", "archive", "trap"}
+    # The text part: every link whole and under 80 characters; no trap there.
+    assert copy.text_links and all(len(url) < 80 for url in copy.text_links)
+    assert len(distinct(copy.text_links)) == len(stored) - 1
+    # Unsubscribe and preferences never go through the redirect.
+    assert re.search(r'href="https://mail\.example\.org/unsubscribe/[^"]+"', copy.html)
+    assert re.search(r'href="https://mail\.example\.org/preferences/[^"]+"', copy.html)
+    assert "utm_source" not in copy.html + copy.text
+    # The trap: in the HTML only, hidden from sight, keyboards and screen readers.
+    trap = re.search(r'<a [^>]*href="[^"]+/r/[^"]+"[^>]*></a>', copy.html)
+    assert trap and 'aria-hidden="true"' in trap.group(0) and 'tabindex="-1"' in trap.group(0)
+    assert "display:none" in trap.group(0)
+
+    client = client_for(app)
+    reached = {}
+    for url in distinct(copy.html_links):
+        answer = follow(client, url)
+        assert answer.status_code == 302, url
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        reached[url] = answer.headers["Location"]
+    assert set(reached.values()) == {link.target for link in stored.values()}
+    assert all("utm_source=labourlist-daily" in stored[p].target
+               for p in stored if stored[p].kind in ("article", "donate"))
+    # The copies differ in nothing tracked (aggregate mode: no reader in a token).
+    assert distinct(copies[1].html_links) == distinct(copy.html_links)
+
+
+@pytest.fixture
+def one_edition(app: App, tmp_path: Path) -> tuple[App, list[Copy]]:
+    _, copies = sent_edition(app, tmp_path, readers=2)
+    return app, copies
+
+
+def test_bad_tokens_get_a_clear_404_and_count_nothing(one_edition: tuple[App, list[Copy]],
+                                                      tmp_path: Path) -> None:
+    app, copies = one_edition
+    good = copies[0].text_links[0]
+    token = urlsplit(good).path.removeprefix("/r/")
+    with app.sessions() as s:
+        edition_id = s.scalar(select(Edition.id))
+        assert edition_id is not None
+        size = s.scalar(select(func.count()).select_from(EditionLink))
+    ours, theirs = LinkSigner("test-secret-key"), LinkSigner("another-install")
+    flip = "A" if token[5] != "A" else "B"
+    bad = {
+        "forged": token[:5] + flip + token[6:],
+        "truncated": token[:-3],
+        "foreign": theirs.link_token(edition_id, 0),
+        "beyond the list": ours.link_token(edition_id, size + 5),
+        "unknown edition": ours.link_token(edition_id + 99, 0),
+        "garbage": "%00%ff<script>",
+        "too long": "A" * 500,
+        "empty": "",
+    }
+    client = client_for(app)
+    for why, value in bad.items():
+        answer = follow(client, f"https://mail.example.org/r/{value}")
+        assert answer.status_code == 404, why
+        assert b'href="https://labourlist.org/"' in answer.data, why
+        assert "Location" not in answer.headers, why
+    # A 10 KB query string on a good token: still the story, and the query goes nowhere.
+    answer = follow(client, good + "?x=" + "y" * 10_000)
+    assert answer.status_code == 302 and "yyyy" not in answer.headers["Location"]
+    assert flush(client) == 1
+    # A deleted edition: its links stop working (a process that had not seen it).
+    with app.sessions.begin() as s:
+        s.execute(delete(Edition))
+    answer = follow(client_for(app), good)
+    assert answer.status_code == 404
+    assert verdicts(app) == []  # the click went with its edition
+
+
+def test_head_options_prefetch_and_other_methods_never_count(
+        one_edition: tuple[App, list[Copy]]) -> None:
+    app, copies = one_edition
+    url = copies[0].text_links[1]
+    client = client_for(app)
+    assert follow(client, url, method="HEAD").status_code == 302
+    assert follow(client, url, method="OPTIONS").status_code == 204
+    assert follow(client, url, method="POST").status_code == 405
+    prefetch = {**BROWSER_HEADERS, "Sec-Purpose": "prefetch"}
+    assert follow(client, url, headers=prefetch, address="203.0.113.9").status_code == 302
+    flush(client)
+    assert verdicts(app) == [(1, PREFETCH)]
+
+
+def test_a_flood_from_one_source_is_redirected_but_not_counted(
+        one_edition: tuple[App, list[Copy]]) -> None:
+    app, copies = one_edition
+    url = copies[0].text_links[0]
+    client = client_for(app)
+    answers = [follow(client, url).status_code for _ in range(100)]
+    assert set(answers) == {302}
+    flush(client)
+    assert len(verdicts(app)) == 60
+
+
+def test_gateways_are_filtered_and_readers_counted_exactly(app: App, tmp_path: Path,
+                                                           clock: FixedClock) -> None:
+    """Security gateways click every link (the trap too) seconds after delivery; another
+    clicks a burst of links without the trap; a crawler says what it is. Readers, with real
+    browser headers, follow one or two links minutes apart. The human count is exactly the
+    readers' clicks."""
+    _, copies = sent_edition(app, tmp_path, readers=8)
+    stored = links_of(app)
+    trap = next(p for p, link in stored.items() if link.kind == TRAP)
+    client = client_for(app)
+
+    # Gateway 1 (browser-like user agent): every link, the trap among them, within seconds;
+    # the flush in between puts the trap's effect on clicks already written.
+    for n, url in enumerate(distinct(copies[0].html_links)):
+        follow(client, url, headers=CHROME, address="192.0.2.10")
+        if n == 3:
+            flush(client)
+    # Gateway 2: four stories in one second, no trap.
+    for url in distinct(copies[1].text_links)[:4]:
+        follow(client, url, headers=CHROME, address="192.0.2.20")
+    # A crawler that names itself.
+    follow(client, copies[2].text_links[0],
+           headers={"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; "
+                                  "+http://www.google.com/bot.html)"}, address="192.0.2.30")
+    flush(client)
+
+    # Readers: minutes later, one or two links each, from their own addresses.
+    expected = 0
+    for n, copy in enumerate(copies[3:]):
+        clock.advance(minutes=3)
+        picks = distinct(copy.text_links)[n % 3: n % 3 + 1 + n % 2]
+        for url in picks:
+            follow(client, url, address=f"198.51.100.{n + 1}")
+            clock.advance(seconds=40)
+            expected += 1
+    flush(client)
+
+    got = verdicts(app)
+    assert sum(1 for _, v in got if v == HUMAN) == expected
+    assert {v for p, v in got if p == trap} == {TRAPPED}
+    filtered = [v for _, v in got if v != HUMAN]
+    assert filtered.count(BURST) == 4 and filtered.count(BOT) == 1
+    assert filtered.count(TRAPPED) == len(distinct(copies[0].html_links))
+
+
+def test_per_reader_tokens_name_the_delivery(app: App, tmp_path: Path) -> None:
+    _, copies = sent_edition(app, tmp_path, readers=3, click_tracking="per-reader")
+    assert all(len(url) < 80 for copy in copies for url in copy.text_links)
+    client = client_for(app)
+    with app.sessions() as s:
+        delivery = {d.email: d.id for d in s.scalars(select(Delivery))}
+    for n, copy in enumerate(copies):
+        assert follow(client, copy.text_links[0], address=f"198.51.100.{n}").status_code == 302
+    # A reader part that does not verify: the story still opens, nothing is counted.
+    forged = copies[0].text_links[1][:-2] + "xx"
+    assert follow(client, forged, address="198.51.100.50").status_code == 302
+    flush(client)
+    with app.sessions() as s:
+        got = sorted(s.scalars(select(Click.delivery_id)))
+    assert got == sorted(delivery[c.email] for c in copies)
+    # Each reader's copy carries their own part; the link part is the edition's.
+    first = [urlsplit(c.text_links[0]).path for c in copies]
+    assert len(set(first)) == 3 and len({p.split(".")[0] for p in first}) == 1
+
+
+def test_changing_the_mode_affects_only_later_editions(app: App, tmp_path: Path) -> None:
+    day, copies = sent_edition(app, tmp_path, readers=1)
+    app.settings = app.settings.replace(click_tracking="off")
+    with app.sessions() as s:
+        edition = s.scalar(select(Edition))
+        assert edition is not None and edition.click_tracking == "aggregate"
+    answer = follow(client_for(app), copies[0].text_links[0])
+    assert answer.status_code == 302
+
+
+@pytest.mark.parametrize("fake_type,dsn", [
+    (FakeSendGrid, "sendgrid+api://SG.test-key@default"),
+    (FakeMailgun, "mailgun+api://mg-key:mg.labourlist.org@default"),
+    (FakePostmark, "postmark+api://pm-token@default"),
+])
+def test_per_reader_links_survive_each_providers_substitution(
+        app: App, tmp_path: Path, fake_type: Any, dsn: str) -> None:
+    """SendGrid and Mailgun fill the reader's part of each link themselves, Postmark gets
+    finished bodies: every reader's links must still name that reader's delivery."""
+    with running(fake_type) as fake:
+        app.settings = app.settings.replace(dsn=f"{dsn}?endpoint={fake.url}")
+        sent_edition(app, tmp_path, readers=2, click_tracking="per-reader")
+        with app.sessions() as s:
+            delivery = {d.email: d.id for d in s.scalars(select(Delivery))}
+        client = client_for(app)
+        for n, (reader, [message]) in enumerate(sorted(fake.delivered.items())):
+            text_links = re.findall(r"https://mail\.example\.org/r/\S+", message.text)
+            html_links = re.findall(r'href="(https://mail\.example\.org/r/[^"]+)"',
+                                    unescape(message.html))
+            assert text_links and html_links
+            assert set(text_links) <= set(html_links)
+            for url in (text_links[0], html_links[-2]):
+                assert follow(client, url, address=f"198.51.100.{n}").status_code == 302
+            flush(client)
+            with app.sessions() as s:
+                got = set(s.scalars(select(Click.delivery_id).where(
+                    Click.fingerprint.is_not(None))))
+            assert delivery[reader] in got
+        with app.sessions() as s:
+            assert set(s.scalars(select(Click.delivery_id))) == set(delivery.values())
