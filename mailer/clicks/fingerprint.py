@@ -42,26 +42,29 @@ class DailySalts:
     def for_day(self, day: date) -> bytes:
         with self._lock:
             salt = self._salts.get(day)
-        if salt is None:
-            salt = self._shared(day)
-            with self._lock:
-                self._salts = {d: s for d, s in self._salts.items() if d >= day - timedelta(1)}
-                salt = self._salts.setdefault(day, salt)
-        return salt
-
-    def _shared(self, day: date) -> bytes:
-        key = f"{PREFIX}{day.isoformat()}"
-        try:
-            with self._sessions.begin() as session:
-                row = session.get(Meta, key)
-                if row is not None:
-                    return bytes.fromhex(row.value)
-                session.add(Meta(key=key, value=secrets.token_hex(16)))
-        except IntegrityError:  # another process made it first: use theirs
-            return self._shared(day)
-        except SQLAlchemyError:
+        if salt is not None:
+            return salt
+        shared = self._shared(day)
+        if shared is None:  # not kept: the shared salt is asked for again next time
             return secrets.token_bytes(16)
-        return self._shared(day)
+        with self._lock:
+            self._salts = {d: s for d, s in self._salts.items() if d >= day - timedelta(1)}
+            return self._salts.setdefault(day, shared)
+
+    def _shared(self, day: date) -> bytes | None:
+        key = f"{PREFIX}{day.isoformat()}"
+        for _ in range(3):
+            try:
+                with self._sessions.begin() as session:
+                    row = session.get(Meta, key)
+                    if row is not None:
+                        return bytes.fromhex(row.value)
+                    session.add(Meta(key=key, value=secrets.token_hex(16)))
+            except IntegrityError:  # another process made it first: read theirs
+                continue
+            except SQLAlchemyError:
+                return None
+        return None
 
 
 def purge_salts(session: Session, today: date) -> int:
