@@ -8,17 +8,21 @@ or a mail security gateway would, and reads what was recorded.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from sqlalchemy import delete, func, select
 
 from mailer.app import App
 from mailer.clicks.tokens import LinkSigner
 from mailer.clock import FixedClock
+from mailer.db import init_db
+from mailer.edition import build_edition
 from mailer.models import (
     BOT,
     BURST,
@@ -31,8 +35,12 @@ from mailer.models import (
     Edition,
     EditionLink,
 )
+from mailer.web import CLICKS_KEY
+from tests.support import pg
 from tests.support.clicks import BROWSER_HEADERS, Copy, client_for, flush, follow, sent_edition
 from tests.support.providers import FakeMailgun, FakePostmark, FakeSendGrid, running
+from tests.support.seed import add_article
+from tests.support.settings import make_settings
 
 CHROME = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                         "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
@@ -261,3 +269,95 @@ def test_per_reader_links_survive_each_providers_substitution(
             assert delivery[reader] in got
         with app.sessions() as s:
             assert set(s.scalars(select(Click.delivery_id))) == set(delivery.values())
+
+
+@pytest.mark.postgres
+def test_redirects_ride_out_a_database_outage(tmp_path: Path, pg_url: str,
+                                              clock: FixedClock) -> None:
+    """With every connection to its database cut and new ones refused, as in a restart, the
+    redirect still answers from memory (`mailer serve` preloads recent editions) and the
+    clicks wait in the buffer; when the database is back they are written."""
+    app = App.create(make_settings(tmp_path, database_url=pg_url), clock=clock)
+    init_db(app.engine)
+    try:
+        day, copies = sent_edition(app, tmp_path, readers=2)
+        client = client_for(app)
+        assert client.application.extensions[CLICKS_KEY].preload(day) == 1
+        name = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(pg.base_url(), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s", (name,))
+            try:
+                urls = distinct(copies[0].text_links)
+                for n, url in enumerate(urls):
+                    assert follow(client, url, address=f"198.51.100.{n}").status_code == 302
+                assert flush(client) == 0
+                recorder = client.application.extensions[CLICKS_KEY].recorder
+                assert recorder.pending() == len(urls)
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert flush(client) == len(urls)
+        assert len(verdicts(app)) == len(urls)
+    finally:
+        app.close()
+
+
+def test_open_pixel_is_off_by_default_and_labelled_when_on(app: App, tmp_path: Path) -> None:
+    _, copies = sent_edition(app, tmp_path, readers=1, open_tracking=True)
+    with app.sessions() as s:
+        edition = s.scalar(select(Edition))
+        assert edition is not None
+        # Preflight judged the email without the pixel (no alt text) and the trap.
+        assert edition.preflight["errors"] == []
+        kinds = [link.kind for link in s.scalars(select(EditionLink))]
+    assert kinds.count("open") == 1
+    pixel = re.search(r'<img [^>]*src="([^"]+/o/[^"]+)"', copies[0].html)
+    assert pixel and pixel.group(1) not in copies[0].text
+    client = client_for(app)
+    answer = follow(client, pixel.group(1))
+    assert answer.status_code == 200 and answer.mimetype == "image/gif"
+    # The pixel's token is no link, and a link's token is no pixel.
+    assert follow(client, pixel.group(1).replace("/o/", "/r/")).status_code == 404
+    assert follow(client, copies[0].text_links[0].replace("/r/", "/o/")).status_code == 404
+    flush(client)
+    assert len(verdicts(app)) == 1
+
+
+def test_default_has_no_pixel(one_edition: tuple[App, list[Copy]]) -> None:
+    _, copies = one_edition
+    assert "/o/" not in copies[0].html
+
+
+def test_most_read_block_carries_yesterdays_top_stories(app: App, tmp_path: Path,
+                                                        clock: FixedClock) -> None:
+    day, copies = sent_edition(app, tmp_path, readers=1)
+    stored = links_of(app)
+    stories = [p for p, link in sorted(stored.items()) if link.kind == "article"]
+    client = client_for(app)
+    wanted = {stories[1]: 4, stories[2]: 3, stories[3]: 2, stories[4]: 1}
+    reader = 0
+    for position, clicks in wanted.items():
+        url = next(u for u in copies[0].text_links
+                   if LinkSigner("test-secret-key").read(urlsplit(u).path[3:]).position
+                   == position)
+        for _ in range(clicks):
+            reader += 1
+            clock.advance(minutes=2)
+            follow(client, url, address=f"198.51.100.{reader}")
+    flush(client)
+
+    clock.advance(days=1)
+    add_article(app, "tomorrow-1", title="A new day's first story")
+    app.settings = app.settings.replace(most_read_block=True, most_read_min_clicks=2)
+    edition = build_edition(app, day + timedelta(days=1))
+    titles = [stored[p].title for p in (stories[1], stories[2], stories[3])]
+    assert "Most read" in edition.html and "MOST READ" in edition.text
+    block = edition.text.split("MOST READ", 1)[1]
+    assert [block.index(t.split(":")[0][:30]) for t in titles] == sorted(
+        block.index(t.split(":")[0][:30]) for t in titles)
+    assert stored[stories[4]].title not in block
+    # Too few clicks to rank: no block at all.
+    app.settings = app.settings.replace(most_read_min_clicks=3)
+    again = build_edition(app, day + timedelta(days=1))
+    assert "MOST READ" not in again.text
