@@ -379,7 +379,9 @@ class EditionLink(Base):
 
 # Click verdicts. HUMAN counts; every other verdict is "filtered", each naming why.
 HUMAN, BOT, PREFETCH, TRAPPED, BURST = "human", "bot", "prefetch", "trap", "burst"
-FILTERED = (BOT, PREFETCH, TRAPPED, BURST)
+#: Before the edition's send started: staff previews and test sends.
+PREVIEW = "preview"
+FILTERED = (BOT, PREFETCH, TRAPPED, BURST, PREVIEW)
 
 
 class Click(Base):

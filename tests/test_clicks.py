@@ -28,6 +28,7 @@ from mailer.models import (
     BURST,
     HUMAN,
     PREFETCH,
+    PREVIEW,
     TRAP,
     TRAPPED,
     Click,
@@ -39,7 +40,7 @@ from mailer.web import CLICKS_KEY
 from tests.support import pg
 from tests.support.clicks import BROWSER_HEADERS, Copy, client_for, flush, follow, sent_edition
 from tests.support.providers import FakeMailgun, FakePostmark, FakeSendGrid, running
-from tests.support.seed import add_article
+from tests.support.seed import add_article, with_feed
 from tests.support.settings import make_settings
 
 CHROME = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -361,3 +362,14 @@ def test_most_read_block_carries_yesterdays_top_stories(app: App, tmp_path: Path
     app.settings = app.settings.replace(most_read_min_clicks=3)
     again = build_edition(app, day + timedelta(days=1))
     assert "MOST READ" not in again.text
+
+
+def test_clicks_before_the_send_are_previews_not_readers(app: App, tmp_path: Path) -> None:
+    """Staff clicking through a preview or a test send before the send must not count."""
+    with_feed(app, tmp_path)
+    edition = build_edition(app, app.clock.today(app.settings.tz))
+    url = re.findall(r"https://mail\.example\.org/r/\S+", edition.text)[0]
+    client = client_for(app)
+    assert follow(client, url).status_code == 302
+    flush(client)
+    assert verdicts(app) == [(0, PREVIEW)]

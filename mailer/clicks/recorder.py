@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.clicks.classify import first_verdict, reclassify
 from mailer.clicks.fingerprint import DailySalts, fingerprint
-from mailer.models import HUMAN, TRAPPED, Click, Edition
+from mailer.models import HUMAN, PREVIEW, TRAPPED, Click, Edition
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +104,18 @@ class ClickRecorder:
         salts = {day: self._salts.for_day(day) for day in {hit.at.date() for hit in hits}}
         with self._sessions.begin() as session:
             # An edition deleted since its link was followed: nothing to count it against.
-            live = set(session.scalars(select(Edition.id).where(
-                Edition.id.in_({hit.edition_id for hit in hits}))))
+            started = dict(session.execute(select(Edition.id, Edition.started_at).where(
+                Edition.id.in_({hit.edition_id for hit in hits}))).all())
             touched: set[tuple[int, str]] = set()
             for hit in hits:
-                if hit.edition_id not in live:
+                if hit.edition_id not in started:
                     continue
                 fp = fingerprint(salts[hit.at.date()], hit.address, hit.user_agent)
                 verdict = first_verdict(prefetch=hit.prefetch, user_agent=hit.user_agent,
                                         trap=hit.trap)
+                send_began = started[hit.edition_id]
+                if verdict == HUMAN and (send_began is None or hit.at < send_began):
+                    verdict = PREVIEW  # a staff preview or a test send, not a reader
                 session.add(Click(edition_id=hit.edition_id, position=hit.position, at=hit.at,
                                   verdict=verdict, fingerprint=fp, delivery_id=hit.delivery_id))
                 if verdict in (HUMAN, TRAPPED):
