@@ -15,6 +15,12 @@ per message of the sender and of the sink in each run (where the two cores go), 
 optionally the time to snapshot an audience of --snapshot-n on SQLite. `--stepwise` adds the
 same comparison one command at a time.
 Targets (issue 3): send >= 0.8 x raw replay, >= 4 x naive loop, peak RSS < 150 MB at 100k.
+
+`--click-modes off,aggregate,per-reader` runs only `mailer send` instead, once per
+click_tracking mode in each round (--rounds; the order reversed every other round, so that a
+drift of the machine does not favour one mode), and prints each mode's fastest run, CPU per
+message, and each mode's ratio to the first one listed, per round and their median (issue 21:
+link rewriting costs the send no more than 5%, a ratio >= 0.95 to "off").
 """
 
 from __future__ import annotations
@@ -91,7 +97,8 @@ def seed(app: App, n: int, chunk: int = 20000) -> None:
 
 
 def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
-                    pipelining: bool = True) -> tuple[float, float, int, float]:
+                    pipelining: bool = True,
+                    click_tracking: str = "") -> tuple[float, float, int, float]:
     tmp = tmp / ("pipelined" if pipelining else "stepwise")
     tmp.mkdir(parents=True)
     db = tmp / "bench.db"
@@ -108,6 +115,8 @@ def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
                 "MAILER_NOW": NOW.isoformat(),
                 "MAILER_SECRET_KEY": "bench", "MAILER_BASE_URL": "https://mail.labourlist.org",
                 "MAILER_CONNECTIONS": str(connections)})
+    if click_tracking:  # (otherwise the setting's default)
+        env["MAILER_CLICK_TRACKING"] = click_tracking
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -358,6 +367,37 @@ def snapshot_time(tmp: Path, n: int) -> tuple[float, float]:
     return elapsed, seeding
 
 
+def compare_click_modes(tmp: Path, n: int, port: int, connections: int, rounds: int,
+                        modes: list[str]) -> None:
+    """The same send once per click_tracking mode in each round, alternating the order."""
+    runs: dict[str, list[tuple[float, float, int, float]]] = {m: [] for m in modes}
+    for round_ in range(1, rounds + 1):
+        order = modes if round_ % 2 else modes[::-1]
+        for mode in order:
+            runs[mode].append(run_mailer_send(tmp / f"clicks{round_}-{mode}", n, port,
+                                              connections, click_tracking=mode))
+        print(f"round {round_}: " + "  ".join(
+            f"{m} {n / runs[m][-1][0]:.0f} msg/s" for m in order), flush=True)
+    first = modes[0]
+    print(f"click_tracking modes, mailer send (whole command / dispatch phase; the fastest of "
+          f"{rounds} runs; CPU of the whole command per message):")
+    for mode in modes:
+        total = min(r[0] for r in runs[mode])
+        dispatch = min(r[1] for r in runs[mode])
+        cpu = min(r[3] for r in runs[mode]) * 1e6 / n
+        print(f"  {mode:<12}{n / total:9.0f} / {n / dispatch:.0f} msg/s  ({total:.1f} s; "
+              f"CPU {cpu:.0f} us/msg)")
+    for mode in modes[1:]:
+        whole = [f[0] / m[0] for f, m in zip(runs[first], runs[mode], strict=True)]
+        phase = [f[1] / m[1] for f, m in zip(runs[first], runs[mode], strict=True)]
+        cpu = [f[3] / m[3] for f, m in zip(runs[first], runs[mode], strict=True)]
+        best = min(r[0] for r in runs[first]) / min(r[0] for r in runs[mode])
+        print(f"  ratio {mode}/{first} per round {'  '.join(f'{x:.3f}' for x in whole)}: "
+              f"median {statistics.median(whole):.3f}, fastest/fastest {best:.3f} (dispatch "
+              f"phase median {statistics.median(phase):.3f}; CPU {first}/{mode} median "
+              f"{statistics.median(cpu):.3f}; target >= 0.95)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -374,6 +414,9 @@ def main() -> None:
     parser.add_argument("--stepwise", action="store_true",
                         help="also compare one command at a time: mailer send with "
                              "?pipelining=0 against a replay that waits for every reply")
+    parser.add_argument("--click-modes", default="",
+                        help="comma-separated click_tracking modes (e.g. off,aggregate,"
+                             "per-reader): compare only the send in each, see above")
     args = parser.parse_args()
     naive_n = args.naive_n or max(1000, args.n // 10)
     modes = [True, False] if args.stepwise else [True]
@@ -385,6 +428,10 @@ def main() -> None:
               + (f", {args.latency_ms:g} ms per round trip" if args.latency_ms else ""))
 
         n, port, conns = args.n, sink.port, args.connections
+        if args.click_modes:
+            compare_click_modes(tmp, n, port, conns, max(2, args.rounds),
+                                [m.strip() for m in args.click_modes.split(",")])
+            return
         # CPU microseconds per message (sender, sink) of the fastest run of each kind: where
         # the two cores go, which a rate alone does not say.
         cpu: dict[str, tuple[float, float]] = {}
