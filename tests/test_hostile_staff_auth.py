@@ -356,7 +356,7 @@ def test_migration_gives_existing_accounts_a_session_generation(
 
     result = CliRunner().invoke(cli, ["init"], env={"MAILER_DATABASE_URL": database_url})
     assert result.exit_code == 0, result.output
-    assert "database ready at revision 0004" in result.output
+    assert "database ready at revision" in result.output  # the head, 0004 or later
 
     application = App.create(make_settings(tmp_path, database_url=database_url), clock=clock)
     try:
