@@ -53,19 +53,20 @@ class Claim(NamedTuple):
     email: str
     name: str
     attempts: int
+    first_name: str = ""
 
 
 def snapshot(session: Session, edition: Edition) -> int:
     """Queue every active subscriber not already in the ledger: one set-based INSERT ... SELECT."""
     s = Subscriber
     source = select(
-        literal(edition.id), s.id, s.email, s.name, literal(QUEUED),
+        literal(edition.id), s.id, s.email, s.name, s.first_name, literal(QUEUED),
         literal(0), literal(""), literal(""), literal(""), literal(""), literal(False),
     ).where(
         s.status == ACTIVE,
         ~exists().where(Delivery.edition_id == edition.id, Delivery.subscriber_id == s.id),
     )
-    cols = ["edition_id", "subscriber_id", "email", "name", "state", "attempts",
+    cols = ["edition_id", "subscriber_id", "email", "name", "first_name", "state", "attempts",
             "claimed_by", "message_id", "provider_id", "error", "permanent"]
 
     def queued() -> int:
@@ -122,7 +123,7 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
             .where(d.id.in_(pick.scalar_subquery()))
             .values(state=CLAIMED, claimed_by=worker,
                     lease_until=now + timedelta(seconds=lease_seconds))
-            .returning(d.id, d.subscriber_id, d.email, d.name, d.attempts)
+            .returning(d.id, d.subscriber_id, d.email, d.name, d.attempts, d.first_name)
             .execution_options(synchronize_session=False)
         )
         claims.extend(Claim(*row) for row in session.connection().execute(stmt))
@@ -132,7 +133,7 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
 _SQLITE_CLAIM = (
     "UPDATE deliveries SET state='claimed', claimed_by=?, lease_until=? WHERE id IN "
     "(SELECT id FROM deliveries WHERE edition_id=? AND state=? AND {due} ORDER BY id LIMIT ?) "
-    "RETURNING id, subscriber_id, email, name, attempts"
+    "RETURNING id, subscriber_id, email, name, attempts, first_name"
 )
 _SQLITE_CLAIMS = (
     (CLAIMED, _SQLITE_CLAIM.format(due="lease_until < ?")),

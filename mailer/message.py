@@ -60,7 +60,8 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
 def greeting_for(name: str) -> str:
-    """The greeting line: "Good morning, Siân", or just "Good morning" when we have no name."""
+    """The greeting line: "Good morning, Siân", or just "Good morning" when we have no first
+    name. Give it the reader's first name, never the whole name field."""
     return _greeting(clean_name(name))
 
 
@@ -258,18 +259,23 @@ class MessageTemplate:
         preferences_url: str,
         message_id: str,
         click: str = "",
+        first_name: str | None = None,
     ) -> bytes:
         """The complete message for one recipient, ready for SMTP DATA as it is: CRLF line
-        endings and no line that starts with a dot (so no dot-stuffing copy per recipient)."""
+        endings and no line that starts with a dot (so no dot-stuffing copy per recipient).
+
+        `name` is the To header's display name; the greeting uses `first_name` (the reader's
+        own, "" for a plain "Good morning"), or `name` when it is not given."""
         email = clean_address(email)
         name = clean_name(name)
+        greeting = _greeting(name if first_name is None else clean_name(first_name))
         unsubscribe_url = clean_url(unsubscribe_url)
         message_id = clean_message_id(message_id)
         values = (  # in _FILL_ORDER
             header_line("To", encode_mailbox(name, email, "To")),
             header_line("Message-ID", message_id),
             header_line("List-Unsubscribe", self._fold_list_unsubscribe(unsubscribe_url)),
-            *qp_text_and_html(_greeting(name)),
+            *qp_text_and_html(greeting),
             *qp_text_and_html(unsubscribe_url),
             *qp_text_and_html(clean_url(preferences_url)),
             *qp_text_and_html(_clean_click(click)),
@@ -292,6 +298,7 @@ class MessageTemplate:
         preferences_url: str,
         message_id: str,
         click: str = "",
+        first_name: str | None = None,
     ) -> dict[str, str]:
         """The per-recipient values as plain strings, for API providers that take JSON.
 
@@ -303,7 +310,7 @@ class MessageTemplate:
         unsubscribe_url = clean_url(unsubscribe_url)
         return {
             "to": display_mailbox(name, email),
-            "greeting": _greeting(name),
+            "greeting": _greeting(name if first_name is None else clean_name(first_name)),
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": clean_url(preferences_url),
             "click": _clean_click(click),

@@ -42,6 +42,7 @@ from mailer.models import (
 )
 from mailer.render import render_confirmation
 from mailer.subscribers import (
+    MAX_FIRST_NAME,
     MAX_NAME,
     add,
     find,
@@ -143,7 +144,9 @@ def request_subscription(session: Session, email: str, name: str = "", *, now: d
         return None
     sub = find(session, address)
     if sub is None:
-        sub, _ = add(session, address, name=clean, status=PENDING, source=source, at=now)
+        # The form's one name field asks for a first name (for the greeting).
+        sub, _ = add(session, address, name=clean, first_name=clean[:MAX_FIRST_NAME],
+                     status=PENDING, source=source, at=now)
     elif sub.status in CONFIRMED:
         return None
     elif sub.status in STAFF_ONLY:
@@ -359,11 +362,15 @@ def reactivate_due(session: Session, now: datetime) -> int:
 
 def change_name(session: Session, sub: Subscriber, name: str, *, now: datetime,
                 source: str = "preferences") -> bool:
-    """Set the greeting name; InvalidName for control characters or too long."""
-    clean = validate_name(name)
-    if clean == sub.name:
+    """Set the first name the greeting uses (the preferences page's "First name"); the
+    whole name follows it when it was the same (a web sign-up's) or empty. InvalidName for
+    control characters or too long."""
+    clean = validate_name(name)[:MAX_FIRST_NAME]
+    if clean == sub.first_name:
         return False
-    sub.name = clean
+    if sub.name in ("", sub.first_name):
+        sub.name = clean
+    sub.first_name = clean
     sub.updated_at = now
     record_event(session, sub, "name-changed", source=source, at=now)
     return True

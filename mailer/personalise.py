@@ -60,10 +60,12 @@ class Personaliser:
         click = "." + self._clicks.reader_tag(self.edition.id, c.id) if self._clicks else ""
         template = self.template
         data = template.fill(email=c.email, name=c.name, unsubscribe_url=unsub,
-                             preferences_url=prefs, message_id=message_id, click=click)
+                             preferences_url=prefs, message_id=message_id, click=click,
+                             first_name=c.first_name)
         if not with_fields:  # SMTP and the outbox: the bytes are all they send
             return Outgoing(c.email, message_id, data, {}, c.id, True)
         fields = template.fields(email=c.email, name=c.name, unsubscribe_url=unsub,
-                                 preferences_url=prefs, message_id=message_id, click=click)
+                                 preferences_url=prefs, message_id=message_id, click=click,
+                                 first_name=c.first_name)
         return Outgoing(recipient=c.email, message_id=message_id, data=data, fields=fields,
                         delivery_id=c.id, wire_ready=True, template=template)

@@ -44,6 +44,7 @@ from mailer.models import (
 )
 
 MAX_NAME = 200
+MAX_FIRST_NAME = 100
 
 
 class InvalidAddress(MailerError, ValueError):
@@ -70,6 +71,14 @@ def clean_name(raw: str | None) -> str:
     text = " ".join(text.split())
     if len(text) > MAX_NAME:
         raise MailerError(f"name is longer than {MAX_NAME} characters")
+    return text
+
+
+def clean_first_name(raw: str | None) -> str:
+    """A first name for the greeting: a name's rules, and at most `MAX_FIRST_NAME`."""
+    text = clean_name(raw)
+    if len(text) > MAX_FIRST_NAME:
+        raise MailerError(f"first name is longer than {MAX_FIRST_NAME} characters")
     return text
 
 
@@ -139,7 +148,8 @@ def withdraw_queued(session: Session, subscriber_id: int, why: str) -> int:
 
 
 def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
-        source: str = "cli", at: datetime | None = None) -> tuple[Subscriber, bool]:
+        source: str = "cli", at: datetime | None = None,
+        first_name: str = "") -> tuple[Subscriber, bool]:
     """Add a subscriber; returns (subscriber, created). An existing address is left as it is."""
     address = normalise_email(email)
     if status not in STATUSES:
@@ -149,7 +159,8 @@ def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
         return existing, False
     if is_suppressed(session, address):
         raise MailerError(f"{address} was erased or suppressed and cannot be re-added silently")
-    sub = Subscriber(email=address, name=clean_name(name), status=status, source=source)
+    sub = Subscriber(email=address, name=clean_name(name), status=status, source=source,
+                     first_name=clean_first_name(first_name))
     if at is not None:
         sub.created_at = sub.updated_at = at
     if status == ACTIVE:
@@ -258,6 +269,7 @@ class _Row:
     address: str
     name: str
     status: str
+    first_name: str = ""
 
 
 def _column(row: dict[str, str], *names: str) -> str:
@@ -293,9 +305,10 @@ def _read_rows(stream: IO[str], report: ImportReport) -> Iterator[_Row]:
         if None in row:
             report.errors.append((line, "more fields than the header has"))
             continue
-        name = _column(row, "name")
-        if not name:
-            name = " ".join(p for p in (_column(row, "first name"), _column(row, "last name")) if p)
+        # Ours (first_name), Mailchimp's export (First Name) and its merge tags (FNAME).
+        first = _column(row, "first_name", "first name", "fname")
+        name = _column(row, "name") or " ".join(
+            p for p in (first, _column(row, "last_name", "last name", "lname")) if p)
         status = _column(row, "status").lower() or ACTIVE
         if status == "subscribed":  # Mailchimp's word
             status = ACTIVE
@@ -310,7 +323,7 @@ def _read_rows(stream: IO[str], report: ImportReport) -> Iterator[_Row]:
             report.unchanged += 1
             continue
         seen.add(address)
-        yield _Row(line, address, name, status)
+        yield _Row(line, address, name, status, first)
 
 
 def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -323,6 +336,7 @@ class _NewSubscriber(TypedDict):
 
     email: str
     name: str
+    first_name: str
     status: str
     source: str
     created_at: datetime
@@ -354,10 +368,12 @@ def _store(session: Session, rows: list[_Row], *, source: str,
                 raise MailerError(f"{row.address} was erased or suppressed and cannot be "
                                   "re-added silently")
             name = clean_name(row.name)
+            first_name = clean_first_name(row.first_name)
         except MailerError as exc:
             part.errors.append((row.line, str(exc)))
             continue
-        new.append({"email": row.address, "name": name, "status": row.status,
+        new.append({"email": row.address, "name": name, "first_name": first_name,
+                    "status": row.status,
                     "source": source, "created_at": now, "updated_at": now,
                     "confirmed_at": now if row.status == ACTIVE else None})
     if new:
@@ -415,7 +431,7 @@ def _commit(sessions: sessionmaker[Session], rows: list[_Row], *, source: str,
                 raise
 
 
-EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at")
+EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "first_name")
 
 
 def export_rows(session: Session, status: str | None = None) -> Iterator[list[str]]:
@@ -425,7 +441,7 @@ def export_rows(session: Session, status: str | None = None) -> Iterator[list[st
         query = query.where(Subscriber.status == status)
     for sub in session.scalars(query):
         yield [sub.email, sub.name, sub.status, sub.created_at.isoformat(),
-               sub.confirmed_at.isoformat() if sub.confirmed_at else ""]
+               sub.confirmed_at.isoformat() if sub.confirmed_at else "", sub.first_name]
 
 
 def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:

@@ -22,20 +22,21 @@ def subscribers() -> None:
 
 @subscribers.command("add")
 @click.argument("email")
-@click.option("--name", default="", help="Display name.")
+@click.option("--name", default="", help="Display name (the To header).")
+@click.option("--first-name", default="", help="First name, for the greeting.")
 @click.option("--status", default="active", show_default=True,
               type=click.Choice(["active", "pending"]),
               help="active for an already-confirmed address, pending to await confirmation.")
 @click.pass_context
 @handle_errors
-def add_cmd(ctx: click.Context, email: str, name: str, status: str) -> None:
+def add_cmd(ctx: click.Context, email: str, name: str, first_name: str, status: str) -> None:
     """Add one subscriber."""
     from mailer.subscribers import add
 
     app = get_app(ctx)
     with app.sessions.begin() as session:
-        sub, created = add(session, email, name=name, status=status, source="cli",
-                           at=app.clock.now())
+        sub, created = add(session, email, name=name, first_name=first_name, status=status,
+                           source="cli", at=app.clock.now())
         click.echo(f"{'added' if created else 'already present'}: {sub.email} ({sub.status})")
 
 
@@ -65,7 +66,7 @@ def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
 @click.pass_context
 @handle_errors
 def export_cmd(ctx: click.Context, out: Path | None, status: str | None) -> None:
-    """Write the list as CSV: email,name,status,created_at,confirmed_at."""
+    """Write the list as CSV: email,name,status,created_at,confirmed_at,first_name."""
     from mailer.subscribers import export_rows, write_csv
 
     app = get_app(ctx)

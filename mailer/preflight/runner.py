@@ -90,7 +90,7 @@ def sample_message(app: App, edition: Edition) -> Sample:
     code (`Personaliser`), so what is checked is what would be sent."""
     personaliser = Personaliser.for_edition(app, edition)
     claim = Claim(id=0, subscriber_id=SAMPLE_SUBSCRIBER_ID, email=SAMPLE_EMAIL, name=SAMPLE_NAME,
-                  attempts=0)
+                  attempts=0, first_name=SAMPLE_NAME.split()[0])
     out = personaliser.outgoing(claim, with_fields=True)
     return Sample(data=out.data, unsubscribe_url=out.fields["unsubscribe_url"],
                   preferences_url=out.fields["preferences_url"], message_id=out.message_id)
