@@ -59,6 +59,7 @@ ENV_NOT_SETTINGS = frozenset(
 
 #: `click_tracking` values, least personal first.
 CLICK_TRACKING_MODES = ("off", "aggregate", "per-reader")
+_WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun) ([01]?\d|2[0-3]):[0-5]\d")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 log = logging.getLogger(__name__)
 _warned_env: set[str] = set()
@@ -88,6 +89,11 @@ class Settings:
     window_hours: int = 24
     window_cap_hours: int = 72
     late_send_hours: float = 3.0
+    # The weekly digest, for readers who chose it: day and local time, and how many stories.
+    weekly_send: str = "sat 08:00"
+    weekly_stories: int = 10
+    # A welcome email to each reader once, when they confirm (template welcome.mjml.j2).
+    welcome_email: bool = True
 
     skip_categories: list[str] = field(default_factory=lambda: ["Daily email"])
     sections: list[str] = field(
@@ -258,6 +264,9 @@ def validate(s: Settings) -> None:
     _check("window_cap_hours", s.window_cap_hours >= s.window_hours,
            "must be at least window_hours")
     _check("late_send_hours", s.late_send_hours > 0, "must be positive")
+    _check("weekly_send", bool(_WEEKLY_RE.fullmatch(s.weekly_send.strip().lower())),
+           f"{s.weekly_send!r} is not like 'sat 08:00'")
+    _check("weekly_stories", 1 <= s.weekly_stories <= 50, "must be between 1 and 50")
     _check("connections", 1 <= s.connections <= 64, "must be between 1 and 64")
     _check("rate_limit", s.rate_limit >= 0, "must be 0 (unlimited) or positive")
     _check("batch_size", 1 <= s.batch_size <= 10000, "must be between 1 and 10000")

@@ -73,6 +73,9 @@ PENDING, ACTIVE, PAUSED, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
     "pending", "active", "paused", "unsubscribed", "bounced", "complained",
 )
 STATUSES = (PENDING, ACTIVE, PAUSED, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+# How often a reader gets the round-up.
+DAILY, WEEKLY = "daily", "weekly"
+FREQUENCIES = (DAILY, WEEKLY)
 
 
 class Subscriber(Base):
@@ -83,6 +86,12 @@ class Subscriber(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     #: What the greeting uses ("Good morning, Siân"); never derived from `name` at send time.
     first_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    #: DAILY or WEEKLY (the weekly digest).
+    frequency: Mapped[str] = mapped_column(String(10), default="daily", server_default="daily")
+    #: The `sections` the reader chose; empty means all of them.
+    sections: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    #: When the welcome email went to them (once per reader, on confirming).
+    welcomed_at: Mapped[datetime | None] = mapped_column(default=None)
     status: Mapped[str] = mapped_column(String(20), default=PENDING, index=True)
     source: Mapped[str] = mapped_column(String(40), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
