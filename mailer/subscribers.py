@@ -14,7 +14,7 @@ import itertools
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TypedDict
@@ -24,9 +24,11 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.choices import describe, parse_frequency, parse_sections
 from mailer.errors import MailerError
 from mailer.models import (
     ACTIVE,
+    DAILY,
     FAILED,
     PAUSED_SEND,
     PENDING,
@@ -102,6 +104,24 @@ def record_event(session: Session, sub: Subscriber, kind: str, *, source: str = 
     session.add(event)
 
 
+def set_choices(session: Session, sub: Subscriber, *, frequency: str | None = None,
+                sections: Sequence[str] | None = None, source: str,
+                at: datetime | None = None) -> bool:
+    """Store already-parsed choices; record the change in the reader's history. False when
+    nothing changed. A send already under way keeps the audience it snapshotted."""
+    new_frequency = sub.frequency if frequency is None else frequency
+    new_sections = list(sub.sections or []) if sections is None else list(sections)
+    if new_frequency == sub.frequency and new_sections == list(sub.sections or []):
+        return False
+    sub.frequency = new_frequency
+    sub.sections = new_sections
+    if at is not None:
+        sub.updated_at = at
+    record_event(session, sub, "choices-changed", source=source,
+                 detail=describe(new_frequency, new_sections), at=at)
+    return True
+
+
 def set_status(session: Session, sub: Subscriber, status: str, *, source: str,
                detail: str = "", at: datetime | None = None, event: str | None = None) -> bool:
     """Change status and record why; returns False when nothing changed (idempotent)."""
@@ -148,8 +168,8 @@ def withdraw_queued(session: Session, subscriber_id: int, why: str) -> int:
 
 
 def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
-        source: str = "cli", at: datetime | None = None,
-        first_name: str = "") -> tuple[Subscriber, bool]:
+        source: str = "cli", at: datetime | None = None, first_name: str = "",
+        frequency: str = DAILY, sections: Sequence[str] = ()) -> tuple[Subscriber, bool]:
     """Add a subscriber; returns (subscriber, created). An existing address is left as it is."""
     address = normalise_email(email)
     if status not in STATUSES:
@@ -160,7 +180,8 @@ def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
     if is_suppressed(session, address):
         raise MailerError(f"{address} was erased or suppressed and cannot be re-added silently")
     sub = Subscriber(email=address, name=clean_name(name), status=status, source=source,
-                     first_name=clean_first_name(first_name))
+                     first_name=clean_first_name(first_name), frequency=frequency,
+                     sections=list(sections))
     if at is not None:
         sub.created_at = sub.updated_at = at
     if status == ACTIVE:
@@ -270,6 +291,8 @@ class _Row:
     name: str
     status: str
     first_name: str = ""
+    frequency: str = DAILY
+    sections: tuple[str, ...] = ()
 
 
 def _column(row: dict[str, str], *names: str) -> str:
@@ -280,7 +303,8 @@ def _column(row: dict[str, str], *names: str) -> str:
     return ""
 
 
-def _read_rows(stream: IO[str], report: ImportReport) -> Iterator[_Row]:
+def _read_rows(stream: IO[str], report: ImportReport,
+               known_sections: Sequence[str] = ()) -> Iterator[_Row]:
     """Rows worth a look in the database, in file order; bad lines go into `report`.
 
     Everything that needs no database happens here, outside any transaction: the CSV, the
@@ -316,6 +340,8 @@ def _read_rows(stream: IO[str], report: ImportReport) -> Iterator[_Row]:
             address = normalise_email(_column(row, "email", "email address"))
             if status not in STATUSES:
                 raise MailerError(f"unknown status {status!r}")
+            frequency = parse_frequency(_column(row, "frequency"))
+            sections = parse_sections(_column(row, "sections"), known_sections)
         except MailerError as exc:
             report.errors.append((line, str(exc)))
             continue
@@ -323,7 +349,7 @@ def _read_rows(stream: IO[str], report: ImportReport) -> Iterator[_Row]:
             report.unchanged += 1
             continue
         seen.add(address)
-        yield _Row(line, address, name, status, first)
+        yield _Row(line, address, name, status, first, frequency, tuple(sections))
 
 
 def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -337,6 +363,8 @@ class _NewSubscriber(TypedDict):
     email: str
     name: str
     first_name: str
+    frequency: str
+    sections: list[str]
     status: str
     source: str
     created_at: datetime
@@ -373,6 +401,7 @@ def _store(session: Session, rows: list[_Row], *, source: str,
             part.errors.append((row.line, str(exc)))
             continue
         new.append({"email": row.address, "name": name, "first_name": first_name,
+                    "frequency": row.frequency, "sections": list(row.sections),
                     "status": row.status,
                     "source": source, "created_at": now, "updated_at": now,
                     "confirmed_at": now if row.status == ACTIVE else None})
@@ -388,15 +417,16 @@ def _store(session: Session, rows: list[_Row], *, source: str,
 
 
 def import_csv(session: Session, stream: IO[str], *, source: str = "import",
-               at: datetime | None = None) -> ImportReport:
-    """Import our own columns (email,name,status) or a Mailchimp export's, in the caller's
-    transaction (`import_csv_batched` for a real list).
+               at: datetime | None = None, sections: Sequence[str] = ()) -> ImportReport:
+    """Import our own columns (email, name, status, first_name, frequency, sections) or a
+    Mailchimp export's, in the caller's transaction (`import_csv_batched` for a real list).
+    `sections` are the configured ones a row's ``News;Comment`` may name.
 
     A bad row is reported by its line number and skipped; good rows are kept. Rows without a
     status become active: an imported list is an existing, already-confirmed list.
     """
     report = ImportReport()
-    for batch in _batches(_read_rows(stream, report), IMPORT_BATCH):
+    for batch in _batches(_read_rows(stream, report, sections), IMPORT_BATCH):
         report.merge(_store(session, batch, source=source, at=at))
     report.errors.sort()
     return report
@@ -404,7 +434,7 @@ def import_csv(session: Session, stream: IO[str], *, source: str = "import",
 
 def import_csv_batched(sessions: sessionmaker[Session], stream: IO[str], *,
                        source: str = "import", at: datetime | None = None,
-                       batch: int = IMPORT_BATCH) -> ImportReport:
+                       batch: int = IMPORT_BATCH, sections: Sequence[str] = ()) -> ImportReport:
     """`import_csv`, each batch of rows committed in its own short transaction.
 
     SQLite's write lock is taken per batch, not for the whole file, so everyone else's writes
@@ -413,7 +443,7 @@ def import_csv_batched(sessions: sessionmaker[Session], stream: IO[str], *,
     already present. On PostgreSQL a sign-up of an address from the file can commit between
     the batch's lookup and its INSERT; the batch is then looked up again."""
     report = ImportReport()
-    for rows in _batches(_read_rows(stream, report), batch):
+    for rows in _batches(_read_rows(stream, report, sections), batch):
         report.merge(_commit(sessions, rows, source=source, at=at))
     report.errors.sort()
     return report
@@ -431,7 +461,8 @@ def _commit(sessions: sessionmaker[Session], rows: list[_Row], *, source: str,
                 raise
 
 
-EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "first_name")
+EXPORT_COLUMNS = ("email", "name", "status", "created_at", "confirmed_at", "first_name",
+                  "frequency", "sections")
 
 
 def export_rows(session: Session, status: str | None = None) -> Iterator[list[str]]:
@@ -441,7 +472,8 @@ def export_rows(session: Session, status: str | None = None) -> Iterator[list[st
         query = query.where(Subscriber.status == status)
     for sub in session.scalars(query):
         yield [sub.email, sub.name, sub.status, sub.created_at.isoformat(),
-               sub.confirmed_at.isoformat() if sub.confirmed_at else "", sub.first_name]
+               sub.confirmed_at.isoformat() if sub.confirmed_at else "", sub.first_name,
+               sub.frequency, ";".join(sub.sections or [])]
 
 
 def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:

@@ -94,7 +94,8 @@ def test_subscribers_round_trip_through_the_cli(tmp_path: Path) -> None:
     assert gone.exit_code == 0 and "unsubscribed" in gone.output
     exported = runner.invoke(cli, ["subscribers", "export"], env=env)
     lines = exported.output.strip().splitlines()
-    assert lines[0] == "email,name,status,created_at,confirmed_at,first_name"
+    assert lines[0] == ("email,name,status,created_at,confirmed_at,first_name,frequency,"
+                        "sections")
     assert any(line.startswith("ann@example.org,Ann,unsubscribed,") for line in lines)
     shown = runner.invoke(cli, ["subscribers", "show", "ann@example.org"], env=env)
     assert "unsubscribed" in shown.output and "staff" in shown.output

@@ -81,7 +81,7 @@ def test_cli_add_takes_a_first_name(app: App) -> None:
         sub = s.scalar(select(Subscriber))
         assert sub is not None and (sub.name, sub.first_name) == ("Fay Fox", "Fay")
     exported = CliRunner().invoke(cli, ["subscribers", "export"], env=env)
-    assert exported.output.splitlines()[1].endswith(",Fay")
+    assert exported.output.splitlines()[1].endswith(",Fay,daily,")
 
 
 def test_existing_readers_get_a_first_name_unless_it_would_be_a_guess(

@@ -86,7 +86,8 @@ def test_export_round_trip_and_formula_defused(db_app: App) -> None:
         add(s, "bob@example.org", name="Bob", status=PENDING)
     with db_app.sessions() as s:
         text = export_csv_text(s)
-    assert text.splitlines()[0] == "email,name,status,created_at,confirmed_at,first_name"
+    assert text.splitlines()[0] == ("email,name,status,created_at,confirmed_at,first_name,"
+                                    "frequency,sections")
     assert "'=HYPERLINK" in text
     with db_app.sessions.begin() as s:
         assert import_csv(s, io.StringIO(text)).unchanged == 2

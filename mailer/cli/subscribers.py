@@ -24,19 +24,27 @@ def subscribers() -> None:
 @click.argument("email")
 @click.option("--name", default="", help="Display name (the To header).")
 @click.option("--first-name", default="", help="First name, for the greeting.")
+@click.option("--frequency", type=click.Choice(["daily", "weekly"]), default="daily",
+              show_default=True, help="The daily round-up or the weekly digest.")
+@click.option("--sections", default="",
+              help='Sections to receive, separated by ";" (e.g. "News;Comment"); default all.')
 @click.option("--status", default="active", show_default=True,
               type=click.Choice(["active", "pending"]),
               help="active for an already-confirmed address, pending to await confirmation.")
 @click.pass_context
 @handle_errors
-def add_cmd(ctx: click.Context, email: str, name: str, first_name: str, status: str) -> None:
+def add_cmd(ctx: click.Context, email: str, name: str, first_name: str, frequency: str,
+            sections: str, status: str) -> None:
     """Add one subscriber."""
+    from mailer.choices import parse_sections
     from mailer.subscribers import add
 
     app = get_app(ctx)
+    chosen = parse_sections(sections, app.settings.sections)
     with app.sessions.begin() as session:
         sub, created = add(session, email, name=name, first_name=first_name, status=status,
-                           source="cli", at=app.clock.now())
+                           source="cli", at=app.clock.now(), frequency=frequency,
+                           sections=chosen)
         click.echo(f"{'added' if created else 'already present'}: {sub.email} ({sub.status})")
 
 
@@ -52,7 +60,8 @@ def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
     from mailer.subscribers import csv_text, import_csv_batched
 
     app = get_app(ctx)
-    report = import_csv_batched(app.sessions, csv_text(csv_file), at=app.clock.now())
+    report = import_csv_batched(app.sessions, csv_text(csv_file), at=app.clock.now(),
+                                sections=app.settings.sections)
     lines = list(report.lines())
     click.echo(lines[0])
     for line in lines[1:]:
@@ -66,7 +75,8 @@ def import_cmd(ctx: click.Context, csv_file: BinaryIO) -> None:
 @click.pass_context
 @handle_errors
 def export_cmd(ctx: click.Context, out: Path | None, status: str | None) -> None:
-    """Write the list as CSV: email,name,status,created_at,confirmed_at,first_name."""
+    """Write the list as CSV: email,name,status,created_at,confirmed_at,first_name,
+    frequency,sections."""
     from mailer.subscribers import export_rows, write_csv
 
     app = get_app(ctx)

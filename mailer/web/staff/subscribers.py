@@ -242,7 +242,8 @@ def import_subscribers() -> Any:
     app = mailer_app()
     try:
         report = import_csv_batched(app.sessions, csv_text(upload.stream),
-                                    source=IMPORT_SOURCE, at=app.clock.now())
+                                    source=IMPORT_SOURCE, at=app.clock.now(),
+                                    sections=app.settings.sections)
     except NotText as exc:
         error = str(exc)[:1].upper() + str(exc)[1:]
     except (csv.Error, MailerError) as exc:
