@@ -3,6 +3,7 @@
 A click is filtered when
 * it is a prefetch (`Purpose: prefetch` and its relatives): no one chose to follow it;
 * its user agent is a known crawler or scanner (crawlerdetect's maintained list), or empty;
+* it came before the edition's send began: a staff preview or a test send;
 * it is the trap link, which no person can see, reach with a keyboard or hear from a screen
   reader: whatever follows it is a machine, and every other click of its fingerprint on that
   edition is moved to "filtered" with it, earlier or later;
@@ -10,24 +11,31 @@ A click is filtered when
   `BURST_SECONDS`, soon after the edition went out (`SOON_AFTER` of the end of its send), the
   way a security gateway opens a message's links on delivery.
 Everything else is a reader's click.
+
+The flusher classifies a batch in memory (`Classifier`), keeping each fingerprint's recent
+clicks for the burst rule, so a reader's click costs no query of its own; the trap rule is one
+set-based UPDATE per edition and flush, which also catches a trap seen by another web process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from crawlerdetect import CrawlerDetect
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, update
+from sqlalchemy.orm import Session, aliased
 
-from mailer.models import BOT, BURST, HUMAN, PREFETCH, TRAPPED, Click, Edition
+from mailer.models import BOT, BURST, HUMAN, PREFETCH, PREVIEW, TRAPPED, Click
 
 BURST_LINKS = 3
 BURST_SECONDS = 2.0
 SOON_AFTER = timedelta(minutes=30)
 _PREFETCH_HEADERS = ("HTTP_PURPOSE", "HTTP_SEC_PURPOSE", "HTTP_X_PURPOSE", "HTTP_X_MOZ")
 _detector = CrawlerDetect()
+_FINGERPRINT_CHUNK = 500
 
 
 def is_prefetch(environ: dict[str, object]) -> bool:
@@ -36,7 +44,7 @@ def is_prefetch(environ: dict[str, object]) -> bool:
                or "preview" in str(environ.get(h, "")).lower() for h in _PREFETCH_HEADERS)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def is_bot(user_agent: str) -> bool:
     """A crawler, scanner or HTTP library by its user agent; no user agent at all too."""
     if not user_agent.strip():
@@ -55,36 +63,92 @@ def first_verdict(*, prefetch: bool, user_agent: str, trap: bool) -> str:
     return HUMAN
 
 
-def reclassify(session: Session, edition_id: int, fingerprint: str) -> None:
-    """Apply the trap and burst rules to one fingerprint's clicks on one edition."""
-    clicks = list(session.scalars(
-        select(Click).where(Click.edition_id == edition_id, Click.fingerprint == fingerprint)
-        .order_by(Click.at, Click.id)))
-    if any(c.verdict == TRAPPED for c in clicks):
-        # The trap is the surest sign: it takes over from the burst rule's verdict too.
-        ids = [c.id for c in clicks if c.verdict in (HUMAN, BURST)]
-        if ids:
-            session.execute(update(Click).where(Click.id.in_(ids)).values(verdict=TRAPPED))
-        return
-    humans = [c for c in clicks if c.verdict == HUMAN]
-    if len({c.position for c in humans}) < BURST_LINKS:
-        return
-    edition = session.get(Edition, edition_id)
-    sent = (edition.finished_at or edition.started_at) if edition else None
-    burst = _burst(humans, latest=(sent + SOON_AFTER) if sent else None)
-    if burst:
-        session.execute(update(Click).where(Click.id.in_(burst)).values(verdict=BURST))
+@dataclass
+class _Recent:
+    """One fingerprint's clicks on one edition, as far as the rules need them."""
+
+    trapped: bool = False
+    humans: list[tuple[datetime, int]] = field(default_factory=list)  # (at, position)
 
 
-def _burst(clicks: list[Click], latest: datetime | None) -> list[int]:
-    """The ids of clicks inside any window of `BURST_SECONDS` holding `BURST_LINKS` distinct
-    links, when the window starts no later than `latest` (soon after the send)."""
-    found: set[int] = set()
+@dataclass
+class Verdicts:
+    """A batch's outcome: each click's verdict, and the bursts to mark among earlier rows."""
+
+    verdicts: list[str]
+    bursts: list[tuple[int, str, datetime, datetime]]  # (edition, fingerprint, from, to)
+
+
+class Classifier:
+    """The rules, applied in memory with what this process has seen lately."""
+
+    def __init__(self) -> None:
+        self._recent: dict[tuple[int, str], _Recent] = {}
+
+    def classify(self, rows: list[tuple[int, int, datetime, str, str]],
+                 sent: dict[int, tuple[datetime | None, datetime | None]]) -> Verdicts:
+        """`rows` are (edition, position, at, fingerprint, first verdict); `sent` is each
+        edition's (send began, send ended)."""
+        verdicts: list[str] = []
+        bursts: list[tuple[int, str, datetime, datetime]] = []
+        for edition_id, position, at, fp, verdict in rows:
+            began, ended = sent[edition_id]
+            if verdict == HUMAN and (began is None or at < began):
+                verdict = PREVIEW
+            recent = self._recent.setdefault((edition_id, fp), _Recent())
+            if verdict == TRAPPED:
+                recent.trapped = True
+            elif verdict == HUMAN and recent.trapped:
+                verdict = TRAPPED
+            elif verdict == HUMAN:
+                window = _burst_window(recent, at, position, ended or began)
+                if window is not None:
+                    bursts.append((edition_id, fp, *window))
+                    verdict = BURST
+            verdicts.append(verdict)
+        self._forget(max((r[2] for r in rows), default=None))
+        return Verdicts(verdicts, bursts)
+
+    def _forget(self, now: datetime | None) -> None:
+        """Fingerprints quiet for longer than the burst window need only their trap flag."""
+        if now is None or len(self._recent) < 10_000:
+            return
+        horizon = now - timedelta(seconds=BURST_SECONDS)
+        self._recent = {key: value for key, value in self._recent.items()
+                        if value.trapped or (value.humans and value.humans[-1][0] >= horizon)}
+
+
+def _burst_window(recent: _Recent, at: datetime, position: int,
+                  sent: datetime | None) -> tuple[datetime, datetime] | None:
+    """Add a human click; the (from, to) of a burst it completes, if it does."""
     span = timedelta(seconds=BURST_SECONDS)
-    for i, first in enumerate(clicks):
-        if latest is not None and first.at > latest:
-            break
-        window = [c for c in clicks[i:] if c.at - first.at <= span]
-        if len({c.position for c in window}) >= BURST_LINKS:
-            found.update(c.id for c in window)
-    return sorted(found)
+    recent.humans = [(t, p) for t, p in recent.humans if at - t <= span] + [(at, position)]
+    if sent is not None and at - span > sent + SOON_AFTER:
+        return None
+    if len({p for _, p in recent.humans}) < BURST_LINKS:
+        return None
+    return recent.humans[0][0], at
+
+
+def apply_rules(session: Session, edition_id: int, fingerprints: Iterable[str],
+                bursts: list[tuple[int, str, datetime, datetime]]) -> None:
+    """The rules' effect on rows already written: a burst's earlier clicks, and every click
+    of a fingerprint that followed the trap (here or in another web process)."""
+    for burst_edition, fp, start, end in bursts:
+        if burst_edition == edition_id:
+            session.execute(
+                update(Click).where(Click.edition_id == edition_id, Click.fingerprint == fp,
+                                    Click.verdict == HUMAN, Click.at >= start, Click.at <= end)
+                .values(verdict=BURST).execution_options(synchronize_session=False))
+    trap = aliased(Click)
+    chosen = sorted(set(fingerprints))
+    for i in range(0, len(chosen), _FINGERPRINT_CHUNK):
+        session.execute(
+            update(Click)
+            .where(Click.edition_id == edition_id,
+                   Click.fingerprint.in_(chosen[i:i + _FINGERPRINT_CHUNK]),
+                   Click.verdict.in_((HUMAN, BURST)),
+                   exists().where(and_(trap.edition_id == edition_id,
+                                       trap.fingerprint == Click.fingerprint,
+                                       trap.verdict == TRAPPED, trap.id != Click.id)))
+            .values(verdict=TRAPPED).execution_options(synchronize_session=False))
