@@ -8,6 +8,7 @@ or a mail security gateway would, and reads what was recorded.
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 from html import unescape
 from pathlib import Path
@@ -16,9 +17,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+import requests
 from sqlalchemy import delete, func, select
+from waitress import create_server
 
 from mailer.app import App
+from mailer.cli.serve import waitress_options
 from mailer.clicks.tokens import LinkSigner
 from mailer.clock import FixedClock
 from mailer.db import init_db
@@ -36,7 +40,7 @@ from mailer.models import (
     Edition,
     EditionLink,
 )
-from mailer.web import CLICKS_KEY
+from mailer.web import CLICKS_KEY, create_app
 from tests.support import pg
 from tests.support.clicks import BROWSER_HEADERS, Copy, client_for, flush, follow, sent_edition
 from tests.support.providers import FakeMailgun, FakePostmark, FakeSendGrid, running
@@ -373,3 +377,34 @@ def test_clicks_before_the_send_are_previews_not_readers(app: App, tmp_path: Pat
     assert follow(client, url).status_code == 302
     flush(client)
     assert verdicts(app) == [(0, PREVIEW)]
+
+
+def test_behind_a_proxy_readers_are_told_apart_and_otherwise_not_trusted(
+        app: App, tmp_path: Path) -> None:
+    """Under waitress as `mailer serve` runs it: with `trusted_proxies = 1` the forwarded
+    address reaches the app (two readers, two fingerprints); with none, a client's own
+    X-Forwarded-For is ignored (it could claim any address)."""
+    _, copies = sent_edition(app, tmp_path, readers=1)
+    path = urlsplit(copies[0].text_links[0]).path
+    fingerprints = []
+    for proxies in (1, 0):
+        app.settings = app.settings.replace(trusted_proxies=proxies)
+        web = create_app(app, {"TESTING": True})
+        server = create_server(web, host="127.0.0.1", port=0,
+                               **waitress_options(app.settings, threads=2))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            for reader in ("198.51.100.1", "198.51.100.2"):
+                answer = requests.get(f"http://127.0.0.1:{server.effective_port}{path}",
+                                      headers={**BROWSER_HEADERS, "X-Forwarded-For": reader},
+                                      allow_redirects=False, timeout=10)
+                assert answer.status_code == 302
+        finally:
+            server.close()  # the daemon thread's loop ends on its own, without a wait here
+            server.task_dispatcher.shutdown()
+        web.extensions[CLICKS_KEY].recorder.flush()
+        with app.sessions.begin() as s:
+            fingerprints.append(len(set(s.scalars(select(Click.fingerprint)))))
+            s.execute(delete(Click))
+    assert fingerprints == [2, 1]

@@ -6,9 +6,22 @@ what they use (start-up time: see `mailer.cli.common`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mailer.cli.common import get_app, handle_errors
+from mailer.config import Settings
+
+
+def waitress_options(settings: Settings, threads: int) -> dict[str, Any]:
+    """How `mailer serve` runs waitress. Waitress clears X-Forwarded-For and friends unless
+    told not to; behind `trusted_proxies` proxies they must reach the app, whose ProxyFix
+    trusts only that many hops (`mailer.web.create_app`), or every reader would seem to come
+    from the proxy (one fingerprint, one throttle for everyone). With no proxy they are
+    cleared: a client could otherwise claim any address."""
+    return {"threads": threads, "ident": "labourlist-mailer",
+            "clear_untrusted_proxy_headers": settings.trusted_proxies == 0}
 
 
 @click.command()
@@ -42,7 +55,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     click.echo(f"serving on http://{host}:{port}/ (public URL {app.settings.base_url}; "
                f"{loaded} editions' links loaded)", err=True)
     try:
-        waitress_serve(web, host=host, port=port, threads=threads, ident="labourlist-mailer",
-                       clear_untrusted_proxy_headers=True)
+        waitress_serve(web, host=host, port=port, **waitress_options(app.settings, threads))
     finally:
         clicks.recorder.close()  # write the last second's clicks

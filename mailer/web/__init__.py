@@ -54,10 +54,6 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
         web.config.update(test_config)
     web.extensions[EXTENSION_KEY] = app
 
-    # The click redirect and open pixel answer before Flask (the hot path: mailer.web.redirects).
-    clicks = ClickRedirects(web.wsgi_app, app)
-    web.extensions[CLICKS_KEY] = clicks
-    web.wsgi_app = clicks  # type: ignore[method-assign]
     proxies = int(web.config.get("MAILER_TRUSTED_PROXIES", app.settings.trusted_proxies) or 0)
     if proxies:
         # Behind nginx/a load balancer the peer is the proxy: take the client address from
@@ -65,6 +61,11 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
         # documented way to wrap the WSGI app: mypy sees it as assigning to a method.)
         web.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             web.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+    # The click redirect and open pixel answer before everything else (the hot path:
+    # mailer.web.redirects), reading the forwarded address with the same trust themselves.
+    clicks = ClickRedirects(web.wsgi_app, app, trusted_proxies=proxies)
+    web.extensions[CLICKS_KEY] = clicks
+    web.wsgi_app = clicks  # type: ignore[method-assign]
 
     security.init_app(web, app.settings.base_url)
     web.register_blueprint(public.bp)

@@ -43,9 +43,10 @@ _COMMON = [("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"),
 class ClickRedirects:
     """WSGI middleware answering `/r/` and `/o/`; every other path goes to `inner`."""
 
-    def __init__(self, inner: WsgiApp, app: App) -> None:
+    def __init__(self, inner: WsgiApp, app: App, *, trusted_proxies: int = 0) -> None:
         self.inner = inner
         self.app = app
+        self._proxies = trusted_proxies
         self.cache = LinkCache(app.sessions)
         self.recorder = ClickRecorder(app.sessions)
         self._signer: LinkSigner | None = None
@@ -101,7 +102,7 @@ class ClickRedirects:
 
     def _count(self, environ: dict[str, Any], edition_id: int, position: int,
                delivery_id: int | None, *, trap: bool) -> None:
-        address = str(environ.get("REMOTE_ADDR") or "")
+        address = self._client(environ)
         agent = str(environ.get("HTTP_USER_AGENT") or "")[:512]
         if self._flooding(address, agent):
             return
@@ -109,6 +110,15 @@ class ClickRedirects:
                                  at=self.app.clock.now(), address=address, user_agent=agent,
                                  delivery_id=delivery_id, prefetch=is_prefetch(environ),
                                  trap=trap))
+
+    def _client(self, environ: dict[str, Any]) -> str:
+        """The reader's address: behind `trusted_proxies` proxies, the one the outermost of
+        them saw (as werkzeug's ProxyFix picks it for the rest of the app), else the peer."""
+        peer = str(environ.get("REMOTE_ADDR") or "")
+        if not self._proxies:
+            return peer
+        hops = [h.strip() for h in str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+        return hops[-self._proxies] if len(hops) >= self._proxies and hops[-1] else peer
 
     def _flooding(self, address: str, agent: str) -> bool:
         """More than `FLOOD_PER_MINUTE` hits this minute from one source: not counted."""
