@@ -36,11 +36,12 @@ that queue, for the baseline as for the real app.
 The clicks are checked: after each real run the bench waits until the clicks table stops
 growing (the flusher writes about once a second) and prints how many rows the run added
 against the requests wrk made. The redirect stops counting a source (address and user agent)
-after 60 hits a minute (`FLOOD_PER_MINUTE`) but still redirects it; wrk's requests all come
-from 127.0.0.1, so each carries one of --agents browser user agents (real ones, with the build
-number varied): with the default 4000 nearly every hit is counted, as it would be from
-thousands of readers, and the cost of counting is part of the figure. `--agents 1` measures
-the flood path instead.
+after 60 hits a minute (`FLOOD_PER_MINUTE`) but still redirects it. Both servers run as behind
+one reverse proxy (`trusted_proxies = 1`, as production does behind nginx), and each request
+carries one of --agents readers: an X-Forwarded-For address of its own and one of a few
+hundred real browser user agents (a realistic mix: readers share browsers), so nearly every
+hit is counted and the cost of counting is part of the figure. `--agents 1` measures the flood
+path instead.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from mailer.sample import SITE, write_sample_feed  # noqa: E402
 NOW = datetime(2026, 11, 26, 6, 55, tzinfo=UTC)
 BASE_URL = "https://mail.labourlist.org"
 WRK = "/usr/bin/wrk"
+TRUSTED_PROXIES = 1  # both servers as behind one reverse proxy
 #: Browser user agents; %d is a build number, so that --agents of them are distinct.
 AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_%d like Mac OS X) AppleWebKit/605.1.15 "
@@ -114,22 +116,11 @@ def waitress_options() -> dict[str, Any]:
     The thread count is the command's own default, so the two cannot drift apart; the rest
     is copied from mailer/cli/serve.py (checked in `check_serve_source`)."""
     from mailer.cli.serve import serve  # noqa: PLC0415 - the baseline subprocess only
+    from mailer.cli.serve import waitress_options as served  # noqa: PLC0415
+    from mailer.config import Settings  # noqa: PLC0415
 
     threads = next(p.default for p in serve.params if p.name == "threads")
-    return {"threads": threads, "ident": "labourlist-mailer",
-            "clear_untrusted_proxy_headers": True}
-
-
-def check_serve_source() -> None:
-    source = (ROOT / "mailer" / "cli" / "serve.py").read_text()
-    call = source[source.index("waitress_serve("):]
-    call = call[:call.index(")") + 1]
-    expected = ("threads=threads", 'ident="labourlist-mailer"',
-                "clear_untrusted_proxy_headers=True")
-    found = set(re.findall(r"(\w+=[^,\s)]+)", call)) - {"host=host", "port=port"}
-    if found != set(expected):
-        raise SystemExit(f"mailer serve's waitress settings changed ({call}); update "
-                         "waitress_options() in this benchmark")
+    return served(Settings(trusted_proxies=TRUSTED_PROXIES), threads)
 
 
 # -- the real app's world --------------------------------------------------------------------
@@ -264,9 +255,12 @@ local i = 0
 request = function()
   i = i + 1
   local k = offset + i %% variants
-  local agent = string.format(agents[(k %% #agents) + 1], k)
+  local agent = string.format(agents[(k %% #agents) + 1], k %% 61)
+  local address = string.format("10.%%d.%%d.%%d", math.floor(k / 65536) %% 256,
+                                math.floor(k / 256) %% 256, k %% 256)
   return wrk.format("GET", paths[(i %% #paths) + 1], {
     ["User-Agent"] = agent,
+    ["X-Forwarded-For"] = address,
     ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
     ["Accept-Language"] = "en-GB,en;q=0.9",
     ["Accept-Encoding"] = "gzip, deflate, br"})
@@ -426,7 +420,6 @@ def main() -> None:
     if args.serve_baseline:
         serve_baseline(args.serve_baseline, args.location)
         return
-    check_serve_source()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -443,6 +436,7 @@ def main() -> None:
 
         real_port = free_port()
         env = base_env(url, args.click_tracking)
+        env["MAILER_TRUSTED_PROXIES"] = str(TRUSTED_PROXIES)
         # an hour after the send: readers' clicks, past the burst rule's half hour
         env["MAILER_NOW"] = (NOW + timedelta(hours=1)).isoformat()
         log = (tmp / "serve.log").open("w")
