@@ -1,12 +1,13 @@
-"""Counting off the request path: clicks are buffered in memory and written about once a
-second by one thread per web process.
+"""Counting off the request path: clicks are buffered in memory and written ten times a
+second by one thread per web process (short flushes: the thread shares the interpreter lock
+with the request threads).
 
 A redirect never waits for the database: `record` appends to a bounded buffer and returns.
 The flusher turns each buffered hit into a `Click` (fingerprint made with the day's salt,
 then the address and user agent are dropped), applies the scanner rules and commits. When
 the database is away the hits stay buffered (up to `MAX_BUFFER`) and are written when it is
-back. What a crash or a kill loses is what was buffered, at most about a second of clicks:
-docs/privacy.md and docs/operations.md say so.
+back. What a crash or a kill loses is what was buffered, a fraction of a second of clicks:
+docs/privacy.md and docs/clicks.md say so.
 """
 
 from __future__ import annotations

@@ -89,6 +89,6 @@ def follow(client: FlaskClient, url: str, *, method: str = "GET",
 
 
 def flush(client: FlaskClient) -> int:
-    """Write the clicks buffered so far (what the flusher thread does every second)."""
+    """Write the clicks buffered so far (what the flusher thread does ten times a second)."""
     web: Flask = client.application
     return web.extensions[CLICKS_KEY].recorder.flush()
