@@ -42,6 +42,16 @@ def parse_sections(raw: str | Iterable[str], configured: Sequence[str]) -> list[
     return [name for name in configured if name.casefold() in chosen]
 
 
+def joined(sections: Sequence[str]) -> str:
+    """How chosen sections are stored (`Subscriber.sections`): ";"-joined, "" for all."""
+    return ";".join(sections)
+
+
+def split(stored: str) -> list[str]:
+    """The chosen sections of a stored value; [] for all."""
+    return [name for name in stored.split(";") if name]
+
+
 def describe(frequency: str, sections: Sequence[str]) -> str:
     """'daily, all sections' / 'weekly, News and Comment': for histories and pages."""
     if not sections:

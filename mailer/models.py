@@ -88,8 +88,9 @@ class Subscriber(Base):
     first_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
     #: DAILY or WEEKLY (the weekly digest).
     frequency: Mapped[str] = mapped_column(String(10), default="daily", server_default="daily")
-    #: The `sections` the reader chose; empty means all of them.
-    sections: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    #: The `sections` the reader chose, joined by ";" in the configured order; "" means all
+    #: of them. A string, not a list, so a send groups its readers by it in SQL.
+    sections: Mapped[str] = mapped_column(String(400), default="", server_default="")
     #: When the welcome email went to them (once per reader, on confirming).
     welcomed_at: Mapped[datetime | None] = mapped_column(default=None)
     status: Mapped[str] = mapped_column(String(20), default=PENDING, index=True)

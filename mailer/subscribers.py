@@ -24,7 +24,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.choices import describe, parse_frequency, parse_sections
+from mailer.choices import describe, joined, parse_frequency, parse_sections, split
 from mailer.errors import MailerError
 from mailer.models import (
     ACTIVE,
@@ -107,18 +107,19 @@ def record_event(session: Session, sub: Subscriber, kind: str, *, source: str = 
 def set_choices(session: Session, sub: Subscriber, *, frequency: str | None = None,
                 sections: Sequence[str] | None = None, source: str,
                 at: datetime | None = None) -> bool:
-    """Store already-parsed choices; record the change in the reader's history. False when
-    nothing changed. A send already under way keeps the audience it snapshotted."""
+    """Store already-parsed choices (`mailer.choices`); record the change in the reader's
+    history. False when nothing changed. A send already under way keeps the audience and the
+    sections it snapshotted."""
     new_frequency = sub.frequency if frequency is None else frequency
-    new_sections = list(sub.sections or []) if sections is None else list(sections)
-    if new_frequency == sub.frequency and new_sections == list(sub.sections or []):
+    new_sections = sub.sections if sections is None else joined(sections)
+    if new_frequency == sub.frequency and new_sections == sub.sections:
         return False
     sub.frequency = new_frequency
     sub.sections = new_sections
     if at is not None:
         sub.updated_at = at
     record_event(session, sub, "choices-changed", source=source,
-                 detail=describe(new_frequency, new_sections), at=at)
+                 detail=describe(new_frequency, split(new_sections)), at=at)
     return True
 
 
@@ -181,7 +182,7 @@ def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
         raise MailerError(f"{address} was erased or suppressed and cannot be re-added silently")
     sub = Subscriber(email=address, name=clean_name(name), status=status, source=source,
                      first_name=clean_first_name(first_name), frequency=frequency,
-                     sections=list(sections))
+                     sections=joined(sections))
     if at is not None:
         sub.created_at = sub.updated_at = at
     if status == ACTIVE:
@@ -364,7 +365,7 @@ class _NewSubscriber(TypedDict):
     name: str
     first_name: str
     frequency: str
-    sections: list[str]
+    sections: str
     status: str
     source: str
     created_at: datetime
@@ -401,7 +402,7 @@ def _store(session: Session, rows: list[_Row], *, source: str,
             part.errors.append((row.line, str(exc)))
             continue
         new.append({"email": row.address, "name": name, "first_name": first_name,
-                    "frequency": row.frequency, "sections": list(row.sections),
+                    "frequency": row.frequency, "sections": joined(row.sections),
                     "status": row.status,
                     "source": source, "created_at": now, "updated_at": now,
                     "confirmed_at": now if row.status == ACTIVE else None})
@@ -473,7 +474,7 @@ def export_rows(session: Session, status: str | None = None) -> Iterator[list[st
     for sub in session.scalars(query):
         yield [sub.email, sub.name, sub.status, sub.created_at.isoformat(),
                sub.confirmed_at.isoformat() if sub.confirmed_at else "", sub.first_name,
-               sub.frequency, ";".join(sub.sections or [])]
+               sub.frequency, sub.sections]
 
 
 def write_csv(rows: Iterable[list[str]], out: IO[str]) -> int:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from mailer.app import App
-from mailer.choices import describe, parse_sections
+from mailer.choices import describe, parse_sections, split
 from mailer.cli import cli
 from mailer.models import Subscriber, SubscriberEvent
 from mailer.subscribers import add, import_csv, set_choices
@@ -23,7 +23,8 @@ SECTIONS = ["News", "Comment", "Analysis", "Columnist"]
 
 def people(app: App) -> dict[str, tuple[str, list[str]]]:
     with app.sessions() as s:
-        return {sub.email: (sub.frequency, sub.sections) for sub in s.scalars(select(Subscriber))}
+        return {sub.email: (sub.frequency, split(sub.sections))
+                for sub in s.scalars(select(Subscriber))}
 
 
 def test_import_reads_frequency_and_sections_and_reports_every_wrong_column(app: App) -> None:

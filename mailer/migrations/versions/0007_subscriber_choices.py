@@ -1,7 +1,8 @@
 """subscribers: frequency, sections and welcomed_at, the readers' own choices
 
-Readers choose daily or weekly, and which of the configured sections they want (none chosen
-means all of them, which is what every existing reader gets). `welcomed_at` records the
+Readers choose daily or weekly, and which of the configured sections they want, stored as
+their names joined by ";" (empty means all of them, which is what every existing reader gets;
+a string rather than a JSON list so a send can group readers by it in SQL). `welcomed_at` records the
 welcome email, sent once, on confirming: existing readers confirmed before there was one and
 are never sent it.
 
@@ -22,8 +23,8 @@ def upgrade() -> None:
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("frequency", sa.String(length=10), nullable=False,
                                       server_default="daily"))
-        batch_op.add_column(sa.Column("sections", sa.JSON(), nullable=False,
-                                      server_default="[]"))
+        batch_op.add_column(sa.Column("sections", sa.String(length=400), nullable=False,
+                                      server_default=""))
         batch_op.add_column(sa.Column("welcomed_at", sa.DateTime(timezone=True),
                                       nullable=True))
 
