@@ -642,7 +642,7 @@ def test_run_send_with_the_shared_template_batches_real_editions(
             "<https://mail.example.org/unsubscribe/")
         assert message.header("List-Unsubscribe-Post") == ONE_CLICK
         assert "%%" not in message.html and "%recipient." not in message.html
-        assert "%%" not in message.text and "Reader 7" in message.text
+        assert "%%" not in message.text and "Good morning, Reader7" in message.text
         # The same recipient's message as SMTP would have sent it: same bodies.
         with app.sessions() as session:
             edition = session.get(Edition, outcome.edition_id)
@@ -659,7 +659,8 @@ def test_run_send_with_the_shared_template_batches_real_editions(
         assert message.header("List-Unsubscribe").startswith(f"<{unsub}>")
         reference = email_lib.message_from_bytes(template.fill(
             email="reader7@example.org", name="Reader 7", unsubscribe_url=unsub,
-            preferences_url=prefs, message_id="<x@y>"), policy=email.policy.default)
+            preferences_url=prefs, message_id="<x@y>", first_name="Reader7"),
+            policy=email.policy.default)
         html_part = reference.get_body(preferencelist=("html",))
         text_part = reference.get_body(preferencelist=("plain",))
         assert html_part is not None and text_part is not None

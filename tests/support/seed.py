@@ -20,9 +20,10 @@ from mailer.sample import write_sample_feed
 def seed_subscribers(app: App, n: int, *, prefix: str = "reader") -> list[str]:
     """Insert n active subscribers in one statement (fast for thousands)."""
     now = app.clock.now()
-    rows = [{"email": f"{prefix}{i}@example.org", "name": f"Reader {i}", "status": ACTIVE,
-             "source": "test", "created_at": now, "updated_at": now, "confirmed_at": now,
-             "soft_bounces": 0} for i in range(n)]
+    rows = [{"email": f"{prefix}{i}@example.org", "name": f"Reader {i}",
+             "first_name": f"Reader{i}", "status": ACTIVE, "source": "test",
+             "created_at": now, "updated_at": now, "confirmed_at": now, "soft_bounces": 0}
+            for i in range(n)]
     with app.sessions.begin() as session:
         session.execute(insert(Subscriber), rows)
     return [r["email"] for r in rows]
