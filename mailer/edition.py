@@ -33,7 +33,7 @@ from mailer.models import (
     EditionArticle,
 )
 from mailer.placeholders import CLICK, GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL, Placeholders
-from mailer.render import build_view, render_archive, render_edition
+from mailer.render import EditionView, build_view, render_archive, render_edition
 
 # Editions whose window counts as "covered": the next edition starts where they ended.
 COVERED = (SENT, SENDING, PAUSED_SEND, SKIPPED)
@@ -116,9 +116,8 @@ def render_into(app: App, session: Session, edition: Edition) -> None:
     most_read = (most_read_articles(session, settings, edition.edition_date,
                                     {a.id for a in articles})
                  if settings.most_read_block else [])
-    view = build_view(edition.edition_date, articles, settings, subject=edition.subject,
-                      preheader=edition.preheader, editor_note=edition.editor_note,
-                      most_read=most_read)
+    edition.most_read = [a.id for a in most_read]
+    view = _view(edition, articles, most_read, settings)
     if not edition.subject:
         edition.subject = view.subject
     if not edition.preheader:
@@ -138,6 +137,23 @@ def render_into(app: App, session: Session, edition: Edition) -> None:
     edition.placeholder_key = placeholders.key
     edition.click_tracking = mode
     edition.archive_html = render_archive(view, settings)
+
+
+def edition_view(session: Session, settings: Settings, edition: Edition) -> EditionView:
+    """The view `render_into` rendered the edition from, again (its variants start here)."""
+    session.refresh(edition, ["items"])
+    ids = list(edition.most_read or [])
+    found = ({a.id: a for a in session.scalars(select(Article).where(Article.id.in_(ids)))}
+             if ids else {})
+    return _view(edition, [item.article for item in edition.items],
+                 [found[i] for i in ids if i in found], settings)
+
+
+def _view(edition: Edition, articles: list[Article], most_read: list[Article],
+          settings: Settings) -> EditionView:
+    return build_view(edition.edition_date, articles, settings, subject=edition.subject,
+                      preheader=edition.preheader, editor_note=edition.editor_note,
+                      most_read=most_read)
 
 
 def fill_preview(settings: Settings, edition: Edition, body: str) -> str:

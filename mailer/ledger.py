@@ -27,6 +27,7 @@ from mailer.models import (
     CLAIMED,
     DELIVERED,
     DFAILED,
+    DSKIPPED,
     PAUSED_SEND,
     QUEUED,
     SENDING,
@@ -54,20 +55,21 @@ class Claim(NamedTuple):
     name: str
     attempts: int
     first_name: str = ""
+    variant: str = ""  # the reader's sections: which rendering they get ("" the whole)
 
 
 def snapshot(session: Session, edition: Edition) -> int:
     """Queue every active subscriber not already in the ledger: one set-based INSERT ... SELECT."""
     s = Subscriber
     source = select(
-        literal(edition.id), s.id, s.email, s.name, s.first_name, literal(QUEUED),
+        literal(edition.id), s.id, s.email, s.name, s.first_name, s.sections, literal(QUEUED),
         literal(0), literal(""), literal(""), literal(""), literal(""), literal(False),
     ).where(
         s.status == ACTIVE,
         ~exists().where(Delivery.edition_id == edition.id, Delivery.subscriber_id == s.id),
     )
-    cols = ["edition_id", "subscriber_id", "email", "name", "first_name", "state", "attempts",
-            "claimed_by", "message_id", "provider_id", "error", "permanent"]
+    cols = ["edition_id", "subscriber_id", "email", "name", "first_name", "variant", "state",
+            "attempts", "claimed_by", "message_id", "provider_id", "error", "permanent"]
 
     def queued() -> int:
         return session.scalar(select(func.count()).where(Delivery.edition_id == edition.id)) or 0
@@ -123,7 +125,8 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
             .where(d.id.in_(pick.scalar_subquery()))
             .values(state=CLAIMED, claimed_by=worker,
                     lease_until=now + timedelta(seconds=lease_seconds))
-            .returning(d.id, d.subscriber_id, d.email, d.name, d.attempts, d.first_name)
+            .returning(d.id, d.subscriber_id, d.email, d.name, d.attempts, d.first_name,
+                       d.variant)
             .execution_options(synchronize_session=False)
         )
         claims.extend(Claim(*row) for row in session.connection().execute(stmt))
@@ -133,7 +136,7 @@ def claim(session: Session, edition_id: int, worker: str, limit: int, now: datet
 _SQLITE_CLAIM = (
     "UPDATE deliveries SET state='claimed', claimed_by=?, lease_until=? WHERE id IN "
     "(SELECT id FROM deliveries WHERE edition_id=? AND state=? AND {due} ORDER BY id LIMIT ?) "
-    "RETURNING id, subscriber_id, email, name, attempts, first_name"
+    "RETURNING id, subscriber_id, email, name, attempts, first_name, variant"
 )
 _SQLITE_CLAIMS = (
     (CLAIMED, _SQLITE_CLAIM.format(due="lease_until < ?")),
@@ -339,7 +342,8 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
         .group_by(Delivery.state)
     )
-    result = {QUEUED: 0, CLAIMED: 0, DELIVERED: 0, DFAILED: 0, AMBIGUOUS: 0, WITHDRAWN: 0}
+    result = {QUEUED: 0, CLAIMED: 0, DELIVERED: 0, DFAILED: 0, AMBIGUOUS: 0, WITHDRAWN: 0,
+              DSKIPPED: 0}
     result.update({state: n for state, n in rows})
     return result
 

@@ -198,6 +198,8 @@ class Edition(Base):
     preflight: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Articles staff dropped from this edition (never re-added by a refresh).
     excluded: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # The "Most read" block's stories as rendered (article ids): variants reuse them.
+    most_read: Mapped[list[int]] = mapped_column(JSON, default=list, server_default="[]")
     # Staff reordered or pinned: a refresh appends new articles but keeps their order.
     arranged: Mapped[bool] = mapped_column(Boolean, default=False)
     forced_reason: Mapped[str] = mapped_column(Text, default="")
@@ -232,6 +234,9 @@ QUEUED, CLAIMED, DELIVERED, DFAILED, AMBIGUOUS = "queued", "claimed", "sent", "f
 # Not sent because the reader stopped receiving (unsubscribed, bounced, complained, paused,
 # erased) after the snapshot and before their row was claimed: `subscribers.withdraw_queued`.
 WITHDRAWN = "withdrawn"
+# Not sent because nothing in the edition is in the sections the reader chose (counted apart:
+# neither sent nor failed).
+DSKIPPED = "skipped"
 
 
 class Delivery(Base):
@@ -251,6 +256,9 @@ class Delivery(Base):
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200), default="")
     first_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    #: The reader's chosen sections at the snapshot (`Subscriber.sections`): which rendering
+    #: of the edition (`EditionVariant`) they get; "" is the whole edition.
+    variant: Mapped[str] = mapped_column(String(400), default="", server_default="")
     state: Mapped[str] = mapped_column(String(20), default=QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str] = mapped_column(String(100), default="")
@@ -444,3 +452,22 @@ class Gift(Base):
     )
     subscriber_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EditionVariant(Base):
+    """The edition as readers who chose some sections get it: rendered once per distinct
+    choice in the audience, with its own per-reader slots; the whole edition is the edition's
+    own `html`/`text`."""
+
+    __tablename__ = "edition_variants"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "variant", name="uq_edition_variants_edition_variant"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    variant: Mapped[str] = mapped_column(String(400))
+    html: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    placeholder_key: Mapped[str] = mapped_column(String(32), default="")
+    articles: Mapped[int] = mapped_column(Integer, default=0)

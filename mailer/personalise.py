@@ -8,15 +8,17 @@ code, so what it checks is what would be sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
+
+from sqlalchemy import select
 
 from mailer import ledger
 from mailer.app import App
 from mailer.clicks.links import PER_READER
 from mailer.clicks.tokens import LinkSigner
 from mailer.message import MessageTemplate
-from mailer.models import Edition
+from mailer.models import Edition, EditionVariant
 from mailer.placeholders import Placeholders
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, IdTokenSigner
 from mailer.transports.base import Outgoing
@@ -30,16 +32,27 @@ class Personaliser:
     edition: Edition
     template: MessageTemplate
     domain: str
+    #: The edition for each choice of sections in the audience (`mailer.variants`), by
+    #: `Delivery.variant`; a reader with "" (or a variant not rendered) gets `template`.
+    variants: dict[str, MessageTemplate] = field(default_factory=dict)
 
     @classmethod
     def for_edition(cls, app: App, edition: Edition) -> Personaliser:
         settings = app.settings
-        template = MessageTemplate.build(settings=settings, subject=edition.subject,
-                                         html=edition.html, text=edition.text,
-                                         date=app.clock.now(),
-                                         placeholders=Placeholders(edition.placeholder_key))
+        now = app.clock.now()
+
+        def build(html: str, text: str, key: str) -> MessageTemplate:
+            return MessageTemplate.build(settings=settings, subject=edition.subject, html=html,
+                                         text=text, date=now, placeholders=Placeholders(key))
+
+        template = build(edition.html, edition.text, edition.placeholder_key)
+        with app.sessions() as session:
+            variants = {v.variant: build(v.html, v.text, v.placeholder_key)
+                        for v in session.scalars(select(EditionVariant).where(
+                            EditionVariant.edition_id == edition.id))}
         domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"
-        return cls(app=app, edition=edition, template=template, domain=domain)
+        return cls(app=app, edition=edition, template=template, domain=domain,
+                   variants=variants)
 
     def __post_init__(self) -> None:
         secret = self.app.secret_key
@@ -58,7 +71,7 @@ class Personaliser:
         prefs = f"{base}/preferences/{self._preferences.make(c.subscriber_id)}"
         message_id = self._message_ids.make(c.id)
         click = "." + self._clicks.reader_tag(self.edition.id, c.id) if self._clicks else ""
-        template = self.template
+        template = self.variants.get(c.variant, self.template) if c.variant else self.template
         data = template.fill(email=c.email, name=c.name, unsubscribe_url=unsub,
                              preferences_url=prefs, message_id=message_id, click=click,
                              first_name=c.first_name)

@@ -40,6 +40,7 @@ from mailer.preflight import spamassassin
 from mailer.subscribers import counts, normalise_email
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing
+from mailer.variants import render_variants
 
 log = logging.getLogger("mailer.pipeline")
 
@@ -207,6 +208,8 @@ def _prepare(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
             fresh = session.get(Edition, edition.id)
             assert fresh is not None
             fresh.audience = ledger.snapshot(session, fresh)
+            # Once per distinct choice of sections in that audience, never per reader.
+            render_variants(app, session, fresh)
     return edition
 
 
@@ -237,6 +240,8 @@ def _finished(app: App, day: date, edition: Edition, progress: Progress) -> Send
                f"unknown outcome {c['ambiguous']}")
         if c["withdrawn"]:
             msg += f", left the list during the send {c['withdrawn']}"
+        if c["skipped"]:
+            msg += f", nothing in their sections today {c['skipped']}"
         return SendOutcome("sent", msg, edition.id, progress=progress, details=c)
     if state == PAUSED_SEND:
         why = f" ({final.note})" if final is not None and final.note else ""

@@ -15,6 +15,7 @@ the same name in the newsroom's `templates_dir`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -192,6 +193,27 @@ def build_view(
         signup_url=add_utm(signup_url(settings), settings, edition_date, "signup"),
         most_read=popular,
     )
+
+
+def variant_view(view: EditionView, sections: Sequence[str]) -> EditionView:
+    """`view` for a reader who chose `sections` (configured names): the other sections' stories
+    left out, the lead too if it is in one of them (the first remaining story then leads), and
+    the "Most read" block likewise. Stories keep their links, so the edition's link list (and
+    each link's click token) serves every variant. No stories left means nothing to send."""
+    wanted = {name.casefold() for name in sections}
+
+    def kept(article: ArticleView) -> bool:
+        return article.section.casefold() in wanted
+
+    stories = [a for a in ([view.lead] if view.lead else []) if kept(a)]
+    groups = [(name, [a for a in items if kept(a)]) for name, items in view.sections]
+    groups = [(name, items) for name, items in groups if items]
+    if not stories and groups:  # the lead was left out: the first story left leads
+        name, items = groups[0]
+        stories, groups[0] = [items[0]], (name, items[1:])
+        groups = [(n, items) for n, items in groups if items]
+    return dataclasses.replace(view, lead=stories[0] if stories else None, sections=groups,
+                               most_read=[a for a in view.most_read if kept(a)])
 
 
 def donation_content(settings: Settings, edition_date: date) -> str:

@@ -180,7 +180,7 @@ def test_outcomes_guarded_by_claim(db_app: App) -> None:
         assert late.lost == 1
         c = ledger.counts(s, eid)
         assert c == {"queued": 7, "claimed": 0, "sent": 1, "failed": 1, "ambiguous": 1,
-                     "withdrawn": 0}
+                     "withdrawn": 0, "skipped": 0}
         bounced = s.get(Subscriber, claims[2].subscriber_id)
         assert bounced is not None and bounced.status == BOUNCED
         assert bounced.events[-1].kind == BOUNCED
