@@ -21,11 +21,16 @@ click_tracking mode in each round (--rounds; the order reversed every other roun
 drift of the machine does not favour one mode), and prints each mode's fastest run, CPU per
 message, and each mode's ratio to the first one listed, per round and their median (issue 21:
 link rewriting costs the send no more than 5%, a ratio >= 0.95 to "off").
+
+`--sections-spread` runs only `mailer send` instead, to readers who all take the whole
+edition and to readers spread evenly over all 16 choices of the four default sections (16
+renderings, every batch mixing them), alternating, and prints the ratio (issue 22: >= 0.9).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import select
@@ -85,20 +90,26 @@ class Sink:
         self.proc.wait(timeout=10)
 
 
-def seed(app: App, n: int, chunk: int = 20000) -> None:
+#: Every choice of the default sections (""; all of them, first): `--sections-spread`.
+CHOICES = [";".join(c) for k in range(5)
+           for c in itertools.combinations(("News", "Comment", "Analysis", "Columnist"), k)]
+
+
+def seed(app: App, n: int, chunk: int = 20000, spread: bool = False) -> None:
     now = NOW
     with app.sessions.begin() as session:
         for start in range(0, n, chunk):
             rows = [{"email": f"reader{i}@example.org", "name": f"Reader {i}", "status": ACTIVE,
                      "source": "bench", "created_at": now, "updated_at": now,
-                     "confirmed_at": now, "soft_bounces": 0}
+                     "confirmed_at": now, "soft_bounces": 0,
+                     "sections": CHOICES[i % len(CHOICES)] if spread else ""}
                     for i in range(start, min(n, start + chunk))]
             session.execute(insert(Subscriber), rows)
 
 
 def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
-                    pipelining: bool = True,
-                    click_tracking: str = "") -> tuple[float, float, int, float]:
+                    pipelining: bool = True, click_tracking: str = "",
+                    spread: bool = False) -> tuple[float, float, int, float]:
     tmp = tmp / ("pipelined" if pipelining else "stepwise")
     tmp.mkdir(parents=True)
     db = tmp / "bench.db"
@@ -106,7 +117,7 @@ def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
     settings = load_settings({}).replace(database_url=url, secret_key="bench")
     app = App.create(settings, clock=FixedClock(NOW))
     init_db(app.engine)
-    seed(app, n)
+    seed(app, n, spread=spread)
     app.close()
     feed = write_sample_feed(tmp / "feed.xml", NOW)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
@@ -398,6 +409,29 @@ def compare_click_modes(tmp: Path, n: int, port: int, connections: int, rounds: 
               f"{statistics.median(cpu):.3f}; target >= 0.95)")
 
 
+def compare_spread(tmp: Path, n: int, port: int, connections: int, rounds: int) -> None:
+    """The same send to readers who all take the whole edition, and to readers spread over
+    every choice of sections (16 renderings), alternating which goes first."""
+    runs: dict[str, list[tuple[float, float, int, float]]] = {"one": [], "spread": []}
+    for round_ in range(1, rounds + 1):
+        order = ["one", "spread"] if round_ % 2 else ["spread", "one"]
+        for label in order:
+            runs[label].append(run_mailer_send(tmp / f"sections{round_}-{label}", n, port,
+                                               connections, spread=label == "spread"))
+        print(f"round {round_}: " + "  ".join(
+            f"{label} {n / runs[label][-1][0]:.0f} msg/s" for label in order), flush=True)
+    whole = [s[0] / o[0] for o, s in zip(runs["spread"], runs["one"], strict=True)]
+    phase = [s[1] / o[1] for o, s in zip(runs["spread"], runs["one"], strict=True)]
+    for label in ("one", "spread"):
+        total = min(r[0] for r in runs[label])
+        dispatch = min(r[1] for r in runs[label])
+        print(f"  {label:<8}{n / total:9.0f} / {n / dispatch:.0f} msg/s (whole command / "
+              f"dispatch phase, fastest of {rounds})")
+    print(f"  ratio spread/one per round {'  '.join(f'{x:.3f}' for x in whole)}: median "
+          f"{statistics.median(whole):.3f} (dispatch phase median "
+          f"{statistics.median(phase):.3f}; target >= 0.9)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -414,6 +448,9 @@ def main() -> None:
     parser.add_argument("--stepwise", action="store_true",
                         help="also compare one command at a time: mailer send with "
                              "?pipelining=0 against a replay that waits for every reply")
+    parser.add_argument("--sections-spread", action="store_true",
+                        help="compare only the send to readers of one choice of sections "
+                             "with readers spread over all 16 (issue 22: >= 0.9)")
     parser.add_argument("--click-modes", default="",
                         help="comma-separated click_tracking modes (e.g. off,aggregate,"
                              "per-reader): compare only the send in each, see above")
@@ -428,6 +465,9 @@ def main() -> None:
               + (f", {args.latency_ms:g} ms per round trip" if args.latency_ms else ""))
 
         n, port, conns = args.n, sink.port, args.connections
+        if args.sections_spread:
+            compare_spread(tmp, n, port, conns, max(2, args.rounds))
+            return
         if args.click_modes:
             compare_click_modes(tmp, n, port, conns, max(2, args.rounds),
                                 [m.strip() for m in args.click_modes.split(",")])
