@@ -156,17 +156,19 @@ def _view(edition: Edition, articles: list[Article], most_read: list[Article],
                       most_read=most_read)
 
 
-def fill_preview(settings: Settings, edition: Edition, body: str) -> str:
+def fill_preview(settings: Settings, edition: Edition, body: str, key: str = "") -> str:
     """A rendered part as a reader with no name would see it, with links that lead nowhere
-    real (a preview must never carry anyone's unsubscribe token)."""
-    if not edition.placeholder_key:
+    real (a preview must never carry anyone's unsubscribe token). `key` names the slots of a
+    rendering other than the edition's own (a variant's preview)."""
+    key = key or edition.placeholder_key
+    if not key:
         return body  # never rendered: there are no slots
     base = settings.base_url.rstrip("/")
-    return Placeholders(edition.placeholder_key).fill(body, {
+    return Placeholders(key).fill(body, {
         GREETING: greeting_for(""),  # what a reader with no name gets
         UNSUBSCRIBE_URL: f"{base}/unsubscribe/PREVIEW",
         PREFERENCES_URL: f"{base}/preferences/PREVIEW",
-        CLICK: "",  # a preview's clicks are counted as nobody's
+        CLICK: "",  # no reader: clicks before the send count as previews (mailer.clicks)
     })
 
 

@@ -35,7 +35,7 @@ from mailer.models import (
     UTCDateTime,
 )
 from mailer.placeholders import Placeholders
-from mailer.render import render_edition, variant_view
+from mailer.render import Rendered, render_edition, variant_view
 
 NOTHING_TODAY = "nothing in the reader's sections today"
 SECTIONS_GONE = "sections-gone"
@@ -87,6 +87,25 @@ def render_variants(app: App, session: Session, edition: Edition) -> Variants:
         rendered += 1
     session.flush()
     return Variants(rendered, skipped, widened)
+
+
+def preview_variant(app: App, edition: Edition, sections: list[str]) -> tuple[Rendered, int]:
+    """The edition as a reader who chose `sections` (parsed, `mailer.choices`) would get it,
+    and its number of stories, for previews; nothing is stored. With no stories (such
+    readers get nothing that day) the rendering is returned all the same, for a look."""
+    settings = app.settings
+    with app.sessions() as session:
+        edition = session.merge(edition, load=True)
+        view = variant_view(edition_view(session, settings, edition), sections)
+        links = list(load_links(session, edition.id)) if edition.click_tracking != OFF else []
+    placeholders = Placeholders.new()
+    stories = len(view.articles)
+    if links:
+        view = tracked_view(view, links, edition_id=edition.id, base_url=settings.base_url,
+                            signer=LinkSigner(app.secret_key),
+                            reader_slot=placeholders.click
+                            if edition.click_tracking == PER_READER else "")
+    return render_edition(view, settings, placeholders), stories
 
 
 def _widen(session: Session, edition: Edition, variant: str) -> int:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from mailer.app import App
+from mailer.cli import cli
 from mailer.models import (
     DSKIPPED,
     Article,
@@ -104,3 +106,23 @@ def test_variants_through_a_substituting_provider(app: App, tmp_path: Path, mode
     assert not any(t in comment for t in by_section["News"])
     assert any(t in whole for t in by_section["News"])
     assert "%%" not in comment + whole  # every slot filled, in every variant
+
+
+def test_preview_as_a_reader_of_some_sections(app: App, tmp_path: Path) -> None:
+    app.settings = app.settings.replace(spamassassin_command="/nonexistent/spamassassin")
+    with_feed(app, tmp_path)
+    env = {"MAILER_DATABASE_URL": app.settings.database_url, "MAILER_SECRET_KEY": "k",
+           "MAILER_FEED_URL": app.settings.feed_url, "MAILER_NOW": app.clock.now().isoformat(),
+           "MAILER_TEMPLATES_DIR": str(tmp_path / "templates")}
+    out = tmp_path / "comment.html"
+    result = CliRunner().invoke(cli, ["preview", "--sections", "comment", "--out", str(out)],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    text = " ".join(out.with_suffix(".txt").read_text().split())
+    with app.sessions() as s:
+        sections = {a.title: a.section for a in s.scalars(select(Article))}
+    shown = {title for title in sections if title in text}
+    assert shown and {sections[t] for t in shown} == {"Comment"}
+    assert "%%" not in text
+    bad = CliRunner().invoke(cli, ["preview", "--sections", "Sport"], env=env)
+    assert bad.exit_code != 0 and "unknown section 'Sport'" in bad.output

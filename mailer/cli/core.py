@@ -86,19 +86,33 @@ def build_for_inspection(app: App, day: str | None, *,
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the HTML here (default preview-DATE.html).")
 @click.option("--no-collect", is_flag=True, help="Use stored articles only.")
+@click.option("--sections", default="",
+              help='As a reader who chose these sections gets it ("News;Comment").')
 @click.pass_context
 @handle_errors
-def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool) -> None:
+def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool,
+            sections: str) -> None:
     """Build the edition and write its HTML (and text part) to files."""
+    from mailer.choices import parse_sections
     from mailer.edition import fill_preview
+    from mailer.variants import preview_variant
 
     app = get_app(ctx)
+    chosen = parse_sections(sections, app.settings.sections)
     the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
+    html, text, key = edition.html, edition.text, ""
+    if chosen:
+        variant, stories = preview_variant(app, edition, chosen)
+        assert variant.placeholders is not None
+        html, text, key = variant.html, variant.text, variant.placeholders.key
+        if not stories:
+            click.echo(f"note: nothing in {', '.join(chosen)} today: such readers get no "
+                       "email", err=True)
     out = out or Path(f"preview-{the_day.isoformat()}.html")
-    out.write_text(fill_preview(app.settings, edition, edition.html), encoding="utf-8")
+    out.write_text(fill_preview(app.settings, edition, html, key), encoding="utf-8")
     text_path = out.with_suffix(".txt")
-    text_path.write_text(fill_preview(app.settings, edition, edition.text), encoding="utf-8")
-    size = len(edition.html.encode())
+    text_path.write_text(fill_preview(app.settings, edition, text, key), encoding="utf-8")
+    size = len(html.encode())
     click.echo(f"preview of edition {the_day} ({edition.state}): HTML {out} ({size / 1024:.1f} KB),"
                f" text part {text_path}")
 
