@@ -15,6 +15,7 @@ import click
 from mailer.cli import (
     bounces,
     core,
+    donations,
     editions,
     ops,
     preflight,
@@ -54,7 +55,7 @@ def main() -> None:
 for command in (
     core.init, core.collect_cmd, core.preview, core.send, core.worker, core.demo,
     ops.scheduler_cmd, ops.status, preflight.preflight_cmd, serve.serve,
-    bounces.bounces, editions.editions, staff.staff, subscribers.subscribers,
+    bounces.bounces, donations.donations, editions.editions, staff.staff, subscribers.subscribers,
     transports.transports, unsubscribes.unsubscribes, templates.templates,
 ):
     cli.add_command(command)
