@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mailer.app import App
 from mailer.config import BUNDLED_TEMPLATES
-from mailer.web import hooks, public, security, staff
+from mailer.web import hooks, preferences, public, security, staff
 from mailer.web.context import EXTENSION_KEY
 from mailer.web.redirects import ClickRedirects
 
@@ -69,6 +69,7 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
 
     security.init_app(web, app.settings.base_url)
     web.register_blueprint(public.bp)
+    web.register_blueprint(preferences.bp)
     public.register_error_pages(web)
     web.register_blueprint(hooks.bp)
     web.register_blueprint(staff.bp)

@@ -1,0 +1,153 @@
+"""The reader's own pages: unsubscribe (with RFC 8058's one-click POST) and preferences.
+
+Both are reached by a signed link from an email (`mailer.tokens`), never by signing in; the
+rules live in `mailer.optin` and the shared page helpers in `mailer.web.public`.
+
+POST /unsubscribe/<token> is two things on one URL. With the body `List-Unsubscribe=One-Click`
+it is RFC 8058: no cookie, no CSRF token, answered 200 at once. Otherwise it is the button on
+the page, which carries a CSRF token like every other form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, redirect, request, url_for
+from werkzeug.wrappers import Response
+
+from mailer import optin
+from mailer.models import Subscriber
+from mailer.tokens import PREFERENCES, UNSUBSCRIBE
+from mailer.web.context import mailer_app
+from mailer.web.public import (
+    allowed,
+    dispatch_confirmation,
+    message_page,
+    page,
+    preferences_url,
+    read_link,
+)
+from mailer.web.security import CsrfError, csrf_exempt, validate_csrf
+from mailer.web.throttle import address_key
+
+bp = Blueprint("preferences", __name__)
+
+ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
+
+MESSAGES = {
+    "paused": "Your daily email is paused.",
+    "resumed": "Welcome back: the daily email will arrive again from the next edition.",
+    "name": "Your name has been updated.",
+    "unsubscribed": "You have been unsubscribed. You will not get the daily email any more.",
+    "resubscribe": "We have sent you an email. Press the link in it to confirm, and the daily "
+                   "email will start again.",
+    "unchanged": "Nothing needed changing.",
+}
+
+
+# ---- unsubscribe (RFC 8058) ----------------------------------------------------------------
+
+
+def _is_one_click() -> bool:
+    if request.form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE:
+        return True
+    # A sender that forgets the Content-Type still means the same thing.
+    return not request.form and request.get_data(cache=True).strip() == (
+        b"List-Unsubscribe=One-Click")
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@csrf_exempt  # the one-click POST has no cookie and no token, by design; the button has both
+def unsubscribe(token: str) -> Any:
+    app = mailer_app()
+    sub_id = read_link(UNSUBSCRIBE, token)
+    if request.method != "POST":  # GET and HEAD only read
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            if sub is None:
+                return message_page("You are not on our list",
+                                    "This address is no longer on our list: you will not get "
+                                    "the daily email.")
+            return page("unsubscribe.html", email=sub.email, sub_status=sub.status,
+                        prefs=preferences_url(app, sub.id), token=token)
+    one_click = _is_one_click()
+    if not one_click:
+        try:
+            validate_csrf()
+        except CsrfError:
+            abort(400, description="csrf")
+    with app.sessions.begin() as session:
+        sub = session.get(Subscriber, sub_id)
+        if sub is not None:
+            optin.unsubscribe(session, sub, now=app.clock.now(),
+                              source="one-click" if one_click else "page")
+    if one_click:
+        # 200 with a tiny body and no redirect, no cookie: what mailbox providers expect.
+        return Response("You have been unsubscribed.\n", status=200,
+                        mimetype="text/plain")
+    prefs = preferences_url(app, sub_id) if sub is not None else None
+    return page("unsubscribed.html", prefs=prefs)
+
+
+# ---- preferences ---------------------------------------------------------------------------
+
+
+@bp.route("/preferences/<token>", methods=["GET", "POST"])
+def preferences(token: str) -> Any:
+    app = mailer_app()
+    sub_id = read_link(PREFERENCES, token)
+    if request.method != "POST":  # GET and HEAD only read
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            if sub is None:
+                return message_page("You are not on our list",
+                                    "This address is no longer on our list.", 410)
+            done = request.args.get("done", "")
+            return page("preferences.html", sub=sub, message=MESSAGES.get(done, ""),
+                        pause_weeks=optin.PAUSE_WEEKS, left=sub.status in optin.LEFT)
+    action = request.form.get("action", "")
+    if action == "resubscribe":
+        # Checked before the write transaction: the hit commits on its own (SQLite allows one
+        # writer at a time, so it cannot be nested inside another write).
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            address = sub.email if sub is not None else ""
+        if address and not allowed(address_key("subscribe", address), "subscribe-address"):
+            abort(429)
+    now = app.clock.now()
+    confirm_request = None
+    try:
+        with app.sessions.begin() as session:
+            sub = session.get(Subscriber, sub_id)
+            if sub is None:
+                return message_page("You are not on our list",
+                                    "This address is no longer on our list.", 410)
+            if action == "pause":
+                weeks = request.form.get("weeks", "")
+                if not weeks.isdigit():
+                    raise optin.OptinError("Choose how long to pause for.")
+                optin.pause(session, sub, int(weeks), now=now)
+                done = "paused"
+            elif action == "resume":
+                done = "resumed" if optin.resume(session, sub, now=now) else "unchanged"
+            elif action == "name":
+                changed = optin.change_name(session, sub, request.form.get("name", ""), now=now)
+                done = "name" if changed else "unchanged"
+            elif action == "unsubscribe":
+                changed = optin.unsubscribe(session, sub, now=now, source="page",
+                                            detail="preferences page")
+                done = "unsubscribed" if changed else "unchanged"
+            elif action == "resubscribe":
+                confirm_request = optin.resubscribe(session, sub, now=now)
+                done = "resubscribe"
+            else:
+                abort(400)
+    except optin.OptinError as exc:
+        with app.sessions() as session:
+            sub = session.get(Subscriber, sub_id)
+            return page("preferences.html", exc.status, sub=sub, error=str(exc),
+                        pause_weeks=optin.PAUSE_WEEKS, left=sub is not None
+                        and sub.status in optin.LEFT)
+    if confirm_request is not None:
+        dispatch_confirmation(confirm_request)
+    return redirect(url_for("preferences.preferences", token=token, done=done), code=303)
