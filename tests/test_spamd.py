@@ -7,12 +7,6 @@ not there is a clear warning, not a hang or a silent pass.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,56 +14,24 @@ import pytest
 from mailer import preflight
 from mailer.app import App
 from mailer.preflight import spamassassin
+from tests.support.spam import HAVE_SPAMD, free_port
 from tests.test_preflight import sample_edition
 
 pytestmark = pytest.mark.usefixtures("fresh_spamassassin")
 
-SPAMD = shutil.which("spamd") or shutil.which("spamd", path="/usr/sbin:/usr/local/sbin")
 needs_spamd = pytest.mark.skipif(
-    SPAMD is None or shutil.which("spamc") is None
-    or shutil.which("spamassassin") is None,
+    not HAVE_SPAMD,
     reason="needs spamd and spamc (Debian: apt install spamassassin spamd spamc)")
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running spamd; yields the spamassassin_command that reaches it."""
-    home = tmp_path_factory.mktemp("spamd")
-    port = free_port()
-    log = (home / "spamd.log").open("wb")
-    proc = subprocess.Popen(
-        [SPAMD or "spamd", "--local", "--nouser-config", "--max-children=1",
-         f"--listen=127.0.0.1:{port}", "--syslog=stderr", f"--pidfile={home / 'pid'}"],
-        stdout=log, stderr=log, env={**os.environ, "HOME": str(home)})
-    command = f"spamc -d 127.0.0.1 -p {port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ping = subprocess.run(["spamc", "-d", "127.0.0.1", "-p", str(port), "-K"],
-                              capture_output=True, check=False)
-        if ping.returncode == 0:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"spamd exited: {(home / 'spamd.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("spamd did not answer within 60 s")
-    yield command
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+def spamd(spamd_command: str | None) -> str:
+    """A running spamd (the run's shared one); the spamassassin_command that reaches it."""
+    if spamd_command is None:
+        pytest.skip("needs spamd and spamc")
+    return spamd_command
 
 
 @needs_spamd
