@@ -3,7 +3,10 @@
 What goes: the subscriber row and its events (ON DELETE CASCADE), the address and name on
 their ledger rows (the rows stay, with the subscriber id, so an edition's counts do not
 change, but the address becomes "erased"), the address in SMTP error texts on those rows, and
-the address and raw payload of provider webhook events about them.
+the address and raw payload of provider webhook events about them. Their clicks on editions
+sent with per-reader tracking lose the delivery they named (`clicks.delivery_id`), and their
+gifts the link to them (`gifts.subscriber_id`): the clicks and gifts stay, as anonymous ones,
+so an edition's click counts and donation totals do not change (docs/privacy.md).
 
 What stays: a SHA-256 hash of the address in `suppressions` (reason "erased"), so a later CSV
 import or a sign-up form cannot quietly put them back on the list (the import reports the line;
@@ -16,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mailer.models import Delivery, Subscriber, Suppression, WebhookEvent
+from mailer.models import Click, Delivery, Gift, Subscriber, Suppression, WebhookEvent
 from mailer.subscribers import email_hash, withdraw_queued
 
 ERASED = "erased"
@@ -31,6 +34,9 @@ class Erasure:
     email_hash: str
     deliveries: int
     webhook_events: int
+    #: Per-reader clicks and gifts no longer linked to them (kept, anonymous).
+    clicks: int = 0
+    gifts: int = 0
 
 
 def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> Erasure:
@@ -40,6 +46,15 @@ def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> E
     deliveries = session.execute(
         update(Delivery).where(Delivery.subscriber_id == sub_id)
         .values(email=ERASED, name="", error=func.replace(Delivery.error, address, ERASED))
+        .execution_options(synchronize_session=False)
+    )
+    clicks = session.execute(
+        update(Click)
+        .where(Click.delivery_id.in_(select(Delivery.id).where(Delivery.subscriber_id == sub_id)))
+        .values(delivery_id=None).execution_options(synchronize_session=False)
+    )
+    gifts = session.execute(
+        update(Gift).where(Gift.subscriber_id == sub_id).values(subscriber_id=None)
         .execution_options(synchronize_session=False)
     )
     hooks = session.execute(
@@ -56,5 +71,9 @@ def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> E
             suppression.created_at = at
         session.add(suppression)
     session.flush()
-    return Erasure(sub_id, digest, int(getattr(deliveries, "rowcount", 0) or 0),
-                   int(getattr(hooks, "rowcount", 0) or 0))
+    return Erasure(sub_id, digest, _count(deliveries), _count(hooks), _count(clicks),
+                   _count(gifts))
+
+
+def _count(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
