@@ -16,6 +16,8 @@ from sqlalchemy import func, select, update
 
 from mailer import ledger, preflight
 from mailer.app import App
+from mailer.clicks import retention
+from mailer.clicks.retention import Purged
 from mailer.collect import CollectResult, collect
 from mailer.db import rowcount
 from mailer.dbretry import is_outage
@@ -104,11 +106,28 @@ def run_send(
         return SendOutcome("already-running",
                            f"edition {day} is already being sent by {lock.current_holder()}")
     try:
-        return _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
-                           collect_first=collect_first, on_progress=on_progress,
-                           connections=connections)
+        outcome = _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
+                              collect_first=collect_first, on_progress=on_progress,
+                              connections=connections)
     finally:
         _release_run_lock(lock)
+    if not dry_run:
+        housekeeping(app)
+    return outcome
+
+
+def housekeeping(app: App) -> Purged | None:
+    """The daily retention rules (`mailer.clicks.retention`), run after each send so that
+    every trigger runs them. A failure is logged and leaves the send's outcome as it was:
+    the next run (or `mailer clicks purge`) catches up."""
+    try:
+        with app.sessions.begin() as session:
+            purged = retention.purge(session, app.clock.now(), app.settings)
+    except Exception as exc:  # noqa: BLE001 - housekeeping never fails a send
+        log.warning("retention purge failed (the next run catches up): %s", exc)
+        return None
+    log.info("retention: %s", purged.summary())
+    return purged
 
 
 def _release_run_lock(lock: LeaseLock) -> None:

@@ -14,6 +14,7 @@ import click
 
 from mailer.cli import (
     bounces,
+    clicks,
     core,
     donations,
     editions,
@@ -55,7 +56,7 @@ def main() -> None:
 for command in (
     core.init, core.collect_cmd, core.preview, core.send, core.worker, core.demo,
     ops.scheduler_cmd, ops.status, preflight.preflight_cmd, serve.serve,
-    bounces.bounces, donations.donations, editions.editions, staff.staff, subscribers.subscribers,
-    transports.transports, unsubscribes.unsubscribes, templates.templates,
+    bounces.bounces, clicks.clicks, donations.donations, editions.editions, staff.staff,
+    subscribers.subscribers, transports.transports, unsubscribes.unsubscribes, templates.templates,
 ):
     cli.add_command(command)
