@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +35,7 @@ from mailer.models import (
     ACTIVE,
     BOUNCED,
     COMPLAINED,
+    DAILY,
     PAUSED,
     PENDING,
     UNSUBSCRIBED,
@@ -49,6 +51,7 @@ from mailer.subscribers import (
     is_suppressed,
     normalise_email,
     record_event,
+    set_choices,
     set_status,
 )
 from mailer.tokens import CONFIRM, BadToken, make_token, read_token
@@ -129,7 +132,8 @@ def validate_name(raw: str | None) -> str:
 
 
 def request_subscription(session: Session, email: str, name: str = "", *, now: datetime,
-                         source: str = "web") -> ConfirmRequest | None:
+                         source: str = "web", frequency: str | None = None,
+                         sections: Sequence[str] | None = None) -> ConfirmRequest | None:
     """Start (or restart) double opt-in for an address; None when no email should go out.
 
     The caller shows the same answer whatever this returns, so the form never tells anyone
@@ -137,6 +141,11 @@ def request_subscription(session: Session, email: str, name: str = "", *, now: d
     email again; people who unsubscribed start a fresh request and stay out of the audience
     until they confirm; confirmed readers, bounced and complained addresses (`STAFF_ONLY`) and
     suppressed (erased) ones get nothing, and nothing about them changes.
+
+    `frequency` and `sections` (already parsed by `mailer.choices`; None when the form did
+    not ask) are kept on the pending subscriber, so they hold from the first edition after
+    confirming. A confirmed reader's choices are not changed from here: anyone can type an
+    address into the form, and only the reader's own preferences link may change them.
     """
     address = normalise_email(email)
     clean = validate_name(name)
@@ -146,16 +155,19 @@ def request_subscription(session: Session, email: str, name: str = "", *, now: d
     if sub is None:
         # The form's one name field asks for a first name (for the greeting).
         sub, _ = add(session, address, name=clean, first_name=clean[:MAX_FIRST_NAME],
-                     status=PENDING, source=source, at=now)
-    elif sub.status in CONFIRMED:
+                     status=PENDING, source=source, at=now, frequency=frequency or DAILY,
+                     sections=sections or ())
+        return _issue(session, sub, now=now, source=source)
+    if sub.status in CONFIRMED:
         return None
-    elif sub.status in STAFF_ONLY:
+    if sub.status in STAFF_ONLY:
         log.info("subscription request for subscriber %s ignored: %s", sub.id, sub.status)
         return None
-    elif sub.status in LEFT:
+    if sub.status in LEFT:
         set_status(session, sub, PENDING, source=source, at=now,
                    detail=f"asked to subscribe again (was {sub.status})")
         sub.paused_until = None
+    set_choices(session, sub, frequency=frequency, sections=sections, source=source, at=now)
     return _issue(session, sub, now=now, source=source)
 
 

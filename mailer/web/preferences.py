@@ -10,13 +10,17 @@ the page, which carries a CSRF token like every other form.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, redirect, request, url_for
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from mailer import optin
+from mailer.choices import InvalidChoice, split
 from mailer.models import Subscriber
+from mailer.subscribers import set_choices
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE
 from mailer.web.context import mailer_app
 from mailer.web.public import (
@@ -25,6 +29,7 @@ from mailer.web.public import (
     message_page,
     page,
     preferences_url,
+    read_choices,
     read_link,
 )
 from mailer.web.security import CsrfError, csrf_exempt, validate_csrf
@@ -41,6 +46,7 @@ MESSAGES = {
     "unsubscribed": "You have been unsubscribed. You will not get the daily email any more.",
     "resubscribe": "We have sent you an email. Press the link in it to confirm, and the daily "
                    "email will start again.",
+    "choices": "Your choices are saved: they apply from the next email.",
     "unchanged": "Nothing needed changing.",
 }
 
@@ -69,7 +75,8 @@ def unsubscribe(token: str) -> Any:
                                     "This address is no longer on our list: you will not get "
                                     "the daily email.")
             return page("unsubscribe.html", email=sub.email, sub_status=sub.status,
-                        prefs=preferences_url(app, sub.id), token=token)
+                        prefs=preferences_url(app, sub.id), token=token,
+                        frequency=sub.frequency, chosen_sections=split(sub.sections))
     one_click = _is_one_click()
     if not one_click:
         try:
@@ -115,33 +122,13 @@ def preferences(token: str) -> Any:
         if address and not allowed(address_key("subscribe", address), "subscribe-address"):
             abort(429)
     now = app.clock.now()
-    confirm_request = None
     try:
         with app.sessions.begin() as session:
             sub = session.get(Subscriber, sub_id)
             if sub is None:
                 return message_page("You are not on our list",
                                     "This address is no longer on our list.", 410)
-            if action == "pause":
-                weeks = request.form.get("weeks", "")
-                if not weeks.isdigit():
-                    raise optin.OptinError("Choose how long to pause for.")
-                optin.pause(session, sub, int(weeks), now=now)
-                done = "paused"
-            elif action == "resume":
-                done = "resumed" if optin.resume(session, sub, now=now) else "unchanged"
-            elif action == "name":
-                changed = optin.change_name(session, sub, request.form.get("name", ""), now=now)
-                done = "name" if changed else "unchanged"
-            elif action == "unsubscribe":
-                changed = optin.unsubscribe(session, sub, now=now, source="page",
-                                            detail="preferences page")
-                done = "unsubscribed" if changed else "unchanged"
-            elif action == "resubscribe":
-                confirm_request = optin.resubscribe(session, sub, now=now)
-                done = "resubscribe"
-            else:
-                abort(400)
+            done, confirm_request = _apply(session, sub, action, now)
     except optin.OptinError as exc:
         with app.sessions() as session:
             sub = session.get(Subscriber, sub_id)
@@ -151,3 +138,38 @@ def preferences(token: str) -> Any:
     if confirm_request is not None:
         dispatch_confirmation(confirm_request)
     return redirect(url_for("preferences.preferences", token=token, done=done), code=303)
+
+
+def _apply(session: Session, sub: Subscriber, action: str,
+           now: datetime) -> tuple[str, optin.ConfirmRequest | None]:
+    """Do what the posted `action` asks; (the `MESSAGES` key to show, a confirmation email to
+    send once committed). OptinError for what cannot be done, 400 for an unknown action."""
+    form = request.form
+    if action == "pause":
+        weeks = form.get("weeks", "")
+        if not weeks.isdigit():
+            raise optin.OptinError("Choose how long to pause for.")
+        optin.pause(session, sub, int(weeks), now=now)
+        return "paused", None
+    if action == "resume":
+        return ("resumed" if optin.resume(session, sub, now=now) else "unchanged"), None
+    if action == "name":
+        changed = optin.change_name(session, sub, form.get("name", ""), now=now)
+        return ("name" if changed else "unchanged"), None
+    if action == "choices":
+        try:
+            choices = read_choices(form)
+        except InvalidChoice as exc:
+            raise optin.OptinError(f"Please choose again: {exc}.") from None
+        # Offered on the unsubscribe page too: its history says which page kept the reader.
+        source = "unsubscribe-page" if form.get("via") == "unsubscribe" else "preferences"
+        changed = set_choices(session, sub, frequency=choices.frequency,
+                              sections=choices.sections, source=source, at=now)
+        return ("choices" if changed else "unchanged"), None
+    if action == "unsubscribe":
+        changed = optin.unsubscribe(session, sub, now=now, source="page",
+                                    detail="preferences page")
+        return ("unsubscribed" if changed else "unchanged"), None
+    if action == "resubscribe":
+        return "resubscribe", optin.resubscribe(session, sub, now=now)
+    abort(400)

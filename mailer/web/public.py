@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import date
 from email.utils import parseaddr
 from typing import Any
@@ -37,11 +38,13 @@ from flask import (
     url_for,
 )
 from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
 from mailer import optin
 from mailer.app import App
+from mailer.choices import InvalidChoice, parse_frequency, parse_sections, split
 from mailer.models import PENDING, SENT, Edition
 from mailer.render import long_date
 from mailer.subscribers import InvalidAddress, normalise_email
@@ -55,6 +58,10 @@ log = logging.getLogger("mailer.web")
 bp = Blueprint("public", __name__)
 
 HONEYPOT = "hp"
+#: In English whatever the process locale (`calendar.day_name` follows the locale).
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+#: A hidden field in every form that offers section checkboxes: none ticked then means "all".
+SECTIONS_SHOWN = "sections_shown"
 ARCHIVE_PAGE = 60
 MAX_PAGE_DIGITS = 9
 
@@ -93,7 +100,36 @@ def _context() -> dict[str, Any]:
     app = mailer_app()
     return {"brand": brand(app), "postal_address": app.settings.postal_address,
             "long_date": long_date, "contact": parseaddr(app.settings.reply_to)[1],
-            "staff_only": optin.STAFF_ONLY}
+            "staff_only": optin.STAFF_ONLY, "offered_sections": app.settings.sections,
+            "weekly_day": weekly_day(app.settings.weekly_send), "split_sections": split}
+
+
+def weekly_day(weekly_send: str) -> str:
+    """"Saturday" for the setting "sat 08:00": the day the pages say the weekly comes."""
+    day = weekly_send.strip()[:3].lower()
+    return next((name for name in DAY_NAMES if name[:3].lower() == day), "Saturday")
+
+
+@dataclass(frozen=True)
+class FormChoices:
+    """A form's frequency and sections, parsed; None for a choice the form did not offer
+    (the WordPress embed may leave both out), which leaves what is stored as it is."""
+
+    frequency: str | None = None
+    sections: list[str] | None = None
+
+
+def read_choices(form: MultiDict[str, str]) -> FormChoices:
+    """Frequency (a radio) and sections (checkboxes) from a form; InvalidChoice names an
+    unknown one. Unticked checkboxes send nothing, so a form that offers sections says so
+    with `SECTIONS_SHOWN`; a form without it (or without any `sections`) changes none."""
+    raw_frequency = form.get("frequency")
+    frequency = parse_frequency(raw_frequency) if raw_frequency is not None else None
+    ticked = form.getlist("sections")
+    sections = None
+    if ticked or form.get(SECTIONS_SHOWN):
+        sections = parse_sections(";".join(ticked), mailer_app().settings.sections)
+    return FormChoices(frequency, sections)
 
 
 def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
@@ -190,17 +226,22 @@ def subscribe() -> Any:
     try:
         address = normalise_email(email)
         optin.validate_name(name)
+        choices = read_choices(form)
     except InvalidAddress:
         return page("subscribe.html", 400, email=email, name=name,
                     error="Please enter a valid email address, like name@example.com.")
     except optin.InvalidName as exc:
         return page("subscribe.html", 400, email=email, name="", error=str(exc))
+    except InvalidChoice as exc:
+        return page("subscribe.html", 400, email=email, name=name,
+                    error=f"Please choose again: {exc}.")
     if not allowed(address_key("subscribe", address), "subscribe-address"):
         abort(429)
     app = mailer_app()
     with app.sessions.begin() as session:
-        confirm_request = optin.request_subscription(session, address, name,
-                                                     now=app.clock.now(), source="web")
+        confirm_request = optin.request_subscription(
+            session, address, name, now=app.clock.now(), source="web",
+            frequency=choices.frequency, sections=choices.sections)
     if confirm_request is not None:
         dispatch_confirmation(confirm_request)
     # The same page whether the address was new, pending, active or suppressed.
