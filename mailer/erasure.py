@@ -45,7 +45,8 @@ def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> E
     withdraw_queued(session, sub_id, "erased during the send")
     deliveries = session.execute(
         update(Delivery).where(Delivery.subscriber_id == sub_id)
-        .values(email=ERASED, name="", error=func.replace(Delivery.error, address, ERASED))
+        .values(email=ERASED, name="", first_name="",
+                error=func.replace(Delivery.error, address, ERASED))
         .execution_options(synchronize_session=False)
     )
     clicks = session.execute(

@@ -18,7 +18,8 @@ COMMANDS = [
     [], ["init"], ["collect"], ["preview"], ["send"], ["worker"], ["demo"], ["subscribers"],
     ["subscribers", "add"], ["subscribers", "import"], ["subscribers", "export"],
     ["subscribers", "list"], ["subscribers", "unsubscribe"], ["editions"], ["scheduler"],
-    ["serve"], ["status"], ["bounces"], ["bounces", "ingest"],
+    ["serve"], ["status"], ["bounces"], ["bounces", "ingest"], ["donations"],
+    ["donations", "import"], ["clicks"], ["clicks", "purge"],
 ]
 
 

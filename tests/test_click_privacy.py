@@ -78,6 +78,9 @@ def test_erasure_unlinks_clicks_and_gifts_and_keeps_the_counts(db_app: App,
         assert edition_gift_totals(session, edition) == totals  # figures do not change
     assert len(clicks) == 2
     assert sorted(c.delivery_id for c in clicks if c.delivery_id) == [delivery[kept]]
+    with app.sessions() as session:  # the ledger keeps no name of theirs either
+        row = session.get(Delivery, delivery[gone])
+        assert row is not None and (row.email, row.name, row.first_name) == ("erased", "", "")
     assert [g.subscriber_id for g in gifts] == [None, find_id(app, kept)]
     assert all(g.edition_id == edition for g in gifts)
     assert gone_id not in {g.subscriber_id for g in gifts}
