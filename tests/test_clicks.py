@@ -23,6 +23,7 @@ from waitress import create_server
 
 from mailer.app import App
 from mailer.cli.serve import waitress_options
+from mailer.clicks.recorder import ClickRecorder, Hit
 from mailer.clicks.tokens import LinkSigner
 from mailer.clock import FixedClock
 from mailer.db import init_db
@@ -408,3 +409,24 @@ def test_behind_a_proxy_readers_are_told_apart_and_otherwise_not_trusted(
             fingerprints.append(len(set(s.scalars(select(Click.fingerprint)))))
             s.execute(delete(Click))
     assert fingerprints == [2, 1]
+
+
+def test_the_web_app_clears_fingerprints_itself_after_48_hours(
+        one_edition: tuple[App, list[Copy]], clock: FixedClock) -> None:
+    """The retention purge runs hourly on the flusher's thread, so fingerprints go after 48
+    hours whether or not cron runs `mailer clicks purge`."""
+    app, copies = one_edition
+    client = client_for(app)
+    follow(client, copies[0].text_links[0])
+    flush(client)
+    clicks = client.application.extensions[CLICKS_KEY]
+    clock.advance(hours=49)
+    assert clicks.housekeeping().fingerprints == 1
+    with app.sessions() as s:
+        assert list(s.scalars(select(Click.fingerprint))) == [None]
+    # And the flusher's thread calls it on its schedule.
+    called = threading.Event()
+    recorder = ClickRecorder(app.sessions, housekeeping=called.set, housekeeping_seconds=0.05)
+    recorder.record(Hit(edition_id=999_999, position=0, at=clock.now(), address="x",
+                        user_agent="y"))
+    assert called.wait(5)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 #: The table itself: a Core INSERT of many rows, without the ORM's per-object work.
 _CLICKS = cast(Table, Click.__table__)
 FLUSH_SECONDS = 0.1
+HOUSEKEEPING_SECONDS = 3600.0
 MAX_BUFFER = 100_000
 
 
@@ -54,8 +57,14 @@ class ClickRecorder:
     """The buffer and its flusher thread (started with the first hit)."""
 
     def __init__(self, sessions: sessionmaker[Session], *,
-                 flush_seconds: float = FLUSH_SECONDS, max_buffer: int = MAX_BUFFER) -> None:
+                 flush_seconds: float = FLUSH_SECONDS, max_buffer: int = MAX_BUFFER,
+                 housekeeping: Callable[[], object] | None = None,
+                 housekeeping_seconds: float = HOUSEKEEPING_SECONDS) -> None:
         self._sessions = sessions
+        # Run on the flusher's thread every `housekeeping_seconds` (the retention purge): the
+        # web app makes the fingerprints, so it sees they go after 48 hours without cron.
+        self._housekeeping = housekeeping
+        self._housekeeping_seconds = housekeeping_seconds
         self._salts = DailySalts(sessions)
         self._classifier = Classifier()
         self._buffer: deque[Hit] = deque()
@@ -135,6 +144,7 @@ class ClickRecorder:
                 apply_rules(session, edition_id, fps, outcome.bursts)
 
     def _run(self) -> None:
+        last_housekeeping = time.monotonic()
         while True:
             self._wake.wait(self._flush_seconds)
             self._wake.clear()
@@ -142,6 +152,13 @@ class ClickRecorder:
                 self.flush()
             except Exception:  # noqa: BLE001 - the flusher must outlive any one bad batch
                 log.exception("click flush failed")
+            if (self._housekeeping is not None
+                    and time.monotonic() - last_housekeeping >= self._housekeeping_seconds):
+                last_housekeeping = time.monotonic()
+                try:
+                    self._housekeeping()
+                except Exception:  # noqa: BLE001 - a database away now is retried next time
+                    log.warning("click housekeeping failed; retried in an hour", exc_info=True)
 
     def close(self) -> None:
         """Flush what is left (a clean shutdown loses nothing)."""

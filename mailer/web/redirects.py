@@ -26,6 +26,7 @@ from mailer.app import App
 from mailer.clicks.classify import is_prefetch
 from mailer.clicks.links import site_home
 from mailer.clicks.recorder import ClickRecorder, Hit
+from mailer.clicks.retention import Purged, purge
 from mailer.clicks.store import LinkCache, recent_since
 from mailer.clicks.tokens import BadLinkToken, LinkSigner
 from mailer.models import OPEN, TRAP
@@ -48,7 +49,7 @@ class ClickRedirects:
         self.app = app
         self._proxies = trusted_proxies
         self.cache = LinkCache(app.sessions)
-        self.recorder = ClickRecorder(app.sessions)
+        self.recorder = ClickRecorder(app.sessions, housekeeping=self.housekeeping)
         self._signer: LinkSigner | None = None
         self._home = site_home(app.settings)
         self._flood: dict[tuple[str, str], int] = {}
@@ -60,6 +61,11 @@ class ClickRedirects:
         if self._signer is None:  # the secret may live in the database: read it when needed
             self._signer = LinkSigner(self.app.secret_key)
         return self._signer
+
+    def housekeeping(self) -> Purged:
+        """The retention purge (`mailer.clicks.retention`), hourly from the flusher."""
+        with self.app.sessions.begin() as session:
+            return purge(session, self.app.clock.now(), self.app.settings)
 
     def preload(self, today: date) -> int:
         """Load the link lists of the retention period's editions (`mailer serve` start)."""
