@@ -177,7 +177,8 @@ def test_double_opt_in_flow(any_app: App) -> None:
     again = client.post(path, data={"csrf_token": token})  # idempotent
     assert again.status_code == 200 and "already subscribed" in again.text
     assert events(any_app, "ann@example.org") == [
-        ("subscribed", "web"), ("confirmation-sent", "web"), ("confirmed", "web")]
+        ("subscribed", "web"), ("confirmation-sent", "web"), ("confirmed", "web"),
+        ("welcomed", "welcome")]  # the welcome email (tests/test_welcome.py), once
 
 
 def test_confirm_get_does_not_change_state(app: App, client: FlaskClient) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from email.utils import parseaddr
@@ -52,6 +53,7 @@ from mailer.tokens import PREFERENCES, BadToken, make_token, read_token
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP, CsrfError, csrf_exempt, csrf_token_sent, validate_csrf
 from mailer.web.throttle import Limit, address_key, hit, ip_key
+from mailer.welcome import send_welcome
 
 log = logging.getLogger("mailer.web")
 
@@ -186,15 +188,25 @@ def preferences_url(app: App, sub_id: int) -> str:
     return url_for("preferences.preferences", token=make_token(app.secret_key, PREFERENCES, sub_id))
 
 
-def dispatch_confirmation(request_: optin.ConfirmRequest) -> None:
-    """Send now on this thread (tests) or on a fresh thread so the response does not wait for,
-    or reveal by its timing, the mail server."""
+def in_background(name: str, task: Callable[[App, Any], object], argument: Any) -> None:
+    """Run `task(app, argument)` now on this thread (tests: MAILER_SEND_INLINE) or on a fresh
+    thread, so the response does not wait for, or reveal by its timing, the mail server."""
     app = mailer_app()
     if current_app.config.get("MAILER_SEND_INLINE"):
-        optin.send_confirmation(app, request_)
+        task(app, argument)
         return
-    threading.Thread(target=optin.send_confirmation, args=(app, request_),
-                     name=f"confirm-{request_.subscriber_id}").start()
+    threading.Thread(target=task, args=(app, argument), name=name).start()
+
+
+def dispatch_confirmation(request_: optin.ConfirmRequest) -> None:
+    in_background(f"confirm-{request_.subscriber_id}", optin.send_confirmation, request_)
+
+
+def dispatch_welcome(subscriber_id: int) -> None:
+    """The welcome email, once the confirmation has committed (`mailer.welcome` claims it,
+    so a second confirm at the same moment sends nothing)."""
+    if mailer_app().settings.welcome_email:
+        in_background(f"welcome-{subscriber_id}", send_welcome, subscriber_id)
 
 
 # ---- subscribe -----------------------------------------------------------------------------
@@ -271,9 +283,13 @@ def confirm(token: str) -> Any:
                     return page("confirmed.html", already=True, prefs=preferences_url(app, sub.id))
                 return page("confirm.html", email=sub.email)
             sub, changed = optin.confirm(session, sub_id, anchor, now=app.clock.now())
-            return page("confirmed.html", already=not changed, prefs=preferences_url(app, sub.id))
+            answer = page("confirmed.html", already=not changed,
+                          prefs=preferences_url(app, sub.id))
     except optin.LinkGone as exc:
         return page("link_gone.html", 410, reason=str(exc), expired=exc.expired)
+    if changed:  # committed: the welcome may go
+        dispatch_welcome(sub_id)
+    return answer
 
 
 # ---- archive -------------------------------------------------------------------------------
