@@ -50,6 +50,7 @@ from mailer.models import PENDING, SENT, Edition
 from mailer.render import long_date
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.tokens import PREFERENCES, BadToken, make_token, read_token
+from mailer.web import feed
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP, CsrfError, csrf_exempt, csrf_token_sent, validate_csrf
 from mailer.web.throttle import Limit, address_key, hit, ip_key
@@ -311,6 +312,27 @@ def archive_index() -> Any:
         abort(404)
     return page("archive.html", editions=rows, number=number,
                 more=total > number * ARCHIVE_PAGE)
+
+
+@bp.get("/archive/feed.xml")
+def archive_feed() -> Any:
+    """RSS 2.0 of the latest sent editions, every kind, newest first (`mailer.web.feed`)."""
+    app = mailer_app()
+    with app.sessions() as session:
+        rows = session.execute(
+            select(Edition.edition_date, Edition.subject, Edition.preheader,
+                   Edition.editor_note, Edition.started_at, Edition.finished_at,
+                   Edition.window_end)
+            .where(Edition.state == SENT)
+            .order_by(Edition.edition_date.desc(), Edition.id.desc()).limit(feed.FEED_ITEMS)
+        ).all()
+    items = [feed.FeedItem(row.edition_date, row.subject, row.preheader, row.editor_note,
+                           row.started_at or row.finished_at or row.window_end)
+             for row in rows]
+    body = feed.rss(items, base_url=app.settings.base_url, title=brand(app))
+    response = Response(body, mimetype="application/rss+xml")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
 
 
 @bp.get("/archive/<day>")
