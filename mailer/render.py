@@ -106,6 +106,12 @@ class Rendered:
 # ---- building the view -----------------------------------------------------------------------
 
 
+def weekly_day(weekly_send: str) -> str:
+    """'Saturday' for the setting `weekly_send = "sat 08:00"`: the day the weekly comes."""
+    short = weekly_send.strip()[:3].lower()
+    return next((name for name in _DAYS if name[:3].lower() == short), "Saturday")
+
+
 def long_date(day: date) -> str:
     """'Thursday 26 November 2026', independent of the process locale."""
     return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
@@ -247,8 +253,8 @@ def render_edition(view: EditionView, settings: Settings,
     caller, when the view's links already hold a slot: per-reader click tracking)."""
     placeholders = placeholders or Placeholders.new()
     context = _edition_context(view, settings, archive=False, placeholders=placeholders)
-    return Rendered(html=_compile(render_template(settings, EDITION_HTML, context)),
-                    text=_text(render_template(settings, EDITION_TEXT, context)),
+    return Rendered(html=compile_mjml(render_template(settings, EDITION_HTML, context)),
+                    text=tidy_text(render_template(settings, EDITION_TEXT, context)),
                     placeholders=placeholders)
 
 
@@ -256,7 +262,7 @@ def render_archive(view: EditionView, settings: Settings) -> str:
     """The web archive page: the same content with no per-recipient placeholder or token;
     where the email has unsubscribe/preferences links, the page has a sign-up link."""
     context = _edition_context(view, settings, archive=True, placeholders=None)
-    return _compile(render_template(settings, EDITION_HTML, context))
+    return compile_mjml(render_template(settings, EDITION_HTML, context))
 
 
 def render_confirmation(settings: Settings, confirm_url: str) -> Rendered:
@@ -269,8 +275,8 @@ def render_confirmation(settings: Settings, confirm_url: str) -> Rendered:
         "max_age_days": settings.confirm_max_age_days,
         "subject": f"Please confirm your subscription to {_brand(settings)}",
     }
-    return Rendered(html=_compile(render_template(settings, CONFIRM_HTML, context)),
-                    text=_text(render_template(settings, CONFIRM_TEXT, context)))
+    return Rendered(html=compile_mjml(render_template(settings, CONFIRM_HTML, context)),
+                    text=tidy_text(render_template(settings, CONFIRM_TEXT, context)))
 
 
 def signup_url(settings: Settings) -> str:
@@ -304,7 +310,7 @@ def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
     }
 
 
-def _compile(mjml_source: str) -> str:
+def compile_mjml(mjml_source: str) -> str:
     """MJML -> HTML, then squeeze the whitespace MJML leaves between tags (Gmail clips at
     102 KB, so bytes matter). Only inter-tag runs containing a newline are touched, so text
     and <pre>-like content is unchanged."""
@@ -312,7 +318,7 @@ def _compile(mjml_source: str) -> str:
     return re.sub(r">\s*\n\s*<", "><", out).strip() + "\n"
 
 
-def _text(rendered: str) -> str:
+def tidy_text(rendered: str) -> str:
     """Collapse runs of blank lines the template's conditionals leave behind."""
     lines = [line.rstrip() for line in rendered.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -26,12 +26,10 @@ Never to a suppressed address or a reader who is not active. The templates are
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from mjml import mjml2html
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -42,6 +40,7 @@ from mailer.db import rowcount
 from mailer.message import MessageTemplate, new_message_id
 from mailer.models import ACTIVE, SENT, WEEKLY, Edition, SendLog, Subscriber
 from mailer.placeholders import Placeholders
+from mailer.render import compile_mjml, tidy_text, weekly_day
 from mailer.subscribers import is_suppressed, record_event
 from mailer.templating import render_template
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
@@ -53,7 +52,6 @@ log = logging.getLogger("mailer.welcome")
 WELCOME_HTML = "welcome.mjml.j2"
 WELCOME_TEXT = "welcome.txt.j2"
 KIND = "welcome"
-_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 @dataclass(frozen=True)
@@ -146,8 +144,8 @@ def build(settings: Settings, secret: str, reader: Reader, latest: Latest | None
     context = _context(settings, reader, latest, unsubscribe_url, preferences_url)
     template = MessageTemplate.build(
         settings=settings, subject=context["subject"],
-        html=_compile(render_template(settings, WELCOME_HTML, context)),
-        text=_text(render_template(settings, WELCOME_TEXT, context)),
+        html=compile_mjml(render_template(settings, WELCOME_HTML, context)),
+        text=tidy_text(render_template(settings, WELCOME_TEXT, context)),
         date=now, placeholders=Placeholders.new())
     message_id = new_message_id(settings, f"welcome.s{reader.id}")
     values = dict(email=reader.email, name=reader.name, unsubscribe_url=unsubscribe_url,
@@ -164,7 +162,7 @@ def _context(settings: Settings, reader: Reader, latest: Latest | None, unsubscr
     base = settings.base_url.rstrip("/")
     first = " ".join(reader.first_name.split())
     if reader.frequency == WEEKLY:
-        kind, when = "the weekly round-up", f"every {_weekly_day(settings)} morning"
+        kind, when = "the weekly round-up", f"every {weekly_day(settings.weekly_send)} morning"
     else:
         kind, when = "the daily email", "every weekday morning, from the next edition"
     if reader.sections:
@@ -189,11 +187,6 @@ def _context(settings: Settings, reader: Reader, latest: Latest | None, unsubscr
     }
 
 
-def _weekly_day(settings: Settings) -> str:
-    day = settings.weekly_send.strip()[:3].lower()
-    return next((name for name in _DAYS if name[:3].lower() == day), "Saturday")
-
-
 def _record(app: App, reader: Reader, latest: Latest | None, result: Result,
             now: datetime) -> None:
     """The outcome in `send_log` and the reader's history. The address is kept out of both
@@ -213,14 +206,3 @@ def _record(app: App, reader: Reader, latest: Latest | None, result: Result,
                              detail="" if result.status == "sent" else detail, at=now)
     except Exception:
         log.exception("welcome outcome for subscriber %s not recorded: %s", reader.id, detail)
-
-
-def _compile(mjml_source: str) -> str:
-    """MJML -> HTML with the whitespace between tags squeezed, as `mailer.render` does."""
-    out = mjml2html(mjml_source, disable_comments=True, fonts={})
-    return re.sub(r">\s*\n\s*<", "><", out).strip() + "\n"
-
-
-def _text(rendered: str) -> str:
-    lines = [line.rstrip() for line in rendered.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -47,7 +47,7 @@ from mailer import optin
 from mailer.app import App
 from mailer.choices import InvalidChoice, parse_frequency, parse_sections, split
 from mailer.models import PENDING, SENT, Edition
-from mailer.render import long_date
+from mailer.render import long_date, weekly_day
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.tokens import PREFERENCES, BadToken, make_token, read_token
 from mailer.web import feed
@@ -61,8 +61,6 @@ log = logging.getLogger("mailer.web")
 bp = Blueprint("public", __name__)
 
 HONEYPOT = "hp"
-#: In English whatever the process locale (`calendar.day_name` follows the locale).
-DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 #: A hidden field in every form that offers section checkboxes: none ticked then means "all".
 SECTIONS_SHOWN = "sections_shown"
 ARCHIVE_PAGE = 60
@@ -105,12 +103,6 @@ def _context() -> dict[str, Any]:
             "long_date": long_date, "contact": parseaddr(app.settings.reply_to)[1],
             "staff_only": optin.STAFF_ONLY, "offered_sections": app.settings.sections,
             "weekly_day": weekly_day(app.settings.weekly_send), "split_sections": split}
-
-
-def weekly_day(weekly_send: str) -> str:
-    """"Saturday" for the setting "sat 08:00": the day the pages say the weekly comes."""
-    day = weekly_send.strip()[:3].lower()
-    return next((name for name in DAY_NAMES if name[:3].lower() == day), "Saturday")
 
 
 @dataclass(frozen=True)
