@@ -1,4 +1,4 @@
-"""mailer editions list|show|pause|resume|cancel|requeue-ambiguous.
+"""mailer editions list|show|stats|pause|resume|cancel|requeue-ambiguous.
 
 Domain modules are imported inside the commands, so `mailer --help` and each command load only
 what they use (start-up time: see `mailer.cli.common`).
@@ -160,3 +160,48 @@ def requeue_cmd(ctx: click.Context, day: str) -> None:
             session.execute(update(Edition).where(Edition.id == ed.id, Edition.state == SENT)
                             .values(state=SENDING))
     click.echo(f"requeued {n} messages; run `mailer send --date {day}` to send them")
+
+
+@editions.command("stats")
+@click.argument("day")
+@click.option("--json", "as_json", is_flag=True, help="The figures as JSON (for scripts).")
+@click.pass_context
+@handle_errors
+def stats_cmd(ctx: click.Context, day: str, as_json: bool) -> None:
+    """What readers clicked in an edition: stories ranked by readers' clicks, the donate and
+    sign-up clicks, and what was filtered as scanners (docs/clicks.md)."""
+    import json
+
+    from mailer.clicks.report import edition_stats
+
+    app = get_app(ctx)
+    edition = _load(app, day)
+    with app.sessions() as session:
+        figures = edition_stats(session, edition)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+        return
+    for line in _stats_lines(figures):
+        click.echo(line)
+
+
+def _stats_lines(s: dict[str, Any]) -> list[str]:
+    basis = "readers who clicked" if s["click_rate_basis"] == "unique_clickers" else "clicks"
+    filtered = ", ".join(f"{why} {n}" for why, n in s["filtered_by"].items()) or "none"
+    lines = [
+        f"edition {s['edition']} ({s['state']}, click tracking {s['click_tracking']}): "
+        f"{s['subject']}",
+        f"delivered {s['delivered']}; clicks: {s['clicks_human']} by readers, "
+        f"{s['clicks_filtered']} filtered ({filtered}); click rate "
+        f"{s['click_rate'] * 100:.1f}% ({basis} / delivered)",
+        f"donate clicks {s['donate_clicks_human']}; sign-up clicks "
+        f"{s['signup_clicks_human']}; gifts {s['gifts']['count']}"
+        + "".join(f", {amount} {currency}" for currency, amount in
+                  s["gifts"]["amounts"].items()),
+    ]
+    if "opens" in s:
+        lines.append(f"opens {s['opens']} (unreliable: image proxies and blocking)")
+    lines.append(f"{'readers':>8} {'filtered':>8}  link")
+    lines += [f"{row['clicks_human']:>8} {row['clicks_filtered']:>8}  {row['kind']}: "
+              f"{row['title'] or row['url']}" for row in s["links"]]
+    return lines

@@ -1,0 +1,138 @@
+"""What staff see after "sent": clicks per link, readers against scanners, the donate ask.
+
+`edition_stats` is the one place the figures are computed, for `mailer editions stats`
+(whose JSON is a contract: issue 21 names its keys), the console's edition page and its CSV;
+`click_history` is the dashboard's 30 days. Human clicks are the ones that count; every
+filtered click is counted too, by reason (`mailer.clicks.classify`), so nothing is hidden.
+
+The click rate's basis depends on what the edition could know: per-reader editions count
+readers who clicked (unique deliveries), aggregate ones can only count clicks, and the JSON
+says which (`click_rate_basis`). Opens, when the pixel was on, are shown apart and labelled
+unreliable: image proxies open mail nobody reads and image blocking hides mail people do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
+
+from mailer.clicks.gifts import edition_gift_totals
+from mailer.clicks.links import PER_READER
+from mailer.clicks.store import load_links
+from mailer.models import (
+    ARCHIVE,
+    ARTICLE,
+    DELIVERED,
+    DONATE,
+    HUMAN,
+    OPEN,
+    SENT,
+    SIGNUP,
+    Click,
+    Delivery,
+    Edition,
+)
+
+#: The kinds a report lists, in the JSON's words.
+REPORTED = (ARTICLE, DONATE, SIGNUP, ARCHIVE)
+
+
+def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
+    """The edition's figures as `mailer editions stats --json` prints them."""
+    links = {link.position: link for link in load_links(session, edition.id)}
+    tally: Counter[tuple[int, str]] = Counter()
+    for position, verdict, n in session.execute(
+            select(Click.position, Click.verdict, func.count())
+            .where(Click.edition_id == edition.id).group_by(Click.position, Click.verdict)):
+        tally[(position, verdict)] = n
+    kind = {position: link.kind for position, link in links.items()}
+    clicks = {key: n for key, n in tally.items() if kind.get(key[0]) != OPEN}
+    human = sum(n for (position, verdict), n in clicks.items()
+                if verdict == HUMAN and kind.get(position) in REPORTED)
+    total = sum(clicks.values())
+    filtered_by: Counter[str] = Counter()
+    for (_, verdict), n in clicks.items():
+        if verdict != HUMAN:  # (the trap link's own hits are never human: `first_verdict`)
+            filtered_by[verdict] += n
+    delivered = session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.edition_id == edition.id, Delivery.state == DELIVERED)) or 0
+    per_reader = edition.click_tracking == PER_READER
+    clickers = _unique_clickers(session, edition.id, links) if per_reader else 0
+    rate_of = clickers if per_reader else human
+
+    def human_for(wanted: str) -> int:
+        return sum(n for (position, verdict), n in clicks.items()
+                   if verdict == HUMAN and kind.get(position) == wanted)
+
+    ranked = sorted((position for position, link in links.items() if link.kind in REPORTED),
+                    key=lambda p: (-clicks.get((p, HUMAN), 0), p))
+    listed = [{"url": links[p].url, "kind": links[p].kind, "title": links[p].title,
+               "clicks_human": clicks.get((p, HUMAN), 0),
+               "clicks_filtered": sum(n for (q, v), n in clicks.items() if q == p and v != HUMAN)}
+              for p in ranked]
+    gifts, amounts = edition_gift_totals(session, edition.id)
+    stats: dict[str, Any] = {
+        "edition": edition.edition_date.isoformat(),
+        "subject": edition.subject,
+        "state": edition.state,
+        "click_tracking": edition.click_tracking,
+        "delivered": delivered,
+        "clicks_total": total,
+        "clicks_human": human,
+        "clicks_filtered": total - human,
+        "filtered_by": dict(sorted(filtered_by.items())),
+        "click_rate": round(rate_of / delivered, 4) if delivered else 0.0,
+        "click_rate_basis": "unique_clickers" if per_reader else "clicks",
+        "donate_clicks_human": human_for(DONATE),
+        "signup_clicks_human": human_for(SIGNUP),
+        "links": listed,
+        "gifts": {"count": gifts, "amounts": {c: _money(v) for c, v in sorted(amounts.items())}},
+    }
+    if per_reader:
+        stats["unique_clickers"] = clickers
+    if OPEN in kind.values():
+        stats["opens"] = sum(n for (position, verdict), n in tally.items()
+                             if kind.get(position) == OPEN and verdict == HUMAN)
+        stats["opens_reliable"] = False
+    return stats
+
+
+def _unique_clickers(session: Session, edition_id: int, links: dict[int, Any]) -> int:
+    reported = [position for position, link in links.items() if link.kind in REPORTED]
+    return session.scalar(select(func.count(distinct(Click.delivery_id))).where(
+        Click.edition_id == edition_id, Click.verdict == HUMAN,
+        Click.delivery_id.is_not(None), Click.position.in_(reported))) or 0
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class DayClicks:
+    """One sent edition on the dashboard's chart."""
+
+    day: date
+    delivered: int
+    click_rate: float
+    click_rate_basis: str
+    donate_clicks: int
+
+
+def click_history(session: Session, today: date, days: int = 30) -> list[DayClicks]:
+    """The sent editions of the last `days` days, oldest first."""
+    editions = session.scalars(select(Edition).where(
+        Edition.state == SENT, Edition.edition_date > today - timedelta(days=days),
+        Edition.edition_date <= today).order_by(Edition.edition_date))
+    out = []
+    for edition in editions:
+        s = edition_stats(session, edition)
+        out.append(DayClicks(edition.edition_date, s["delivered"], s["click_rate"],
+                             s["click_rate_basis"], s["donate_clicks_human"]))
+    return out
