@@ -5,7 +5,7 @@ modules import it and it imports none of them. Importing this package registers 
 `bp`, which `mailer.web.create_app` then registers on the app.
 """
 
-from mailer.web.staff import admin, dashboard, editions, subscribers  # noqa: F401  (views)
+from mailer.web.staff import admin, dashboard, editions, reports, subscribers  # noqa: F401
 from mailer.web.staff.auth import bp
 
 __all__ = ["bp"]

@@ -10,6 +10,7 @@ from flask import redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from mailer import audit
+from mailer.clicks.report import click_history
 from mailer.edition import get_edition
 from mailer.subscribers import counts
 from mailer.web.context import mailer_app
@@ -28,12 +29,14 @@ def dashboard() -> Any:
         history = stats.edition_history(db, limit=30, now=now)
         totals = counts(db)
         growth = stats.list_growth(db, now=now, tz=app.settings.tz, days=30)
+        clicks = click_history(db, day, days=30)
         requests = stats.unsubscribe_requests(db, now=now)
         login_alerts = _login_alerts(db, now) if current_staff().is_admin else []
     return render_template(
         "staff/dashboard.html", title="Dashboard", day=day, edition=edition,
         next_send=stats.next_send(app, now), history=history, totals=totals,
-        growth=growth, chart=stats.growth_chart(growth),
+        growth=growth, chart=stats.growth_chart(growth), clicks=clicks,
+        click_chart=stats.click_chart(clicks),
         audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
     )
 

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response
 
 from mailer import audit, editions_control, ledger, pipeline, preflight
 from mailer.app import App
+from mailer.clicks.report import edition_stats
 from mailer.edition import (
     EDITABLE,
     build_edition,
@@ -31,7 +32,7 @@ from mailer.edition import (
     window_for,
 )
 from mailer.errors import FeedError, MailerError
-from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
+from mailer.models import PAUSED_SEND, SENDING, SENT, Article, Edition, EditionArticle, SendLog
 from mailer.subscribers import InvalidAddress, counts, normalise_email
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP
@@ -45,6 +46,9 @@ from mailer.web.staff.auth import (
     today,
 )
 from mailer.web.staff.stats import live_counts
+
+#: Editions whose page shows what readers clicked.
+REPORTED_STATES = (SENDING, PAUSED_SEND, SENT)
 
 MAX_TEST_RECIPIENTS = 20
 #: How often the progress page reloads itself while a send runs (a Refresh header: no script).
@@ -94,6 +98,7 @@ def edition(day: str) -> Any:
         dropped: list[Article] = []
         tests: list[SendLog] = []
         ledger_counts: dict[str, int] = {}
+        clicks: dict[str, Any] | None = None
         if ed is not None:
             items = [ItemView(i.article_id, i.article.title, i.article.section,
                               i.article.author, i.article.published_at, i.article.link,
@@ -104,6 +109,7 @@ def edition(day: str) -> Any:
                                                           SendLog.kind == "test")
                                     .order_by(SendLog.id.desc()).limit(10)))
             ledger_counts = live_counts(db, ed.id)
+            clicks = edition_stats(db, ed) if ed.state in REPORTED_STATES else None
             db.expunge_all()
         window = None if ed is not None else window_for(db, app.settings, the_day)
     job = send.registry(current_app).get(the_day)
@@ -115,7 +121,7 @@ def edition(day: str) -> Any:
         text=fill_preview(app.settings, ed, ed.text) if ed else "", window=window,
         due=send_instant(app.settings, the_day), is_today=the_day == today(app),
         preflight=ed.preflight if ed and ed.preflight else None, now=now,
-        html_kb=len(ed.html.encode()) / 1024 if ed else 0,
+        html_kb=len(ed.html.encode()) / 1024 if ed else 0, clicks=clicks,
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailer import ledger
 from mailer.app import App
+from mailer.clicks.report import DayClicks
 from mailer.feedback.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
 from mailer.models import (
     AMBIGUOUS,
@@ -243,3 +244,36 @@ def unsubscribe_requests(session: Session, *, now: datetime,
     # (set aside by staff after the latest request: not listed until another one comes)
     return [r for r in found.values() if r.subscriber_id not in kept
             or kept[r.subscriber_id] < r.at]
+
+
+@dataclass
+class ClickChart:
+    """The dashboard's 30 days of clicks: each sent edition's click rate and donate clicks,
+    as two bars side by side, each series scaled to its own highest day."""
+
+    width: int
+    height: int
+    bar_width: float
+    rate: list[Bar] = field(default_factory=list)
+    donate: list[Bar] = field(default_factory=list)
+    peak_rate: float = 0.0
+    peak_donate: int = 0
+
+
+def click_chart(history: list[DayClicks], *, width: int = 600, height: int = 160) -> ClickChart:
+    peak_rate = max([d.click_rate for d in history] + [0.0])
+    peak_donate = max([d.donate_clicks for d in history] + [0])
+    step = width / max(1, len(history))
+    bar = max(1.0, step * 0.35)
+    chart = ClickChart(width=width, height=height, bar_width=round(bar, 1),
+                       peak_rate=peak_rate, peak_donate=peak_donate)
+    room = height - 10
+    for i, d in enumerate(history):
+        x = i * step + (step - 2 * bar) / 2
+        label = (f"{d.day:%a %d %b}: click rate {d.click_rate * 100:.1f}%, "
+                 f"{d.donate_clicks} donate clicks")
+        up = room * d.click_rate / peak_rate if peak_rate else 0.0
+        chart.rate.append(Bar(round(x, 1), round(height - up, 1), round(up, 1), label))
+        up = room * d.donate_clicks / peak_donate if peak_donate else 0.0
+        chart.donate.append(Bar(round(x + bar, 1), round(height - up, 1), round(up, 1), label))
+    return chart

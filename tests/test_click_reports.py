@@ -1,0 +1,134 @@
+"""What staff read after "sent": `mailer editions stats` and the console's click report.
+
+Real clicks through the real redirect after a real send (tests/support/clicks.py): readers
+with browser headers, a gateway that follows every link, the trap among them; then the
+figures through the CLI (JSON and text), the edition page, its CSV and the dashboard.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from mailer.accounts import ADMIN, add_staff
+from mailer.app import App
+from mailer.cli import cli
+from mailer.clock import FixedClock
+from mailer.models import Delivery, EditionLink
+from tests.support.clicks import Copy, client_for, flush, follow, sent_edition
+
+PASSWORD = "a long staff password"
+GATEWAY = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                         "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"}
+
+
+def clicked(app: App, tmp_path: Path, clock: FixedClock, mode: str) -> tuple[str, list[Copy]]:
+    """Four readers; reader 0 clicks the lead twice, reader 1 the lead and the donate button,
+    reader 2 the sign-up prompt; a gateway follows every link of reader 3's copy."""
+    day, copies = sent_edition(app, tmp_path, readers=4, click_tracking=mode)
+    with app.sessions() as s:
+        kinds = {row.position: row.kind for row in s.scalars(select(EditionLink))}
+    client = client_for(app)
+
+    def link(copy: Copy, kind: str) -> str:
+        from mailer.clicks.tokens import LinkSigner
+        signer = LinkSigner("test-secret-key")
+        return next(u for u in copy.text_links
+                    if kinds[signer.read(u.rsplit("/r/", 1)[1]).position] == kind)
+
+    for url in dict.fromkeys(copies[3].html_links):
+        follow(client, url, headers=GATEWAY, address="192.0.2.1")
+    plan = [(0, "article"), (0, "article"), (1, "article"), (1, "donate"), (2, "signup")]
+    for reader, kind in plan:
+        clock.advance(minutes=5)
+        follow(client, link(copies[reader], kind), address=f"198.51.100.{reader}")
+    flush(client)
+    return day.isoformat(), copies
+
+
+def stats(app: App, day: str, *flags: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["editions", "stats", day, *flags],
+                                env={"MAILER_DATABASE_URL": app.settings.database_url})
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("mode", ["aggregate", "per-reader"])
+def test_stats_json_counts_readers_and_sets_scanners_apart(app: App, tmp_path: Path,
+                                                           clock: FixedClock, mode: str) -> None:
+    day, _ = clicked(app, tmp_path, clock, mode)
+    code, out = stats(app, day, "--json")
+    assert code == 0, out
+    s = json.loads(out)
+    assert s["delivered"] == 4
+    assert s["clicks_human"] == 5
+    assert s["clicks_total"] == s["clicks_human"] + s["clicks_filtered"]
+    assert s["clicks_filtered"] >= 10 and set(s["filtered_by"]) == {"trap"}
+    assert s["donate_clicks_human"] == 1 and s["signup_clicks_human"] == 1
+    if mode == "per-reader":  # three readers of four clicked
+        assert (s["click_rate_basis"], s["click_rate"], s["unique_clickers"]) == (
+            "unique_clickers", 0.75, 3)
+    else:
+        assert (s["click_rate_basis"], s["click_rate"]) == ("clicks", 1.25)
+    top = s["links"][0]
+    assert top["kind"] == "article" and top["clicks_human"] == 3
+    assert "utm_" not in top["url"] and top["title"]
+    assert [row["clicks_human"] for row in s["links"]] == sorted(
+        (row["clicks_human"] for row in s["links"]), reverse=True)
+    assert {row["kind"] for row in s["links"]} == {"article", "donate", "signup", "archive"}
+    assert s["gifts"] == {"count": 0, "amounts": {}}
+    assert "opens" not in s
+    code, text = stats(app, day)
+    assert code == 0 and "5 by readers" in text and "donate clicks 1" in text
+    assert stats(app, "2026-01-01")[0] != 0
+
+
+@pytest.fixture
+def staff(app: App) -> FlaskClient:
+    with app.sessions.begin() as s:
+        add_staff(s, "admin@labourlist.org", PASSWORD, role=ADMIN)
+    client = client_for(app, MAILER_SEND_INLINE=True)
+    page = client.get("/staff/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    answer = client.post("/staff/login", data={"csrf_token": token.group(1),
+                                                 "email": "admin@labourlist.org",
+                                                 "password": PASSWORD})
+    assert answer.status_code == 303
+    return client
+
+
+def test_the_console_shows_the_ranking_the_csv_and_the_30_days(
+        app: App, tmp_path: Path, clock: FixedClock, staff: FlaskClient) -> None:
+    day, _ = clicked(app, tmp_path, clock, "aggregate")
+    page = staff.get(f"/staff/editions/{day}").get_data(as_text=True)
+    assert "What readers clicked" in page and 'id="link-clicks"' in page
+    assert "Donate button <strong>1</strong>" in page
+    rows = re.findall(r'<td class="num">(\d+)</td>\s*<td><svg class="bar"', page)
+    assert rows[0] == "3" and [int(r) for r in rows] == sorted(map(int, rows), reverse=True)
+    answer = staff.get(f"/staff/editions/{day}/clicks.csv")
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    table = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert table[0]["rank"] == "1" and table[0]["clicks_human"] == "3"
+    assert staff.get("/staff/editions/2026-01-01/clicks.csv").status_code == 404
+    dashboard = staff.get("/staff/").get_data(as_text=True)
+    assert 'id="click-history"' in dashboard and "125.0%" in dashboard
+
+
+def test_a_title_that_is_a_formula_is_defused_in_the_csv(
+        app: App, tmp_path: Path, clock: FixedClock, staff: FlaskClient) -> None:
+    day, _ = clicked(app, tmp_path, clock, "aggregate")
+    with app.sessions.begin() as s:
+        row = s.scalars(select(EditionLink).where(EditionLink.kind == "article")).first()
+        assert row is not None
+        row.title = '=HYPERLINK("https://evil.example/","x")'
+        assert s.scalar(select(Delivery.id)) is not None
+    text = staff.get(f"/staff/editions/{day}/clicks.csv").get_data(as_text=True)
+    assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text
