@@ -92,6 +92,9 @@ class Settings:
     # The weekly digest, for readers who chose it: day and local time, and how many stories.
     weekly_send: str = "sat 08:00"
     weekly_stories: int = 10
+    # Whether readers are offered the weekly digest. Off until the weekly edition is sent
+    # (docs/web.md): a reader who chose it would otherwise keep getting the daily.
+    weekly_digest: bool = False
     # A welcome email to each reader once, when they confirm (template welcome.mjml.j2).
     welcome_email: bool = True
 

@@ -42,6 +42,7 @@ from tests.test_web_public import (
 
 @pytest.fixture
 def web(app: App) -> Flask:
+    app.settings = app.settings.replace(weekly_digest=True)  # the weekly choice offered
     return create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True})
 
 
@@ -267,7 +268,8 @@ def live(tmp_path: Path) -> Iterator[tuple[LiveServer, App]]:
     holder: dict[str, App] = {}
 
     def build(url: str) -> Any:
-        app = App.create(make_settings(tmp_path, base_url=url), clock=Clock())
+        app = App.create(make_settings(tmp_path, base_url=url, weekly_digest=True),
+                         clock=Clock())
         init_db(app.engine)
         holder["app"] = app
         return create_app(app)
@@ -296,3 +298,16 @@ def test_choosing_sections_in_chromium(live: tuple[LiveServer, App]) -> None:
         assert not tab.get_by_role("checkbox", name="News").is_checked()
         assert tab.console_errors == []
     assert choices(app, "browser@example.org") == (ACTIVE, WEEKLY, "Comment;Analysis")
+
+
+def test_the_weekly_is_not_offered_until_it_is_sent(app: App) -> None:
+    """With `weekly_digest` off (the default while the weekly edition is not sent), no page
+    offers it and a crafted form cannot choose it: a reader would keep getting the daily."""
+    client = create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True}).test_client()
+    assert 'value="weekly"' not in client.get("/subscribe").text
+    sub_id = add_sub(app)
+    assert "Send me the weekly instead" not in client.get(unsub_path(app, sub_id)).text
+    path = prefs_path(app, sub_id)
+    token = csrf_from(client, path)
+    client.post(path, data={"csrf_token": token, "action": "choices", "frequency": "weekly"})
+    assert choices(app, "reader@example.org")[1] == "daily"

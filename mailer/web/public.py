@@ -46,7 +46,7 @@ from werkzeug.wrappers import Response
 from mailer import optin
 from mailer.app import App
 from mailer.choices import InvalidChoice, parse_frequency, parse_sections, split
-from mailer.models import PENDING, SENT, Edition
+from mailer.models import PENDING, SENT, WEEKLY, Edition
 from mailer.render import long_date, weekly_day
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.tokens import PREFERENCES, BadToken, make_token, read_token
@@ -102,7 +102,8 @@ def _context() -> dict[str, Any]:
     return {"brand": brand(app), "postal_address": app.settings.postal_address,
             "long_date": long_date, "contact": parseaddr(app.settings.reply_to)[1],
             "staff_only": optin.STAFF_ONLY, "offered_sections": app.settings.sections,
-            "weekly_day": weekly_day(app.settings.weekly_send), "split_sections": split}
+            "weekly_day": weekly_day(app.settings.weekly_send), "split_sections": split,
+            "weekly_offered": app.settings.weekly_digest}
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def read_choices(form: MultiDict[str, str]) -> FormChoices:
     with `SECTIONS_SHOWN`; a form without it (or without any `sections`) changes none."""
     raw_frequency = form.get("frequency")
     frequency = parse_frequency(raw_frequency) if raw_frequency is not None else None
+    if frequency == WEEKLY and not mailer_app().settings.weekly_digest:
+        frequency = None  # not on offer: a form cannot choose what would not be sent
     ticked = form.getlist("sections")
     sections = None
     if ticked or form.get(SECTIONS_SHOWN):
