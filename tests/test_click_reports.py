@@ -11,6 +11,8 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,12 @@ from sqlalchemy import select
 from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.cli import cli
+from mailer.clicks.report import click_history
 from mailer.clock import FixedClock
-from mailer.models import Delivery, EditionLink
+from mailer.db import init_db
+from mailer.models import Delivery, Edition, EditionLink
 from tests.support.clicks import Copy, client_for, flush, follow, sent_edition
+from tests.support.settings import make_settings
 
 PASSWORD = "a long staff password"
 GATEWAY = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -60,9 +65,19 @@ def stats(app: App, day: str, *flags: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.fixture
+def db_app(database_url: str, tmp_path: Path, clock: FixedClock) -> Iterator[App]:
+    """An App on SQLite and on PostgreSQL: the report's grouped queries run on both."""
+    application = App.create(make_settings(tmp_path, database_url=database_url), clock=clock)
+    init_db(application.engine)
+    yield application
+    application.close()
+
+
 @pytest.mark.parametrize("mode", ["aggregate", "per-reader"])
-def test_stats_json_counts_readers_and_sets_scanners_apart(app: App, tmp_path: Path,
+def test_stats_json_counts_readers_and_sets_scanners_apart(db_app: App, tmp_path: Path,
                                                            clock: FixedClock, mode: str) -> None:
+    app = db_app
     day, _ = clicked(app, tmp_path, clock, mode)
     code, out = stats(app, day, "--json")
     assert code == 0, out
@@ -71,6 +86,7 @@ def test_stats_json_counts_readers_and_sets_scanners_apart(app: App, tmp_path: P
     assert s["clicks_human"] == 5
     assert s["clicks_total"] == s["clicks_human"] + s["clicks_filtered"]
     assert s["clicks_filtered"] >= 10 and set(s["filtered_by"]) == {"trap"}
+    assert sum(s["filtered_by"].values()) == s["clicks_filtered"]
     assert s["donate_clicks_human"] == 1 and s["signup_clicks_human"] == 1
     if mode == "per-reader":  # three readers of four clicked
         assert (s["click_rate_basis"], s["click_rate"], s["unique_clickers"]) == (
@@ -83,11 +99,27 @@ def test_stats_json_counts_readers_and_sets_scanners_apart(app: App, tmp_path: P
     assert [row["clicks_human"] for row in s["links"]] == sorted(
         (row["clicks_human"] for row in s["links"]), reverse=True)
     assert {row["kind"] for row in s["links"]} == {"article", "donate", "signup", "archive"}
+    assert sum(row["clicks_human"] for row in s["links"]) == s["clicks_human"]
     assert s["gifts"] == {"count": 0, "amounts": {}}
     assert "opens" not in s
+    with app.sessions() as session:  # the dashboard's series agrees with the report
+        assert [astuple(d) for d in click_history(session, clock.today(app.settings.tz))] == [
+            (clock.today(app.settings.tz), 4, s["click_rate"], s["click_rate_basis"], 1)]
     code, text = stats(app, day)
     assert code == 0 and "5 by readers" in text and "donate clicks 1" in text
     assert stats(app, "2026-01-01")[0] != 0
+
+
+def test_history_leaves_out_editions_sent_without_click_tracking(
+        app: App, tmp_path: Path, clock: FixedClock) -> None:
+    clicked(app, tmp_path, clock, "aggregate")
+    today = clock.today(app.settings.tz)
+    with app.sessions.begin() as session:
+        assert [d.click_rate for d in click_history(session, today)] == [1.25]
+        edition = session.scalars(select(Edition)).one()
+        edition.click_tracking = "off"  # (as if rendered with click_tracking = "off")
+        session.flush()
+        assert click_history(session, today) == []
 
 
 @pytest.fixture
