@@ -26,7 +26,7 @@ from mailer.cli import cli
 from mailer.clicks.report import click_history
 from mailer.clock import FixedClock
 from mailer.db import init_db
-from mailer.models import Delivery, Edition, EditionLink
+from mailer.models import Delivery, Edition, EditionLink, Gift
 from tests.support.clicks import Copy, client_for, flush, follow, sent_edition
 from tests.support.settings import make_settings
 
@@ -107,7 +107,11 @@ def test_stats_json_counts_readers_and_sets_scanners_apart(db_app: App, tmp_path
             (clock.today(app.settings.tz), 4, s["click_rate"], s["click_rate_basis"], 1)]
     code, text = stats(app, day)
     assert code == 0 and "5 by readers" in text and "donate clicks 1" in text
-    assert stats(app, "2026-01-01")[0] != 0
+
+
+def test_an_unknown_day_is_one_line_and_exit_1(app: App) -> None:
+    code, out = stats(app, "2026-01-01")
+    assert (code, out.strip().count("\n")) == (1, 0) and "2026-01-01" in out, out
 
 
 def test_history_leaves_out_editions_sent_without_click_tracking(
@@ -120,6 +124,33 @@ def test_history_leaves_out_editions_sent_without_click_tracking(
         edition.click_tracking = "off"  # (as if rendered with click_tracking = "off")
         session.flush()
         assert click_history(session, today) == []
+
+
+def test_opens_are_apart_and_labelled_unreliable_and_gifts_are_counted(
+        app: App, tmp_path: Path, clock: FixedClock, staff: FlaskClient) -> None:
+    day, copies = sent_edition(app, tmp_path, readers=2, open_tracking=True)
+    pixels = [next(u for u in copy.html_links if "/o/" in u) for copy in copies]
+    client = client_for(app)
+    for reader, pixel in enumerate(pixels):
+        clock.advance(minutes=3)
+        assert follow(client, pixel, address=f"198.51.100.{reader}").status_code == 200
+    clock.advance(minutes=3)
+    follow(client, copies[0].text_links[0], address="198.51.100.0")
+    flush(client)
+    with app.sessions.begin() as session:
+        edition = session.scalars(select(Edition)).one()
+        session.add_all([
+            Gift(reference=f"g{n}", given_on=clock.today(app.settings.tz), amount_minor=minor,
+                 currency="GBP", edition_id=edition.id) for n, minor in enumerate((1000, 550))])
+    code, out = stats(app, day.isoformat(), "--json")
+    s = json.loads(out)
+    assert (s["opens"], s["opens_reliable"], s["clicks_total"], s["clicks_human"]) == (
+        2, False, 1, 1)
+    assert s["gifts"] == {"count": 2, "amounts": {"GBP": "15.50"}}
+    assert "unreliable" in stats(app, day.isoformat())[1]
+    page = staff.get(f"/staff/editions/{day.isoformat()}").get_data(as_text=True)
+    assert "Opens: 2 (unreliable" in page
+    assert re.search(r"gifts attributed\s*<strong>2</strong>, 15.50 GBP", page)
 
 
 @pytest.fixture
