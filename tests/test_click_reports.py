@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
@@ -195,3 +195,16 @@ def test_a_title_that_is_a_formula_is_defused_in_the_csv(
         assert s.scalar(select(Delivery.id)) is not None
     text = staff.get(f"/staff/editions/{day}/clicks.csv").get_data(as_text=True)
     assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text
+
+
+def test_a_send_stopped_part_way_still_shows_what_its_readers_clicked(
+        app: App, tmp_path: Path, clock: FixedClock, staff: FlaskClient) -> None:
+    day, _ = clicked(app, tmp_path, clock, "aggregate")
+    with app.sessions.begin() as s:
+        s.scalars(select(Edition)).one().state = "cancelled"
+    page = staff.get(f"/staff/editions/{day}").get_data(as_text=True)
+    assert "What readers clicked" in page and "Donate button <strong>1</strong>" in page
+    with app.sessions.begin() as s:  # stopped before anyone received it: nothing to report
+        s.execute(update(Delivery).values(state="failed"))
+    assert "What readers clicked" not in staff.get(f"/staff/editions/{day}").get_data(
+        as_text=True)

@@ -28,10 +28,14 @@ from mailer.clicks.store import load_links
 from mailer.models import (
     ARCHIVE,
     ARTICLE,
+    CANCELLED,
     DELIVERED,
     DONATE,
+    FAILED,
     HUMAN,
     OPEN,
+    PAUSED_SEND,
+    SENDING,
     SENT,
     SIGNUP,
     Click,
@@ -42,6 +46,9 @@ from mailer.models import (
 
 #: The kinds a report lists, in the JSON's words.
 REPORTED = (ARTICLE, DONATE, SIGNUP, ARCHIVE)
+#: Editions that went out; and ones that stopped, perhaps after reaching some readers.
+WENT_OUT = (SENDING, PAUSED_SEND, SENT)
+STOPPED = (CANCELLED, FAILED)
 
 
 def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
@@ -102,6 +109,16 @@ def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
                              if kind.get(position) == OPEN and verdict == HUMAN)
         stats["opens_reliable"] = False
     return stats
+
+
+def sent_edition_stats(session: Session, edition: Edition) -> dict[str, Any] | None:
+    """`edition_stats` for an edition readers received: one sending, paused or sent, or
+    cancelled or failed after delivering to someone (its readers click all the same); None
+    for one that never went out, which has nothing to report."""
+    if edition.state not in WENT_OUT + STOPPED:
+        return None
+    stats = edition_stats(session, edition)
+    return stats if edition.state in WENT_OUT or stats["delivered"] else None
 
 
 def _unique_clickers(session: Session, edition_id: int, links: dict[int, Any]) -> int:

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from mailer import audit, editions_control, ledger, pipeline, preflight
 from mailer.app import App
-from mailer.clicks.report import edition_stats
+from mailer.clicks.report import sent_edition_stats
 from mailer.edition import (
     EDITABLE,
     build_edition,
@@ -32,7 +32,7 @@ from mailer.edition import (
     window_for,
 )
 from mailer.errors import FeedError, MailerError
-from mailer.models import PAUSED_SEND, SENDING, SENT, Article, Edition, EditionArticle, SendLog
+from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
 from mailer.subscribers import InvalidAddress, counts, normalise_email
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP
@@ -46,9 +46,6 @@ from mailer.web.staff.auth import (
     today,
 )
 from mailer.web.staff.stats import live_counts
-
-#: Editions whose page shows what readers clicked.
-REPORTED_STATES = (SENDING, PAUSED_SEND, SENT)
 
 MAX_TEST_RECIPIENTS = 20
 #: How often the progress page reloads itself while a send runs (a Refresh header: no script).
@@ -109,7 +106,7 @@ def edition(day: str) -> Any:
                                                           SendLog.kind == "test")
                                     .order_by(SendLog.id.desc()).limit(10)))
             ledger_counts = live_counts(db, ed.id)
-            clicks = edition_stats(db, ed) if ed.state in REPORTED_STATES else None
+            clicks = sent_edition_stats(db, ed)
             db.expunge_all()
         window = None if ed is not None else window_for(db, app.settings, the_day)
     job = send.registry(current_app).get(the_day)
