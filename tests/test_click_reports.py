@@ -107,6 +107,7 @@ def test_stats_json_counts_readers_and_sets_scanners_apart(db_app: App, tmp_path
             (clock.today(app.settings.tz), 4, s["click_rate"], s["click_rate_basis"], 1)]
     code, text = stats(app, day)
     assert code == 0 and "5 by readers" in text and "donate clicks 1" in text
+    assert f"{s['clicks_total']} in all" in text
 
 
 def test_an_unknown_day_is_one_line_and_exit_1(app: App) -> None:
@@ -174,6 +175,7 @@ def test_the_console_shows_the_ranking_the_csv_and_the_30_days(
     page = staff.get(f"/staff/editions/{day}").get_data(as_text=True)
     assert "What readers clicked" in page and 'id="link-clicks"' in page
     assert "Donate button <strong>1</strong>" in page
+    assert re.search(r"(\d+) filtered as scanners or previews\s*\(trap \1\);\s*\d+ in all", page)
     rows = re.findall(r'<td class="num">(\d+)</td>\s*<td><svg class="bar"', page)
     assert rows[0] == "3" and [int(r) for r in rows] == sorted(map(int, rows), reverse=True)
     answer = staff.get(f"/staff/editions/{day}/clicks.csv")

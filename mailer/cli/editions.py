@@ -191,7 +191,8 @@ def _stats_lines(s: dict[str, Any]) -> list[str]:
     lines = [
         f"edition {s['edition']} ({s['state']}, click tracking {s['click_tracking']}): "
         f"{s['subject']}",
-        f"delivered {s['delivered']}; clicks: {s['clicks_human']} by readers, "
+        f"delivered {s['delivered']}; clicks: {s['clicks_total']} in all, "
+        f"{s['clicks_human']} by readers, "
         f"{s['clicks_filtered']} filtered ({filtered}); click rate "
         f"{s['click_rate'] * 100:.1f}% ({basis} / delivered)",
         f"donate clicks {s['donate_clicks_human']}; sign-up clicks "
