@@ -315,8 +315,9 @@ def test_the_running_daemon_follows_a_send_time_changed_in_the_console(
         while time.monotonic() < deadline:
             with app.sessions() as session:
                 edition = get_edition(session, day)
-                if edition is not None and edition.state == SENT:
-                    break
+            # (the late alert goes out after the edition is marked sent: wait for both)
+            if edition is not None and edition.state == SENT and alerts_in(app):
+                break
             time.sleep(0.1)
         recipients = Counter(str(m["To"]).split("<")[-1].rstrip(">") for m in outbox(app)
                              if not m["X-Mailer-Alert"])
