@@ -26,7 +26,7 @@ from mailer.cli import cli
 from mailer.clicks.report import click_history
 from mailer.clock import FixedClock
 from mailer.db import init_db
-from mailer.models import Delivery, Edition, EditionLink, Gift
+from mailer.models import AuditEntry, Delivery, Edition, EditionLink, Gift
 from tests.support.clicks import Copy, client_for, flush, follow, sent_edition
 from tests.support.settings import make_settings
 
@@ -183,6 +183,8 @@ def test_the_console_shows_the_ranking_the_csv_and_the_30_days(
     table = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
     assert table[0]["rank"] == "1" and table[0]["clicks_human"] == "3"
     assert staff.get("/staff/editions/2026-01-01/clicks.csv").status_code == 404
+    # An aggregate edition's clicks name nobody: no list of readers.
+    assert staff.get(f"/staff/editions/{day}/clickers.csv").status_code == 404
     dashboard = staff.get("/staff/").get_data(as_text=True)
     assert 'id="click-history"' in dashboard and "125.0%" in dashboard
 
@@ -210,3 +212,20 @@ def test_a_send_stopped_part_way_still_shows_what_its_readers_clicked(
         s.execute(update(Delivery).values(state="failed"))
     assert "What readers clicked" not in staff.get(f"/staff/editions/{day}").get_data(
         as_text=True)
+
+
+def test_per_reader_editions_say_who_clicked_to_admins_only(
+        app: App, tmp_path: Path, clock: FixedClock, staff: FlaskClient) -> None:
+    """Per-reader measurement exists for re-engagement: an admin downloads the readers who
+    clicked (audited); an aggregate edition's clicks name nobody (404)."""
+    day, _ = clicked(app, tmp_path, clock, "per-reader")
+    page = staff.get(f"/staff/editions/{day}").get_data(as_text=True)
+    assert "Download the readers who clicked" in page
+    answer = staff.get(f"/staff/editions/{day}/clickers.csv")
+    assert answer.status_code == 200
+    table = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert [(r["email"], r["clicks_human"]) for r in table] == [
+        ("reader0@example.org", "2"), ("reader1@example.org", "2"), ("reader2@example.org", "1")]
+    assert "reader3@example.org" not in answer.get_data(as_text=True)  # the gateway's copy
+    with app.sessions() as s:
+        assert "clickers-exported" in set(s.scalars(select(AuditEntry.action)))

@@ -178,3 +178,17 @@ def click_history(session: Session, today: date, days: int = 30) -> list[DayClic
         out.append(DayClicks(day, delivered, round(rate_of / delivered, 4) if delivered else 0.0,
                              "unique_clickers" if per_reader else "clicks", donate))
     return out
+
+
+def readers_who_clicked(session: Session, edition_id: int) -> list[tuple[str, str, int]]:
+    """(address, first name, human clicks) of each reader who clicked, most clicks first: for
+    re-engaging readers, only from per-reader editions (aggregate clicks name nobody), and
+    never an erased reader (erasure unlinks their clicks)."""
+    rows = session.execute(
+        select(Delivery.email, Delivery.first_name, func.count(Click.id))
+        .join(Click, Click.delivery_id == Delivery.id)
+        .where(Click.edition_id == edition_id, Delivery.edition_id == edition_id,
+               Click.verdict == HUMAN)
+        .group_by(Delivery.email, Delivery.first_name)
+        .order_by(func.count(Click.id).desc(), Delivery.email))
+    return [(email, first, n) for email, first, n in rows]
