@@ -24,6 +24,9 @@ from dataclasses import dataclass
 LINK_MAC = 8
 READER_MAC = 6
 MAX_TOKEN = 80  # characters; anything longer is not one of ours
+#: Verified link parts remembered, so a popular link is not re-verified on every click.
+#: Only parts whose signature checked are kept: a forged one can never be served from it.
+VERIFIED_CACHE = 4096
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
@@ -51,6 +54,7 @@ class LinkSigner:
                        hashlib.sha256).digest()
         self._link = hmac.new(key, b"L", hashlib.sha256)
         self._reader = hmac.new(key, b"R", hashlib.sha256)
+        self._verified: dict[str, tuple[int, int]] = {}
 
     def link_token(self, edition_id: int, position: int) -> str:
         """The per-edition part, the same in every recipient's copy."""
@@ -68,6 +72,19 @@ class LinkSigner:
         if not token or len(token) > MAX_TOKEN:
             raise BadLinkToken("not a link token")
         link_part, dot, reader_part = token.partition(".")
+        numbers = self._verified.get(link_part)
+        if numbers is None:
+            numbers = self._verify_link(link_part)
+            if len(self._verified) >= VERIFIED_CACHE:
+                self._verified.clear()  # a whole new set is cheaper than an LRU's upkeep
+            self._verified[link_part] = numbers
+        edition_id, position = numbers
+        if not dot:
+            return LinkRef(edition_id, position)
+        delivery_id = self._read_reader(edition_id, reader_part)
+        return LinkRef(edition_id, position, delivery_id, reader_forged=delivery_id is None)
+
+    def _verify_link(self, link_part: str) -> tuple[int, int]:
         raw = _unb64(link_part)
         if raw is None or len(raw) <= LINK_MAC:
             raise BadLinkToken("not a link token")
@@ -77,11 +94,7 @@ class LinkSigner:
         numbers = _read_uvarints(payload)
         if numbers is None or len(numbers) != 2:
             raise BadLinkToken("not a link token")
-        edition_id, position = numbers
-        if not dot:
-            return LinkRef(edition_id, position)
-        delivery_id = self._read_reader(edition_id, reader_part)
-        return LinkRef(edition_id, position, delivery_id, reader_forged=delivery_id is None)
+        return numbers[0], numbers[1]
 
     def _read_reader(self, edition_id: int, part: str) -> int | None:
         raw = _unb64(part)
