@@ -40,8 +40,13 @@ _FINGERPRINT_CHUNK = 500
 
 def is_prefetch(environ: dict[str, object]) -> bool:
     """Browsers and proxies say so when they fetch ahead of a person."""
-    return any("prefetch" in str(environ.get(h, "")).lower()
-               or "preview" in str(environ.get(h, "")).lower() for h in _PREFETCH_HEADERS)
+    for header in _PREFETCH_HEADERS:
+        value = environ.get(header)
+        if value:
+            said = str(value).lower()
+            if "prefetch" in said or "preview" in said:
+                return True
+    return False
 
 
 @lru_cache(maxsize=16384)
