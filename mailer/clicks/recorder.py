@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,25 @@ class Hit:
     delivery_id: int | None = None
     prefetch: bool = False
     trap: bool = False
+
+
+def _insert_clicks(session: Session, rows: list[tuple[int, int, datetime, str, str,
+                                                     int | None]]) -> None:
+    """One driver-level executemany of (edition, position, at, verdict, fingerprint,
+    delivery) rows. SQLAlchemy's Core INSERT processes every parameter of every row in
+    Python, on the thread that shares the interpreter lock with the redirects; here only
+    `at` is converted, by the column type's own processor (so the stored form is the one
+    the ORM writes and reads)."""
+    connection = session.connection()
+    dialect = connection.dialect
+    to_db = _CLICKS.c.at.type.dialect_impl(dialect).bind_processor(dialect)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = ("edition_id", "position", "at", "verdict", "fingerprint", "delivery_id")
+    sql = (f"INSERT INTO {_CLICKS.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join([mark] * len(columns))})")
+    if to_db is not None:
+        rows = [(e, p, to_db(at), v, f, d) for e, p, at, v, f, d in rows]
+    connection.exec_driver_sql(sql, rows)
 
 
 class ClickRecorder:
@@ -131,9 +150,8 @@ class ClickRecorder:
                      first_verdict(prefetch=hit.prefetch, user_agent=hit.user_agent,
                                    trap=hit.trap)) for hit in kept]
             outcome = self._classifier.classify(rows, sent)
-            session.execute(insert(_CLICKS), [
-                {"edition_id": edition_id, "position": position, "at": at, "verdict": verdict,
-                 "fingerprint": fp, "delivery_id": hit.delivery_id}
+            _insert_clicks(session, [
+                (edition_id, position, at, verdict, fp, hit.delivery_id)
                 for (edition_id, position, at, fp, _), verdict, hit
                 in zip(rows, outcome.verdicts, kept, strict=True)])
             by_edition: dict[int, set[str]] = {}
