@@ -175,9 +175,12 @@ DRAFT, READY, SENDING, PAUSED_SEND, SENT, SKIPPED, CANCELLED, FAILED = (
 
 class Edition(Base):
     __tablename__ = "editions"
+    __table_args__ = (UniqueConstraint("kind", "edition_date", name="uq_editions_kind_date"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    edition_date: Mapped[date] = mapped_column(Date, unique=True)
+    #: DAILY (the weekday round-up) or WEEKLY (the digest): one edition of each kind a date.
+    kind: Mapped[str] = mapped_column(String(10), default=DAILY, server_default="daily")
+    edition_date: Mapped[date] = mapped_column(Date)
     state: Mapped[str] = mapped_column(String(20), default=DRAFT, index=True)
     subject: Mapped[str] = mapped_column(String(300), default="")
     preheader: Mapped[str] = mapped_column(String(300), default="")
