@@ -92,6 +92,8 @@ class Settings:
     # The weekly digest, for readers who chose it: day and local time, and how many stories.
     weekly_send: str = "sat 08:00"
     weekly_stories: int = 10
+    weekly_subject: str = "LabourList Weekly: the week to {date}"
+    weekly_preheader: str = "The week's most-read news and comment from the labour movement"
     # Whether readers are offered the weekly digest. Off until the weekly edition is sent
     # (docs/web.md): a reader who chose it would otherwise keep getting the daily.
     weekly_digest: bool = False
@@ -169,6 +171,17 @@ class Settings:
     @property
     def send_hour_minute(self) -> tuple[int, int]:
         hour, minute = self.send_time.split(":")
+        return int(hour), int(minute)
+
+    @property
+    def weekly_weekday(self) -> int:
+        """The weekday (Monday=0) of `weekly_send`."""
+        day = self.weekly_send.strip().lower()[:3]
+        return ("mon", "tue", "wed", "thu", "fri", "sat", "sun").index(day)
+
+    @property
+    def weekly_hour_minute(self) -> tuple[int, int]:
+        hour, minute = self.weekly_send.strip().split()[1].split(":")
         return int(hour), int(minute)
 
     @property
@@ -293,7 +306,7 @@ def validate(s: Settings) -> None:
            "must be a short name of letters, digits, '.', '_' or '-'")
     _check("feed_timeout", s.feed_timeout > 0, "must be positive")
     _check("feed_max_pages", s.feed_max_pages >= 1, "must be at least 1")
-    for key in ("from_addr", "reply_to", "bounce_address", "list_id", "subject",
+    for key in ("from_addr", "reply_to", "bounce_address", "list_id", "subject", "weekly_subject",
                 "unsubscribe_mailto"):
         value = getattr(s, key)
         _check(key, "\r" not in value and "\n" not in value, "must not contain a line break")

@@ -85,6 +85,8 @@ class EditionView:
     #: unreachable by a person, and the open pixel; "" when off.
     trap_url: str = ""
     pixel_url: str = ""
+    #: The weekly digest: the week's top stories, said so in the email.
+    weekly: bool = False
 
     @property
     def articles(self) -> list[ArticleView]:
@@ -148,6 +150,7 @@ def build_view(
     preheader: str = "",
     editor_note: str = "",
     most_read: Sequence[Article] = (),
+    weekly: bool = False,
 ) -> EditionView:
     """Shape the edition for the templates: the first article is the lead, the rest are
     grouped by section in the configured order (unknown sections after, in the order they
@@ -182,23 +185,33 @@ def build_view(
 
     day = long_date(edition_date)
     if not subject:
+        pattern = settings.weekly_subject if weekly else settings.subject
         try:
-            subject = settings.subject.format(date=day)
+            subject = pattern.format(date=day)
         except (AttributeError, KeyError, IndexError, ValueError):
-            subject = settings.subject.replace("{date}", day)
+            subject = pattern.replace("{date}", day)
+    default_preheader = settings.weekly_preheader if weekly else settings.preheader
     return EditionView(
         edition_date=edition_date,
         subject=_one_line(subject),
-        preheader=_one_line(_plain(preheader or settings.preheader)),
+        preheader=_one_line(_plain(preheader or default_preheader)),
         editor_note=_plain(editor_note, keep_newlines=True).strip(),
         lead=lead,
         sections=sections,
-        archive_url=f"{settings.base_url.rstrip('/')}/archive/{edition_date.isoformat()}",
+        archive_url=archive_url(settings, edition_date, weekly=weekly),
         donation_url=add_utm(settings.donation_url, settings, edition_date,
                              donation_content(settings, edition_date)),
         signup_url=add_utm(signup_url(settings), settings, edition_date, "signup"),
         most_read=popular,
+        weekly=weekly,
     )
+
+
+def archive_url(settings: Settings, edition_date: date, *, weekly: bool = False) -> str:
+    """The edition's page in the web archive (a weekly digest shares its date with a daily
+    edition, so it has a path of its own)."""
+    kind = "weekly/" if weekly else ""
+    return f"{settings.base_url.rstrip('/')}/archive/{kind}{edition_date.isoformat()}"
 
 
 def variant_view(view: EditionView, sections: Sequence[str]) -> EditionView:
@@ -220,6 +233,22 @@ def variant_view(view: EditionView, sections: Sequence[str]) -> EditionView:
         groups = [(n, items) for n, items in groups if items]
     return dataclasses.replace(view, lead=stories[0] if stories else None, sections=groups,
                                most_read=[a for a in view.most_read if kept(a)])
+
+
+def top_stories(view: EditionView, ranked: Sequence[int], limit: int,
+                sections: Sequence[str] = ()) -> EditionView:
+    """The weekly digest as a reader gets it: of the stories in `view`, the first `limit` in
+    `ranked` order (article ids, best first) within `sections` (all when empty), the best
+    leading. Stories keep their links, so one link list serves every reader's pick."""
+    wanted = {name.casefold() for name in sections}
+    by_id = {a.article_id: a for a in view.articles if a.article_id is not None}
+    picked = [i for i in ranked if i in by_id
+              and (not wanted or by_id[i].section.casefold() in wanted)][:limit]
+    keep = set(picked[1:])  # (the view's own lead is first in `ranked`: it leads or is out)
+    groups = [(name, [a for a in items if a.article_id in keep]) for name, items in view.sections]
+    return dataclasses.replace(view, lead=by_id[picked[0]] if picked else None,
+                               sections=[(n, items) for n, items in groups if items],
+                               most_read=[])
 
 
 def donation_content(settings: Settings, edition_date: date) -> str:

@@ -1,6 +1,7 @@
 """An edition for each choice of sections: rendered once per distinct choice, at the snapshot.
 
-Readers who chose some sections get the edition without the others (`render.variant_view`).
+Readers who chose some sections get the edition without the others (`edition.shown_view`:
+a daily edition's other sections left out, a weekly digest's top stories within theirs).
 The snapshot copies each reader's choice into the ledger (`Delivery.variant`); this module
 then renders the edition once per distinct choice in that audience, never per reader, and
 stores each rendering with its own per-reader slots (`EditionVariant`), which the
@@ -24,7 +25,7 @@ from mailer.choices import split
 from mailer.clicks.links import OFF, PER_READER, tracked_view
 from mailer.clicks.store import load_links
 from mailer.clicks.tokens import LinkSigner
-from mailer.edition import edition_view
+from mailer.edition import edition_view, shown_view
 from mailer.models import (
     DSKIPPED,
     QUEUED,
@@ -35,7 +36,7 @@ from mailer.models import (
     UTCDateTime,
 )
 from mailer.placeholders import Placeholders
-from mailer.render import Rendered, render_edition, variant_view
+from mailer.render import Rendered, render_edition
 
 NOTHING_TODAY = "nothing in the reader's sections today"
 SECTIONS_GONE = "sections-gone"
@@ -68,7 +69,7 @@ def render_variants(app: App, session: Session, edition: Edition) -> Variants:
         if not sections:
             widened += _widen(session, edition, variant)
             continue
-        shown = variant_view(view, sections)
+        shown = shown_view(edition, view, settings, sections)
         if not shown.articles:
             skipped += _count(session.execute(
                 update(Delivery).where(*rows, Delivery.state == QUEUED)
@@ -96,7 +97,8 @@ def preview_variant(app: App, edition: Edition, sections: list[str]) -> tuple[Re
     settings = app.settings
     with app.sessions() as session:
         edition = session.merge(edition, load=True)
-        view = variant_view(edition_view(session, settings, edition), sections)
+        view = shown_view(edition, edition_view(session, settings, edition), settings,
+                          sections)
         links = list(load_links(session, edition.id)) if edition.click_tracking != OFF else []
     placeholders = Placeholders.new()
     stories = len(view.articles)
