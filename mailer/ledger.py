@@ -15,7 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Dialect, bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.db import rowcount
@@ -25,6 +37,7 @@ from mailer.models import (
     AMBIGUOUS,
     BOUNCED,
     CLAIMED,
+    DAILY,
     DELIVERED,
     DFAILED,
     DSKIPPED,
@@ -58,14 +71,24 @@ class Claim(NamedTuple):
     variant: str = ""  # the reader's sections: which rendering they get ("" the whole)
 
 
-def snapshot(session: Session, edition: Edition) -> int:
-    """Queue every active subscriber not already in the ledger: one set-based INSERT ... SELECT."""
+def audience(frequency: str | None) -> list[ColumnElement[bool]]:
+    """Who an edition goes to: the active readers of `frequency` (None: every active
+    reader, which is the daily's audience while the weekly digest is not offered)."""
+    where = [Subscriber.status == ACTIVE]
+    if frequency is not None:
+        where.append(Subscriber.frequency == frequency)
+    return where
+
+
+def snapshot(session: Session, edition: Edition, frequency: str | None = None) -> int:
+    """Queue every reader of the edition's audience (`audience`) not already in the ledger:
+    one set-based INSERT ... SELECT."""
     s = Subscriber
     source = select(
         literal(edition.id), s.id, s.email, s.name, s.first_name, s.sections, literal(QUEUED),
         literal(0), literal(""), literal(""), literal(""), literal(""), literal(False),
     ).where(
-        s.status == ACTIVE,
+        *audience(frequency),
         ~exists().where(Delivery.edition_id == edition.id, Delivery.subscriber_id == s.id),
     )
     cols = ["edition_id", "subscriber_id", "email", "name", "first_name", "variant", "state",
@@ -411,14 +434,16 @@ def detached_edition(session: Session, edition_id: int) -> Edition | None:
     return edition
 
 
-def load_edition(sessions: sessionmaker[Session], day: date) -> Edition | None:
+def load_edition(sessions: sessionmaker[Session], day: date,
+                 kind: str = DAILY) -> Edition | None:
     """The edition for `day`, or None, read in a session of its own and detached from it.
 
     Callers (the CLI, the web views, the pipeline, the dispatcher) read its columns long
     after that session closed, and must never write through it by accident.
     """
     with sessions() as session:
-        edition = session.scalar(select(Edition).where(Edition.edition_date == day))
+        edition = session.scalar(select(Edition).where(Edition.kind == kind,
+                                                       Edition.edition_date == day))
         if edition is not None:
             session.expunge(edition)
         return edition

@@ -19,6 +19,7 @@ from mailer.app import App
 from mailer.clicks import retention
 from mailer.clicks.retention import Purged
 from mailer.collect import CollectResult, collect
+from mailer.config import Settings
 from mailer.db import rowcount
 from mailer.dbretry import is_outage
 from mailer.dispatch import Dispatcher, Progress
@@ -28,18 +29,21 @@ from mailer.locks import LeaseLock
 from mailer.message import MessageTemplate, new_message_id
 from mailer.models import (
     CANCELLED,
+    DAILY,
     PAUSED_SEND,
     SENDING,
     SENT,
     SKIPPED,
+    WEEKLY,
     Edition,
     EditionArticle,
     SendLog,
+    Subscriber,
 )
 from mailer.optin import reactivate_due
 from mailer.placeholders import Placeholders
 from mailer.preflight import spamassassin
-from mailer.subscribers import counts, normalise_email
+from mailer.subscribers import normalise_email
 from mailer.transports import from_dsn
 from mailer.transports.base import Outgoing
 from mailer.variants import render_variants
@@ -67,20 +71,33 @@ class SendOutcome:
         return self.status != "stopped"
 
 
-def collect_for(app: App, day: date) -> CollectResult:
+def collect_for(app: App, day: date, kind: str = DAILY) -> CollectResult:
     """Fetch the feed far enough back to cover the edition window of `day`."""
 
     with app.sessions() as session:
-        since = window_for(session, app.settings, day).start
+        since = window_for(session, app.settings, day, kind).start
     return collect(app, since=since)
+
+
+def label(day: date, kind: str = DAILY) -> str:
+    """How messages name an edition: 'edition 2026-12-05', 'weekly edition 2026-12-05'."""
+    return f"weekly edition {day}" if kind == WEEKLY else f"edition {day}"
+
+
+def audience_of(settings: Settings, kind: str) -> str | None:
+    """The frequency an edition of `kind` goes to (`ledger.audience`): while the weekly
+    digest is not offered, the daily goes to every active reader."""
+    if kind == WEEKLY:
+        return WEEKLY
+    return DAILY if settings.weekly_digest else None
 
 
 def default_day(app: App) -> date:
     return app.clock.today(app.settings.tz)
 
 
-def _edition_state(app: App, day: date) -> Edition | None:
-    return ledger.load_edition(app.sessions, day)
+def _edition_state(app: App, day: date, kind: str = DAILY) -> Edition | None:
+    return ledger.load_edition(app.sessions, day, kind)
 
 
 def run_send(
@@ -94,19 +111,25 @@ def run_send(
     collect_first: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     connections: int | None = None,
+    kind: str = DAILY,
 ) -> SendOutcome:
     day = day or default_day(app)
+    if kind == WEEKLY and not app.settings.weekly_digest:
+        raise MailerError("the weekly digest is off (weekly_digest = false): readers are not "
+                          "offered it, and those who chose it get the daily")
     if test_to:
-        return send_test(app, day, test_to, collect_first=collect_first)
-    lock = LeaseLock(app.sessions, app.clock, f"send:{day.isoformat()}", lease_seconds=60)
+        return send_test(app, day, test_to, collect_first=collect_first, kind=kind)
+    name = f"send:{day.isoformat()}" if kind == DAILY else f"send:{kind}:{day.isoformat()}"
+    lock = LeaseLock(app.sessions, app.clock, name, lease_seconds=60)
     if not lock.try_acquire():
-        existing = _edition_state(app, day)
+        existing = _edition_state(app, day, kind)
         if existing is not None and existing.state == SENT:
-            return SendOutcome("already-sent", f"edition {day} was already sent", existing.id)
-        return SendOutcome("already-running",
-                           f"edition {day} is already being sent by {lock.current_holder()}")
+            return SendOutcome("already-sent", f"{label(day, kind)} was already sent",
+                               existing.id)
+        return SendOutcome("already-running", f"{label(day, kind)} is already being sent by "
+                           f"{lock.current_holder()}")
     try:
-        outcome = _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
+        outcome = _run_locked(app, day, kind, dry_run=dry_run, force=force, reason=reason,
                               collect_first=collect_first, on_progress=on_progress,
                               connections=connections)
     finally:
@@ -141,20 +164,20 @@ def _release_run_lock(lock: LeaseLock) -> None:
             raise
 
 
-def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
+def _run_locked(app: App, day: date, kind: str, *, dry_run: bool, force: bool, reason: str,
                 collect_first: bool, on_progress: Callable[[Progress], None] | None,
                 connections: int | None) -> SendOutcome:
-    existing = _edition_state(app, day)
-    settled = _settled(existing, day)
+    existing = _edition_state(app, day, kind)
+    settled = _settled(existing, label(day, kind))
     if settled is not None:
         return settled
     if existing is not None and existing.state == SENDING:
         edition = existing  # resuming: the audience was snapshotted when the send started
     else:
-        prepared = _prepare(app, day, dry_run=dry_run, force=force, reason=reason,
+        prepared = _prepare(app, day, kind, dry_run=dry_run, force=force, reason=reason,
                             collect_first=collect_first)
         if prepared is None:  # another process moved the edition on: look again
-            return _run_locked(app, day, dry_run=dry_run, force=force, reason=reason,
+            return _run_locked(app, day, kind, dry_run=dry_run, force=force, reason=reason,
                                collect_first=False, on_progress=on_progress,
                                connections=connections)
         if isinstance(prepared, SendOutcome):
@@ -165,55 +188,57 @@ def _run_locked(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
     progress = dispatcher.run()
     if progress.stopped_reason:
         return SendOutcome("stopped", progress.stopped_reason, edition.id, progress=progress)
-    return _finished(app, day, edition, progress)
+    return _finished(app, day, kind, edition, progress)
 
 
-def _settled(existing: Edition | None, day: date) -> SendOutcome | None:
+def _settled(existing: Edition | None, name: str) -> SendOutcome | None:
     """The answer for an edition that is already past the point of sending, if it is."""
     if existing is None:
         return None
     if existing.state == SENT:
         return SendOutcome("already-sent",
-                           f"edition {day} was already sent ({existing.sent_count} messages);"
+                           f"{name} was already sent ({existing.sent_count} messages);"
                            " nothing to do", existing.id)
     if existing.state == SKIPPED:
-        return SendOutcome("skipped", f"edition {day} was skipped: no articles", existing.id)
+        return SendOutcome("skipped", f"{name} was skipped: no articles", existing.id)
     if existing.state == CANCELLED:
-        return SendOutcome("cancelled", f"edition {day} was cancelled; nothing sent",
-                           existing.id)
+        return SendOutcome("cancelled", f"{name} was cancelled; nothing sent", existing.id)
     if existing.state == PAUSED_SEND:
-        return SendOutcome("paused", f"edition {day} is paused: run "
-                           f"`mailer editions resume {day}` to continue", existing.id)
+        kind = " --kind weekly" if existing.kind == WEEKLY else ""
+        return SendOutcome("paused", f"{name} is paused: run `mailer editions resume "
+                           f"{existing.edition_date}{kind}` to continue", existing.id)
     return None
 
 
-def _prepare(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
+def _prepare(app: App, day: date, kind: str, *, dry_run: bool, force: bool, reason: str,
              collect_first: bool) -> Edition | SendOutcome | None:
     """Guard, build, check and start a new send: the edition to dispatch, an outcome that ends
     the run here (late, skipped, dry run), or None when the edition stopped being editable."""
     now = app.clock.now()
-    due = send_instant(app.settings, day)
+    due = send_instant(app.settings, day, kind)
     late = now - due
     if late > timedelta(hours=app.settings.late_send_hours) and not force and not dry_run:
         raise LateSend(
-            f"edition {day} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
+            f"{label(day, kind)} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
             f"{late.total_seconds() / 3600:.1f} hours ago (limit "
             f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
         )
     if collect_first:
-        collect_for(app, day)
-    edition = build_edition(app, day, close_window_at=now)
+        collect_for(app, day, kind)
+    edition = build_edition(app, day, close_window_at=now, kind=kind)
     if edition.state not in EDITABLE:
         return None
     articles = _count_items(app, edition)
     if articles == 0:
         return _skip_empty(app, edition, now, dry_run=dry_run)
     run_preflight(app, edition, force=force, reason=reason)
+    frequency = audience_of(app.settings, kind)
     if dry_run:
         with app.sessions() as session:
-            audience = counts(session)["active"]
-        return SendOutcome("dry-run", f"edition {day}: {articles} articles, would send to "
-                           f"{audience} subscribers", edition.id, articles, audience)
+            audience = session.scalar(select(func.count(Subscriber.id))
+                                      .where(*ledger.audience(frequency))) or 0
+        return SendOutcome("dry-run", f"{label(day, kind)}: {articles} articles, would send "
+                           f"to {audience} subscribers", edition.id, articles, audience)
     with app.sessions.begin() as session:
         started = rowcount(session.execute(
             update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
@@ -226,36 +251,38 @@ def _prepare(app: App, day: date, *, dry_run: bool, force: bool, reason: str,
             reactivate_due(session, now)
             fresh = session.get(Edition, edition.id)
             assert fresh is not None
-            fresh.audience = ledger.snapshot(session, fresh)
+            fresh.audience = ledger.snapshot(session, fresh, frequency)
             # Once per distinct choice of sections in that audience, never per reader.
             render_variants(app, session, fresh)
     return edition
 
 
 def _skip_empty(app: App, edition: Edition, now: datetime, *, dry_run: bool) -> SendOutcome:
-    day = edition.edition_date
+    name = label(edition.edition_date, edition.kind)
     if dry_run:
-        return SendOutcome("dry-run", f"edition {day}: no articles in the window; "
+        return SendOutcome("dry-run", f"{name}: no articles in the window; "
                            "it would be skipped", edition.id)
     with app.sessions.begin() as session:
         session.execute(update(Edition).where(Edition.id == edition.id,
                                               Edition.state.in_(EDITABLE))
                         .values(state=SKIPPED, finished_at=now,
                                 note="no articles in the window"))
-    return SendOutcome("skipped", f"edition {day}: no articles in the window "
+    return SendOutcome("skipped", f"{name}: no articles in the window "
                        f"({edition.window_start:%Y-%m-%d %H:%M} to "
                        f"{edition.window_end:%Y-%m-%d %H:%M} UTC); nothing sent",
                        edition.id)
 
 
-def _finished(app: App, day: date, edition: Edition, progress: Progress) -> SendOutcome:
+def _finished(app: App, day: date, kind: str, edition: Edition,
+              progress: Progress) -> SendOutcome:
     """The one line a finished dispatch ends with, from the ledger's counts."""
-    final = _edition_state(app, day)
+    name = label(day, kind)
+    final = _edition_state(app, day, kind)
     state = final.state if final else ""
     with app.sessions() as session:
         c = ledger.counts(session, edition.id)
     if state == SENT:
-        msg = (f"edition {day}: sent {c['sent']}, failed {c['failed']}, "
+        msg = (f"{name}: sent {c['sent']}, failed {c['failed']}, "
                f"unknown outcome {c['ambiguous']}")
         if c["withdrawn"]:
             msg += f", left the list during the send {c['withdrawn']}"
@@ -264,12 +291,12 @@ def _finished(app: App, day: date, edition: Edition, progress: Progress) -> Send
         return SendOutcome("sent", msg, edition.id, progress=progress, details=c)
     if state == PAUSED_SEND:
         why = f" ({final.note})" if final is not None and final.note else ""
-        return SendOutcome("paused", f"edition {day} paused with {c['queued']} still queued"
+        return SendOutcome("paused", f"{name} paused with {c['queued']} still queued"
                            f"{why}", edition.id, progress=progress, details=c)
     if state == CANCELLED:
-        return SendOutcome("cancelled", f"edition {day} cancelled; {c['sent']} were sent "
+        return SendOutcome("cancelled", f"{name} cancelled; {c['sent']} were sent "
                            "before the cancel", edition.id, progress=progress, details=c)
-    return SendOutcome("stopped", f"edition {day} is {state} with {c['queued']} queued",
+    return SendOutcome("stopped", f"{name} is {state} with {c['queued']} queued",
                        edition.id, progress=progress, details=c)
 
 
@@ -286,14 +313,14 @@ def run_preflight(app: App, edition: Edition, *, force: bool, reason: str) -> No
 
 
 def send_test(app: App, day: date, addresses: Sequence[str], *,
-              collect_first: bool = True) -> SendOutcome:
+              collect_first: bool = True, kind: str = DAILY) -> SendOutcome:
     """Send the edition to the given addresses only, marked as a test; no ledger rows."""
     recipients = [normalise_email(a) for a in addresses]
-    existing = _edition_state(app, day)
+    existing = _edition_state(app, day, kind)
     if existing is None or existing.state in EDITABLE:
         if collect_first:
-            collect_for(app, day)
-        edition = build_edition(app, day)
+            collect_for(app, day, kind)
+        edition = build_edition(app, day, kind=kind)
     else:
         edition = existing
     template = MessageTemplate.build(settings=app.settings, subject=edition.subject,
@@ -322,5 +349,5 @@ def send_test(app: App, day: date, addresses: Sequence[str], *,
                             detail="; ".join(bad) or "ok", created_at=app.clock.now()))
     if bad:
         raise MailerError("test send failed for " + "; ".join(bad))
-    return SendOutcome("test", f"test of edition {day} sent to {', '.join(recipients)}",
+    return SendOutcome("test", f"test of {label(day, kind)} sent to {', '.join(recipients)}",
                        edition.id)

@@ -108,12 +108,17 @@ def set_choices(session: Session, sub: Subscriber, *, frequency: str | None = No
                 sections: Sequence[str] | None = None, source: str,
                 at: datetime | None = None) -> bool:
     """Store already-parsed choices (`mailer.choices`); record the change in the reader's
-    history. False when nothing changed. A send already under way keeps the audience and the
-    sections it snapshotted."""
+    history. False when nothing changed. A send already under way keeps the sections it
+    snapshotted; a reader who leaves its kind (daily for weekly, or back) is withdrawn from
+    it if their copy has not gone yet."""
     new_frequency = sub.frequency if frequency is None else frequency
     new_sections = sub.sections if sections is None else joined(sections)
     if new_frequency == sub.frequency and new_sections == sub.sections:
         return False
+    if new_frequency != sub.frequency and sub.id is not None:
+        # A send of the kind they left that has not reached them yet: not theirs any more.
+        withdraw_queued(session, sub.id, f"chose {new_frequency} during the send ({source})",
+                        kind=sub.frequency)
     sub.frequency = new_frequency
     sub.sections = new_sections
     if at is not None:
@@ -150,18 +155,22 @@ def set_status(session: Session, sub: Subscriber, status: str, *, source: str,
 UNFINISHED_EDITIONS = (READY, SENDING, PAUSED_SEND, FAILED)
 
 
-def withdraw_queued(session: Session, subscriber_id: int, why: str) -> int:
+def withdraw_queued(session: Session, subscriber_id: int, why: str,
+                    kind: str | None = None) -> int:
     """Take a reader who has just stopped receiving out of every send still under way.
 
     The audience is a snapshot: a send of 50,000 through a rate-limited relay can take an hour,
     and someone who unsubscribes at 07:05 must not get the edition at 07:40. Their queued rows
     become `withdrawn` and are never claimed. A claimed row is on its way and is left alone
     (the claim is the point of no return: a worker may be writing it to the server). Through
-    the unique (edition, subscriber) index, one look per unfinished edition."""
+    the unique (edition, subscriber) index, one look per unfinished edition. `kind` limits
+    it to editions of that kind (a reader who moved to the weekly digest)."""
+    editions = select(Edition.id).where(Edition.state.in_(UNFINISHED_EDITIONS))
+    if kind is not None:
+        editions = editions.where(Edition.kind == kind)
     result = session.execute(
         update(Delivery)
-        .where(Delivery.edition_id.in_(
-                   select(Edition.id).where(Edition.state.in_(UNFINISHED_EDITIONS))),
+        .where(Delivery.edition_id.in_(editions),
                Delivery.subscriber_id == subscriber_id, Delivery.state == QUEUED)
         .values(state=WITHDRAWN, error=why[:2000], permanent=True)
         .execution_options(synchronize_session=False))
