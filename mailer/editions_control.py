@@ -23,10 +23,12 @@ from mailer.edition import EDITABLE, refresh_items, render_into
 from mailer.errors import MailerError
 from mailer.models import (
     CANCELLED,
+    DAILY,
     DRAFT,
     FAILED,
     PAUSED_SEND,
     SENDING,
+    WEEKLY,
     Edition,
     EditionArticle,
 )
@@ -83,13 +85,15 @@ def cancel(sessions: sessionmaker[Session], edition_id: int) -> bool:
 # ---- content -------------------------------------------------------------------------------
 
 
-def _locked_draft(session: Session, day: date) -> Edition:
-    edition = session.scalar(select(Edition).where(Edition.edition_date == day)
+def _locked_draft(session: Session, day: date, kind: str) -> Edition:
+    edition = session.scalar(select(Edition).where(Edition.kind == kind,
+                                                   Edition.edition_date == day)
                              .with_for_update())
+    name = f"{'weekly ' if kind == WEEKLY else ''}edition {day}"
     if edition is None:
-        raise EditRefused(f"there is no edition for {day} yet")
+        raise EditRefused(f"there is no {name} yet")
     if edition.state not in EDITABLE:
-        raise NotEditable(f"edition {day} is {edition.state}: its content can no longer change")
+        raise NotEditable(f"{name} is {edition.state}: its content can no longer change")
     return edition
 
 
@@ -102,7 +106,8 @@ def _line(name: str, value: str, limit: int) -> str:
     return value
 
 
-def edit_text(app: App, day: date, *, subject: str, preheader: str, editor_note: str) -> bool:
+def edit_text(app: App, day: date, *, subject: str, preheader: str, editor_note: str,
+              kind: str = DAILY) -> bool:
     """Set subject, preheader and editor's note and render again; False when nothing changed.
 
     An empty subject or preheader goes back to the configured default.
@@ -115,7 +120,7 @@ def edit_text(app: App, day: date, *, subject: str, preheader: str, editor_note:
     if any(ord(ch) < 32 and ch not in "\n\t" for ch in note):
         raise EditRefused("the editor's note must not contain control characters")
     with app.sessions.begin() as session:
-        edition = _locked_draft(session, day)
+        edition = _locked_draft(session, day, kind)
         if (edition.subject, edition.preheader, edition.editor_note) == (subject, preheader,
                                                                          note):
             return False
@@ -124,7 +129,7 @@ def edit_text(app: App, day: date, *, subject: str, preheader: str, editor_note:
     return True
 
 
-def arrange(app: App, day: date, article_id: int, action: str) -> None:
+def arrange(app: App, day: date, article_id: int, action: str, kind: str = DAILY) -> None:
     """Pin, unpin, move (up, down, to the top), drop or restore one article, then render.
 
     Pinned articles stay whatever the feed does; any manual change marks the edition
@@ -134,7 +139,7 @@ def arrange(app: App, day: date, article_id: int, action: str) -> None:
     if action not in ARRANGE_ACTIONS:
         raise EditRefused(f"unknown action {action!r}")
     with app.sessions.begin() as session:
-        edition = _locked_draft(session, day)
+        edition = _locked_draft(session, day, kind)
         items = list(edition.items)
         index = next((i for i, item in enumerate(items) if item.article_id == article_id), None)
         excluded = list(edition.excluded or [])

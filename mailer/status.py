@@ -26,6 +26,7 @@ from mailer.locks import holder_alive
 from mailer.models import (
     CANCELLED,
     CLAIMED,
+    DAILY,
     DRAFT,
     FAILED,
     PAUSED_SEND,
@@ -126,7 +127,8 @@ def _check_edition(app: App, status: Status, now: datetime) -> None:
     settings = app.settings
     today = now.astimezone(settings.tz).date()
     with app.sessions() as session:
-        edition = session.scalar(select(Edition).where(Edition.edition_date <= today)
+        edition = session.scalar(select(Edition).where(Edition.kind == DAILY,
+                                                       Edition.edition_date <= today)
                                  .order_by(Edition.edition_date.desc()).limit(1))
         if edition is not None:
             counts = ledger.counts(session, edition.id)
@@ -163,7 +165,8 @@ def _check_edition(app: App, status: Status, now: datetime) -> None:
         day = due_day(settings, now)
         if day is None or not any_edition:
             return
-        due_edition = session.scalar(select(Edition).where(Edition.edition_date == day))
+        due_edition = session.scalar(select(Edition).where(Edition.kind == DAILY,
+                                                           Edition.edition_date == day))
         state = due_edition.state if due_edition is not None else None
     late = now - send_instant(settings, day)
     if state in (None, DRAFT, READY, FAILED) and late > timedelta(
@@ -198,7 +201,8 @@ def _check_feed(app: App, status: Status, now: datetime, next_day: date | None) 
 def _articles_waiting(app: App, session: Any, day: date, now: datetime) -> int:
     """Articles in the next edition's window (so far) that no other edition carries."""
     window = window_for(session, app.settings, day)
-    other = select(Edition.id).where(Edition.edition_date != day, Edition.state != CANCELLED)
+    other = select(Edition.id).where(Edition.kind == DAILY, Edition.edition_date != day,
+                                     Edition.state != CANCELLED)
     taken = exists().where(EditionArticle.article_id == Article.id,
                            EditionArticle.edition_id.in_(other))
     return session.scalar(select(func.count()).select_from(Article).where(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from mailer.app import App
@@ -40,7 +40,7 @@ from mailer.db import rowcount
 from mailer.message import MessageTemplate, new_message_id
 from mailer.models import ACTIVE, SENT, WEEKLY, Edition, SendLog, Subscriber
 from mailer.placeholders import Placeholders
-from mailer.render import compile_mjml, tidy_text, weekly_day
+from mailer.render import archive_url, compile_mjml, tidy_text, weekly_day
 from mailer.subscribers import is_suppressed, record_event
 from mailer.templating import render_template
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
@@ -73,6 +73,7 @@ class Latest:
     id: int
     day: date
     subject: str
+    weekly: bool = False
 
 
 def send_welcome(app: App, subscriber_id: int) -> str:
@@ -123,11 +124,15 @@ def claim(session: Session, subscriber_id: int,
     )
     if rowcount(won) != 1:
         return None
+    # A weekly reader's own kind first, if one has gone out yet.
+    mine = case((Edition.kind == sub.frequency, 0), else_=1)
     row = session.execute(
-        select(Edition.id, Edition.edition_date, Edition.subject).where(Edition.state == SENT)
-        .order_by(Edition.edition_date.desc(), Edition.id.desc()).limit(1)
+        select(Edition.id, Edition.edition_date, Edition.subject, Edition.kind)
+        .where(Edition.state == SENT)
+        .order_by(mine, Edition.edition_date.desc(), Edition.id.desc()).limit(1)
     ).first()
-    latest = Latest(row.id, row.edition_date, row.subject) if row is not None else None
+    latest = (Latest(row.id, row.edition_date, row.subject, row.kind == WEEKLY)
+              if row is not None else None)
     reader = Reader(sub.id, sub.email, sub.name, sub.first_name, sub.frequency,
                     split(sub.sections))
     return reader, latest
@@ -179,7 +184,7 @@ def _context(settings: Settings, reader: Reader, latest: Latest | None, unsubscr
         "first_name": first,
         "what_you_get": what,
         "when": when,
-        "latest_url": f"{base}/archive/{latest.day.isoformat()}" if latest else "",
+        "latest_url": archive_url(settings, latest.day, weekly=latest.weekly) if latest else "",
         "latest_subject": latest.subject if latest else "",
         "archive_url": f"{base}/archive/",
         "preferences_url": preferences_url,

@@ -29,6 +29,7 @@ from mailer.models import (
     ARCHIVE,
     ARTICLE,
     CANCELLED,
+    DAILY,
     DELIVERED,
     DONATE,
     FAILED,
@@ -153,7 +154,7 @@ def click_history(session: Session, today: date, days: int = 30) -> list[DayClic
     """
     editions = session.execute(
         select(Edition.id, Edition.edition_date, Edition.click_tracking, Edition.sent_count)
-        .where(Edition.state == SENT, Edition.click_tracking != OFF,
+        .where(Edition.state == SENT, Edition.click_tracking != OFF, Edition.kind == DAILY,
                Edition.edition_date > today - timedelta(days=days),
                Edition.edition_date <= today)
         .order_by(Edition.edition_date)).all()
