@@ -109,3 +109,10 @@ def get_app(ctx: click.Context, *, schema: bool = True) -> App:
 def get_settings(ctx: click.Context) -> Settings:
     obj: Obj = ctx.ensure_object(Obj)
     return obj.settings
+
+
+def kind_option(func: F) -> F:
+    """`--kind daily|weekly`: which edition of a date a command means."""
+    return click.option("--kind", type=click.Choice(["daily", "weekly"]), default="daily",
+                        show_default=True,
+                        help="The daily round-up or the weekly digest.")(func)

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailer.cli.common import EXIT_STOPPED, fail, get_app, get_settings, handle_errors
+from mailer.cli.common import (
+    EXIT_STOPPED,
+    fail,
+    get_app,
+    get_settings,
+    handle_errors,
+    kind_option,
+)
 from mailer.errors import FeedError
 
 if TYPE_CHECKING:
@@ -65,8 +72,8 @@ def collect_cmd(ctx: click.Context) -> None:
                    f"{result.skipped} skipped, {result.pages} page(s)")
 
 
-def build_for_inspection(app: App, day: str | None, *,
-                         collect_first: bool) -> tuple[date, Edition]:
+def build_for_inspection(app: App, day: str | None, *, collect_first: bool,
+                         kind: str = "daily") -> tuple[date, Edition]:
     """The day's edition, built or refreshed for `preview` and `preflight`: a feed that cannot
     be fetched is only a warning there, since the stored articles can still be looked at."""
     from mailer.edition import build_edition
@@ -75,10 +82,10 @@ def build_for_inspection(app: App, day: str | None, *,
     the_day = parse_day(day) or default_day(app)
     if collect_first:
         try:
-            collect_for(app, the_day)
+            collect_for(app, the_day, kind)
         except FeedError as exc:
             click.echo(f"warning: could not collect ({exc}); using stored articles", err=True)
-    return the_day, build_edition(app, the_day)
+    return the_day, build_edition(app, the_day, kind=kind)
 
 
 @click.command()
@@ -88,10 +95,11 @@ def build_for_inspection(app: App, day: str | None, *,
 @click.option("--no-collect", is_flag=True, help="Use stored articles only.")
 @click.option("--sections", default="",
               help='As a reader who chose these sections gets it ("News;Comment").')
+@kind_option
 @click.pass_context
 @handle_errors
 def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: bool,
-            sections: str) -> None:
+            sections: str, kind: str) -> None:
     """Build the edition and write its HTML (and text part) to files."""
     from mailer.choices import parse_sections
     from mailer.edition import fill_preview
@@ -99,7 +107,7 @@ def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: b
 
     app = get_app(ctx)
     chosen = parse_sections(sections, app.settings.sections)
-    the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
+    the_day, edition = build_for_inspection(app, day, collect_first=not no_collect, kind=kind)
     html, text, key = edition.html, edition.text, ""
     if chosen:
         variant, stories = preview_variant(app, edition, chosen)
@@ -108,12 +116,13 @@ def preview(ctx: click.Context, day: str | None, out: Path | None, no_collect: b
         if not stories:
             click.echo(f"note: nothing in {', '.join(chosen)} today: such readers get no "
                        "email", err=True)
-    out = out or Path(f"preview-{the_day.isoformat()}.html")
+    out = out or Path(f"preview-{'weekly-' if kind == 'weekly' else ''}{the_day}.html")
     out.write_text(fill_preview(app.settings, edition, html, key), encoding="utf-8")
     text_path = out.with_suffix(".txt")
     text_path.write_text(fill_preview(app.settings, edition, text, key), encoding="utf-8")
     size = len(html.encode())
-    click.echo(f"preview of edition {the_day} ({edition.state}): HTML {out} ({size / 1024:.1f} KB),"
+    name = f"{'weekly ' if kind == 'weekly' else ''}edition {the_day}"
+    click.echo(f"preview of {name} ({edition.state}): HTML {out} ({size / 1024:.1f} KB),"
                f" text part {text_path}")
 
 
@@ -178,10 +187,12 @@ def _summary(outcome: SendOutcome) -> None:
 @click.option("--reason", default="", help="Why --force was needed (logged).")
 @click.option("--connections", type=int, help="Parallel transport connections.")
 @click.option("--no-collect", is_flag=True, help="Do not fetch the feed first.")
+@kind_option
 @click.pass_context
 @handle_errors
 def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run: bool,
-         force: bool, reason: str, connections: int | None, no_collect: bool) -> None:
+         force: bool, reason: str, connections: int | None, no_collect: bool,
+         kind: str) -> None:
     """Collect, build and send the edition for a date, exactly once per subscriber."""
     from mailer.preflight import spamassassin
 
@@ -203,7 +214,7 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
                 outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force,
                                    reason=reason, test_to=test_to,
                                    collect_first=not no_collect, on_progress=update,
-                                   connections=connections)
+                                   connections=connections, kind=kind)
         finally:
             stop()
     _summary(outcome)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from mailer.cli.common import fail, get_app, handle_errors
+from mailer.cli.common import fail, get_app, handle_errors, kind_option
 from mailer.cli.core import parse_day
 
 if TYPE_CHECKING:
@@ -26,14 +26,18 @@ def editions() -> None:
     """Inspect and control editions (safe while workers run)."""
 
 
-def _load(app: App, day: str) -> Edition:
+def _load(app: App, day: str, kind: str = "daily") -> Edition:
     from mailer.ledger import load_edition
 
     the_day = parse_day(day)
-    edition = load_edition(app.sessions, the_day) if the_day else None
+    edition = load_edition(app.sessions, the_day, kind) if the_day else None
     if edition is None:
-        fail(f"no edition for {the_day}")
+        fail(f"no {_name(day, kind)}")
     return edition
+
+
+def _name(day: object, kind: str) -> str:
+    return f"{'weekly ' if kind == 'weekly' else ''}edition {day}"
 
 
 @editions.command("list")
@@ -49,28 +53,29 @@ def list_cmd(ctx: click.Context, limit: int) -> None:
     with app.sessions() as session:
         for ed in list_editions(session, limit):
             c = ledger.counts(session, ed.id)
-            click.echo(f"{ed.edition_date}  {ed.state:<9} sent {c['sent']:>7}  failed "
-                       f"{c['failed']:>5}  queued {c['queued'] + c['claimed']:>7}  "
+            click.echo(f"{ed.edition_date}  {ed.kind:<6} {ed.state:<9} sent {c['sent']:>7}  "
+                       f"failed {c['failed']:>5}  queued {c['queued'] + c['claimed']:>7}  "
                        f"unknown {c['ambiguous']:>3}  withdrawn {c['withdrawn']:>4}  "
                        f"{ed.subject}")
 
 
 @editions.command("show")
 @click.argument("day")
+@kind_option
 @click.pass_context
 @handle_errors
-def show_cmd(ctx: click.Context, day: str) -> None:
+def show_cmd(ctx: click.Context, day: str, kind: str) -> None:
     """One edition: window, articles, ledger counts."""
     from mailer import ledger
     from mailer.edition import edition_articles
 
     app = get_app(ctx)
-    ed = _load(app, day)
+    ed = _load(app, day, kind)
     tz = app.settings.tz
     with app.sessions() as session:
         c = ledger.counts(session, ed.id)
         articles = edition_articles(session, ed.id)
-    click.echo(f"edition {ed.edition_date}: {ed.state}  subject: {ed.subject}")
+    click.echo(f"{_name(ed.edition_date, kind)}: {ed.state}  subject: {ed.subject}")
     click.echo(f"window: {ed.window_start.astimezone(tz):%Y-%m-%d %H:%M} to "
                f"{ed.window_end.astimezone(tz):%Y-%m-%d %H:%M %Z}")
     click.echo("ledger: " + ", ".join(f"{k} {v}" for k, v in c.items()))
@@ -80,42 +85,44 @@ def show_cmd(ctx: click.Context, day: str) -> None:
         click.echo(f"  [{a.section}] {a.title} ({a.published_at.astimezone(tz):%d %b %H:%M})")
 
 
-def _transition(app: App, day: str, control: Callable[..., object]) -> bool:
+def _transition(app: App, day: str, kind: str, control: Callable[..., object]) -> bool:
     """Apply one of `mailer.editions_control`'s conditional state changes to DAY's edition."""
-    ed = _load(app, day)
+    ed = _load(app, day, kind)
     return bool(control(app.sessions, ed.id))
 
 
 @editions.command("pause")
 @click.argument("day")
+@kind_option
 @click.pass_context
 @handle_errors
-def pause_cmd(ctx: click.Context, day: str) -> None:
+def pause_cmd(ctx: click.Context, day: str, kind: str) -> None:
     """Stop claiming new recipients; messages in flight finish and are recorded."""
     from mailer import editions_control
 
     app = get_app(ctx)
-    if not _transition(app, day, editions_control.pause):
-        fail(f"edition {day} is not sending")
-    click.echo(f"edition {day} paused")
+    if not _transition(app, day, kind, editions_control.pause):
+        fail(f"{_name(day, kind)} is not sending")
+    click.echo(f"{_name(day, kind)} paused")
 
 
 @editions.command("resume")
 @click.argument("day")
 @click.option("--detach", is_flag=True, help="Only mark it sending; let workers do the rest.")
+@kind_option
 @click.pass_context
 @handle_errors
-def resume_cmd(ctx: click.Context, day: str, detach: bool) -> None:
+def resume_cmd(ctx: click.Context, day: str, detach: bool, kind: str) -> None:
     """Resume a paused edition and send the rest from this process."""
     from mailer import editions_control
     from mailer.pipeline import run_send
 
     app = get_app(ctx)
-    if not _transition(app, day, editions_control.resume):
-        fail(f"edition {day} is not paused")
-    click.echo(f"edition {day} resumed")
+    if not _transition(app, day, kind, editions_control.resume):
+        fail(f"{_name(day, kind)} is not paused")
+    click.echo(f"{_name(day, kind)} resumed")
     if not detach:
-        outcome = run_send(app, parse_day(day), collect_first=False)
+        outcome = run_send(app, parse_day(day), collect_first=False, kind=kind)
         if not outcome.ok:
             fail(outcome.message)
         click.echo(outcome.message)
@@ -123,23 +130,25 @@ def resume_cmd(ctx: click.Context, day: str, detach: bool) -> None:
 
 @editions.command("cancel")
 @click.argument("day")
+@kind_option
 @click.pass_context
 @handle_errors
-def cancel_cmd(ctx: click.Context, day: str) -> None:
+def cancel_cmd(ctx: click.Context, day: str, kind: str) -> None:
     """Cancel: nobody else receives it; what was sent stays recorded."""
     from mailer import editions_control
 
     app = get_app(ctx)
-    if not _transition(app, day, editions_control.cancel):
-        fail(f"edition {day} cannot be cancelled in its state")
-    click.echo(f"edition {day} cancelled")
+    if not _transition(app, day, kind, editions_control.cancel):
+        fail(f"{_name(day, kind)} cannot be cancelled in its state")
+    click.echo(f"{_name(day, kind)} cancelled")
 
 
 @editions.command("requeue-ambiguous")
 @click.argument("day")
+@kind_option
 @click.pass_context
 @handle_errors
-def requeue_cmd(ctx: click.Context, day: str) -> None:
+def requeue_cmd(ctx: click.Context, day: str, kind: str) -> None:
     """Re-send rows whose outcome is unknown (connection lost after the data was sent).
 
     Only after checking the server's logs: these recipients may already have the message.
@@ -149,7 +158,7 @@ def requeue_cmd(ctx: click.Context, day: str) -> None:
     from mailer.models import AMBIGUOUS, QUEUED, SENDING, SENT, Delivery, Edition
 
     app = get_app(ctx)
-    ed = _load(app, day)
+    ed = _load(app, day, kind)
     with app.sessions.begin() as session:
         result = session.execute(
             update(Delivery).where(Delivery.edition_id == ed.id, Delivery.state == AMBIGUOUS)
@@ -159,15 +168,17 @@ def requeue_cmd(ctx: click.Context, day: str) -> None:
         if n:
             session.execute(update(Edition).where(Edition.id == ed.id, Edition.state == SENT)
                             .values(state=SENDING))
-    click.echo(f"requeued {n} messages; run `mailer send --date {day}` to send them")
+    click.echo(f"requeued {n} messages; run `mailer send --date {day} --kind {kind}` "
+               "to send them")
 
 
 @editions.command("stats")
 @click.argument("day")
 @click.option("--json", "as_json", is_flag=True, help="The figures as JSON (for scripts).")
+@kind_option
 @click.pass_context
 @handle_errors
-def stats_cmd(ctx: click.Context, day: str, as_json: bool) -> None:
+def stats_cmd(ctx: click.Context, day: str, as_json: bool, kind: str) -> None:
     """What readers clicked in an edition: stories ranked by readers' clicks, the donate and
     sign-up clicks, and what was filtered as scanners (docs/clicks.md)."""
     import json
@@ -175,7 +186,7 @@ def stats_cmd(ctx: click.Context, day: str, as_json: bool) -> None:
     from mailer.clicks.report import edition_stats
 
     app = get_app(ctx)
-    edition = _load(app, day)
+    edition = _load(app, day, kind)
     with app.sessions() as session:
         figures = edition_stats(session, edition)
     if as_json:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import EXIT_PREFLIGHT, fail, get_app, get_settings, handle_errors
+from mailer.cli.common import (
+    EXIT_PREFLIGHT,
+    fail,
+    get_app,
+    get_settings,
+    handle_errors,
+    kind_option,
+)
 from mailer.cli.core import build_for_inspection
 
 
@@ -22,10 +29,11 @@ from mailer.cli.core import build_for_inspection
               help="Render the email in headless Chromium (375/800 px, light/dark, images "
                    "off) and save PNGs in this directory.")
 @click.option("--no-collect", is_flag=True, help="Use stored articles only.")
+@kind_option
 @click.pass_context
 @handle_errors
 def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots: Path | None,
-                  no_collect: bool) -> None:
+                  no_collect: bool, kind: str) -> None:
     """Build the edition and run the pre-send checks on a sample message.
 
     Prints one line per finding; exits 5 (as `mailer send` does on a refusal) when any is an
@@ -38,11 +46,13 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
 
     with spamassassin.warmed(spamassassin.configured_command(get_settings(ctx))):
         app = get_app(ctx)
-        the_day, edition = build_for_inspection(app, day, collect_first=not no_collect)
+        the_day, edition = build_for_inspection(app, day, collect_first=not no_collect,
+                                                kind=kind)
         report = preflight.run_checks(app, edition, check_links=check_links)
     if edition.state in EDITABLE:
         preflight.record(app, edition, report)  # the console shows the latest result
-    click.echo(f"preflight of edition {the_day} ({edition.state}): {edition.subject}")
+    name = f"{'weekly ' if kind == 'weekly' else ''}edition {the_day}"
+    click.echo(f"preflight of {name} ({edition.state}): {edition.subject}")
     for finding in report.findings:
         click.echo(finding.line())
     if report.spam_score is not None:
