@@ -30,6 +30,7 @@ class FeedItem:
     preheader: str
     editor_note: str
     sent_at: datetime  # when its send started (the pubDate)
+    weekly: bool = False  # the weekly digest (its own archive path)
 
 
 def rss(items: Sequence[FeedItem], *, base_url: str, title: str) -> bytes:
@@ -47,9 +48,10 @@ def rss(items: Sequence[FeedItem], *, base_url: str, title: str) -> bytes:
     if items:
         _text(channel, "lastBuildDate", _rfc822(max(item.sent_at for item in items)))
     for item in items:
-        url = f"{base}/archive/{item.edition_date.isoformat()}"
+        url = f"{base}/archive/{'weekly/' if item.weekly else ''}{item.edition_date.isoformat()}"
         entry = ElementTree.SubElement(channel, "item")
-        _text(entry, "title", item.subject or f"Edition of {item.edition_date.isoformat()}")
+        what = "Weekly digest" if item.weekly else "Edition"
+        _text(entry, "title", item.subject or f"{what} of {item.edition_date.isoformat()}")
         _text(entry, "link", url)
         guid = _text(entry, "guid", url)
         guid.set("isPermaLink", "true")

@@ -46,7 +46,7 @@ from werkzeug.wrappers import Response
 from mailer import optin
 from mailer.app import App
 from mailer.choices import InvalidChoice, parse_frequency, parse_sections, split
-from mailer.models import PENDING, SENT, WEEKLY, Edition
+from mailer.models import DAILY, PENDING, SENT, WEEKLY, Edition
 from mailer.render import long_date, weekly_day
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.tokens import PREFERENCES, BadToken, make_token, read_token
@@ -299,8 +299,9 @@ def archive_index() -> Any:
         total = session.scalar(select(func.count()).select_from(Edition)
                                .where(Edition.state == SENT)) or 0
         rows = session.execute(
-            select(Edition.edition_date, Edition.subject).where(Edition.state == SENT)
-            .order_by(Edition.edition_date.desc())
+            select(Edition.edition_date, Edition.kind, Edition.subject)
+            .where(Edition.state == SENT)
+            .order_by(Edition.edition_date.desc(), Edition.kind)
             .offset((number - 1) * ARCHIVE_PAGE).limit(ARCHIVE_PAGE)
         ).all()
     if number > 1 and not rows:
@@ -315,14 +316,15 @@ def archive_feed() -> Any:
     app = mailer_app()
     with app.sessions() as session:
         rows = session.execute(
-            select(Edition.edition_date, Edition.subject, Edition.preheader,
+            select(Edition.edition_date, Edition.kind, Edition.subject, Edition.preheader,
                    Edition.editor_note, Edition.started_at, Edition.finished_at,
                    Edition.window_end)
             .where(Edition.state == SENT)
             .order_by(Edition.edition_date.desc(), Edition.id.desc()).limit(feed.FEED_ITEMS)
         ).all()
     items = [feed.FeedItem(row.edition_date, row.subject, row.preheader, row.editor_note,
-                           row.started_at or row.finished_at or row.window_end)
+                           row.started_at or row.finished_at or row.window_end,
+                           weekly=row.kind == WEEKLY)
              for row in rows]
     body = feed.rss(items, base_url=app.settings.base_url, title=brand(app))
     response = Response(body, mimetype="application/rss+xml")
@@ -333,6 +335,16 @@ def archive_feed() -> Any:
 @bp.get("/archive/<day>")
 def archive_edition(day: str) -> Any:
     """The "view in browser" page: the archived HTML, which holds no per-reader data."""
+    return _archived(day, DAILY)
+
+
+@bp.get("/archive/weekly/<day>")
+def archive_weekly(day: str) -> Any:
+    """A weekly digest's page (it may share its date with a daily edition)."""
+    return _archived(day, WEEKLY)
+
+
+def _archived(day: str, kind: str) -> Any:
     try:
         edition_date = date.fromisoformat(day)
     except ValueError:
@@ -341,7 +353,7 @@ def archive_edition(day: str) -> Any:
         abort(404)  # only the canonical YYYY-MM-DD form, one URL per edition
     with mailer_app().sessions() as session:
         html = session.scalar(select(Edition.archive_html).where(
-            Edition.edition_date == edition_date, Edition.state == SENT))
+            Edition.kind == kind, Edition.edition_date == edition_date, Edition.state == SENT))
     if not html:
         abort(404)
     response = Response(html, mimetype="text/html")
