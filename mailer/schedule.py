@@ -52,6 +52,13 @@ def build_trigger(settings: Settings) -> DailyTrigger:
                         timezone=settings.tz)
 
 
+def weekly_trigger(settings: Settings) -> DailyTrigger:
+    """The weekly digest's trigger: `weekly_send`'s day and local time, once that day."""
+    hour, minute = settings.weekly_hour_minute
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[settings.weekly_weekday]
+    return DailyTrigger(day_of_week=day, hour=hour, minute=minute, timezone=settings.tz)
+
+
 def next_run(settings: Settings, now: datetime) -> datetime | None:
     """The next scheduled send strictly after `now` (aware, in the configured zone)."""
     after = now.astimezone(settings.tz) + timedelta(microseconds=1)

@@ -1,11 +1,12 @@
-"""`mailer scheduler`: APScheduler 3 wiring for the daily send, and nothing else.
+"""`mailer scheduler`: APScheduler 3 wiring for the sends (daily, weekly digest), nothing else.
 
 The send itself is `pipeline.run_send`, the same code `mailer send` runs from cron: it takes the
 run lock, refuses a late send and never sends an edition twice. This module only decides *when*
 to call it and what to tell staff afterwards:
 
 * a `DailyTrigger` (a `CronTrigger` on send_days at send_time in the configured time zone) that
-  fires exactly once per local calendar day, clock changes included;
+  fires exactly once per local calendar day, clock changes included (and one on `weekly_send`
+  for the weekly digest when it is offered; its schedule is read at start);
 * the job lives in our database (`SQLAlchemyJobStore`, table ``apscheduler_jobs``), with
   ``coalesce``, ``max_instances=1`` and a ``misfire_grace_time`` equal to the late-send guard;
 * at start-up the job stored by the previous process tells us whether a run fell due while no
@@ -55,21 +56,24 @@ from mailer.errors import FeedError, MailerError
 from mailer.locks import holder_alive
 from mailer.models import (
     CANCELLED,
+    DAILY,
     PAUSED_SEND,
     SENDING,
     SENT,
     SKIPPED,
+    WEEKLY,
     FeedState,
     RunLock,
 )
 from mailer.overrides import refresh
-from mailer.pipeline import LateSend, run_send
+from mailer.pipeline import LateSend, label, run_send
 from mailer.preflight import spamassassin
-from mailer.schedule import build_trigger, due_day, grace_seconds, schedule_of
+from mailer.schedule import build_trigger, due_day, grace_seconds, schedule_of, weekly_trigger
 
 log = logging.getLogger("mailer.scheduler")
 
 JOB_ID = "daily-send"
+WEEKLY_JOB_ID = "weekly-send"
 COLLECT_JOB_ID = "collect-feed"
 FOLLOW_JOB_ID = "follow-schedule"
 JOBS_TABLE = "apscheduler_jobs"
@@ -114,6 +118,16 @@ def daily_send() -> str:
             app.close()
 
 
+def weekly_send() -> str:
+    """The weekly digest's scheduled job (only when `weekly_digest` is on)."""
+    app, owned = _job_app()
+    try:
+        return run_daily(app, app.clock.today(app.settings.tz), kind=WEEKLY).status
+    finally:
+        if owned:
+            app.close()
+
+
 def catch_up_send(day_iso: str) -> str:
     """The one-off job that makes up a run that fell due while no scheduler was running."""
     app, owned = _job_app()
@@ -126,7 +140,6 @@ def catch_up_send(day_iso: str) -> str:
 
 def collect_feed() -> None:
     """The optional background collection: keeps articles (and feed health) fresh."""
-
     app, owned = _job_app()
     try:
         result = collect(app)
@@ -150,29 +163,32 @@ def _job_app() -> tuple[App, bool]:
     return App.create(), True
 
 
-def run_daily(app: App, day: date, *, trigger: str = "schedule") -> RunReport:
-    """Run the send for `day` through the pipeline; log the result and alert staff when it
-    failed, was skipped for want of articles, or ran late. Never raises: the scheduler must
-    still be there tomorrow."""
+def run_daily(app: App, day: date, *, trigger: str = "schedule",
+              kind: str = DAILY) -> RunReport:
+    """Run the send of `kind` for `day` through the pipeline; log the result and alert staff
+    when it failed, was skipped for want of articles, or ran late. Never raises: the
+    scheduler must still be there tomorrow."""
 
     refresh(app)  # settings staff changed in the console since the daemon started
     # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the
     # edition built, and the preflight check then waits for its scan alone.
     with spamassassin.warmed(spamassassin.configured_command(app.settings)):
-        return _run_daily(app, day, trigger)
+        return _run_daily(app, day, trigger, kind)
 
 
-def _run_daily(app: App, day: date, trigger: str) -> RunReport:
+def _run_daily(app: App, day: date, trigger: str, kind: str) -> RunReport:
     settings = app.settings
-    due = send_instant(settings, day)
+    due = send_instant(settings, day, kind)
     due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"
     started = app.clock.now()
-    before = _edition_state(app, day)
-    log.info("%s: edition %s (due %s): starting", trigger, day, due_text)
+    before = _edition_state(app, day, kind)
+    name, again = label(day, kind), f"mailer send --date {day}" + (
+        " --kind weekly" if kind == WEEKLY else "")
+    log.info("%s: %s (due %s): starting", trigger, name, due_text)
     stale_since: datetime | None = None
     try:
         try:
-            outcome = run_send(app, day)
+            outcome = run_send(app, day, kind=kind)
         except FeedError as exc:
             # The point of collecting ahead: a feed outage at send time does not cost the day.
             stale_since = _collected_recently(app)
@@ -180,30 +196,30 @@ def _run_daily(app: App, day: date, trigger: str) -> RunReport:
                 raise
             log.warning("%s: %s; sending with the articles collected at %s", trigger, exc,
                         _both(stale_since.astimezone(settings.tz)))
-            outcome = run_send(app, day, collect_first=False)
+            outcome = run_send(app, day, collect_first=False, kind=kind)
     except LateSend as exc:
-        return _failed(app, day, "late", str(exc), f"edition {day} NOT sent: too late",
+        return _failed(app, day, "late", str(exc), f"{name} NOT sent: too late",
                        "The scheduled send did not start in time and was refused, so nobody "
-                       f"received edition {day}.\n\n{exc}\n\nTo send it anyway: mailer send "
-                       f"--date {day} --force --reason \"...\"")
+                       f"received {name}.\n\n{exc}\n\nTo send it anyway: {again} --force "
+                       "--reason \"...\"")
     except FeedError as exc:
-        return _failed(app, day, "feed-error", str(exc), f"edition {day} NOT sent: feed error",
+        return _failed(app, day, "feed-error", str(exc), f"{name} NOT sent: feed error",
                        f"The feed could not be read, so nothing was sent.\n\n{exc}\n\n"
-                       f"Once the feed is back: mailer send --date {day}")
+                       f"Once the feed is back: {again}")
     except MailerError as exc:
-        return _failed(app, day, "failed", str(exc), f"edition {day} NOT sent",
+        return _failed(app, day, "failed", str(exc), f"{name} NOT sent",
                        f"The scheduled send failed.\n\n{exc}")
     except Exception as exc:  # noqa: BLE001 - logged with its traceback, then alerted
-        log.exception("%s: edition %s failed", trigger, day)
+        log.exception("%s: %s failed", trigger, name)
         return _failed(app, day, "failed", f"{type(exc).__name__}: {exc}",
-                       f"edition {day} NOT sent: internal error",
+                       f"{name} NOT sent: internal error",
                        f"The scheduled send crashed ({type(exc).__name__}: {exc}). "
                        "The log of the scheduler has the traceback.")
     report = RunReport(day, outcome.status, outcome.message)
     if outcome.status == "skipped":
         log.info("%s: skipped: %s", trigger, outcome.message)
         if before != SKIPPED:
-            alert(app, f"edition {day} skipped: no articles",
+            alert(app, f"{name} skipped: no articles",
                   f"{outcome.message}\n\nNo email went out today. If articles were published, "
                   "check the feed and the edition window (mailer preview).",
                   edition_id=outcome.edition_id)
@@ -211,22 +227,22 @@ def _run_daily(app: App, day: date, trigger: str) -> RunReport:
         late = started - due
         log.info("%s: %s", trigger, outcome.message)
         if stale_since is not None:
-            alert(app, f"edition {day} sent without a fresh feed",
-                  f"The feed could not be read at send time, so edition {day} went out with "
+            alert(app, f"{name} sent without a fresh feed",
+                  f"The feed could not be read at send time, so {name} went out with "
                   f"the articles collected at {stale_since.astimezone(settings.tz):%H:%M %Z}. "
                   "Articles published after that are not in it and will not be in the next "
                   f"edition either.\n\n{outcome.message}", edition_id=outcome.edition_id)
         if late > LATE_ALERT_AFTER:
-            alert(app, f"edition {day} sent late",
-                  f"Edition {day} was due at {due_text} and only started "
+            alert(app, f"{name} sent late",
+                  f"{name} was due at {due_text} and only started "
                   f"{late.total_seconds() / 60:.0f} minutes later "
                   f"({started.astimezone(settings.tz):%H:%M %Z}).\n\n{outcome.message}",
                   edition_id=outcome.edition_id)
     elif outcome.status == "stopped" or (outcome.status == "paused" and before != PAUSED_SEND):
         log.error("%s: %s", trigger, outcome.message)
-        alert(app, f"edition {day} {outcome.status} before finishing",
+        alert(app, f"{name} {outcome.status} before finishing",
               f"{outcome.message}\n\nQueued recipients are kept. To finish (nobody gets it "
-              f"twice): mailer send --date {day}", edition_id=outcome.edition_id)
+              f"twice): {again}", edition_id=outcome.edition_id)
     else:
         log.info("%s: %s", trigger, outcome.message)
     return report
@@ -237,7 +253,6 @@ def _collected_recently(app: App) -> datetime | None:
     minutes = app.settings.collect_every_minutes
     if not minutes:
         return None
-
     try:
         with app.sessions() as session:
             state = session.get(FeedState, app.settings.feed_url.strip())
@@ -257,10 +272,10 @@ def _failed(app: App, day: date, status: str, reason: str, subject: str,
     return RunReport(day, status, reason)
 
 
-def _edition_state(app: App, day: date) -> str | None:
+def _edition_state(app: App, day: date, kind: str = DAILY) -> str | None:
     try:
         with app.sessions() as session:
-            edition = get_edition(session, day)
+            edition = get_edition(session, day, kind)
             return edition.state if edition is not None else None
     except Exception:  # noqa: BLE001 - the send itself will report a database problem
         return None
@@ -334,7 +349,6 @@ def _hours(delta: timedelta) -> str:
 
 
 def _send_lock_held(app: App, day: date, now: datetime) -> bool:
-
     with app.sessions() as session:
         row = session.get(RunLock, f"send:{day.isoformat()}")
         return row is not None and row.lease_until >= now and holder_alive(row.holder)
@@ -410,6 +424,10 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
     scheduler.add_job(daily_send, trigger=build_trigger(settings), id=JOB_ID,
                       name="daily send", replace_existing=True, coalesce=True,
                       max_instances=1, misfire_grace_time=grace_seconds(settings))
+    if settings.weekly_digest:
+        scheduler.add_job(weekly_send, trigger=weekly_trigger(settings), id=WEEKLY_JOB_ID,
+                          name="weekly send", replace_existing=True, coalesce=True,
+                          max_instances=1, misfire_grace_time=grace_seconds(settings))
     minutes = settings.collect_every_minutes
     if minutes:
         scheduler.add_job(collect_feed, trigger="interval", minutes=minutes, id=COLLECT_JOB_ID,
@@ -491,7 +509,8 @@ def run_scheduler(app: App) -> int:
     minutes = settings.collect_every_minutes
     stored = stored_next_run(engine)
     plan = plan_startup(app, stored)
-    _drop_stale_jobs(engine, {JOB_ID, COLLECT_JOB_ID} if minutes else {JOB_ID})
+    _drop_stale_jobs(engine, {JOB_ID} | ({COLLECT_JOB_ID} if minutes else set())
+                     | ({WEEKLY_JOB_ID} if settings.weekly_digest else set()))
     scheduler = build_scheduler(app, engine)
     act_on(scheduler, plan)
     _listen(scheduler, app)
