@@ -94,9 +94,9 @@ class Settings:
     weekly_stories: int = 10
     weekly_subject: str = "LabourList Weekly: the week to {date}"
     weekly_preheader: str = "The week's most-read news and comment from the labour movement"
-    # Whether readers are offered the weekly digest. Off until the weekly edition is sent
-    # (docs/web.md): a reader who chose it would otherwise keep getting the daily.
-    weekly_digest: bool = False
+    # Whether the weekly digest is offered and sent. Off: no page offers it, no weekly
+    # edition goes out, and readers who chose it (CLI, imports) get the daily (docs/web.md).
+    weekly_digest: bool = True
     # A welcome email to each reader once, when they confirm (template welcome.mjml.j2).
     welcome_email: bool = True
 

@@ -300,9 +300,10 @@ def test_choosing_sections_in_chromium(live: tuple[LiveServer, App]) -> None:
     assert choices(app, "browser@example.org") == (ACTIVE, WEEKLY, "Comment;Analysis")
 
 
-def test_the_weekly_is_not_offered_until_it_is_sent(app: App) -> None:
-    """With `weekly_digest` off (the default while the weekly edition is not sent), no page
-    offers it and a crafted form cannot choose it: a reader would keep getting the daily."""
+def test_the_weekly_is_not_offered_when_it_is_not_sent(app: App) -> None:
+    """With `weekly_digest` off (a newsroom that sends no digest), no page offers it and a
+    crafted form cannot choose it: a reader would keep getting the daily."""
+    app.settings = app.settings.replace(weekly_digest=False)
     client = create_app(app, {"TESTING": True, "MAILER_SEND_INLINE": True}).test_client()
     assert 'value="weekly"' not in client.get("/subscribe").text
     sub_id = add_sub(app)
