@@ -88,6 +88,7 @@ def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
     gifts, amounts = edition_gift_totals(session, edition.id)
     stats: dict[str, Any] = {
         "edition": edition.edition_date.isoformat(),
+        "kind": edition.kind,
         "subject": edition.subject,
         "state": edition.state,
         "click_tracking": edition.click_tracking,
