@@ -279,3 +279,38 @@ def test_the_scheduler_fires_the_weekly_once_a_week_at_local_time(
     clock.set(datetime(2026, 11, 28, 8, 0, tzinfo=UTC))
     with_feed(app, tmp_path)  # (the scheduled run collects first)
     assert run_daily(app, SATURDAY, kind=WEEKLY).status == "sent"
+
+
+def test_migration_keeps_editions_daily_and_lets_a_digest_share_their_date(
+        tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from mailer.db import alembic_config, init_db
+
+    columns = ("edition_date, state, subject, preheader, editor_note, window_start, "
+               "window_end, html, text, archive_html, placeholder_key, click_tracking, "
+               "audience, sent_count, failed_count, preflight, excluded, most_read, arranged, "
+               "forced_reason, note, created_at")
+    values = ("'2026-11-28', 'sent', 's', '', '', '2026-11-27 07:00:00', "
+              "'2026-11-28 07:00:00', '', '', '', '', 'off', 0, 0, 0, '{}', '[]', '[]', 0, "
+              "'', '', '2026-11-28 07:00:00'")
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    try:
+        cfg = alembic_config(url)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0008")  # a database as the previous release left it
+            conn.execute(text(f"INSERT INTO editions ({columns}) VALUES ({values})"))
+        assert init_db(engine) == "0009"
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT kind FROM editions")).scalar_one() == DAILY
+            conn.execute(text(f"INSERT INTO editions (kind, {columns}) "
+                              f"VALUES ('weekly', {values})"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO editions (kind, {columns}) "
+                              f"VALUES ('daily', {values})"))
+    finally:
+        engine.dispose()
