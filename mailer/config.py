@@ -81,6 +81,8 @@ class Settings:
     unsubscribe_mailto: str = "unsubscribe@labourlist.org"
     postal_address: str = "LabourList, 1 Example Street, London SE1 0AA"
     subject: str = "LabourList Daily: {date}"
+    # The inbox line after the subject when an edition has neither an editor's note nor a
+    # lead story (otherwise their first line or headline: `render.build_view`).
     preheader: str = "Today's news and comment from the labour movement"
 
     timezone: str = "Europe/London"

@@ -144,8 +144,7 @@ def render_into(app: App, session: Session, edition: Edition) -> None:
     view = shown_view(edition, pool, settings)
     if not edition.subject:
         edition.subject = view.subject
-    if not edition.preheader:
-        edition.preheader = view.preheader
+    # (The preheader is not stored: unless staff set one, it follows the lead and the note.)
     placeholders = Placeholders.new()
     mode = settings.click_tracking
     links = (link_list(pool, home=site_home(settings), open_pixel=settings.open_tracking)

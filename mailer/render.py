@@ -87,6 +87,8 @@ class EditionView:
     pixel_url: str = ""
     #: The weekly digest: the week's top stories, said so in the email.
     weekly: bool = False
+    #: The preheader is the lead's headline (none was given): a reader's own lead replaces it.
+    preheader_is_lead: bool = False
 
     @property
     def articles(self) -> list[ArticleView]:
@@ -190,7 +192,13 @@ def build_view(
             subject = pattern.format(date=day)
         except (AttributeError, KeyError, IndexError, ValueError):
             subject = pattern.replace("{date}", day)
-    default_preheader = settings.weekly_preheader if weekly else settings.preheader
+    # What an inbox shows after the subject: the editor's first line, else the lead story's
+    # headline, which say more than a fixed line (that is the fallback with no story).
+    note_line = next((line for line in _plain(editor_note, keep_newlines=True).split("\n")
+                      if line.strip()), "")
+    default_preheader = note_line or (lead.title if lead else "") or (
+        settings.weekly_preheader if weekly else settings.preheader)
+    preheader_is_lead = not preheader and not note_line and lead is not None
     return EditionView(
         edition_date=edition_date,
         subject=_one_line(subject),
@@ -204,6 +212,7 @@ def build_view(
         signup_url=add_utm(signup_url(settings), settings, edition_date, "signup"),
         most_read=popular,
         weekly=weekly,
+        preheader_is_lead=preheader_is_lead,
     )
 
 
@@ -231,8 +240,9 @@ def variant_view(view: EditionView, sections: Sequence[str]) -> EditionView:
         name, items = groups[0]
         stories, groups[0] = [items[0]], (name, items[1:])
         groups = [(n, items) for n, items in groups if items]
-    return dataclasses.replace(view, lead=stories[0] if stories else None, sections=groups,
-                               most_read=[a for a in view.most_read if kept(a)])
+    return _led_by(dataclasses.replace(view, sections=groups,
+                                       most_read=[a for a in view.most_read if kept(a)]),
+                   stories[0] if stories else None)
 
 
 def top_stories(view: EditionView, ranked: Sequence[int], limit: int,
@@ -246,9 +256,15 @@ def top_stories(view: EditionView, ranked: Sequence[int], limit: int,
               and (not wanted or by_id[i].section.casefold() in wanted)][:limit]
     keep = set(picked[1:])  # (the view's own lead is first in `ranked`: it leads or is out)
     groups = [(name, [a for a in items if a.article_id in keep]) for name, items in view.sections]
-    return dataclasses.replace(view, lead=by_id[picked[0]] if picked else None,
-                               sections=[(n, items) for n, items in groups if items],
-                               most_read=[])
+    return _led_by(dataclasses.replace(view, sections=[(n, items) for n, items in groups if items],
+                                       most_read=[]),
+                   by_id[picked[0]] if picked else None)
+
+
+def _led_by(view: EditionView, lead: ArticleView | None) -> EditionView:
+    """`view` with `lead` leading, and as its preheader if the lead's headline was that."""
+    preheader = lead.title if view.preheader_is_lead and lead is not None else view.preheader
+    return dataclasses.replace(view, lead=lead, preheader=_one_line(preheader))
 
 
 def donation_content(settings: Settings, edition_date: date) -> str:

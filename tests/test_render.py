@@ -24,6 +24,7 @@ from mailer.render import (
     render_archive,
     render_confirmation,
     render_edition,
+    variant_view,
 )
 
 DAY = date(2026, 11, 26)  # a Thursday
@@ -140,7 +141,7 @@ def test_build_view_lead_sections_subject_and_archive_url(settings: Settings) ->
     comment = dict(view.sections)["Comment"]
     assert [a.title[:14] for a in comment] == ["Story number 2"]
     assert view.subject == "LabourList Daily: Thursday 26 November 2026"
-    assert view.preheader == settings.preheader
+    assert view.preheader == view.lead.title  # what the inbox shows after the subject
     assert view.archive_url == "https://mail.example.org/archive/2026-11-26"
     assert [a.url for a in view.articles][0].endswith("utm_content=lead")
     assert all("utm_campaign=daily-2026-11-26" in a.url for a in view.articles)
@@ -152,6 +153,18 @@ def test_build_view_respects_given_subject_preheader_and_note(settings: Settings
     assert view.subject == "Big news today"
     assert view.preheader == "Short line"
     assert view.editor_note == "One\n\nTwo"
+
+
+def test_preheader_defaults_to_the_note_then_the_lead_then_the_setting(
+        settings: Settings) -> None:
+    noted = build_view(DAY, [article(0)], settings, editor_note="\n  A word first.\nMore.")
+    assert noted.preheader == "A word first."
+    assert build_view(DAY, [], settings).preheader == settings.preheader
+    # A reader of some sections gets their own lead, and it is their preheader too.
+    both = build_view(DAY, [article(0, section="News"), article(1, section="Comment")], settings)
+    mine = variant_view(both, ["Comment"])
+    assert mine.lead is not None and mine.preheader == mine.lead.title != both.preheader
+    assert variant_view(noted, ["News"]).preheader == "A word first."
 
 
 def test_build_view_odd_subject_template_falls_back(settings: Settings) -> None:

@@ -66,8 +66,10 @@ def _readers(app: App) -> None:
 
 
 def _titles(copy_text: str) -> list[str]:
-    return [line.split("Story ", 1)[1].split()[0] for line in copy_text.splitlines()
-            if "Story " in line and "About" not in line]
+    """The stories in a text part, in order, once each (the lead's title is the preheader too)."""
+    return list(dict.fromkeys(line.split("Story ", 1)[1].split()[0]
+                              for line in copy_text.splitlines()
+                              if "Story " in line and "About" not in line))
 
 
 @pytest.fixture
