@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailer.asks import DonationAsk, parse_asks
 from mailer.errors import ConfigError
 from mailer.urls import check_database_url
 from mailer.verp import MAX_LOCAL_PART, MAX_TOKEN
@@ -119,6 +121,10 @@ class Settings:
     # Names the donation ask in the donate link's utm_content, so the donation platform's
     # export can attribute gifts to the edition and the ask (`mailer donations import`).
     donation_ask: str = "standard"
+    # Several asks tested against each other (docs/donations.md): [[donation_asks]] tables of
+    # name, copy, amount, label ("Donate"), position (after-lead, after-third, end) and
+    # paused. Empty: the one ask above (donation_copy, donation_amount, donation_ask).
+    donation_asks: list[dict[str, Any]] = field(default_factory=list)
 
     # Click measurement (docs/privacy.md): "aggregate" counts clicks with no reader in them,
     # "per-reader" also names the delivery, "off" links straight to the site.
@@ -174,6 +180,13 @@ class Settings:
     def send_hour_minute(self) -> tuple[int, int]:
         hour, minute = self.send_time.split(":")
         return int(hour), int(minute)
+
+    @property
+    def asks(self) -> list[DonationAsk]:
+        """Every configured donation ask (validated by `validate`)."""
+        if self.donation_asks:
+            return parse_asks(self.donation_asks)
+        return [DonationAsk(self.donation_ask, self.donation_copy, self.donation_amount)]
 
     @property
     def weekly_weekday(self) -> int:
@@ -244,6 +257,12 @@ def _coerce(key: str, raw: Any, kind: Any) -> Any:
             return int(raw)
         if kind is float:
             return float(raw)
+        if kind == list[dict[str, Any]]:
+            # (a TOML array of tables; in the environment, the same as JSON)
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, list):
+                raise ValueError(raw)
+            return value
         if kind == list[str]:
             if isinstance(raw, list):
                 return [str(x) for x in raw]
@@ -304,6 +323,7 @@ def validate(s: Settings) -> None:
     _check("click_retention_days", s.click_retention_days >= 1, "must be at least 1")
     _check("most_read_days", 1 <= s.most_read_days <= 31, "must be between 1 and 31")
     _check("most_read_min_clicks", s.most_read_min_clicks >= 1, "must be at least 1")
+    parse_asks(s.donation_asks)
     _check("donation_ask", bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", s.donation_ask)),
            "must be a short name of letters, digits, '.', '_' or '-'")
     _check("feed_timeout", s.feed_timeout > 0, "must be positive")
