@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from mjml import mjml2html
 
+from mailer.asks import DonationAsk, live
 from mailer.config import Settings
 from mailer.htmltext import html_to_text
 from mailer.models import Article
@@ -89,6 +90,10 @@ class EditionView:
     weekly: bool = False
     #: The preheader is the lead's headline (none was given): a reader's own lead replaces it.
     preheader_is_lead: bool = False
+    #: The donation ask this rendering shows (`mailer.asks`), and every live ask's donate
+    #: link, so the edition's link list (and its click tokens) covers each reader's ask.
+    ask: DonationAsk | None = None
+    donation_urls: tuple[str, ...] = ()
 
     @property
     def articles(self) -> list[ArticleView]:
@@ -121,10 +126,12 @@ def long_date(day: date) -> str:
     return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
-def add_utm(url: str, settings: Settings, edition_date: date, content: str = "") -> str:
+def add_utm(url: str, settings: Settings, edition_date: date, content: str = "", *,
+            weekly: bool = False) -> str:
     """Tag a link so the site's analytics can tell which edition (and which slot) a visit
-    came from. Existing query and fragment are kept as they are; a utm_ key the link already
-    has is left alone rather than duplicated. Non-http(s) links are returned unchanged."""
+    came from; a weekly digest's campaign is weekly-DATE. Existing query and fragment are
+    kept as they are; a utm_ key the link already has is left alone rather than duplicated.
+    Non-http(s) links are returned unchanged."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         return url
@@ -132,7 +139,7 @@ def add_utm(url: str, settings: Settings, edition_date: date, content: str = "")
     wanted = [
         ("utm_source", settings.utm_source),
         ("utm_medium", settings.utm_medium),
-        ("utm_campaign", f"daily-{edition_date.isoformat()}"),
+        ("utm_campaign", f"{'weekly' if weekly else 'daily'}-{edition_date.isoformat()}"),
     ]
     if content:
         wanted.append(("utm_content", content))
@@ -165,9 +172,9 @@ def build_view(
                         article.guid, article.link)
             continue
         content = "lead" if not views else f"story-{len(views) + 1}"
-        views.append(_article_view(article, settings, edition_date, content,
+        views.append(_article_view(article, settings, edition_date, content, weekly,
                                    LEAD_EXCERPT if not views else EXCERPT))
-    popular = [_article_view(article, settings, edition_date, f"most-read-{n}", EXCERPT)
+    popular = [_article_view(article, settings, edition_date, f"most-read-{n}", False, EXCERPT)
                for n, article in enumerate(most_read, start=1)
                if _scheme(article.link) in ("http", "https")]
 
@@ -185,6 +192,7 @@ def build_view(
     if unsectioned:
         sections.append((UNSECTIONED, unsectioned))
 
+    asks = live(settings.asks)
     day = long_date(edition_date)
     if not subject:
         pattern = settings.weekly_subject if weekly else settings.subject
@@ -207,9 +215,12 @@ def build_view(
         lead=lead,
         sections=sections,
         archive_url=archive_url(settings, edition_date, weekly=weekly),
-        donation_url=add_utm(settings.donation_url, settings, edition_date,
-                             donation_content(settings, edition_date)),
-        signup_url=add_utm(signup_url(settings), settings, edition_date, "signup"),
+        donation_url=donate_url(settings, edition_date, asks[0], weekly=weekly),
+        donation_urls=tuple(donate_url(settings, edition_date, ask, weekly=weekly)
+                            for ask in asks),
+        ask=asks[0],
+        signup_url=add_utm(signup_url(settings), settings, edition_date, "signup",
+                           weekly=weekly),
         most_read=popular,
         weekly=weekly,
         preheader_is_lead=preheader_is_lead,
@@ -267,17 +278,31 @@ def _led_by(view: EditionView, lead: ArticleView | None) -> EditionView:
     return dataclasses.replace(view, lead=lead, preheader=_one_line(preheader))
 
 
-def donation_content(settings: Settings, edition_date: date) -> str:
+def donation_content(edition_date: date, ask: DonationAsk, *, weekly: bool = False) -> str:
     """The donate link's utm_content: the edition and the ask, so that a gift in the donation
-    platform's export names both (`mailer donations import`)."""
-    return f"donate-{edition_date:%Y%m%d}-{settings.donation_ask}"
+    platform's export names both (`mailer donations import`): donate-20261126-standard, and
+    donate-20261128w-standard for the weekly digest of that date."""
+    return f"donate-{edition_date:%Y%m%d}{'w' if weekly else ''}-{ask.name}"
+
+
+def donate_url(settings: Settings, edition_date: date, ask: DonationAsk, *,
+               weekly: bool = False) -> str:
+    return add_utm(settings.donation_url, settings, edition_date,
+                   donation_content(edition_date, ask, weekly=weekly), weekly=weekly)
+
+
+def with_ask(view: EditionView, settings: Settings, ask: DonationAsk) -> EditionView:
+    """`view` showing donation ask `ask` (one of the live asks its links were made for)."""
+    return dataclasses.replace(view, ask=ask,
+                               donation_url=donate_url(settings, view.edition_date, ask,
+                                                       weekly=view.weekly))
 
 
 def _article_view(article: Article, settings: Settings, edition_date: date, content: str,
-                  excerpt: int) -> ArticleView:
+                  weekly: bool, excerpt: int) -> ArticleView:
     return ArticleView(
         title=_plain(article.title) or "(untitled)",
-        url=add_utm(_link(article.link), settings, edition_date, content),
+        url=add_utm(_link(article.link), settings, edition_date, content, weekly=weekly),
         author=_plain(article.author),
         section=_plain(article.section),
         summary=_excerpt(article, excerpt),
@@ -339,6 +364,7 @@ def _common_context(settings: Settings) -> dict[str, Any]:
 def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
                      placeholders: Placeholders | None) -> dict[str, Any]:
     day = view.edition_date
+    ask = view.ask or live(settings.asks)[0]
     return _common_context(settings) | {
         "view": view,
         "archive": archive,
@@ -350,8 +376,10 @@ def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
         "preferences_url": placeholders.preferences_url if placeholders else "",
         "signup_url": view.signup_url,
         "donation_url": view.donation_url,
-        "donation_copy": settings.donation_copy,
-        "donation_amount": settings.donation_amount,
+        "ask": ask,
+        # (the names templates copied before there were several asks still work)
+        "donation_copy": ask.copy,
+        "donation_amount": ask.amount,
     }
 
 

@@ -58,6 +58,12 @@ def strip_utm(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+def donate_ask(utm_content: str) -> str:
+    """The ask a donate link's utm_content names (donate-YYYYMMDD-<ask>), or ""."""
+    parts = utm_content.split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[0] == "donate" else ""
+
+
 def _utm_content(url: str) -> str:
     return dict(parse_qsl(urlsplit(url).query)).get("utm_content", "")
 
@@ -81,7 +87,11 @@ def link_list(view: EditionView, *, home: str, open_pixel: bool) -> list[Link]:
 
     for article in view.articles:
         add(ARTICLE, article.url, article.title, article.article_id)
-    add(DONATE, view.donation_url, "Donate")
+    # Every live ask's donate link (each reader's copy shows one), named by its ask.
+    donate = view.donation_urls or (view.donation_url,)
+    for url in (view.donation_url, *donate):
+        name = donate_ask(_utm_content(url)) if len(donate) > 1 else ""
+        add(DONATE, url, f"Donate ({name})" if name else "Donate")
     add(SIGNUP, view.signup_url, "Sign up")
     add(ARCHIVE, view.archive_url, "View in your browser")
     links.append(Link(len(links), TRAP, home, home))
