@@ -11,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Dialect,
     bindparam,
     case,
+    cast,
     exists,
     func,
     insert,
@@ -28,7 +31,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from mailer.db import rowcount
 from mailer.locks import holder_alive
@@ -71,6 +74,10 @@ class Claim(NamedTuple):
     variant: str = ""  # the reader's sections: which rendering they get ("" the whole)
 
 
+ASK_MARK = "|"
+ASK_MULTIPLIER, ASK_PRIME, ASK_MIX_PRIME = 2654435761, 1000003, 999983
+
+
 def audience(frequency: str | None) -> list[ColumnElement[bool]]:
     """Who an edition goes to: the active readers of `frequency` (None: every active
     reader, which is the daily's audience while the weekly digest is not offered)."""
@@ -80,12 +87,16 @@ def audience(frequency: str | None) -> list[ColumnElement[bool]]:
     return where
 
 
-def snapshot(session: Session, edition: Edition, frequency: str | None = None) -> int:
+def snapshot(session: Session, edition: Edition, frequency: str | None = None,
+             asks: Sequence[str] = ()) -> int:
     """Queue every reader of the edition's audience (`audience`) not already in the ledger:
-    one set-based INSERT ... SELECT."""
+    one set-based INSERT ... SELECT. Each row's `variant` names the rendering the reader
+    gets: their sections, and with several donation `asks`, "|name" for any but the first,
+    chosen by a hash of (reader, edition) (`ask_of`)."""
     s = Subscriber
     source = select(
-        literal(edition.id), s.id, s.email, s.name, s.first_name, s.sections, literal(QUEUED),
+        literal(edition.id), s.id, s.email, s.name, s.first_name,
+        s.sections + ask_of(s.id, edition.id, asks), literal(QUEUED),
         literal(0), literal(""), literal(""), literal(""), literal(""), literal(False),
     ).where(
         *audience(frequency),
@@ -101,6 +112,32 @@ def snapshot(session: Session, edition: Edition, frequency: str | None = None) -
     session.connection().execute(insert(Delivery).from_select(cols, source))
     # (rowcount of INSERT ... SELECT is not reliable across drivers: count instead.)
     return queued() - before
+
+
+def ask_of(reader: ColumnElement[int] | InstrumentedAttribute[int], edition_id: int,
+           asks: Sequence[str]) -> ColumnElement[str]:
+    """The donation ask a reader sees in an edition, as a variant suffix ("" for the first
+    ask). Integer arithmetic both databases do alike, with no product past 2^63: (reader,
+    edition) folded modulo a prime, then squared modulo another, so the split is even, a
+    resumed send gets the same answer, and a reader's ask in one edition says nothing about
+    the next (a linear hash alone would alternate readers between asks)."""
+    if len(asks) < 2:
+        return literal("")
+    def big(value: int) -> ColumnElement[int]:  # (PostgreSQL would do int4 arithmetic)
+        return literal(value, BigInteger)
+
+    folded = (cast(reader, BigInteger) * big(ASK_MULTIPLIER) + big(edition_id * 40503)) \
+        % big(ASK_PRIME)
+    bucket = (folded * folded + folded * big(7919) + big(12345)) % big(ASK_MIX_PRIME) \
+        % big(len(asks))
+    return case(*[(bucket == i, literal(f"{ASK_MARK}{name}")) for i, name in enumerate(asks)
+                  if i], else_=literal(""))
+
+
+def split_variant(variant: str) -> tuple[str, str]:
+    """A ledger variant as (sections, ask name; "" for the first ask)."""
+    sections, _, ask = variant.partition(ASK_MARK)
+    return sections, ask
 
 
 def claim(session: Session, edition_id: int, worker: str, limit: int, now: datetime,

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 
 from mailer import ledger, preflight
 from mailer.app import App
+from mailer.asks import live
 from mailer.clicks import retention
 from mailer.clicks.retention import Purged
 from mailer.collect import CollectResult, collect
@@ -251,7 +252,8 @@ def _prepare(app: App, day: date, kind: str, *, dry_run: bool, force: bool, reas
             reactivate_due(session, now)
             fresh = session.get(Edition, edition.id)
             assert fresh is not None
-            fresh.audience = ledger.snapshot(session, fresh, frequency)
+            fresh.audience = ledger.snapshot(
+                session, fresh, frequency, [ask.name for ask in live(app.settings.asks)])
             # Once per distinct choice of sections in that audience, never per reader.
             render_variants(app, session, fresh)
     return edition

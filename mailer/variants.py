@@ -26,6 +26,7 @@ from mailer.clicks.links import OFF, PER_READER, tracked_view
 from mailer.clicks.store import load_links
 from mailer.clicks.tokens import LinkSigner
 from mailer.edition import edition_view, shown_view
+from mailer.ledger import ASK_MARK, split_variant
 from mailer.models import (
     DSKIPPED,
     QUEUED,
@@ -36,7 +37,7 @@ from mailer.models import (
     UTCDateTime,
 )
 from mailer.placeholders import Placeholders
-from mailer.render import Rendered, render_edition
+from mailer.render import Rendered, render_edition, with_ask
 
 NOTHING_TODAY = "nothing in the reader's sections today"
 SECTIONS_GONE = "sections-gone"
@@ -50,44 +51,70 @@ class Variants:
 
 
 def render_variants(app: App, session: Session, edition: Edition) -> Variants:
-    """Render the snapshot's distinct choices of sections (in the caller's transaction)."""
-    chosen = list(session.scalars(
+    """Render the snapshot's distinct renderings, each a choice of sections and a donation
+    ask (`ledger.split_variant`), in the caller's transaction."""
+    chosen = set(session.scalars(
         select(Delivery.variant).where(Delivery.edition_id == edition.id,
                                        Delivery.variant != "").distinct()))
     if not chosen:
         return Variants()
     settings = app.settings
-    view = edition_view(session, settings, edition)
+    renderer = _Renderer(app, session, edition)
     configured = {name.casefold(): name for name in settings.sections}
-    mode = edition.click_tracking
-    links = list(load_links(session, edition.id)) if mode != OFF else []
-    signer = LinkSigner(app.secret_key) if mode != OFF else None
-    rendered = skipped = widened = 0
+    skipped = widened = 0
     for variant in sorted(chosen):
-        sections = [configured[n.casefold()] for n in split(variant) if n.casefold() in configured]
+        part, ask = split_variant(variant)
+        sections = [configured[n.casefold()] for n in split(part) if n.casefold() in configured]
         rows = (Delivery.edition_id == edition.id, Delivery.variant == variant)
-        if not sections:
-            widened += _widen(session, edition, variant)
+        if part and not sections:  # all their sections are gone: the whole edition
+            widened += _widen(session, edition, variant, f"{ASK_MARK}{ask}" if ask else "")
+            if ask and f"{ASK_MARK}{ask}" not in chosen:
+                renderer.render(f"{ASK_MARK}{ask}", None, ask)
             continue
-        shown = shown_view(edition, view, settings, sections)
-        if not shown.articles:
+        if not renderer.render(variant, sections or None, ask):
             skipped += _count(session.execute(
                 update(Delivery).where(*rows, Delivery.state == QUEUED)
                 .values(state=DSKIPPED, permanent=True, error=NOTHING_TODAY)
                 .execution_options(synchronize_session=False)))
-            continue
+    session.flush()
+    return Variants(renderer.rendered, skipped, widened)
+
+
+class _Renderer:
+    """Renders and stores one variant of an edition at a time, sharing the edition's view
+    and link list."""
+
+    def __init__(self, app: App, session: Session, edition: Edition) -> None:
+        self.settings = app.settings
+        self.session = session
+        self.edition = edition
+        self.view = edition_view(session, self.settings, edition)
+        self.asks = {ask.name: ask for ask in self.settings.asks}
+        mode = edition.click_tracking
+        self.links = list(load_links(session, edition.id)) if mode != OFF else []
+        self.signer = LinkSigner(app.secret_key) if mode != OFF else None
+        self.rendered = 0
+
+    def render(self, variant: str, sections: list[str] | None, ask: str) -> bool:
+        """Store the rendering for `variant`; False when it has no story (nothing to send)."""
+        settings, edition = self.settings, self.edition
+        shown = shown_view(edition, self.view, settings, sections)
+        if ask in self.asks:  # (an ask gone from the settings since: the first one)
+            shown = with_ask(shown, settings, self.asks[ask])
+        if not shown.articles:
+            return False
         placeholders = Placeholders.new()
-        if signer is not None:
-            shown = tracked_view(shown, links, edition_id=edition.id,
-                                 base_url=settings.base_url, signer=signer,
+        if self.signer is not None:
+            mode = edition.click_tracking
+            shown = tracked_view(shown, self.links, edition_id=edition.id,
+                                 base_url=settings.base_url, signer=self.signer,
                                  reader_slot=placeholders.click if mode == PER_READER else "")
         out = render_edition(shown, settings, placeholders)
-        session.add(EditionVariant(edition_id=edition.id, variant=variant, html=out.html,
-                                   text=out.text, placeholder_key=placeholders.key,
-                                   articles=len(shown.articles)))
-        rendered += 1
-    session.flush()
-    return Variants(rendered, skipped, widened)
+        self.session.add(EditionVariant(edition_id=edition.id, variant=variant, html=out.html,
+                                        text=out.text, placeholder_key=placeholders.key,
+                                        articles=len(shown.articles)))
+        self.rendered += 1
+        return True
 
 
 def preview_variant(app: App, edition: Edition, sections: list[str]) -> tuple[Rendered, int]:
@@ -110,20 +137,24 @@ def preview_variant(app: App, edition: Edition, sections: list[str]) -> tuple[Re
     return render_edition(view, settings, placeholders), stories
 
 
-def _widen(session: Session, edition: Edition, variant: str) -> int:
+def _widen(session: Session, edition: Edition, variant: str, whole: str) -> int:
     """Readers whose chosen sections are all gone from the configuration: the whole edition,
     and a line in their history (set-based: one statement each, whatever their number)."""
     rows = (Delivery.edition_id == edition.id, Delivery.variant == variant)
     session.execute(insert(SubscriberEvent).from_select(
         ["subscriber_id", "kind", "source", "detail", "created_at"],
         select(Delivery.subscriber_id, literal(SECTIONS_GONE), literal("send"),
-               literal(f"none of the sections they chose ({variant.replace(';', ', ')}) "
+               literal(f"none of the sections they chose ({_named(variant)}) "
                        f"is offered any more: sent the whole edition {edition.edition_date}"),
                literal(edition.started_at or edition.created_at, UTCDateTime()))
         .where(*rows)))
     return _count(session.execute(
-        update(Delivery).where(*rows).values(variant="")
+        update(Delivery).where(*rows).values(variant=whole)
         .execution_options(synchronize_session=False)))
+
+
+def _named(variant: str) -> str:
+    return split_variant(variant)[0].replace(";", ", ")
 
 
 def _count(result: object) -> int:
