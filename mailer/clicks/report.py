@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import and_, distinct, func, select
 from sqlalchemy.orm import Session
 
+from mailer.clicks.asks import AskFigures, better, edition_asks
 from mailer.clicks.gifts import edition_gift_totals
 from mailer.clicks.links import OFF, PER_READER
 from mailer.clicks.store import load_links
@@ -103,6 +104,7 @@ def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
         "signup_clicks_human": human_for(SIGNUP),
         "links": listed,
         "gifts": {"count": gifts, "amounts": {c: _money(v) for c, v in sorted(amounts.items())}},
+        "donation_asks": _asks_json(edition_asks(session, edition.id, links)),
     }
     if per_reader:
         stats["unique_clickers"] = clickers
@@ -128,6 +130,15 @@ def _unique_clickers(session: Session, edition_id: int, links: dict[int, Any]) -
     return session.scalar(select(func.count(distinct(Click.delivery_id))).where(
         Click.edition_id == edition_id, Click.verdict == HUMAN,
         Click.delivery_id.is_not(None), Click.position.in_(reported))) or 0
+
+
+def _asks_json(figures: list[AskFigures]) -> list[dict[str, Any]]:
+    best = better(figures)
+    return [{"name": f.name, "shown": f.shown, "clicks_human": f.clicks_human,
+             "clicks_filtered": f.clicks_filtered, "click_rate": round(f.rate, 4),
+             "interval_95": [round(x, 4) for x in f.interval], "better": f.name == best,
+             "gifts": f.gifts,
+             "amount": {c: _money(v) for c, v in sorted(f.amounts.items())}} for f in figures]
 
 
 def _money(value: Decimal) -> str:
