@@ -82,6 +82,7 @@ class Settings:
     list_id: str = "LabourList Daily <daily.labourlist.org>"
     unsubscribe_mailto: str = "unsubscribe@labourlist.org"
     postal_address: str = "LabourList, 1 Example Street, London SE1 0AA"
+    # Fields: {date} ("Thursday 26 November 2026"), {lead_title}, {story_count}.
     subject: str = "LabourList Daily: {date}"
     # The inbox line after the subject when an edition has neither an editor's note nor a
     # lead story (otherwise their first line or headline: `render.build_view`).

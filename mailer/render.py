@@ -193,13 +193,9 @@ def build_view(
         sections.append((UNSECTIONED, unsectioned))
 
     asks = live(settings.asks)
-    day = long_date(edition_date)
     if not subject:
-        pattern = settings.weekly_subject if weekly else settings.subject
-        try:
-            subject = pattern.format(date=day)
-        except (AttributeError, KeyError, IndexError, ValueError):
-            subject = pattern.replace("{date}", day)
+        subject = subject_line(settings.weekly_subject if weekly else settings.subject,
+                               edition_date, lead, len(views) + len(popular))
     # What an inbox shows after the subject: the editor's first line, else the lead story's
     # headline, which say more than a fixed line (that is the fallback with no story).
     note_line = next((line for line in _plain(editor_note, keep_newlines=True).split("\n")
@@ -225,6 +221,24 @@ def build_view(
         weekly=weekly,
         preheader_is_lead=preheader_is_lead,
     )
+
+
+SUBJECT_FIELDS = ("date", "lead_title", "story_count")
+
+
+def subject_line(pattern: str, edition_date: date, lead: ArticleView | None,
+                 stories: int) -> str:
+    """A subject from its template: {date} ("Thursday 26 November 2026"), {lead_title} (the
+    lead story's headline) and {story_count}. A template with other braces is taken as text
+    with only those fields replaced, so a typo in the settings never stops a send."""
+    values = {"date": long_date(edition_date), "lead_title": lead.title if lead else "",
+              "story_count": str(stories)}
+    try:
+        return _one_line(pattern.format(**values))
+    except (AttributeError, KeyError, IndexError, ValueError):
+        for name, value in values.items():
+            pattern = pattern.replace(f"{{{name}}}", value)
+        return _one_line(pattern)
 
 
 def archive_url(settings: Settings, edition_date: date, *, weekly: bool = False) -> str:

@@ -167,6 +167,13 @@ def test_preheader_defaults_to_the_note_then_the_lead_then_the_setting(
     assert variant_view(noted, ["News"]).preheader == "A word first."
 
 
+def test_subject_template_fields(settings: Settings) -> None:
+    fields = settings.replace(subject="{lead_title}, and {story_count} stories on {date}")
+    view = build_view(DAY, [article(0), article(1), article(2)], fields)
+    assert view.subject == ("Story number 0: Labour’s plan for workers’ rights, and 3 "
+                            "stories on Thursday 26 November 2026")
+
+
 def test_build_view_odd_subject_template_falls_back(settings: Settings) -> None:
     odd = settings.replace(subject="{date} {unknown} {}")
     view = build_view(DAY, [article(0)], odd)
