@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.asks import parse_asks
-from mailer.clicks.asks import AskFigures, better, wilson
+from mailer.clicks.asks import AskFigures, asks_over, better, wilson
 from mailer.clicks.gifts import import_gifts
 from mailer.clicks.report import edition_stats
 from mailer.config import load_settings
@@ -111,6 +111,13 @@ def test_figures_per_ask_from_clicks_and_gifts(app: App, tmp_path: Path) -> None
     low, high = asks["monthly"]["interval_95"]
     assert low <= asks["monthly"]["click_rate"] <= high
     assert not any(a["better"] for a in asks.values())  # 60 readers prove nothing
+    # The console's period view sums editions: here, the one.
+    with app.sessions() as session:
+        period = {f.name: f for f in asks_over(session, day - timedelta(days=7), day)}
+    assert {n: (f.shown, f.clicks_human, f.gifts) for n, f in period.items()} == {
+        n: (a["shown"], a["clicks_human"], a["gifts"]) for n, a in asks.items()}
+    with app.sessions() as session:
+        assert asks_over(session, day + timedelta(days=1), day + timedelta(days=8)) == []
 
 
 def test_wilson_interval_and_the_better_ask() -> None:

@@ -14,14 +14,27 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.clicks.links import Link, donate_ask
+from mailer.clicks.store import load_links
 from mailer.ledger import split_variant
-from mailer.models import DELIVERED, DONATE, HUMAN, Click, Delivery, Gift
+from mailer.models import (
+    DELIVERED,
+    DONATE,
+    HUMAN,
+    PAUSED_SEND,
+    SENDING,
+    SENT,
+    Click,
+    Delivery,
+    Edition,
+    Gift,
+)
 
 Z95 = 1.959964
 
@@ -103,3 +116,24 @@ def edition_asks(session: Session, edition_id: int, links: dict[int, Link]) -> l
             ask.amounts[currency] = ask.amounts.get(currency, Decimal(0)) + \
                 Decimal(int(minor or 0)).scaleb(-2)
     return list(figures.values())
+
+
+def asks_over(session: Session, since: date, until: date) -> list[AskFigures]:
+    """Each ask's figures summed over the editions sent from `since` to `until` (dates,
+    inclusive), for the console's period view: readers, clicks and gifts add up across
+    editions, and the interval is that of the sums."""
+    total: dict[str, AskFigures] = {}
+    editions = session.scalars(select(Edition.id).where(
+        Edition.state.in_((SENT, SENDING, PAUSED_SEND)), Edition.click_tracking != "off",
+        Edition.edition_date >= since, Edition.edition_date <= until)).all()
+    for edition_id in editions:
+        links = {link.position: link for link in load_links(session, edition_id)}
+        for figures in edition_asks(session, edition_id, links):
+            into = total.setdefault(figures.name, AskFigures(figures.name))
+            into.shown += figures.shown
+            into.clicks_human += figures.clicks_human
+            into.clicks_filtered += figures.clicks_filtered
+            into.gifts += figures.gifts
+            for currency, amount in figures.amounts.items():
+                into.amounts[currency] = into.amounts.get(currency, Decimal(0)) + amount
+    return sorted(total.values(), key=lambda f: f.name)
