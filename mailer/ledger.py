@@ -123,6 +123,7 @@ def ask_of(reader: ColumnElement[int] | InstrumentedAttribute[int], edition_id: 
     the next (a linear hash alone would alternate readers between asks)."""
     if len(asks) < 2:
         return literal("")
+
     def big(value: int) -> ColumnElement[int]:  # (PostgreSQL would do int4 arithmetic)
         return literal(value, BigInteger)
 
