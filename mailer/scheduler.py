@@ -51,24 +51,21 @@ from mailer.alerts import alert
 from mailer.app import App
 from mailer.collect import collect
 from mailer.db import make_engine, require_schema
-from mailer.edition import get_edition, send_instant
-from mailer.errors import FeedError, MailerError
+from mailer.edition import send_instant
+from mailer.errors import FeedError
 from mailer.locks import holder_alive
 from mailer.models import (
     CANCELLED,
-    DAILY,
     PAUSED_SEND,
     SENDING,
     SENT,
     SKIPPED,
     WEEKLY,
-    FeedState,
     RunLock,
 )
 from mailer.overrides import refresh
-from mailer.pipeline import LateSend, label, run_send
-from mailer.preflight import spamassassin
 from mailer.schedule import build_trigger, due_day, grace_seconds, schedule_of, weekly_trigger
+from mailer.scheduled_run import RunReport, both_times, edition_state, run_daily
 
 log = logging.getLogger("mailer.scheduler")
 
@@ -80,31 +77,12 @@ JOBS_TABLE = "apscheduler_jobs"
 # A scheduled job may start a little before its instant by our clock (NTP steps, MAILER_NOW):
 # it still means that day's edition, never the previous one.
 DUE_SLACK = timedelta(minutes=5)
-# A send that starts this long after its due time is worth telling staff about.
-LATE_ALERT_AFTER = timedelta(minutes=10)
-# Statuses of a run that need nobody's attention.
-OK_STATUSES = frozenset(
-    {"sent", "already-sent", "already-running", "skipped", "paused", "cancelled", "dry-run"}
-)
 
 # The App of the running `mailer scheduler` process; jobs run without one build their own.
 _APP: App | None = None
 
 
 # ---- what the jobs do ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What one scheduled run did, for the log, the exit status of --once-now and the tests."""
-
-    day: date
-    status: str  # a SendOutcome status, or "late" | "feed-error" | "failed"
-    message: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status in OK_STATUSES
 
 
 def daily_send() -> str:
@@ -163,124 +141,6 @@ def _job_app() -> tuple[App, bool]:
     return App.create(), True
 
 
-def run_daily(app: App, day: date, *, trigger: str = "schedule",
-              kind: str = DAILY) -> RunReport:
-    """Run the send of `kind` for `day` through the pipeline; log the result and alert staff
-    when it failed, was skipped for want of articles, or ran late. Never raises: the
-    scheduler must still be there tomorrow."""
-
-    refresh(app)  # settings staff changed in the console since the daemon started
-    # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the
-    # edition built, and the preflight check then waits for its scan alone.
-    with spamassassin.warmed(spamassassin.configured_command(app.settings)):
-        return _run_daily(app, day, trigger, kind)
-
-
-def _run_daily(app: App, day: date, trigger: str, kind: str) -> RunReport:
-    settings = app.settings
-    due = send_instant(settings, day, kind)
-    due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"
-    started = app.clock.now()
-    before = _edition_state(app, day, kind)
-    name, again = label(day, kind), f"mailer send --date {day}" + (
-        " --kind weekly" if kind == WEEKLY else "")
-    log.info("%s: %s (due %s): starting", trigger, name, due_text)
-    stale_since: datetime | None = None
-    try:
-        try:
-            outcome = run_send(app, day, kind=kind)
-        except FeedError as exc:
-            # The point of collecting ahead: a feed outage at send time does not cost the day.
-            stale_since = _collected_recently(app)
-            if stale_since is None:
-                raise
-            log.warning("%s: %s; sending with the articles collected at %s", trigger, exc,
-                        _both(stale_since.astimezone(settings.tz)))
-            outcome = run_send(app, day, collect_first=False, kind=kind)
-    except LateSend as exc:
-        return _failed(app, day, "late", str(exc), f"{name} NOT sent: too late",
-                       "The scheduled send did not start in time and was refused, so nobody "
-                       f"received {name}.\n\n{exc}\n\nTo send it anyway: {again} --force "
-                       "--reason \"...\"")
-    except FeedError as exc:
-        return _failed(app, day, "feed-error", str(exc), f"{name} NOT sent: feed error",
-                       f"The feed could not be read, so nothing was sent.\n\n{exc}\n\n"
-                       f"Once the feed is back: {again}")
-    except MailerError as exc:
-        return _failed(app, day, "failed", str(exc), f"{name} NOT sent",
-                       f"The scheduled send failed.\n\n{exc}")
-    except Exception as exc:  # noqa: BLE001 - logged with its traceback, then alerted
-        log.exception("%s: %s failed", trigger, name)
-        return _failed(app, day, "failed", f"{type(exc).__name__}: {exc}",
-                       f"{name} NOT sent: internal error",
-                       f"The scheduled send crashed ({type(exc).__name__}: {exc}). "
-                       "The log of the scheduler has the traceback.")
-    report = RunReport(day, outcome.status, outcome.message)
-    if outcome.status == "skipped":
-        log.info("%s: skipped: %s", trigger, outcome.message)
-        if before != SKIPPED:
-            alert(app, f"{name} skipped: no articles",
-                  f"{outcome.message}\n\nNo email went out today. If articles were published, "
-                  "check the feed and the edition window (mailer preview).",
-                  edition_id=outcome.edition_id)
-    elif outcome.status == "sent":
-        late = started - due
-        log.info("%s: %s", trigger, outcome.message)
-        if stale_since is not None:
-            alert(app, f"{name} sent without a fresh feed",
-                  f"The feed could not be read at send time, so {name} went out with "
-                  f"the articles collected at {stale_since.astimezone(settings.tz):%H:%M %Z}. "
-                  "Articles published after that are not in it and will not be in the next "
-                  f"edition either.\n\n{outcome.message}", edition_id=outcome.edition_id)
-        if late > LATE_ALERT_AFTER:
-            alert(app, f"{name} sent late",
-                  f"{name} was due at {due_text} and only started "
-                  f"{late.total_seconds() / 60:.0f} minutes later "
-                  f"({started.astimezone(settings.tz):%H:%M %Z}).\n\n{outcome.message}",
-                  edition_id=outcome.edition_id)
-    elif outcome.status == "stopped" or (outcome.status == "paused" and before != PAUSED_SEND):
-        log.error("%s: %s", trigger, outcome.message)
-        alert(app, f"{name} {outcome.status} before finishing",
-              f"{outcome.message}\n\nQueued recipients are kept. To finish (nobody gets it "
-              f"twice): {again}", edition_id=outcome.edition_id)
-    else:
-        log.info("%s: %s", trigger, outcome.message)
-    return report
-
-
-def _collected_recently(app: App) -> datetime | None:
-    """When background collection is on and last succeeded recently, that moment."""
-    minutes = app.settings.collect_every_minutes
-    if not minutes:
-        return None
-    try:
-        with app.sessions() as session:
-            state = session.get(FeedState, app.settings.feed_url.strip())
-            last_ok = state.last_ok_at if state is not None else None
-    except Exception:  # noqa: BLE001 - no evidence of a recent fetch: no fallback
-        return None
-    fresh = timedelta(minutes=max(2 * minutes, 15))
-    if last_ok is None or app.clock.now() - last_ok > fresh:
-        return None
-    return last_ok
-
-
-def _failed(app: App, day: date, status: str, reason: str, subject: str,
-            body: str) -> RunReport:
-    log.error("edition %s not sent: %s", day, reason)
-    alert(app, subject, body)
-    return RunReport(day, status, reason)
-
-
-def _edition_state(app: App, day: date, kind: str = DAILY) -> str | None:
-    try:
-        with app.sessions() as session:
-            edition = get_edition(session, day, kind)
-            return edition.state if edition is not None else None
-    except Exception:  # noqa: BLE001 - the send itself will report a database problem
-        return None
-
-
 # ---- start-up: did a run fall due while no scheduler was running? ---------------------------
 
 
@@ -308,7 +168,7 @@ def plan_startup(app: App, stored_next: datetime | None) -> StartupPlan:
     if day is None:
         return StartupPlan("none", None, "no send day in the last week")
     due = send_instant(settings, day)
-    state = _edition_state(app, day)
+    state = edition_state(app, day)
     if state in (SENT, SKIPPED, CANCELLED, PAUSED_SEND):
         return StartupPlan("none", day, f"edition {day} is {state}")
     if state == SENDING and _send_lock_held(app, day, now):
@@ -326,7 +186,7 @@ def plan_startup(app: App, stored_next: datetime | None) -> StartupPlan:
         what = "was interrupted mid-send"
     elif overtaken:
         assert stored_next is not None
-        what = (f"was not sent (it was to go at {_both(stored_next.astimezone(settings.tz))}; "
+        what = (f"was not sent (it was to go at {both_times(stored_next.astimezone(settings.tz))}; "
                 "the send time has moved to before now)")
     else:
         what = "was not sent"
@@ -359,7 +219,7 @@ def report_missed(day_iso: str, reason: str) -> None:
     app, owned = _job_app()
     try:
         day = date.fromisoformat(day_iso)
-        state = _edition_state(app, day)
+        state = edition_state(app, day)
         if state in (SENT, SKIPPED, CANCELLED, PAUSED_SEND) or (
                 state == SENDING and _send_lock_held(app, day, app.clock.now())):
             log.info("run for edition %s missed, but the edition is %s: nothing to report",
@@ -473,7 +333,7 @@ class ScheduleFollower:
         self.scheduled = wanted
         log.info("schedule changed: daily send at %s on %s (%s); next run %s (was %s)",
                  settings.send_time, settings.send_days, settings.timezone,
-                 _both(job.next_run_time), _both(before))
+                 both_times(job.next_run_time), both_times(before))
         plan = plan_startup(self.app, before)
         act_on(self.scheduler, plan)
         return plan
@@ -537,7 +397,7 @@ def run_scheduler(app: App) -> int:
         upcoming = job.next_run_time if job is not None else None
         log.info("scheduler started: %s at %s on %s (%s); next run %s; grace %s%s",
                  JOB_ID, settings.send_time, settings.send_days, settings.timezone,
-                 _both(upcoming), _hours(timedelta(seconds=grace_seconds(settings))),
+                 both_times(upcoming), _hours(timedelta(seconds=grace_seconds(settings))),
                  f"; collecting every {minutes} min" if minutes else "")
 
     scheduler.add_listener(on_started, EVENT_SCHEDULER_STARTED)
@@ -560,19 +420,13 @@ def _shutdown(scheduler: BlockingScheduler) -> None:
         scheduler.shutdown(wait=True)
 
 
-def _both(moment: datetime | None) -> str:
-    if moment is None:
-        return "none"
-    return f"{moment:%Y-%m-%d %H:%M %Z} ({moment.astimezone(UTC):%H:%M} UTC)"
-
-
 def _listen(scheduler: BlockingScheduler, app: App) -> None:
     """Log (and for the daily job, alert on) what APScheduler itself decides."""
 
     def on_event(event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
             log.error("job %s missed its run at %s (more than %ss late)", event.job_id,
-                      _both(event.scheduled_run_time), grace_seconds(app.settings))
+                      both_times(event.scheduled_run_time), grace_seconds(app.settings))
             if event.job_id == JOB_ID:
                 local = event.scheduled_run_time.astimezone(app.settings.tz)
                 report_missed(local.date().isoformat(),

@@ -52,6 +52,7 @@ from mailer.scheduler import (
     FOLLOW_JOB_ID,
     JOB_ID,
     JOBS_TABLE,
+    WEEKLY_JOB_ID,
     build_scheduler,
     plan_startup,
     run_daily,
@@ -796,7 +797,7 @@ time.sleep(max(0.0, start - time.time()))
 if sys.argv[2] == "job":
     status = mailer.scheduler.daily_send()
     print("job:", status)
-    sys.exit(0 if status in mailer.scheduler.OK_STATUSES else 1)
+    sys.exit(0 if status in mailer.scheduled_run.OK_STATUSES else 1)
 sys.argv = ["mailer", "send"]
 main()
 """
@@ -844,7 +845,8 @@ def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> No
     collect_every(sched_app, 15, monkeypatch)
     scheduler = build_scheduler(sched_app, sched_app.engine)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {JOB_ID, COLLECT_JOB_ID, FOLLOW_JOB_ID}
+    # (the weekly digest is offered by default, so its job is there too)
+    assert set(jobs) == {JOB_ID, WEEKLY_JOB_ID, COLLECT_JOB_ID, FOLLOW_JOB_ID}
     assert jobs[FOLLOW_JOB_ID].trigger.interval == timedelta(seconds=60)  # type: ignore[attr-defined]
     daily = jobs[JOB_ID]
     assert isinstance(daily.trigger, DailyTrigger)
@@ -852,7 +854,7 @@ def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> No
     assert daily.func_ref == "mailer.scheduler:daily_send"  # a textual reference, for the store
     collect_every(sched_app, 0, monkeypatch)
     assert {job.id for job in build_scheduler(sched_app, sched_app.engine).get_jobs()} == {
-        JOB_ID, FOLLOW_JOB_ID}
+        JOB_ID, WEEKLY_JOB_ID, FOLLOW_JOB_ID}
 
 
 @pytest.mark.slow
