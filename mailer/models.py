@@ -171,6 +171,9 @@ class FeedState(Base):
 DRAFT, READY, SENDING, PAUSED_SEND, SENT, SKIPPED, CANCELLED, FAILED = (
     "draft", "ready", "sending", "paused", "sent", "skipped", "cancelled", "failed",
 )
+# A subject test's groups have been sent; the rest of the audience waits for the send time,
+# when the winning subject is chosen (`mailer.subject_test`).
+TESTING = "testing"
 
 
 class Edition(Base):
@@ -203,6 +206,12 @@ class Edition(Base):
     excluded: Mapped[list[int]] = mapped_column(JSON, default=list)
     # The "Most read" block's stories as rendered (article ids): variants reuse them.
     most_read: Mapped[list[int]] = mapped_column(JSON, default=list, server_default="[]")
+    # Subject templates staff set for a subject test of this edition ([]: the settings').
+    subject_variants: Mapped[list[str]] = mapped_column(JSON, default=list,
+                                                        server_default="[]")
+    # The subject test's record: subjects, shares, counts, rule, decision (`subject_test`).
+    subject_test: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict,
+                                                         server_default="{}")
     # Staff reordered or pinned: a refresh appends new articles but keeps their order.
     arranged: Mapped[bool] = mapped_column(Boolean, default=False)
     forced_reason: Mapped[str] = mapped_column(Text, default="")
@@ -240,6 +249,9 @@ WITHDRAWN = "withdrawn"
 # Not sent because nothing in the edition is in the sections the reader chose (counted apart:
 # neither sent nor failed).
 DSKIPPED = "skipped"
+# Waiting for the end of a subject test (`mailer.subject_test`): never claimed until the
+# winner is chosen, then queued with its subject.
+HELD = "held"
 
 
 class Delivery(Base):
@@ -431,6 +443,8 @@ class Click(Base):
     verdict: Mapped[str] = mapped_column(String(20), default=HUMAN)
     fingerprint: Mapped[str | None] = mapped_column(String(32), default=None)
     delivery_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: The subject test group whose copy carried the link (0: not in a test).
+    test_group: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Gift(Base):
@@ -474,3 +488,5 @@ class EditionVariant(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     placeholder_key: Mapped[str] = mapped_column(String(32), default="")
     articles: Mapped[int] = mapped_column(Integer, default=0)
+    #: A subject test group's subject line ("": the edition's subject).
+    subject: Mapped[str] = mapped_column(String(300), default="", server_default="")
