@@ -101,15 +101,16 @@ def link_list(view: EditionView, *, home: str, open_pixel: bool) -> list[Link]:
 
 
 def tracked_view(view: EditionView, links: list[Link], *, edition_id: int, base_url: str,
-                 signer: LinkSigner, reader_slot: str = "") -> EditionView:
+                 signer: LinkSigner, reader_slot: str = "", test_group: int = 0) -> EditionView:
     """`view` with each link replaced by its redirect: ``base_url/r/<token>`` and, in
     per-reader mode, `reader_slot` (the per-recipient suffix, filled at send time). The trap
-    and the pixel carry no reader: they say nothing about anyone."""
+    and the pixel carry no reader: they say nothing about anyone. In a subject test's copy
+    every token also names its `test_group` (a share of the audience, no reader)."""
     base = base_url.rstrip("/")
     by_target = {link.target: link for link in links if link.kind not in (TRAP, OPEN)}
 
     def redirect(position: int, reader: str) -> str:
-        return f"{base}/r/{signer.link_token(edition_id, position)}{reader}"
+        return f"{base}/r/{signer.link_token(edition_id, position, test_group)}{reader}"
 
     def swap(url: str) -> str:
         link = by_target.get(url)
@@ -129,7 +130,7 @@ def tracked_view(view: EditionView, links: list[Link], *, edition_id: int, base_
         signup_url=swap(view.signup_url),
         archive_url=swap(view.archive_url),
         trap_url=redirect(special[TRAP], "") if TRAP in special else "",
-        pixel_url=(f"{base}/o/{signer.link_token(edition_id, pixel)}{reader_slot}"
+        pixel_url=(f"{base}/o/{signer.link_token(edition_id, pixel, test_group)}{reader_slot}"
                    if pixel is not None else ""),
     )
 

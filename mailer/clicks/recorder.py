@@ -51,12 +51,13 @@ class Hit:
     delivery_id: int | None = None
     prefetch: bool = False
     trap: bool = False
+    test_group: int = 0  # a subject test's group (`mailer.subject_test`), 0 outside one
 
 
 def _insert_clicks(session: Session, rows: list[tuple[int, int, datetime, str, str,
-                                                     int | None]]) -> None:
+                                                     int | None, int]]) -> None:
     """One driver-level executemany of (edition, position, at, verdict, fingerprint,
-    delivery) rows. SQLAlchemy's Core INSERT processes every parameter of every row in
+    delivery, test group) rows. SQLAlchemy's Core INSERT processes every parameter of every row in
     Python, on the thread that shares the interpreter lock with the redirects; here only
     `at` is converted, by the column type's own processor (so the stored form is the one
     the ORM writes and reads)."""
@@ -64,11 +65,12 @@ def _insert_clicks(session: Session, rows: list[tuple[int, int, datetime, str, s
     dialect = connection.dialect
     to_db = _CLICKS.c.at.type.dialect_impl(dialect).bind_processor(dialect)
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    columns = ("edition_id", "position", "at", "verdict", "fingerprint", "delivery_id")
+    columns = ("edition_id", "position", "at", "verdict", "fingerprint", "delivery_id",
+               "test_group")
     sql = (f"INSERT INTO {_CLICKS.name} ({', '.join(columns)}) "
            f"VALUES ({', '.join([mark] * len(columns))})")
     if to_db is not None:
-        rows = [(e, p, to_db(at), v, f, d) for e, p, at, v, f, d in rows]
+        rows = [(e, p, to_db(at), v, f, d, g) for e, p, at, v, f, d, g in rows]
     connection.exec_driver_sql(sql, rows)
 
 
@@ -151,7 +153,7 @@ class ClickRecorder:
                                    trap=hit.trap)) for hit in kept]
             outcome = self._classifier.classify(rows, sent)
             _insert_clicks(session, [
-                (edition_id, position, at, verdict, fp, hit.delivery_id)
+                (edition_id, position, at, verdict, fp, hit.delivery_id, hit.test_group)
                 for (edition_id, position, at, fp, _), verdict, hit
                 in zip(rows, outcome.verdicts, kept, strict=True)])
             by_edition: dict[int, set[str]] = {}

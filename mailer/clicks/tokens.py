@@ -1,5 +1,5 @@
-"""Short signed tokens for `/r/<token>`: an edition, a position in its link list, and in
-per-reader mode the delivery.
+"""Short signed tokens for `/r/<token>`: an edition, a position in its link list, in a
+subject test the test group whose copy carried it, and in per-reader mode the delivery.
 
 The text part shows every link whole, so the URL must stay under 80 characters; an
 itsdangerous token (a JSON payload and a 27-character SHA-1 signature) would not. The payload
@@ -8,6 +8,9 @@ is two or three unsigned LEB128 integers and the signature an HMAC-SHA256 trunca
 Forging one takes 2^64 (2^48) guesses against a throttled endpoint, and a forged token could
 only ever reach a link the edition already carried, because the target is looked up, never
 read from the token.
+
+A subject test group (`mailer.subject_test`) is a third number in the link part: a group
+holds a share of the whole audience, so it names no reader.
 
 The reader part is separate and signed with the edition, so the link part is the same for
 every recipient (rendered once per edition) and only the suffix is filled per recipient.
@@ -44,6 +47,7 @@ class LinkRef:
     position: int
     delivery_id: int | None = None
     reader_forged: bool = False
+    test_group: int = 0
 
 
 class LinkSigner:
@@ -54,11 +58,14 @@ class LinkSigner:
                        hashlib.sha256).digest()
         self._link = hmac.new(key, b"L", hashlib.sha256)
         self._reader = hmac.new(key, b"R", hashlib.sha256)
-        self._verified: dict[str, tuple[int, int]] = {}
+        self._verified: dict[str, tuple[int, int, int]] = {}
 
-    def link_token(self, edition_id: int, position: int) -> str:
-        """The per-edition part, the same in every recipient's copy."""
+    def link_token(self, edition_id: int, position: int, test_group: int = 0) -> str:
+        """The per-edition part, the same in every recipient's copy (of one subject test
+        group, when `test_group` is set)."""
         payload = _uvarint(edition_id) + _uvarint(position)
+        if test_group:
+            payload += _uvarint(test_group)
         return _b64(payload + self._mac(self._link, payload, LINK_MAC))
 
     def reader_tag(self, edition_id: int, delivery_id: int) -> str:
@@ -78,13 +85,14 @@ class LinkSigner:
             if len(self._verified) >= VERIFIED_CACHE:
                 self._verified.clear()  # a whole new set is cheaper than an LRU's upkeep
             self._verified[link_part] = numbers
-        edition_id, position = numbers
+        edition_id, position, group = numbers
         if not dot:
-            return LinkRef(edition_id, position)
+            return LinkRef(edition_id, position, test_group=group)
         delivery_id = self._read_reader(edition_id, reader_part)
-        return LinkRef(edition_id, position, delivery_id, reader_forged=delivery_id is None)
+        return LinkRef(edition_id, position, delivery_id, reader_forged=delivery_id is None,
+                       test_group=group)
 
-    def _verify_link(self, link_part: str) -> tuple[int, int]:
+    def _verify_link(self, link_part: str) -> tuple[int, int, int]:
         raw = _unb64(link_part)
         if raw is None or len(raw) <= LINK_MAC:
             raise BadLinkToken("not a link token")
@@ -92,9 +100,10 @@ class LinkSigner:
         if not hmac.compare_digest(mac, self._mac(self._link, payload, LINK_MAC)):
             raise BadLinkToken("signature does not match")
         numbers = _read_uvarints(payload)
-        if numbers is None or len(numbers) != 2:
+        if numbers is None or len(numbers) not in (2, 3) or (len(numbers) == 3
+                                                             and numbers[2] == 0):
             raise BadLinkToken("not a link token")
-        return numbers[0], numbers[1]
+        return numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 0
 
     def _read_reader(self, edition_id: int, part: str) -> int | None:
         raw = _unb64(part)

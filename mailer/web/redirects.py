@@ -97,7 +97,7 @@ class ClickRedirects:
             return self._not_found(start_response, method)
         if method == "GET" and not ref.reader_forged:
             self._count(environ, ref.edition_id, ref.position, ref.delivery_id,
-                        trap=link.kind == TRAP)
+                        trap=link.kind == TRAP, test_group=ref.test_group)
         if pixel:
             start_response("200 OK", [("Content-Type", "image/gif"),
                                       ("Content-Length", str(len(_GIF))), *_COMMON])
@@ -107,7 +107,7 @@ class ClickRedirects:
         return []
 
     def _count(self, environ: dict[str, Any], edition_id: int, position: int,
-               delivery_id: int | None, *, trap: bool) -> None:
+               delivery_id: int | None, *, trap: bool, test_group: int = 0) -> None:
         address = self._client(environ)
         agent = str(environ.get("HTTP_USER_AGENT") or "")[:512]
         if self._flooding(address, agent):
@@ -115,7 +115,7 @@ class ClickRedirects:
         self.recorder.record(Hit(edition_id=edition_id, position=position,
                                  at=self.app.clock.now(), address=address, user_agent=agent,
                                  delivery_id=delivery_id, prefetch=is_prefetch(environ),
-                                 trap=trap))
+                                 trap=trap, test_group=test_group))
 
     def _client(self, environ: dict[str, Any]) -> str:
         """The reader's address: behind `trusted_proxies` proxies, the one the outermost of
