@@ -214,6 +214,9 @@ def build_edition(app: App, day: date, *, close_window_at: datetime | None = Non
     `close_window_at` (the dispatch moment) ends the window early when a send starts before
     its scheduled time, so articles published after the send are left for the next edition.
     """
+    # The link signer's key is read before the transaction below takes SQLite's write lock:
+    # a database with no MAILER_SECRET_KEY makes its key in a transaction of its own.
+    app.secret_key  # noqa: B018
     with app.sessions.begin() as session:
         edition = get_edition(session, day, kind)
         if edition is None:
