@@ -87,6 +87,15 @@ class Settings:
     # The inbox line after the subject when an edition has neither an editor's note nor a
     # lead story (otherwise their first line or headline: `render.build_view`).
     preheader: str = "Today's news and comment from the labour movement"
+    # A subject test before each daily send (docs/subject-test.md): the edition's subject and
+    # each of `subject_variants` (1 to 3 templates, same fields as `subject`; default: the
+    # lead headline) go to a random `test_share` of the audience each, `test_minutes` before
+    # send_time; at send_time the one with the best human click rate goes to the rest, or the
+    # edition's own subject when no difference is significant.
+    subject_test: bool = False
+    subject_variants: list[str] = field(default_factory=list)
+    test_minutes: int = 40
+    test_share: float = 0.10
 
     timezone: str = "Europe/London"
     send_time: str = "07:00"
@@ -268,6 +277,11 @@ def _coerce(key: str, raw: Any, kind: Any) -> Any:
             if isinstance(raw, list):
                 return [str(x) for x in raw]
             text = str(raw).strip()
+            if text.startswith("["):  # a JSON array: for items with commas (subjects)
+                items = json.loads(text)
+                if not isinstance(items, list):
+                    raise ValueError(raw)
+                return [str(x) for x in items]
             return [p.strip() for p in text.split(",") if p.strip()] if text else []
         return str(raw)
     except (TypeError, ValueError):
@@ -305,6 +319,7 @@ def validate(s: Settings) -> None:
     _check("weekly_send", bool(_WEEKLY_RE.fullmatch(s.weekly_send.strip().lower())),
            f"{s.weekly_send!r} is not like 'sat 08:00'")
     _check("weekly_stories", 1 <= s.weekly_stories <= 50, "must be between 1 and 50")
+    _check_subject_test(s)
     _check("connections", 1 <= s.connections <= 64, "must be between 1 and 64")
     _check("rate_limit", s.rate_limit >= 0, "must be 0 (unlimited) or positive")
     _check("batch_size", 1 <= s.batch_size <= 10000, "must be between 1 and 10000")
@@ -340,6 +355,23 @@ def validate(s: Settings) -> None:
     _check("bounce_verp", not s.bounce_verp or verp_fits(s.envelope_sender),
            f"needs a bounce address whose part before the @ is at most "
            f"{MAX_LOCAL_PART - MAX_TOKEN - 1} characters long (set bounce_address)")
+
+
+def _check_subject_test(s: Settings) -> None:
+    _check("subject_variants", len(s.subject_variants) <= 3,
+           "at most 3 (with the edition's own subject, 4 lines in the test)")
+    for line in s.subject_variants:
+        _check("subject_variants", bool(line.strip()) and "\r" not in line and "\n" not in line,
+               "each must be a non-empty line")
+    _check("test_minutes", 5 <= s.test_minutes <= 240, "must be between 5 and 240")
+    groups = 1 + max(1, len(s.subject_variants))
+    _check("test_share", 0.01 <= s.test_share and groups * s.test_share <= 0.5,
+           f"must be at least 0.01, and with {groups} subject lines at most "
+           f"{0.5 / groups:.2f} (half the audience at most is in the test)")
+    hour, minute = s.send_hour_minute
+    _check("test_minutes", not s.subject_test or hour * 60 + minute >= s.test_minutes,
+           f"a subject test of {s.test_minutes} minutes must start on the day of the send: "
+           f"send_time {s.send_time} is too early for it")
 
 
 def load_settings(
