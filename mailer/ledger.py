@@ -44,10 +44,12 @@ from mailer.models import (
     DELIVERED,
     DFAILED,
     DSKIPPED,
+    HELD,
     PAUSED_SEND,
     QUEUED,
     SENDING,
     SENT,
+    TESTING,
     WITHDRAWN,
     Delivery,
     Edition,
@@ -75,6 +77,7 @@ class Claim(NamedTuple):
 
 
 ASK_MARK = "|"
+GROUP_MARK = "#"  # a subject test group's rows end in "#<group>" (`hold_for_test`)
 ASK_MULTIPLIER, ASK_PRIME, ASK_MIX_PRIME = 2654435761, 1000003, 999983
 
 
@@ -136,9 +139,54 @@ def ask_of(reader: ColumnElement[int] | InstrumentedAttribute[int], edition_id: 
 
 
 def split_variant(variant: str) -> tuple[str, str]:
-    """A ledger variant as (sections, ask name; "" for the first ask)."""
-    sections, _, ask = variant.partition(ASK_MARK)
+    """A ledger variant as (sections, ask name; "" for the first ask), whatever its test
+    group (`test_group_of`)."""
+    sections, _, ask = without_group(variant).partition(ASK_MARK)
     return sections, ask
+
+
+def test_group_of(variant: str) -> int:
+    """The subject test group a ledger variant belongs to (0: none)."""
+    head, mark, group = variant.rpartition(GROUP_MARK)
+    return int(group) if mark and group.isdigit() else 0
+
+
+def without_group(variant: str) -> str:
+    """The variant as readers outside any test group would have it."""
+    head, mark, group = variant.rpartition(GROUP_MARK)
+    return head if mark and group.isdigit() else variant
+
+
+def hold_for_test(session: Session, edition_id: int, groups: int, size: int,
+                  rng: random.Random) -> list[int]:
+    """Put `size` random queued readers in each of `groups` subject test groups (their
+    variant gains "#<group>") and hold every other queued row until the test is decided
+    (`release_held`). The sizes of the groups as made."""
+    ids = list(session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id,
+                                                         Delivery.state == QUEUED)
+                               .order_by(Delivery.id)))
+    rng.shuffle(ids)
+    sizes = []
+    for group in range(1, groups + 1):
+        chosen = ids[(group - 1) * size:group * size]
+        sizes.append(len(chosen))
+        for start in range(0, len(chosen), 500):
+            session.execute(
+                update(Delivery).where(Delivery.id.in_(chosen[start:start + 500]))
+                .values(variant=Delivery.variant + literal(f"{GROUP_MARK}{group}"))
+                .execution_options(synchronize_session=False))
+    session.execute(
+        update(Delivery).where(Delivery.edition_id == edition_id, Delivery.state == QUEUED,
+                               ~Delivery.variant.contains(GROUP_MARK, autoescape=True))
+        .values(state=HELD).execution_options(synchronize_session=False))
+    return sizes
+
+
+def release_held(session: Session, edition_id: int) -> int:
+    """Queue the rows a subject test held back (the test is decided)."""
+    return int(rowcount(session.execute(
+        update(Delivery).where(Delivery.edition_id == edition_id, Delivery.state == HELD)
+        .values(state=QUEUED).execution_options(synchronize_session=False))) or 0)
 
 
 def claim(session: Session, edition_id: int, worker: str, limit: int, now: datetime,
@@ -403,6 +451,7 @@ def counts(session: Session, edition_id: int) -> dict[str, int]:
         select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
         .group_by(Delivery.state)
     )
+    # (HELD, rows waiting for a subject test's decision, only when there are any)
     result = {QUEUED: 0, CLAIMED: 0, DELIVERED: 0, DFAILED: 0, AMBIGUOUS: 0, WITHDRAWN: 0,
               DSKIPPED: 0}
     result.update({state: n for state, n in rows})
@@ -498,10 +547,16 @@ def requeue_claims(session: Session, edition_id: int) -> None:
 
 
 def finish_if_done(session: Session, edition_id: int, now: datetime) -> bool:
-    """Mark a sending edition sent, with its counts, once no row is queued or claimed."""
+    """Mark a sending edition sent, with its counts, once no row is queued or claimed; with
+    rows held for a subject test, mark it testing instead (the test groups are out)."""
     c = counts(session, edition_id)
     if c["queued"] or c["claimed"]:
         return False
+    if c.get(HELD):
+        session.execute(update(Edition).where(Edition.id == edition_id,
+                                              Edition.state == SENDING)
+                        .values(state=TESTING))
+        return True
     session.execute(
         update(Edition).where(Edition.id == edition_id, Edition.state == SENDING)
         .values(state=SENT, finished_at=now,

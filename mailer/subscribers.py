@@ -30,12 +30,14 @@ from mailer.models import (
     ACTIVE,
     DAILY,
     FAILED,
+    HELD,
     PAUSED_SEND,
     PENDING,
     QUEUED,
     READY,
     SENDING,
     STATUSES,
+    TESTING,
     WITHDRAWN,
     Delivery,
     Edition,
@@ -152,7 +154,7 @@ def set_status(session: Session, sub: Subscriber, status: str, *, source: str,
 
 # Editions whose queued rows may still go out: about to start, sending, paused, or stopped and
 # resumable.
-UNFINISHED_EDITIONS = (READY, SENDING, PAUSED_SEND, FAILED)
+UNFINISHED_EDITIONS = (READY, SENDING, TESTING, PAUSED_SEND, FAILED)
 
 
 def withdraw_queued(session: Session, subscriber_id: int, why: str,
@@ -162,7 +164,8 @@ def withdraw_queued(session: Session, subscriber_id: int, why: str,
     The audience is a snapshot: a send of 50,000 through a rate-limited relay can take an hour,
     and someone who unsubscribes at 07:05 must not get the edition at 07:40. Their queued rows
     become `withdrawn` and are never claimed. A claimed row is on its way and is left alone
-    (the claim is the point of no return: a worker may be writing it to the server). Through
+    (the claim is the point of no return: a worker may be writing it to the server); a row
+    held for the end of a subject test is withdrawn like a queued one. Through
     the unique (edition, subscriber) index, one look per unfinished edition. `kind` limits
     it to editions of that kind (a reader who moved to the weekly digest)."""
     editions = select(Edition.id).where(Edition.state.in_(UNFINISHED_EDITIONS))
@@ -171,7 +174,8 @@ def withdraw_queued(session: Session, subscriber_id: int, why: str,
     result = session.execute(
         update(Delivery)
         .where(Delivery.edition_id.in_(editions),
-               Delivery.subscriber_id == subscriber_id, Delivery.state == QUEUED)
+               Delivery.subscriber_id == subscriber_id,
+               Delivery.state.in_((QUEUED, HELD)))
         .values(state=WITHDRAWN, error=why[:2000], permanent=True)
         .execution_options(synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)
