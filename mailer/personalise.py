@@ -32,8 +32,9 @@ class Personaliser:
     edition: Edition
     template: MessageTemplate
     domain: str
-    #: The edition for each choice of sections in the audience (`mailer.variants`), by
-    #: `Delivery.variant`; a reader with "" (or a variant not rendered) gets `template`.
+    #: The edition for each choice of sections in the audience (`mailer.variants`), and
+    #: each subject test group's copy with its own subject, by `Delivery.variant`; a reader
+    #: with "" (or a variant not rendered) gets `template`.
     variants: dict[str, MessageTemplate] = field(default_factory=dict)
 
     @classmethod
@@ -41,13 +42,14 @@ class Personaliser:
         settings = app.settings
         now = app.clock.now()
 
-        def build(html: str, text: str, key: str) -> MessageTemplate:
-            return MessageTemplate.build(settings=settings, subject=edition.subject, html=html,
-                                         text=text, date=now, placeholders=Placeholders(key))
+        def build(html: str, text: str, key: str, subject: str = "") -> MessageTemplate:
+            return MessageTemplate.build(settings=settings, subject=subject or edition.subject,
+                                         html=html, text=text, date=now,
+                                         placeholders=Placeholders(key))
 
         template = build(edition.html, edition.text, edition.placeholder_key)
         with app.sessions() as session:
-            variants = {v.variant: build(v.html, v.text, v.placeholder_key)
+            variants = {v.variant: build(v.html, v.text, v.placeholder_key, v.subject)
                         for v in session.scalars(select(EditionVariant).where(
                             EditionVariant.edition_id == edition.id))}
         domain = parseaddr(settings.from_addr)[1].rpartition("@")[2] or "localhost"

@@ -26,9 +26,10 @@ from mailer.clicks.links import OFF, PER_READER, tracked_view
 from mailer.clicks.store import load_links
 from mailer.clicks.tokens import LinkSigner
 from mailer.edition import edition_view, shown_view
-from mailer.ledger import ASK_MARK, split_variant
+from mailer.ledger import ASK_MARK, GROUP_MARK, split_variant, test_group_of
 from mailer.models import (
     DSKIPPED,
+    HELD,
     QUEUED,
     Delivery,
     Edition,
@@ -51,8 +52,9 @@ class Variants:
 
 
 def render_variants(app: App, session: Session, edition: Edition) -> Variants:
-    """Render the snapshot's distinct renderings, each a choice of sections and a donation
-    ask (`ledger.split_variant`), in the caller's transaction."""
+    """Render the snapshot's distinct renderings, each a choice of sections, a donation ask
+    (`ledger.split_variant`) and, in a subject test, a group with its subject and its
+    click tokens (`ledger.test_group_of`), in the caller's transaction."""
     chosen = set(session.scalars(
         select(Delivery.variant).where(Delivery.edition_id == edition.id,
                                        Delivery.variant != "").distinct()))
@@ -64,16 +66,21 @@ def render_variants(app: App, session: Session, edition: Edition) -> Variants:
     skipped = widened = 0
     for variant in sorted(chosen):
         part, ask = split_variant(variant)
+        group = test_group_of(variant)
         sections = [configured[n.casefold()] for n in split(part) if n.casefold() in configured]
         rows = (Delivery.edition_id == edition.id, Delivery.variant == variant)
         if part and not sections:  # all their sections are gone: the whole edition
-            widened += _widen(session, edition, variant, f"{ASK_MARK}{ask}" if ask else "")
-            if ask and f"{ASK_MARK}{ask}" not in chosen:
-                renderer.render(f"{ASK_MARK}{ask}", None, ask)
+            whole = (f"{ASK_MARK}{ask}" if ask else "") + (f"{GROUP_MARK}{group}" if group
+                                                            else "")
+            widened += _widen(session, edition, variant, whole)
+            if whole and whole not in chosen and whole not in renderer.done:
+                renderer.render(whole, None, ask, group)
             continue
-        if not renderer.render(variant, sections or None, ask):
+        if variant in renderer.done:
+            continue
+        if not renderer.render(variant, sections or None, ask, group):
             skipped += _count(session.execute(
-                update(Delivery).where(*rows, Delivery.state == QUEUED)
+                update(Delivery).where(*rows, Delivery.state.in_((QUEUED, HELD)))
                 .values(state=DSKIPPED, permanent=True, error=NOTHING_TODAY)
                 .execution_options(synchronize_session=False)))
     session.flush()
@@ -93,10 +100,15 @@ class _Renderer:
         mode = edition.click_tracking
         self.links = list(load_links(session, edition.id)) if mode != OFF else []
         self.signer = LinkSigner(app.secret_key) if mode != OFF else None
+        self.subjects: list[str] = list((edition.subject_test or {}).get("subjects", []))
         self.rendered = 0
+        self.done: set[str] = set()
 
-    def render(self, variant: str, sections: list[str] | None, ask: str) -> bool:
-        """Store the rendering for `variant`; False when it has no story (nothing to send)."""
+    def render(self, variant: str, sections: list[str] | None, ask: str,
+               group: int = 0) -> bool:
+        """Store the rendering for `variant`; False when it has no story (nothing to send).
+        A subject test group's copy has its subject and tokens that name the group."""
+        self.done.add(variant)
         settings, edition = self.settings, self.edition
         shown = shown_view(edition, self.view, settings, sections)
         if ask in self.asks:  # (an ask gone from the settings since: the first one)
@@ -108,11 +120,13 @@ class _Renderer:
             mode = edition.click_tracking
             shown = tracked_view(shown, self.links, edition_id=edition.id,
                                  base_url=settings.base_url, signer=self.signer,
-                                 reader_slot=placeholders.click if mode == PER_READER else "")
+                                 reader_slot=placeholders.click if mode == PER_READER else "",
+                                 test_group=group)
         out = render_edition(shown, settings, placeholders)
+        subject = self.subjects[group - 1] if 0 < group <= len(self.subjects) else ""
         self.session.add(EditionVariant(edition_id=edition.id, variant=variant, html=out.html,
                                         text=out.text, placeholder_key=placeholders.key,
-                                        articles=len(shown.articles)))
+                                        articles=len(shown.articles), subject=subject))
         self.rendered += 1
         return True
 
