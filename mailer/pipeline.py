@@ -7,6 +7,7 @@ same run lock and the same guards: a second trigger of one edition says "already
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from mailer import ledger, preflight
+from mailer import ledger, preflight, subject_test
 from mailer.app import App
 from mailer.asks import live
 from mailer.clicks import retention
@@ -24,7 +25,7 @@ from mailer.config import Settings
 from mailer.db import rowcount
 from mailer.dbretry import is_outage
 from mailer.dispatch import Dispatcher, Progress
-from mailer.edition import EDITABLE, build_edition, send_instant, window_for
+from mailer.edition import EDITABLE, build_edition, edition_view, send_instant, window_for
 from mailer.errors import MailerError
 from mailer.locks import LeaseLock
 from mailer.message import MessageTemplate, new_message_id
@@ -35,6 +36,7 @@ from mailer.models import (
     SENDING,
     SENT,
     SKIPPED,
+    TESTING,
     WEEKLY,
     Edition,
     EditionArticle,
@@ -59,7 +61,8 @@ class LateSend(MailerError):
 @dataclass
 class SendOutcome:
     status: str  # sent | already-sent | already-running | skipped | paused | cancelled |
-    #              dry-run | test | stopped
+    #              dry-run | test | stopped | testing (a subject test's groups are out) |
+    #              no-test (a subject test phase found nothing to test)
     message: str
     edition_id: int | None = None
     articles: int = 0
@@ -113,7 +116,11 @@ def run_send(
     on_progress: Callable[[Progress], None] | None = None,
     connections: int | None = None,
     kind: str = DAILY,
+    test_phase: bool = False,
 ) -> SendOutcome:
+    """Send the edition of `kind` for `day` (or resume it). With `test_phase`, only a
+    subject test's groups go (`mailer.subject_test`), the rest waiting for the run at the
+    send time, which decides the test and sends the winner to them."""
     day = day or default_day(app)
     if kind == WEEKLY and not app.settings.weekly_digest:
         raise MailerError("the weekly digest is off (weekly_digest = false): readers are not "
@@ -130,9 +137,8 @@ def run_send(
         return SendOutcome("already-running", f"{label(day, kind)} is already being sent by "
                            f"{lock.current_holder()}")
     try:
-        outcome = _run_locked(app, day, kind, dry_run=dry_run, force=force, reason=reason,
-                              collect_first=collect_first, on_progress=on_progress,
-                              connections=connections)
+        outcome = _run_locked(app, day, kind, _Run(dry_run, force, reason, collect_first,
+                                                   on_progress, connections, test_phase))
     finally:
         _release_run_lock(lock)
     if not dry_run:
@@ -165,31 +171,78 @@ def _release_run_lock(lock: LeaseLock) -> None:
             raise
 
 
-def _run_locked(app: App, day: date, kind: str, *, dry_run: bool, force: bool, reason: str,
-                collect_first: bool, on_progress: Callable[[Progress], None] | None,
-                connections: int | None) -> SendOutcome:
+@dataclass(frozen=True)
+class _Run:
+    """How this run was asked for (`run_send`'s options)."""
+
+    dry_run: bool
+    force: bool
+    reason: str
+    collect_first: bool
+    on_progress: Callable[[Progress], None] | None
+    connections: int | None
+    test_phase: bool
+
+
+def _run_locked(app: App, day: date, kind: str, run: _Run) -> SendOutcome:
     existing = _edition_state(app, day, kind)
     settled = _settled(existing, label(day, kind))
     if settled is not None:
         return settled
-    if existing is not None and existing.state == SENDING:
+    if existing is not None and existing.state == TESTING:
+        waiting = _still_testing(app, existing, run)
+        if waiting is not None:
+            return waiting
+        edition = _decide(app, existing)
+    elif existing is not None and existing.state == SENDING:
         edition = existing  # resuming: the audience was snapshotted when the send started
     else:
-        prepared = _prepare(app, day, kind, dry_run=dry_run, force=force, reason=reason,
-                            collect_first=collect_first)
+        prepared = _prepare(app, day, kind, run)
         if prepared is None:  # another process moved the edition on: look again
-            return _run_locked(app, day, kind, dry_run=dry_run, force=force, reason=reason,
-                               collect_first=False, on_progress=on_progress,
-                               connections=connections)
+            return _run_locked(app, day, kind, dataclasses.replace(run, collect_first=False))
         if isinstance(prepared, SendOutcome):
             return prepared
         edition = prepared
     spamassassin.release()  # (started ahead by the CLI for the preflight check, if any)
-    dispatcher = Dispatcher(app, edition.id, connections=connections, on_progress=on_progress)
+    dispatcher = Dispatcher(app, edition.id, connections=run.connections,
+                            on_progress=run.on_progress)
     progress = dispatcher.run()
     if progress.stopped_reason:
         return SendOutcome("stopped", progress.stopped_reason, edition.id, progress=progress)
+    final = _edition_state(app, day, kind)
+    if final is not None and final.state == TESTING:  # the test groups are out
+        return _run_locked(app, day, kind, dataclasses.replace(run, collect_first=False))
     return _finished(app, day, kind, edition, progress)
+
+
+def _still_testing(app: App, edition: Edition, run: _Run) -> SendOutcome | None:
+    """The answer while a subject test's groups are out and its time has not come (None
+    once it has, or with `force`: decide now)."""
+    due = send_instant(app.settings, edition.edition_date, edition.kind)
+    name = label(edition.edition_date, edition.kind)
+    at = f"{due.astimezone(app.settings.tz):%H:%M %Z}"
+    record = edition.subject_test or {}
+    groups = " + ".join(str(n) for n in record.get("group_sizes", []))
+    if run.test_phase:
+        return SendOutcome("testing", f"{name}: subject test sent to {groups} readers; the "
+                           f"rest goes at {at} with the winning subject", edition.id)
+    if app.clock.now() < due and not run.force:
+        return SendOutcome("testing", f"{name}: the subject test runs until {at}; the rest "
+                           "goes then (--force decides it now)", edition.id)
+    return None
+
+
+def _decide(app: App, edition: Edition) -> Edition:
+    """End the subject test: the winner's subject for the rest, who are queued again."""
+    with app.sessions.begin() as session:
+        fresh = session.get(Edition, edition.id)
+        assert fresh is not None
+        decision = subject_test.finish(session, fresh, app.clock.now())
+    log.info("%s: subject test decided: %s", label(edition.edition_date, edition.kind),
+             decision.reason)
+    decided = ledger.load_edition(app.sessions, edition.edition_date, edition.kind)
+    assert decided is not None
+    return decided
 
 
 def _settled(existing: Edition | None, name: str) -> SendOutcome | None:
@@ -211,41 +264,54 @@ def _settled(existing: Edition | None, name: str) -> SendOutcome | None:
     return None
 
 
-def _prepare(app: App, day: date, kind: str, *, dry_run: bool, force: bool, reason: str,
-             collect_first: bool) -> Edition | SendOutcome | None:
+def _prepare(app: App, day: date, kind: str, run: _Run) -> Edition | SendOutcome | None:
     """Guard, build, check and start a new send: the edition to dispatch, an outcome that ends
-    the run here (late, skipped, dry run), or None when the edition stopped being editable."""
+    the run here (late, skipped, dry run, no test to run), or None when the edition stopped
+    being editable."""
     now = app.clock.now()
     due = send_instant(app.settings, day, kind)
     late = now - due
-    if late > timedelta(hours=app.settings.late_send_hours) and not force and not dry_run:
+    if late > timedelta(hours=app.settings.late_send_hours) and not run.force \
+            and not run.dry_run:
         raise LateSend(
             f"{label(day, kind)} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
             f"{late.total_seconds() / 3600:.1f} hours ago (limit "
             f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
         )
-    if collect_first:
+    if run.test_phase:
+        refused = _no_test_phase(app, day, kind, due)
+        if refused is not None:
+            return refused
+    if run.collect_first:
         collect_for(app, day, kind)
     edition = build_edition(app, day, close_window_at=now, kind=kind)
     if edition.state not in EDITABLE:
         return None
     articles = _count_items(app, edition)
+    if articles == 0 and run.test_phase:  # (articles may come before the send: no skip yet)
+        return SendOutcome("no-test", f"{label(day, kind)}: no articles yet, so no subject "
+                           "test", edition.id)
     if articles == 0:
-        return _skip_empty(app, edition, now, dry_run=dry_run)
-    run_preflight(app, edition, force=force, reason=reason)
+        return _skip_empty(app, edition, now, dry_run=run.dry_run)
+    run_preflight(app, edition, force=run.force, reason=run.reason)
     frequency = audience_of(app.settings, kind)
-    if dry_run:
-        with app.sessions() as session:
-            audience = session.scalar(select(func.count(Subscriber.id))
-                                      .where(*ledger.audience(frequency))) or 0
+    with app.sessions() as session:
+        audience = session.scalar(select(func.count(Subscriber.id))
+                                  .where(*ledger.audience(frequency))) or 0
+    if run.dry_run:
         return SendOutcome("dry-run", f"{label(day, kind)}: {articles} articles, would send "
                            f"to {audience} subscribers", edition.id, articles, audience)
+    subjects = _test_subjects(app, edition, audience, testing=run.test_phase)
+    if run.test_phase and not subjects:
+        return SendOutcome("no-test", f"{label(day, kind)}: no subject test: "
+                           f"{edition_reason(app, edition)}; the edition goes at send time "
+                           "with its own subject", edition.id)
     with app.sessions.begin() as session:
         started = rowcount(session.execute(
             update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
             # (started when sending starts: after the build and the preflight checks)
             .values(state=SENDING, started_at=app.clock.now(),
-                    forced_reason=reason if force else "")
+                    forced_reason=reason_if(run))
         ))
         if started:
             # Pauses that ran out end with this edition.
@@ -254,9 +320,60 @@ def _prepare(app: App, day: date, kind: str, *, dry_run: bool, force: bool, reas
             assert fresh is not None
             fresh.audience = ledger.snapshot(
                 session, fresh, frequency, [ask.name for ask in live(app.settings.asks)])
+            if subjects:
+                subject_test.start(session, fresh, subjects, app.settings, app.clock.now())
             # Once per distinct choice of sections in that audience, never per reader.
             render_variants(app, session, fresh)
     return edition
+
+
+def reason_if(run: _Run) -> str:
+    return run.reason if run.force else ""
+
+
+def _no_test_phase(app: App, day: date, kind: str, due: datetime) -> SendOutcome | None:
+    """Why a subject test phase has nothing to do now, if it has not: no test planned for
+    the edition, or too little time left before the send for one."""
+    existing = _edition_state(app, day, kind)
+    name = label(day, kind)
+    if not subject_test.planned_templates(app.settings, existing):
+        return SendOutcome("no-test", f"{name}: no subject test is planned (subject_test, "
+                           "or subject lines on the edition page); nothing to do",
+                           existing.id if existing else None)
+    left = due - app.clock.now()
+    if left < timedelta(minutes=app.settings.test_minutes / 2):
+        return SendOutcome("no-test", f"{name}: too late for a subject test (the send is "
+                           f"due at {due.astimezone(app.settings.tz):%H:%M %Z}); the edition "
+                           "goes then with its own subject", existing.id if existing else None)
+    return None
+
+
+def _test_subjects(app: App, edition: Edition, audience: int, *, testing: bool) -> list[str]:
+    """The subject lines to test on `edition` now ([]: none); a planned test that cannot
+    run (too few readers, no click tracking, or no test phase before this send) says why
+    in the edition's record."""
+    templates = subject_test.planned_templates(app.settings, edition)
+    if not templates:
+        return []
+    with app.sessions.begin() as session:
+        fresh = session.get(Edition, edition.id)
+        assert fresh is not None
+        subjects = subject_test.subjects_for(fresh, edition_view(session, app.settings, fresh),
+                                             templates)
+        why = ("every subject line is the edition's own" if not subjects else
+               subject_test.why_not(app.settings, fresh, audience, len(subjects)))
+        if not testing and not why:
+            why = "no test phase ran before the send (`mailer send --subject-test`)"
+        if why:
+            subject_test.not_run(fresh, why)
+            return []
+        return subjects
+
+
+def edition_reason(app: App, edition: Edition) -> str:
+    """The reason the edition's record gives for a test that did not run."""
+    found = ledger.load_edition(app.sessions, edition.edition_date, edition.kind)
+    return str((found.subject_test if found else {}).get("reason", "nothing to test"))
 
 
 def _skip_empty(app: App, edition: Edition, now: datetime, *, dry_run: bool) -> SendOutcome:

@@ -187,12 +187,15 @@ def _summary(outcome: SendOutcome) -> None:
 @click.option("--reason", default="", help="Why --force was needed (logged).")
 @click.option("--connections", type=int, help="Parallel transport connections.")
 @click.option("--no-collect", is_flag=True, help="Do not fetch the feed first.")
+@click.option("--subject-test", is_flag=True,
+              help="Send only the subject test's groups (test_minutes before send_time); "
+                   "the send at send_time decides it. Nothing to do when none is planned.")
 @kind_option
 @click.pass_context
 @handle_errors
 def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run: bool,
          force: bool, reason: str, connections: int | None, no_collect: bool,
-         kind: str) -> None:
+         subject_test: bool, kind: str) -> None:
     """Collect, build and send the edition for a date, exactly once per subscriber."""
     from mailer.preflight import spamassassin
 
@@ -214,7 +217,8 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
                 outcome = run_send(app, parse_day(day), dry_run=dry_run, force=force,
                                    reason=reason, test_to=test_to,
                                    collect_first=not no_collect, on_progress=update,
-                                   connections=connections, kind=kind)
+                                   connections=connections, kind=kind,
+                                   test_phase=subject_test)
         finally:
             stop()
     _summary(outcome)
