@@ -52,6 +52,15 @@ def build_trigger(settings: Settings) -> DailyTrigger:
                         timezone=settings.tz)
 
 
+def subject_test_trigger(settings: Settings) -> DailyTrigger:
+    """The subject test's trigger: `test_minutes` before the send, on the send days (the
+    settings keep it on the day of the send: `config.validate`)."""
+    hour, minute = settings.send_hour_minute
+    start = max(0, hour * 60 + minute - settings.test_minutes)
+    return DailyTrigger(day_of_week=cron_days(settings), hour=start // 60, minute=start % 60,
+                        timezone=settings.tz)
+
+
 def weekly_trigger(settings: Settings) -> DailyTrigger:
     """The weekly digest's trigger: `weekly_send`'s day and local time, once that day."""
     hour, minute = settings.weekly_hour_minute
@@ -90,6 +99,7 @@ def due_day(settings: Settings, now: datetime, slack: timedelta = timedelta(0)) 
     return None
 
 
-def schedule_of(settings: Settings) -> tuple[tuple[int, int], frozenset[int], str]:
-    """What the daily job's trigger is built from."""
-    return settings.send_hour_minute, settings.send_weekdays, settings.timezone
+def schedule_of(settings: Settings) -> tuple[tuple[int, int], frozenset[int], str, int]:
+    """What the daily job's (and the subject test's) triggers are built from."""
+    return (settings.send_hour_minute, settings.send_weekdays, settings.timezone,
+            settings.test_minutes)

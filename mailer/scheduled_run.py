@@ -27,7 +27,8 @@ log = logging.getLogger("mailer.scheduler")
 LATE_ALERT_AFTER = timedelta(minutes=10)
 # Statuses of a run that need nobody's attention.
 OK_STATUSES = frozenset(
-    {"sent", "already-sent", "already-running", "skipped", "paused", "cancelled", "dry-run"}
+    {"sent", "already-sent", "already-running", "skipped", "paused", "cancelled", "dry-run",
+     "testing", "no-test"}
 )
 
 
@@ -45,19 +46,21 @@ class RunReport:
 
 
 def run_daily(app: App, day: date, *, trigger: str = "schedule",
-              kind: str = DAILY) -> RunReport:
-    """Run the send of `kind` for `day` through the pipeline; log the result and alert staff
-    when it failed, was skipped for want of articles, or ran late. Never raises: the
-    scheduler must still be there tomorrow."""
+              kind: str = DAILY, test_phase: bool = False) -> RunReport:
+    """Run the send of `kind` for `day` through the pipeline (with `test_phase`, only a
+    subject test's groups); log the result and alert staff when it failed, was skipped
+    for want of articles, or ran late. Never raises: the scheduler must still be there
+    tomorrow."""
 
     refresh(app)  # settings staff changed in the console since the daemon started
     # As `mailer send` does: SpamAssassin loads its rules while the feed is fetched and the
     # edition built, and the preflight check then waits for its scan alone.
     with spamassassin.warmed(spamassassin.configured_command(app.settings)):
-        return _run_daily(app, day, trigger, kind)
+        return _run_daily(app, day, trigger, kind, test_phase)
 
 
-def _run_daily(app: App, day: date, trigger: str, kind: str) -> RunReport:
+def _run_daily(app: App, day: date, trigger: str, kind: str,
+               test_phase: bool = False) -> RunReport:
     settings = app.settings
     due = send_instant(settings, day, kind)
     due_text = f"{due.astimezone(settings.tz):%H:%M %Z}"
@@ -69,7 +72,7 @@ def _run_daily(app: App, day: date, trigger: str, kind: str) -> RunReport:
     stale_since: datetime | None = None
     try:
         try:
-            outcome = run_send(app, day, kind=kind)
+            outcome = run_send(app, day, kind=kind, test_phase=test_phase)
         except FeedError as exc:
             # The point of collecting ahead: a feed outage at send time does not cost the day.
             stale_since = _collected_recently(app)
@@ -77,7 +80,8 @@ def _run_daily(app: App, day: date, trigger: str, kind: str) -> RunReport:
                 raise
             log.warning("%s: %s; sending with the articles collected at %s", trigger, exc,
                         both_times(stale_since.astimezone(settings.tz)))
-            outcome = run_send(app, day, collect_first=False, kind=kind)
+            outcome = run_send(app, day, collect_first=False, kind=kind,
+                               test_phase=test_phase)
     except LateSend as exc:
         return _failed(app, day, "late", str(exc), f"{name} NOT sent: too late",
                        "The scheduled send did not start in time and was refused, so nobody "

@@ -51,7 +51,7 @@ from mailer.alerts import alert
 from mailer.app import App
 from mailer.collect import collect
 from mailer.db import make_engine, require_schema
-from mailer.edition import send_instant
+from mailer.edition import get_edition, send_instant
 from mailer.errors import FeedError
 from mailer.locks import holder_alive
 from mailer.models import (
@@ -64,13 +64,22 @@ from mailer.models import (
     RunLock,
 )
 from mailer.overrides import refresh
-from mailer.schedule import build_trigger, due_day, grace_seconds, schedule_of, weekly_trigger
+from mailer.schedule import (
+    build_trigger,
+    due_day,
+    grace_seconds,
+    schedule_of,
+    subject_test_trigger,
+    weekly_trigger,
+)
 from mailer.scheduled_run import RunReport, both_times, edition_state, run_daily
+from mailer.subject_test import planned_templates
 
 log = logging.getLogger("mailer.scheduler")
 
 JOB_ID = "daily-send"
 WEEKLY_JOB_ID = "weekly-send"
+TEST_JOB_ID = "subject-test"
 COLLECT_JOB_ID = "collect-feed"
 FOLLOW_JOB_ID = "follow-schedule"
 JOBS_TABLE = "apscheduler_jobs"
@@ -101,6 +110,24 @@ def weekly_send() -> str:
     app, owned = _job_app()
     try:
         return run_daily(app, app.clock.today(app.settings.tz), kind=WEEKLY).status
+    finally:
+        if owned:
+            app.close()
+
+
+def subject_test_send() -> str:
+    """The subject test's job, `test_minutes` before the daily send: the test groups go
+    when a test is planned for the day's edition (settings or edition page), else nothing."""
+    app, owned = _job_app()
+    try:
+        refresh(app)
+        day = app.clock.today(app.settings.tz)
+        with app.sessions() as session:
+            edition = get_edition(session, day)
+            if not planned_templates(app.settings, edition):
+                log.info("subject test: none planned for edition %s", day)
+                return "no-test"
+        return run_daily(app, day, trigger="subject-test", test_phase=True).status
     finally:
         if owned:
             app.close()
@@ -284,6 +311,10 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
     scheduler.add_job(daily_send, trigger=build_trigger(settings), id=JOB_ID,
                       name="daily send", replace_existing=True, coalesce=True,
                       max_instances=1, misfire_grace_time=grace_seconds(settings))
+    # (always there: staff may plan a test on one edition's page with the setting off)
+    scheduler.add_job(subject_test_send, trigger=subject_test_trigger(settings), id=TEST_JOB_ID,
+                      name="subject test", replace_existing=True, coalesce=True,
+                      max_instances=1, misfire_grace_time=settings.test_minutes * 30)
     if settings.weekly_digest:
         scheduler.add_job(weekly_send, trigger=weekly_trigger(settings), id=WEEKLY_JOB_ID,
                           name="weekly send", replace_existing=True, coalesce=True,
@@ -330,6 +361,7 @@ class ScheduleFollower:
         job = self.scheduler.get_job(JOB_ID)
         before = job.next_run_time if job is not None else None
         job = self.scheduler.reschedule_job(JOB_ID, trigger=build_trigger(settings))
+        self.scheduler.reschedule_job(TEST_JOB_ID, trigger=subject_test_trigger(settings))
         self.scheduled = wanted
         log.info("schedule changed: daily send at %s on %s (%s); next run %s (was %s)",
                  settings.send_time, settings.send_days, settings.timezone,
@@ -369,7 +401,7 @@ def run_scheduler(app: App) -> int:
     minutes = settings.collect_every_minutes
     stored = stored_next_run(engine)
     plan = plan_startup(app, stored)
-    _drop_stale_jobs(engine, {JOB_ID} | ({COLLECT_JOB_ID} if minutes else set())
+    _drop_stale_jobs(engine, {JOB_ID, TEST_JOB_ID} | ({COLLECT_JOB_ID} if minutes else set())
                      | ({WEEKLY_JOB_ID} if settings.weekly_digest else set()))
     scheduler = build_scheduler(app, engine)
     act_on(scheduler, plan)
