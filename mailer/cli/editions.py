@@ -196,6 +196,21 @@ def stats_cmd(ctx: click.Context, day: str, as_json: bool, kind: str) -> None:
         click.echo(line)
 
 
+def _subject_test_lines(test: dict[str, Any] | None) -> list[str]:
+    """The subject test in a few lines (docs/subject-test.md): each group, and the decision."""
+    if not test:
+        return []
+    if test.get("state") == "not-run":
+        return [f"subject test: not run ({test.get('reason', '')})"]
+    lines = [f"subject test ({test.get('state')}):"]
+    for g in test.get("groups", []):
+        lines.append(f"  {g['group']}. {g['clickers']} of {g['sent']} clicked "
+                     f"({g['rate'] * 100:.2f}%): {g['subject']}")
+    if test.get("state") == "decided":
+        lines.append(f"  winner {test['winner']}: {test['reason']}")
+    return lines
+
+
 def _stats_lines(s: dict[str, Any]) -> list[str]:
     basis = "readers who clicked" if s["click_rate_basis"] == "unique_clickers" else "clicks"
     filtered = ", ".join(f"{why} {n}" for why, n in s["filtered_by"].items()) or "none"
@@ -213,6 +228,7 @@ def _stats_lines(s: dict[str, Any]) -> list[str]:
     ]
     if "opens" in s:
         lines.append(f"opens {s['opens']} (unreliable: image proxies and blocking)")
+    lines += _subject_test_lines(s.get("subject_test"))
     lines.append(f"{'readers':>8} {'filtered':>8}  link")
     lines += [f"{row['clicks_human']:>8} {row['clicks_filtered']:>8}  {row['kind']}: "
               f"{row['title'] or row['url']}" for row in s["links"]]

@@ -40,16 +40,18 @@ from mailer.models import (
     SENDING,
     SENT,
     SIGNUP,
+    TESTING,
     Click,
     Delivery,
     Edition,
     EditionLink,
 )
+from mailer.subject_test import summary as subject_test_summary
 
 #: The kinds a report lists, in the JSON's words.
 REPORTED = (ARTICLE, DONATE, SIGNUP, ARCHIVE)
 #: Editions that went out; and ones that stopped, perhaps after reaching some readers.
-WENT_OUT = (SENDING, PAUSED_SEND, SENT)
+WENT_OUT = (SENDING, TESTING, PAUSED_SEND, SENT)
 STOPPED = (CANCELLED, FAILED)
 
 
@@ -105,6 +107,7 @@ def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
         "links": listed,
         "gifts": {"count": gifts, "amounts": {c: _money(v) for c, v in sorted(amounts.items())}},
         "donation_asks": _asks_json(edition_asks(session, edition.id, links)),
+        "subject_test": subject_test_summary(edition, session),
     }
     if per_reader:
         stats["unique_clickers"] = clickers
