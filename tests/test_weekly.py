@@ -306,7 +306,7 @@ def test_migration_keeps_editions_daily_and_lets_a_digest_share_their_date(
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0008")  # a database as the previous release left it
             conn.execute(text(f"INSERT INTO editions ({columns}) VALUES ({values})"))
-        assert init_db(engine) == "0009"
+        assert init_db(engine) >= "0009"  # (and any later migration)
         with engine.begin() as conn:
             assert conn.execute(text("SELECT kind FROM editions")).scalar_one() == DAILY
             conn.execute(text(f"INSERT INTO editions (kind, {columns}) "
