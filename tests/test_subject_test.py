@@ -16,21 +16,24 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from mailer import scheduler, subject_test
 from mailer.app import App
 from mailer.audit import AuditEntry
 from mailer.cli import cli
 from mailer.clicks.report import edition_stats
+from mailer.clock import FixedClock
 from mailer.config import load_settings
+from mailer.db import init_db
 from mailer.errors import ConfigError
-from mailer.models import CLAIMED, HELD, SENDING, SENT, TESTING, Delivery, Edition
+from mailer.models import CLAIMED, DELIVERED, HELD, SENDING, SENT, TESTING, Delivery, Edition
 from mailer.pipeline import run_send
 from mailer.schedule import subject_test_trigger
 from mailer.subject_test import Group, decide
 from tests.support.clicks import client_for, flush, follow
 from tests.support.seed import seed_subscribers, with_feed
+from tests.support.settings import make_settings
 
 CHALLENGER = "Today: {lead_title}"
 
@@ -128,17 +131,28 @@ def test_groups_then_the_winner_to_everyone_else(app: App, tmp_path: Path) -> No
     assert "winner 2: subject 2 beat the edition's own" in shown.output
 
 
-def test_no_difference_keeps_the_edition_subject(app: App, tmp_path: Path) -> None:
-    _setup(app, tmp_path, readers=600)
-    day = app.clock.today(app.settings.tz)
-    assert run_send(app, day, test_phase=True).status == "testing"
-    app.clock.advance(minutes=60)  # type: ignore[attr-defined]
-    assert run_send(app, day).status == "sent"
-    edition = _edition(app)
-    default = edition.subject_test["subjects"][0]
-    assert edition.subject == default and edition.subject_test["winner"] == 1
-    assert edition.subject_test["reason"].startswith("no subject beat")
-    assert len(_subjects(tmp_path / "outbox")) == 600
+def test_no_difference_keeps_the_edition_subject(database_url: str, tmp_path: Path,
+                                                 clock: FixedClock) -> None:
+    """On SQLite and PostgreSQL: the groups' variants, the held rows and their release."""
+    app = App.create(make_settings(tmp_path, database_url=database_url), clock=clock)
+    try:
+        init_db(app.engine)
+        _setup(app, tmp_path, readers=600)
+        day = app.clock.today(app.settings.tz)
+        assert run_send(app, day, test_phase=True).status == "testing"
+        with app.sessions() as session:
+            assert dict(session.execute(select(Delivery.state, func.count())
+                                        .group_by(Delivery.state)).all()) == {
+                DELIVERED: 120, HELD: 480}
+        app.clock.advance(minutes=60)  # type: ignore[attr-defined]
+        assert run_send(app, day).status == "sent"
+        edition = _edition(app)
+        default = edition.subject_test["subjects"][0]
+        assert edition.subject == default and edition.subject_test["winner"] == 1
+        assert edition.subject_test["reason"].startswith("no subject beat")
+        assert len(_subjects(tmp_path / "outbox")) == 600
+    finally:
+        app.close()
 
 
 def test_a_crash_between_the_groups_and_the_rest_resumes(app: App, tmp_path: Path) -> None:
