@@ -135,6 +135,9 @@ class Settings:
     # name, copy, amount, label ("Donate"), position (after-lead, after-third, end) and
     # paused. Empty: the one ask above (donation_copy, donation_amount, donation_ask).
     donation_asks: list[dict[str, Any]] = field(default_factory=list)
+    # Asks paused from the console's Donation asks page (names, comma-separated), on top of
+    # any `paused = true` in the tables above: shown to nobody from the next edition on.
+    paused_asks: str = ""
 
     # Click measurement (docs/privacy.md): "aggregate" counts clicks with no reader in them,
     # "per-reader" also names the delivery, "off" links straight to the site.
@@ -194,9 +197,11 @@ class Settings:
     @property
     def asks(self) -> list[DonationAsk]:
         """Every configured donation ask (validated by `validate`)."""
-        if self.donation_asks:
-            return parse_asks(self.donation_asks)
-        return [DonationAsk(self.donation_ask, self.donation_copy, self.donation_amount)]
+        if not self.donation_asks:
+            return [DonationAsk(self.donation_ask, self.donation_copy, self.donation_amount)]
+        paused = {name.strip() for name in self.paused_asks.split(",") if name.strip()}
+        return [dataclasses.replace(ask, paused=True) if ask.name in paused else ask
+                for ask in parse_asks(self.donation_asks)]
 
     @property
     def weekly_weekday(self) -> int:

@@ -62,6 +62,9 @@ FIELDS: tuple[Field, ...] = (
     Field("send_time", "Send time", "24-hour clock, in the configured time zone, e.g. 07:00.",
           5),
     Field("send_days", "Send days", "Like mon-fri, or mon,wed,fri.", 60),
+    Field("paused_asks", "Paused donation asks",
+          "Names of donation asks shown to nobody, separated by commas; empty for none. "
+          "The Donation asks page pauses and resumes them too.", 400),
 )
 KEYS = tuple(f.key for f in FIELDS)
 _BY_KEY = {f.key: f for f in FIELDS}
@@ -88,6 +91,11 @@ def clean(key: str, raw: str) -> str:
         raise ConfigError(f"setting {key}: cannot be changed from the console")
     field = _BY_KEY[key]
     value = raw.replace("\r\n", "\n").strip()
+    if key == "paused_asks":  # (may be empty: no ask paused)
+        _one_line(key, value)
+        if len(value) > field.max_length:
+            raise ConfigError(f"setting {key}: at most {field.max_length} characters")
+        return ", ".join(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     if not value:
         raise ConfigError(f"setting {key}: must not be empty")
     if len(value) > field.max_length:

@@ -30,6 +30,7 @@ from mailer.models import (
     PAUSED_SEND,
     SENDING,
     SENT,
+    TESTING,
     Click,
     Delivery,
     Edition,
@@ -124,7 +125,7 @@ def asks_over(session: Session, since: date, until: date) -> list[AskFigures]:
     editions, and the interval is that of the sums."""
     total: dict[str, AskFigures] = {}
     editions = session.scalars(select(Edition.id).where(
-        Edition.state.in_((SENT, SENDING, PAUSED_SEND)), Edition.click_tracking != "off",
+        Edition.state.in_((SENT, SENDING, TESTING, PAUSED_SEND)), Edition.click_tracking != "off",
         Edition.edition_date >= since, Edition.edition_date <= until)).all()
     for edition_id in editions:
         links = {link.position: link for link in load_links(session, edition_id)}
