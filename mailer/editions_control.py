@@ -129,6 +129,23 @@ def edit_text(app: App, day: date, *, subject: str, preheader: str, editor_note:
     return True
 
 
+def set_subject_lines(app: App, day: date, lines: list[str]) -> bool:
+    """Plan a subject test on one daily edition: 1 to 3 challenger subject templates (the
+    fields of `subject`) against the edition's own subject; none to go back to the settings
+    (`docs/subject-test.md`). False when nothing changed."""
+    cleaned = [_line("subject line", line, MAX_SUBJECT) for line in lines]
+    cleaned = list(dict.fromkeys(line for line in cleaned if line))
+    if len(cleaned) > 3:
+        raise EditRefused("a subject test takes at most 3 subject lines besides the "
+                          "edition's own")
+    with app.sessions.begin() as session:
+        edition = _locked_draft(session, day, DAILY)
+        if list(edition.subject_variants or []) == cleaned:
+            return False
+        edition.subject_variants = cleaned
+    return True
+
+
 def arrange(app: App, day: date, article_id: int, action: str, kind: str = DAILY) -> None:
     """Pin, unpin, move (up, down, to the top), drop or restore one article, then render.
 
