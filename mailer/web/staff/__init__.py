@@ -5,7 +5,14 @@ modules import it and it imports none of them. Importing this package registers 
 `bp`, which `mailer.web.create_app` then registers on the app.
 """
 
-from mailer.web.staff import admin, dashboard, editions, reports, subscribers  # noqa: F401
+from mailer.web.staff import (  # noqa: F401
+    admin,
+    dashboard,
+    editions,
+    experiments,
+    reports,
+    subscribers,
+)
 from mailer.web.staff.auth import bp
 
 __all__ = ["bp"]
