@@ -9,10 +9,15 @@ later reaches the readers who wanted everything.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from mailer.errors import MailerError
-from mailer.models import DAILY, FREQUENCIES
+from mailer.models import ACTIVE, DAILY, FREQUENCIES, WEEKLY, Subscriber
 
 
 class InvalidChoice(MailerError):
@@ -61,3 +66,40 @@ def describe(frequency: str, sections: Sequence[str]) -> str:
     else:
         what = ", ".join(sections[:-1]) + " and " + sections[-1]
     return f"{frequency}, {what}"
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The active readers by their choices, for the console."""
+
+    daily: int = 0
+    weekly: int = 0
+    all_sections: int = 0  # chose every section (or never chose)
+    #: per configured section: readers who get it (all sections, or chose it)
+    per_section: dict[str, int] = field(default_factory=dict)
+    #: each distinct choice of some sections, as stored, with its readers
+    combinations: list[tuple[str, int]] = field(default_factory=list)
+
+
+def breakdown(session: Session, configured: Sequence[str]) -> Breakdown:
+    """Active readers by frequency and by sections, in one grouped query: each distinct
+    stored choice is counted once, then spread over the sections it names."""
+    rows = session.execute(
+        select(Subscriber.frequency, Subscriber.sections, func.count())
+        .where(Subscriber.status == ACTIVE)
+        .group_by(Subscriber.frequency, Subscriber.sections)).all()
+    by_frequency: Counter[str] = Counter()
+    by_choice: Counter[str] = Counter()
+    for frequency, stored, n in rows:
+        by_frequency[frequency] += n
+        by_choice[stored] += n
+    names = {name.casefold(): name for name in configured}
+    every = by_choice.pop("", 0)
+    per_section = dict.fromkeys(configured, every)
+    for stored, n in by_choice.items():
+        for name in split(stored):
+            if name.casefold() in names:
+                per_section[names[name.casefold()]] += n
+    return Breakdown(daily=by_frequency[DAILY], weekly=by_frequency[WEEKLY],
+                     all_sections=every, per_section=per_section,
+                     combinations=sorted(by_choice.items(), key=lambda item: -item[1]))
