@@ -7,6 +7,7 @@ modules import it and it imports none of them. Importing this package registers 
 
 from mailer.web.staff import (  # noqa: F401
     admin,
+    audience,
     dashboard,
     editions,
     experiments,

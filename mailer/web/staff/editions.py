@@ -32,8 +32,17 @@ from mailer.edition import (
     window_for,
 )
 from mailer.errors import FeedError, MailerError
-from mailer.models import PAUSED_SEND, SENDING, Article, Edition, EditionArticle, SendLog
-from mailer.subscribers import InvalidAddress, counts, normalise_email
+from mailer.models import (
+    DAILY,
+    PAUSED_SEND,
+    SENDING,
+    Article,
+    Edition,
+    EditionArticle,
+    SendLog,
+    Subscriber,
+)
+from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP
 from mailer.web.staff import send
@@ -64,6 +73,13 @@ class ItemView:
     pinned: bool
 
 
+def _audience(db: Any, app: App, kind: str = DAILY) -> int:
+    """The readers an edition of `kind` would go to now (daily readers only, while the
+    weekly digest is offered)."""
+    frequency = pipeline.audience_of(app.settings, kind)
+    return db.scalar(select(func.count(Subscriber.id)).where(*ledger.audience(frequency))) or 0
+
+
 def _load(app: App, day: date) -> Edition | None:
     return ledger.load_edition(app.sessions, day)
 
@@ -90,7 +106,7 @@ def edition(day: str) -> Any:
     now = app.clock.now()
     with app.sessions() as db:
         ed = get_edition(db, the_day)
-        audience = counts(db).get("active", 0)
+        audience = _audience(db, app)
         items: list[ItemView] = []
         dropped: list[Article] = []
         tests: list[SendLog] = []
@@ -319,7 +335,7 @@ def send_confirm(day: str) -> Any:
     if ed is not None and ed.state in (SENDING, PAUSED_SEND):
         return redirect(url_for("staff.progress", day=the_day.isoformat()))
     with app.sessions() as db:
-        audience = counts(db).get("active", 0)
+        audience = _audience(db, app)
     articles_count = _article_count(app, ed.id) if ed is not None else 0
     late = _lateness(app, the_day)
     return render_template(
@@ -339,7 +355,7 @@ def send_now(day: str) -> Response:
     the_day = parse_day(day)
     reason = " ".join(request.form.get("reason", "").split())[:500]
     with app.sessions() as db:
-        audience = counts(db).get("active", 0)
+        audience = _audience(db, app)
     detail = f"audience about {audience}" + (f"; forced: {reason}" if reason else "")
     _, started = send.start(
         app, send.registry(current_app), the_day, actor=current_staff().email,
