@@ -24,8 +24,9 @@ def subscriber_target(subscriber_id: int) -> str:
     return f"subscriber:{subscriber_id}"
 
 
-def edition_target(day: object) -> str:
-    return f"edition:{day}"
+def edition_target(day: object, kind: str = "daily") -> str:
+    """How the log names an edition: "edition:2026-12-05", "edition:weekly:2026-12-05"."""
+    return f"edition:{day}" if kind == "daily" else f"edition:{kind}:{day}"
 
 
 def record(session: Session, actor: str, action: str, target: str = "", detail: str = "", *,
