@@ -59,7 +59,7 @@ from mailer.accounts import (
 )
 from mailer.alerts import alert
 from mailer.app import App
-from mailer.models import StaffUser
+from mailer.models import DAILY, WEEKLY, StaffUser
 from mailer.web import throttle
 from mailer.web.context import mailer_app
 from mailer.web.security import CSP
@@ -210,6 +210,20 @@ def local(moment: datetime | None, fmt: str = "%a %d %b %Y, %H:%M") -> str:
 
 def today(app: App) -> date:
     return app.clock.today(app.settings.tz)
+
+
+def edition_route(rule: str, **options: Any) -> Callable[[F], F]:
+    """Register an edition page for both kinds: ``/editions/<day><rule>`` for the daily and
+    ``/editions/weekly/<day><rule>`` for the weekly digest; the view gets `kind`, and
+    ``url_for(endpoint, day=..., kind=...)`` builds the URL of that kind (the daily's
+    without `kind`)."""
+    def register(view: F) -> F:
+        bp.add_url_rule(f"/editions/<day>{rule}", view_func=view,
+                        defaults={"kind": DAILY}, **options)
+        bp.add_url_rule(f"/editions/weekly/<day>{rule}", view_func=view,
+                        defaults={"kind": WEEKLY}, **options)
+        return view
+    return register
 
 
 def parse_day(value: str) -> date:

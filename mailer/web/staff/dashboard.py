@@ -3,7 +3,7 @@ and (for admins) bursts of wrong passwords the alert email may not have reached 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import redirect, render_template, url_for
@@ -38,7 +38,14 @@ def dashboard() -> Any:
         growth=growth, chart=stats.growth_chart(growth), clicks=clicks,
         click_chart=stats.click_chart(clicks),
         audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
+        weekly_day=_next_weekly(app.settings.weekly_weekday, day)
+        if app.settings.weekly_digest else None,
     )
+
+
+def _next_weekly(weekday: int, day: date) -> date:
+    """The weekly digest's date on or after `day` (its page, to prepare or to look back at)."""
+    return day + timedelta(days=(weekday - day.weekday()) % 7)
 
 
 def _login_alerts(db: Any, now: datetime) -> list[Any]:

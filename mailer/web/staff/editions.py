@@ -36,6 +36,7 @@ from mailer.models import (
     DAILY,
     PAUSED_SEND,
     SENDING,
+    WEEKLY,
     Article,
     Edition,
     EditionArticle,
@@ -47,8 +48,8 @@ from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP
 from mailer.web.staff import send
 from mailer.web.staff.auth import (
-    bp,
     current_staff,
+    edition_route,
     login_required,
     parse_day,
     record,
@@ -80,8 +81,12 @@ def _audience(db: Any, app: App, kind: str = DAILY) -> int:
     return db.scalar(select(func.count(Subscriber.id)).where(*ledger.audience(frequency))) or 0
 
 
-def _load(app: App, day: date) -> Edition | None:
-    return ledger.load_edition(app.sessions, day)
+def _name(kind: str) -> str:
+    return "Weekly digest" if kind == WEEKLY else "Edition"
+
+
+def _load(app: App, day: date, kind: str = DAILY) -> Edition | None:
+    return ledger.load_edition(app.sessions, day, kind)
 
 
 def _article_count(app: App, edition_id: int) -> int:
@@ -90,23 +95,23 @@ def _article_count(app: App, edition_id: int) -> int:
                          .where(EditionArticle.edition_id == edition_id)) or 0
 
 
-def _back(day: date, anchor: str = "") -> Response:
-    url = url_for("staff.edition", day=day.isoformat())
+def _back(day: date, anchor: str = "", kind: str = DAILY) -> Response:
+    url = url_for("staff.edition", day=day.isoformat(), kind=kind)
     return redirect(url + (f"#{anchor}" if anchor else ""), code=303)
 
 
 # ---- the edition page ----------------------------------------------------------------------
 
 
-@bp.get("/editions/<day>")
+@edition_route("", methods=["GET"])
 @login_required
-def edition(day: str) -> Any:
+def edition(day: str, kind: str = DAILY) -> Any:
     app = mailer_app()
     the_day = parse_day(day)
     now = app.clock.now()
     with app.sessions() as db:
-        ed = get_edition(db, the_day)
-        audience = _audience(db, app)
+        ed = get_edition(db, the_day, kind)
+        audience = _audience(db, app, kind)
         items: list[ItemView] = []
         dropped: list[Article] = []
         tests: list[SendLog] = []
@@ -124,26 +129,27 @@ def edition(day: str) -> Any:
             ledger_counts = live_counts(db, ed.id)
             clicks = sent_edition_stats(db, ed)
             db.expunge_all()
-        window = None if ed is not None else window_for(db, app.settings, the_day)
-    job = send.registry(current_app).get(the_day)
+        window = None if ed is not None else window_for(db, app.settings, the_day, kind)
+    job = send.registry(current_app).get(the_day, kind)
     version = hashlib.sha256((ed.html if ed else "").encode()).hexdigest()[:12]
     return render_template(
-        "staff/edition.html", title=f"Edition {the_day:%d %b %Y}", day=the_day, ed=ed,
+        "staff/edition.html", title=f"{_name(kind)} {the_day:%d %b %Y}", day=the_day, ed=ed,
+        kind=kind,
         items=items, dropped=dropped, tests=tests, counts=ledger_counts, audience=audience,
         editable=ed is None or ed.state in EDITABLE, job=job, version=version,
         text=fill_preview(app.settings, ed, ed.text) if ed else "", window=window,
-        due=send_instant(app.settings, the_day), is_today=the_day == today(app),
+        due=send_instant(app.settings, the_day, kind), is_today=the_day == today(app),
         preflight=ed.preflight if ed and ed.preflight else None, now=now,
         html_kb=len(ed.html.encode()) / 1024 if ed else 0, clicks=clicks,
     )
 
 
-@bp.get("/editions/<day>/preview")
+@edition_route("/preview", methods=["GET"])
 @login_required
-def preview(day: str) -> Response:
+def preview(day: str, kind: str = DAILY) -> Response:
     """The HTML part for the preview frames (desktop and 375 px use the same document)."""
     app = mailer_app()
-    ed = _load(app, parse_day(day))
+    ed = _load(app, parse_day(day), kind)
     if ed is None or not ed.html:
         abort(404)
     response = Response(fill_preview(app.settings, ed, ed.html), mimetype="text/html")
@@ -152,67 +158,67 @@ def preview(day: str) -> Response:
     return response
 
 
-@bp.post("/editions/<day>/build")
+@edition_route("/build", methods=["POST"])
 @login_required
-def build(day: str) -> Response:
+def build(day: str, kind: str = DAILY) -> Response:
     """Fetch the feed, then create or refresh the draft (staff edits are kept)."""
     app = mailer_app()
     the_day = parse_day(day)
-    existing = _load(app, the_day)
+    existing = _load(app, the_day, kind)
     if existing is not None and existing.state not in EDITABLE:
         flash(f"This edition is {existing.state}: it can no longer change.", "error")
-        return _back(the_day)
+        return _back(the_day, kind=kind)
     fetched = ""
     try:
-        result = pipeline.collect_for(app, the_day)
+        result = pipeline.collect_for(app, the_day, kind)
         fetched = ("the feed has not changed" if result.not_modified
                    else f"{result.new} new and {result.updated} updated articles")
     except FeedError as exc:
         flash(f"Could not fetch the feed ({exc}); the edition uses the articles already "
               "stored.", "error")
-    built = build_edition(app, the_day)
+    built = build_edition(app, the_day, kind=kind)
     with app.sessions.begin() as db:
         record(db, "edition-built" if existing is None else "edition-refreshed",
-               audit.edition_target(the_day), fetched)
+               audit.edition_target(the_day, kind), fetched)
     n = _article_count(app, built.id)
     flash(f"Edition {'built' if existing is None else 'refreshed'}: {n} articles"
           + (f" ({fetched})." if fetched else "."))
-    return _back(the_day)
+    return _back(the_day, kind=kind)
 
 
-@bp.post("/editions/<day>/content")
+@edition_route("/content", methods=["POST"])
 @login_required
-def content(day: str) -> Response:
+def content(day: str, kind: str = DAILY) -> Response:
     app = mailer_app()
     the_day = parse_day(day)
-    before = _load(app, the_day)
+    before = _load(app, the_day, kind)
     form = request.form
     try:
         changed = editions_control.edit_text(
             app, the_day, subject=form.get("subject", ""), preheader=form.get("preheader", ""),
-            editor_note=form.get("editor_note", ""))
+            editor_note=form.get("editor_note", ""), kind=kind)
     except MailerError as exc:
         flash(str(exc), "error")
-        return _back(the_day, "content")
+        return _back(the_day, "content", kind)
     if changed and before is not None:
-        after = _load(app, the_day)
+        after = _load(app, the_day, kind)
         assert after is not None
         fields = [name for name, a, b in (
             ("subject", before.subject, after.subject),
             ("preheader", before.preheader, after.preheader),
             ("editor's note", before.editor_note, after.editor_note)) if a != b]
         with app.sessions.begin() as db:
-            record(db, "edition-edited", audit.edition_target(the_day),
+            record(db, "edition-edited", audit.edition_target(the_day, kind),
                    "changed " + ", ".join(fields) if fields else "")
         flash("Saved. The preview shows the new version.")
     else:
         flash("Nothing changed.")
-    return _back(the_day, "content")
+    return _back(the_day, "content", kind)
 
 
-@bp.post("/editions/<day>/articles")
+@edition_route("/articles", methods=["POST"])
 @login_required
-def articles(day: str) -> Response:
+def articles(day: str, kind: str = DAILY) -> Response:
     app = mailer_app()
     the_day = parse_day(day)
     action = request.form.get("action", "")
@@ -221,34 +227,34 @@ def articles(day: str) -> Response:
         abort(400)
     article_id = int(raw_id)
     try:
-        editions_control.arrange(app, the_day, article_id, action)
+        editions_control.arrange(app, the_day, article_id, action, kind)
     except MailerError as exc:
         flash(str(exc), "error")
-        return _back(the_day, "articles")
+        return _back(the_day, "articles", kind)
     with app.sessions.begin() as db:
         title = db.scalar(select(Article.title).where(Article.id == article_id)) or ""
-        record(db, "edition-arranged", audit.edition_target(the_day),
+        record(db, "edition-arranged", audit.edition_target(the_day, kind),
                f"{action} article {article_id}: {title[:200]}")
     flash({"pin": "Pinned", "unpin": "Unpinned", "drop": "Dropped", "restore": "Restored",
            "up": "Moved up", "down": "Moved down", "top": "Moved to the top"}[action]
           + f": {title}")
-    return _back(the_day, "articles")
+    return _back(the_day, "articles", kind)
 
 
-@bp.post("/editions/<day>/cancel-draft")
+@edition_route("/cancel-draft", methods=["POST"])
 @login_required
-def cancel_draft(day: str) -> Response:
+def cancel_draft(day: str, kind: str = DAILY) -> Response:
     """Do not send this date's edition at all (the window is then carried by the next one)."""
     app = mailer_app()
     the_day = parse_day(day)
-    ed = _load(app, the_day)
+    ed = _load(app, the_day, kind)
     if ed is None or ed.state not in EDITABLE or not editions_control.cancel(app.sessions, ed.id):
         flash("Only an edition that has not started sending can be cancelled here.", "error")
-        return _back(the_day)
+        return _back(the_day, kind=kind)
     with app.sessions.begin() as db:
-        record(db, "edition-cancelled", audit.edition_target(the_day), "before sending")
+        record(db, "edition-cancelled", audit.edition_target(the_day, kind), "before sending")
     flash("Edition cancelled: nobody will receive it.")
-    return _back(the_day)
+    return _back(the_day, kind=kind)
 
 
 # ---- tests ---------------------------------------------------------------------------------
@@ -275,9 +281,9 @@ def _recipients(raw: str) -> list[str]:
     return addresses
 
 
-@bp.post("/editions/<day>/test")
+@edition_route("/test", methods=["POST"])
 @login_required
-def send_test(day: str) -> Response:
+def send_test(day: str, kind: str = DAILY) -> Response:
     """Send the edition, marked [TEST], to the signed-in staff member or a list of addresses.
     Test sends do not touch the ledger: nobody on the list receives anything."""
     app = mailer_app()
@@ -287,92 +293,92 @@ def send_test(day: str) -> Response:
             addresses = [current_staff().email]
         else:
             addresses = _recipients(request.form.get("addresses", ""))
-        pipeline.send_test(app, the_day, addresses, collect_first=False)
+        pipeline.send_test(app, the_day, addresses, collect_first=False, kind=kind)
     except MailerError as exc:
         flash(f"The test was not sent: {exc}", "error")
-        return _back(the_day, "test")
+        return _back(the_day, "test", kind)
     with app.sessions.begin() as db:
-        record(db, "test-sent", audit.edition_target(the_day), ", ".join(addresses))
+        record(db, "test-sent", audit.edition_target(the_day, kind), ", ".join(addresses))
     flash(f"Test sent to {', '.join(addresses)}. Its subject starts with [TEST].")
-    return _back(the_day, "test")
+    return _back(the_day, "test", kind)
 
 
-@bp.post("/editions/<day>/preflight")
+@edition_route("/preflight", methods=["POST"])
 @login_required
-def run_preflight(day: str) -> Response:
+def run_preflight(day: str, kind: str = DAILY) -> Response:
     """Run the preflight checks now (the send runs them again in any case)."""
     app = mailer_app()
     the_day = parse_day(day)
-    ed = _load(app, the_day)
+    ed = _load(app, the_day, kind)
     if ed is None:
         flash("Build the edition first.", "error")
-        return _back(the_day)
+        return _back(the_day, kind=kind)
     report = preflight.run_checks(app, ed)
     preflight.record(app, ed, report)
     with app.sessions.begin() as db:
-        record(db, "preflight-run", audit.edition_target(the_day),
+        record(db, "preflight-run", audit.edition_target(the_day, kind),
                f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     flash("Preflight checks passed." if report.ok else
           f"Preflight found {len(report.errors)} problem(s) that would stop the send.",
           "message" if report.ok else "error")
-    return _back(the_day, "preflight")
+    return _back(the_day, "preflight", kind)
 
 
 # ---- send now ------------------------------------------------------------------------------
 
 
-def _lateness(app: App, day: date) -> timedelta:
-    return app.clock.now() - send_instant(app.settings, day)
+def _lateness(app: App, day: date, kind: str = DAILY) -> timedelta:
+    return app.clock.now() - send_instant(app.settings, day, kind)
 
 
-@bp.get("/editions/<day>/send")
+@edition_route("/send", methods=["GET"])
 @login_required
-def send_confirm(day: str) -> Any:
+def send_confirm(day: str, kind: str = DAILY) -> Any:
     """The confirm step: who will receive it, how many, and whether it is late."""
     app = mailer_app()
     the_day = parse_day(day)
-    ed = _load(app, the_day)
+    ed = _load(app, the_day, kind)
     if ed is not None and ed.state in (SENDING, PAUSED_SEND):
-        return redirect(url_for("staff.progress", day=the_day.isoformat()))
+        return redirect(url_for("staff.progress", day=the_day.isoformat(), kind=kind))
     with app.sessions() as db:
-        audience = _audience(db, app)
+        audience = _audience(db, app, kind)
     articles_count = _article_count(app, ed.id) if ed is not None else 0
-    late = _lateness(app, the_day)
+    late = _lateness(app, the_day, kind)
     return render_template(
-        "staff/send_confirm.html", title=f"Send the edition of {the_day:%d %b %Y}",
-        day=the_day, ed=ed, audience=audience, articles_count=articles_count,
+        "staff/send_confirm.html", title=f"Send the {_name(kind).lower()} of {the_day:%d %b %Y}",
+        day=the_day, kind=kind, ed=ed, audience=audience, articles_count=articles_count,
         late=late > timedelta(hours=app.settings.late_send_hours), late_by=late,
         late_hours=app.settings.late_send_hours,
-        due=send_instant(app.settings, the_day), sendable=ed is None or ed.state in EDITABLE,
+        due=send_instant(app.settings, the_day, kind), sendable=ed is None or ed.state in EDITABLE,
         preflight=ed.preflight if ed and ed.preflight else None,
     )
 
 
-@bp.post("/editions/<day>/send")
+@edition_route("/send", methods=["POST"])
 @login_required
-def send_now(day: str) -> Response:
+def send_now(day: str, kind: str = DAILY) -> Response:
     app = mailer_app()
     the_day = parse_day(day)
     reason = " ".join(request.form.get("reason", "").split())[:500]
     with app.sessions() as db:
-        audience = _audience(db, app)
+        audience = _audience(db, app, kind)
     detail = f"audience about {audience}" + (f"; forced: {reason}" if reason else "")
     _, started = send.start(
         app, send.registry(current_app), the_day, actor=current_staff().email,
         force=bool(reason), reason=reason, inline=bool(current_app.config["MAILER_SEND_INLINE"]),
-        audit_detail=detail)
+        audit_detail=detail, edition_kind=kind)
     if not started:
         flash("This edition is already being sent from here: nothing new was started.")
-    return redirect(url_for("staff.progress", day=the_day.isoformat()), code=303)
+    return redirect(url_for("staff.progress", day=the_day.isoformat(), kind=kind), code=303)
 
 
-@bp.get("/editions/<day>/progress")
+@edition_route("/progress", methods=["GET"])
 @login_required
-def progress(day: str) -> Any:
+def progress(day: str, kind: str = DAILY) -> Any:
     app = mailer_app()
     the_day = parse_day(day)
-    job = send.registry(current_app).get(the_day)
-    ed = ledger.load_edition(app.sessions, the_day)
+    job = send.registry(current_app).get(the_day, kind)
+    ed = ledger.load_edition(app.sessions, the_day, kind)
     with app.sessions() as db:
         c = live_counts(db, ed.id if ed is not None else None)
     rate = None
@@ -385,8 +391,8 @@ def progress(day: str) -> Any:
     live = (ed is not None and ed.state == SENDING) or (job is not None and job.running)
     total = ed.audience if ed is not None and ed.audience else sum(c.values())
     body = render_template(
-        "staff/progress.html", title=f"Sending the edition of {the_day:%d %b %Y}",
-        day=the_day, ed=ed, counts=c, total=total, rate=rate, job=job, live=live,
+        "staff/progress.html", title=f"Sending the {_name(kind).lower()} of {the_day:%d %b %Y}",
+        day=the_day, kind=kind, ed=ed, counts=c, total=total, rate=rate, job=job, live=live,
         done=c["sent"] + c["failed"] + c["unknown"] + c["withdrawn"], refresh=REFRESH_SECONDS,
     )
     response = Response(body, mimetype="text/html")
@@ -395,46 +401,46 @@ def progress(day: str) -> Any:
     return response
 
 
-def _control(day: str, action: str) -> Response:
+def _control(day: str, action: str, kind: str) -> Response:
     app = mailer_app()
     the_day = parse_day(day)
-    ed = _load(app, the_day)
+    ed = _load(app, the_day, kind)
     if ed is None:
         abort(404)
     control = {"pause": editions_control.pause, "resume": editions_control.resume,
                "cancel": editions_control.cancel}[action]
     if not control(app.sessions, ed.id):
         flash(f"Nothing changed: the edition is {ed.state}.", "error")
-        return redirect(url_for("staff.progress", day=the_day.isoformat()), code=303)
+        return redirect(url_for("staff.progress", day=the_day.isoformat(), kind=kind), code=303)
     with app.sessions.begin() as db:
         record(db, {"pause": "send-paused", "resume": "send-resumed",
-                    "cancel": "send-cancelled"}[action], audit.edition_target(the_day))
+                    "cancel": "send-cancelled"}[action], audit.edition_target(the_day, kind))
     if action == "resume":
         send.start(app, send.registry(current_app), the_day,
-                         actor=current_staff().email, kind="resume",
-                         inline=bool(current_app.config["MAILER_SEND_INLINE"]))
+                   actor=current_staff().email, kind="resume", edition_kind=kind,
+                   inline=bool(current_app.config["MAILER_SEND_INLINE"]))
         flash("Resumed: sending to the rest of the list.")
     elif action == "pause":
         flash("Paused: messages already on their way finish; nobody else is sent to until "
               "you resume.")
     else:
         flash("Cancelled: nobody else will receive this edition.")
-    return redirect(url_for("staff.progress", day=the_day.isoformat()), code=303)
+    return redirect(url_for("staff.progress", day=the_day.isoformat(), kind=kind), code=303)
 
 
-@bp.post("/editions/<day>/pause")
+@edition_route("/pause", methods=["POST"])
 @login_required
-def pause(day: str) -> Response:
-    return _control(day, "pause")
+def pause(day: str, kind: str = DAILY) -> Response:
+    return _control(day, "pause", kind)
 
 
-@bp.post("/editions/<day>/resume")
+@edition_route("/resume", methods=["POST"])
 @login_required
-def resume(day: str) -> Response:
-    return _control(day, "resume")
+def resume(day: str, kind: str = DAILY) -> Response:
+    return _control(day, "resume", kind)
 
 
-@bp.post("/editions/<day>/cancel")
+@edition_route("/cancel", methods=["POST"])
 @login_required
-def cancel(day: str) -> Response:
-    return _control(day, "cancel")
+def cancel(day: str, kind: str = DAILY) -> Response:
+    return _control(day, "cancel", kind)

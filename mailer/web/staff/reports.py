@@ -17,20 +17,21 @@ from werkzeug.wrappers import Response
 from mailer.clicks.links import PER_READER
 from mailer.clicks.report import edition_stats, readers_who_clicked
 from mailer.edition import get_edition
+from mailer.models import DAILY
 from mailer.subscribers import defuse_cell
 from mailer.web.context import mailer_app
-from mailer.web.staff.auth import admin_required, bp, login_required, parse_day, record
+from mailer.web.staff.auth import admin_required, edition_route, login_required, parse_day, record
 
 COLUMNS = ("rank", "kind", "title", "url", "clicks_human", "clicks_filtered")
 
 
-@bp.get("/editions/<day>/clicks.csv")
+@edition_route("/clicks.csv", methods=["GET"])
 @login_required
-def edition_clicks_csv(day: str) -> Response:
+def edition_clicks_csv(day: str, kind: str = DAILY) -> Response:
     app = mailer_app()
     the_day = parse_day(day)
     with app.sessions() as db:
-        edition = get_edition(db, the_day)
+        edition = get_edition(db, the_day, kind)
         if edition is None:
             abort(404)
         figures = edition_stats(db, edition)
@@ -41,18 +42,18 @@ def edition_clicks_csv(day: str) -> Response:
         writer.writerow([rank, row["kind"], defuse_cell(row["title"]), defuse_cell(row["url"]),
                          row["clicks_human"], row["clicks_filtered"]])
     response = Response(out.getvalue(), mimetype="text/csv")
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="clicks-{the_day.isoformat()}.csv"')
+    name = f"clicks-{'' if kind == DAILY else 'weekly-'}{the_day.isoformat()}.csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 
-@bp.get("/editions/<day>/clickers.csv")
+@edition_route("/clickers.csv", methods=["GET"])
 @admin_required
-def edition_clickers_csv(day: str) -> Response:
+def edition_clickers_csv(day: str, kind: str = DAILY) -> Response:
     app = mailer_app()
     the_day = parse_day(day)
     with app.sessions() as db:
-        edition = get_edition(db, the_day)
+        edition = get_edition(db, the_day, kind)
         if edition is None or edition.click_tracking != PER_READER:
             abort(404)  # aggregate clicks name nobody
         readers = readers_who_clicked(db, edition.id)

@@ -26,6 +26,7 @@ from mailer import audit
 from mailer.app import App
 from mailer.dispatch import Progress
 from mailer.errors import MailerError, one_line
+from mailer.models import DAILY
 from mailer.pipeline import SendOutcome, run_send
 
 log = logging.getLogger("mailer.web.staff")
@@ -38,6 +39,7 @@ class SendJob:
     day: date
     actor: str
     kind: str  # "send" | "resume"
+    edition_kind: str = DAILY  # the edition's kind: daily or the weekly digest
     started: float = field(default_factory=time.monotonic)
     progress: Progress | None = None
     outcome: SendOutcome | None = None
@@ -54,15 +56,16 @@ class SendJob:
 
 
 class SendRegistry:
-    """The sends this web process started, by edition date."""
+    """The sends this web process started, by edition (kind and date: the weekly digest
+    and the daily of one date are two sends)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.jobs: dict[date, SendJob] = {}
+        self.jobs: dict[tuple[str, date], SendJob] = {}
 
-    def get(self, day: date) -> SendJob | None:
+    def get(self, day: date, kind: str = DAILY) -> SendJob | None:
         with self.lock:
-            return self.jobs.get(day)
+            return self.jobs.get((kind, day))
 
 
 def registry(web: Flask) -> SendRegistry:
@@ -75,7 +78,7 @@ def registry(web: Flask) -> SendRegistry:
 
 def start(app: App, reg: SendRegistry, day: date, *, actor: str, kind: str = "send",
           force: bool = False, reason: str = "", inline: bool = False,
-          audit_detail: str | None = None) -> tuple[SendJob, bool]:
+          audit_detail: str | None = None, edition_kind: str = DAILY) -> tuple[SendJob, bool]:
     """Start (or join) the send of `day`; (job, started_now).
 
     A job of this process that is still running is returned as it is: pressing the button
@@ -84,14 +87,14 @@ def start(app: App, reg: SendRegistry, day: date, *, actor: str, kind: str = "se
     reads in the order things happened, whatever the send's outcome).
     """
     with reg.lock:
-        current = reg.jobs.get(day)
+        current = reg.jobs.get((edition_kind, day))
         if current is not None and current.running:
             return current, False
-        job = SendJob(day=day, actor=actor, kind=kind)
-        reg.jobs[day] = job
+        job = SendJob(day=day, actor=actor, kind=kind, edition_kind=edition_kind)
+        reg.jobs[(edition_kind, day)] = job
     if audit_detail is not None:
         with app.sessions.begin() as session:
-            audit.record(session, actor, "send-started", audit.edition_target(day),
+            audit.record(session, actor, "send-started", audit.edition_target(day, edition_kind),
                          audit_detail, at=app.clock.now())
     if inline:  # tests: the request waits for the whole send
         _run(app, job, force=force, reason=reason)
@@ -107,7 +110,7 @@ def _run(app: App, job: SendJob, *, force: bool, reason: str) -> None:
     action, detail = "send-finished", ""
     try:
         job.outcome = run_send(app, job.day, force=force, reason=reason, collect_first=False,
-                               on_progress=job.update)
+                               on_progress=job.update, kind=job.edition_kind)
         detail = f"{job.outcome.status}: {job.outcome.message}"
         if not job.outcome.ok:
             action = "send-failed"
@@ -121,7 +124,8 @@ def _run(app: App, job: SendJob, *, force: bool, reason: str) -> None:
     finally:
         try:
             with app.sessions.begin() as session:
-                audit.record(session, job.actor, action, audit.edition_target(job.day),
+                audit.record(session, job.actor, action,
+                             audit.edition_target(job.day, job.edition_kind),
                              detail, at=app.clock.now())
         except Exception:  # noqa: BLE001 - the send itself is recorded in the ledger
             log.exception("could not write the audit entry for the send of %s", job.day)
