@@ -868,7 +868,8 @@ def test_the_job_store_lives_in_our_database(database_url: str, tmp_path: Path) 
         env = daemon_env(database_url, feed, sink, fire)
         engine = make_engine(database_url)
         try:
-            for minutes, expected in (("5", {JOB_ID, COLLECT_JOB_ID}), ("0", {JOB_ID})):
+            always = {JOB_ID, TEST_JOB_ID, WEEKLY_JOB_ID}  # (the weekly digest is on by default)
+            for minutes, expected in (("5", always | {COLLECT_JOB_ID}), ("0", always)):
                 daemon = Daemon({**env, "MAILER_COLLECT_EVERY_MINUTES": minutes},
                                 tmp_path / f"store-{minutes}.log")
                 try:

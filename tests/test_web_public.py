@@ -492,11 +492,11 @@ def test_unsubscribe_get_changes_nothing(app: App, client: FlaskClient) -> None:
     before = snapshot(app)
     page = client.get(unsub_path(app, sub_id))
     assert page.status_code == 200
-    # One form posts here, with one button (leave); the other (only some sections; and the
-    # weekly instead, when it is offered) posts to the preferences page
+    # One form posts here, with one button (leave); the others (the weekly instead, offered
+    # by default, and only some sections) post to the preferences page
     # (tests/test_web_choices.py).
-    assert page.text.count('<form method="post">') == 1 and page.text.count("<button") == 2
-    assert page.text.count('<form method="post" action="/preferences/') == 1
+    assert page.text.count('<form method="post">') == 1 and page.text.count("<button") == 3
+    assert page.text.count('<form method="post" action="/preferences/') == 2
     assert "/preferences/" in page.text
     assert client.head(unsub_path(app, sub_id)).status_code == 200
     assert snapshot(app) == before
