@@ -157,16 +157,18 @@ def test_2500_recipients_land_in_provider_sized_batches(
         provider: tuple[str, FakeProvider], settings: Settings,
         template: MessageTemplate) -> None:
     name, fake = provider
-    messages = audience(template, 2500)
+    # (SES takes one message a call: 300 calls say as much as 2,500, in an eighth the time)
+    n = 300 if name == "ses" else 2500
+    messages = audience(template, n)
     transport = transport_for(fake, settings, name)
     assert transport.max_batch == BATCH[name]
     with transport:
         results = transport.send(messages)
-    assert statuses(results) == ["sent"] * 2500
+    assert statuses(results) == ["sent"] * n
     assert all(r.provider_id for r in results)
     sizes = fake.batch_sizes(SEND_PATH[name])
     expected = {"postmark": [500] * 5, "sendgrid": [1000, 1000, 500],
-                "mailgun": [1000, 1000, 500], "ses": [1] * 2500}[name]
+                "mailgun": [1000, 1000, 500], "ses": [1] * 300}[name]
     assert sizes == expected
     assert_received_as_sent(fake, messages)
 
