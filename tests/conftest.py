@@ -28,7 +28,21 @@ PG_SKIP_REASON = (
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test using this runs on a SQLite file and on a fresh PostgreSQL database."""
+    """Each test using this runs on a SQLite file and on a fresh PostgreSQL database (already
+    migrated to the newest revision, a copy of one made per run: `init_db` then finds
+    nothing to do)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if pg.base_url() is None:
+        pytest.skip(PG_SKIP_REASON)
+    with pg.fresh_database(migrated=True) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Like `database_url`, with no tables at all: for the tests of migrations."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
@@ -36,6 +50,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pytest.skip(PG_SKIP_REASON)
     with pg.fresh_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_template() -> Iterator[None]:
+    yield
+    pg.drop_template()
 
 
 @pytest.fixture

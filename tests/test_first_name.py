@@ -85,14 +85,14 @@ def test_cli_add_takes_a_first_name(app: App) -> None:
 
 
 def test_existing_readers_get_a_first_name_unless_it_would_be_a_guess(
-        database_url: str) -> None:
+        empty_database_url: str) -> None:
     """Revision 0006 gives readers the first word of their name, except a title or an
     initial: "Good morning, Dr" is worse than "Good morning"."""
     from alembic import command
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
-        config = alembic_config(database_url)
+        config = alembic_config(empty_database_url)
         with engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "0005")

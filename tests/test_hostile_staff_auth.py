@@ -332,14 +332,14 @@ def test_a_cookie_captured_before_a_password_change_is_refused_after_it(
 
 
 def test_migration_gives_existing_accounts_a_session_generation(
-        database_url: str, tmp_path: Path, clock: FixedClock) -> None:
+        empty_database_url: str, tmp_path: Path, clock: FixedClock) -> None:
     """A database made before revision 0004, with an account in it, upgrades with `mailer init`
     and its account signs in and out with server-side sign-out."""
     from alembic import command
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
-        config = alembic_config(database_url)
+        config = alembic_config(empty_database_url)
         with engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "0003")  # the head before this change
@@ -354,11 +354,12 @@ def test_migration_gives_existing_accounts_a_session_generation(
     finally:
         engine.dispose()
 
-    result = CliRunner().invoke(cli, ["init"], env={"MAILER_DATABASE_URL": database_url})
+    result = CliRunner().invoke(cli, ["init"], env={"MAILER_DATABASE_URL": empty_database_url})
     assert result.exit_code == 0, result.output
     assert "database ready at revision" in result.output  # the head, 0004 or later
 
-    application = App.create(make_settings(tmp_path, database_url=database_url), clock=clock)
+    application = App.create(make_settings(tmp_path, database_url=empty_database_url),
+                              clock=clock)
     try:
         web = create_app(application, {"TESTING": True})
         editor = browser(web, EDITOR_IP)
