@@ -16,9 +16,10 @@ from tests.support import pg
 from tests.support.settings import make_settings
 
 # Fixture modules shared by several test files: the SMTP sink (smtp_sink, make_smtp_sink) and
-# SpamAssassin's clean slate (fresh_spamassassin), the end-to-end world (env), SNS (sns).
+# SpamAssassin's clean slate (fresh_spamassassin), the end-to-end world (env), SNS (sns),
+# and cheap staff password hashes for every test (fasthash).
 pytest_plugins = ["tests.support.smtpsink", "tests.support.spam", "tests.support.newsroom",
-                  "tests.support.sns"]
+                  "tests.support.sns", "tests.support.fasthash"]
 
 PG_SKIP_REASON = (
     "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "

@@ -371,3 +371,14 @@ def test_migration_gives_existing_accounts_a_session_generation(
         assert thief.get("/staff/").status_code == 302
     finally:
         application.close()
+
+
+def test_the_product_hashes_staff_passwords_with_full_strength_scrypt() -> None:
+    """The suite hashes with a cheap scrypt (tests/support/fasthash.py); the product must not."""
+    from werkzeug.security import generate_password_hash
+
+    from tests.support.fasthash import PRODUCTION
+
+    assert PRODUCTION == "scrypt"
+    assert generate_password_hash("a long passphrase", method=PRODUCTION).startswith(
+        "scrypt:32768:8:1$")
