@@ -15,6 +15,7 @@ already running (the scheduler daemon) re-reads them with `refresh`.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer.asks import parse_asks
 from mailer.config import SECRET_KEYS, Settings
 from mailer.errors import ConfigError
 from mailer.models import Meta
@@ -48,6 +50,8 @@ class Field:
     hint: str
     max_length: int
     multiline: bool = False
+    #: Shown on the Settings page (False: its own console page edits it).
+    on_settings_page: bool = True
 
 
 FIELDS: tuple[Field, ...] = (
@@ -65,6 +69,9 @@ FIELDS: tuple[Field, ...] = (
     Field("paused_asks", "Paused donation asks",
           "Names of donation asks shown to nobody, separated by commas; empty for none. "
           "The Donation asks page pauses and resumes them too.", 400),
+    Field("donation_asks", "Donation asks",
+          "The asks tested against each other, as the Donation asks page edits them.", 20000,
+          on_settings_page=False),
 )
 KEYS = tuple(f.key for f in FIELDS)
 _BY_KEY = {f.key: f for f in FIELDS}
@@ -74,9 +81,12 @@ _NAME_BAD = re.compile(r'["<>\\]')
 
 
 def current_value(settings: Settings, key: str) -> str:
-    """The value a field shows for these settings (the sender name is read out of from_addr)."""
+    """The value a field shows for these settings (the sender name is read out of from_addr;
+    the donation asks as JSON)."""
     if key == "sender_name":
         return parseaddr(settings.from_addr)[0]
+    if key == "donation_asks":
+        return json.dumps(settings.donation_asks, ensure_ascii=False, sort_keys=True)
     return str(getattr(settings, key))
 
 
@@ -91,6 +101,17 @@ def clean(key: str, raw: str) -> str:
         raise ConfigError(f"setting {key}: cannot be changed from the console")
     field = _BY_KEY[key]
     value = raw.replace("\r\n", "\n").strip()
+    if key == "donation_asks":  # (a JSON list of tables, checked like the file's)
+        if len(value) > field.max_length:
+            raise ConfigError(f"setting {key}: at most {field.max_length} characters")
+        try:
+            tables = json.loads(value or "[]")
+        except ValueError:
+            raise ConfigError(f"setting {key}: not a JSON list of asks") from None
+        if not isinstance(tables, list):
+            raise ConfigError(f"setting {key}: not a JSON list of asks")
+        parse_asks(tables)
+        return json.dumps(tables, ensure_ascii=False, sort_keys=True)
     if key == "paused_asks":  # (may be empty: no ask paused)
         _one_line(key, value)
         if len(value) > field.max_length:
@@ -129,6 +150,8 @@ def _replacements(settings: Settings, values: Mapping[str, str]) -> dict[str, An
         if key == "sender_name":
             address = parseaddr(settings.from_addr)[1]
             changes["from_addr"] = f'"{value}" <{address}>' if value else address
+        elif key == "donation_asks":
+            changes[key] = json.loads(value or "[]")
         else:
             changes[key] = value
     return changes

@@ -105,3 +105,36 @@ def test_plan_a_subject_test_and_see_its_groups_and_decision(
     assert run_send(app, DAY).status == "sent"
     page = text(admin.get(f"/staff/editions/{DAY}"))
     assert "Decided:" in page and "winner" in page and "Rule: one-sided" in page
+
+
+def test_admins_add_and_change_asks_in_the_console(admin: FlaskClient, app: App) -> None:
+    app.settings = app.settings.replace(donation_asks=ASKS)
+    app.configured = app.settings
+    post(admin, "/staff/asks", name="plea", copy="Ask C: the  site needs you.", amount="£5",
+         label="Give", position="after-lead")
+    asks = {a.name: a for a in app.settings.asks}
+    assert set(asks) == {"monthly", "one-off", "plea"}
+    assert (asks["plea"].copy, asks["plea"].button, asks["plea"].position) == (
+        "Ask C: the site needs you.", "Give £5", "after-lead")
+    post(admin, "/staff/asks", name="monthly", copy="Ask A, reworded.", amount="£12 a month")
+    asks = {a.name: a for a in app.settings.asks}
+    assert asks["monthly"].copy == "Ask A, reworded." and asks["monthly"].amount == "£12 a month"
+    refused = post(admin, "/staff/asks", name="no spaces allowed", copy="x")
+    assert refused.status_code == 303  # type: ignore[attr-defined]
+    assert len(app.settings.asks) == 3  # nothing saved
+    assert audit_actions(app).count("ask-added") == 1
+    assert "ask-changed" in audit_actions(app)
+    # Stored like any override: a new process sees them, the Settings page does not list them.
+    fresh = App.create(app.configured)
+    try:
+        assert [a.name for a in fresh.settings.asks] == ["monthly", "one-off", "plea"]
+    finally:
+        fresh.close()
+    assert 'name="donation_asks"' not in text(admin.get("/staff/settings"))
+
+
+def test_editors_cannot_change_asks(editor: FlaskClient, app: App) -> None:
+    response = editor.post("/staff/asks", data={"csrf_token": token(editor, "/staff/asks"),
+                                                "name": "x", "copy": "y"})
+    assert response.status_code == 403
+    assert [a.name for a in app.settings.asks] == [app.settings.donation_ask]

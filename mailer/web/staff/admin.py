@@ -34,7 +34,7 @@ def _settings_page(status: int = 200, *, error: str = "", error_key: str = "",
          "value": (submitted or {}).get(f.key, overrides.current_value(app.settings, f.key)),
          "configured": overrides.current_value(configured, f.key),
          "overridden": f.key in stored}
-        for f in overrides.FIELDS
+        for f in overrides.FIELDS if f.on_settings_page
     ]
     with app.sessions() as db:
         staff_users = list_staff(db)
@@ -58,7 +58,8 @@ def settings() -> Any:
         app.settings = overrides.with_overrides(configured, app.sessions)
         flash("Every setting is back to the configuration file's value.")
         return redirect(url_for("staff.settings"), code=303)
-    submitted = {f.key: request.form.get(f.key, "") for f in overrides.FIELDS}
+    submitted = {f.key: request.form.get(f.key, "") for f in overrides.FIELDS
+                 if f.on_settings_page}
     try:
         with app.sessions.begin() as db:
             new, changed = overrides.save_overrides(db, configured, app.settings, submitted)

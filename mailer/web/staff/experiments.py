@@ -10,6 +10,7 @@ edition built, as every setting does.
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from mailer import audit, editions_control, overrides
-from mailer.asks import live
+from mailer.asks import POSITIONS, live
 from mailer.clicks.asks import AskFigures, asks_over, better
 from mailer.errors import ConfigError, MailerError
 from mailer.web.context import mailer_app
@@ -59,7 +60,7 @@ def asks() -> Any:
     gone = [f for f in figures if f.name not in {ask.name for ask in configured}]
     return render_template("staff/asks.html", title="Donation asks", rows=rows, gone=gone,
                            best=better(figures), since=since, until=until,
-                           several=len(configured) > 1)
+                           several=len(configured) > 1, positions=POSITIONS)
 
 
 def _set_paused(name: str, paused: bool) -> Response:
@@ -81,6 +82,39 @@ def _set_paused(name: str, paused: bool) -> Response:
         flash(str(exc), "error")
         return redirect(url_for("staff.asks"), code=303)
     flash(f"“{name}” is {'paused' if paused else 'shown again'} from the next edition built.")
+    return redirect(url_for("staff.asks"), code=303)
+
+
+@bp.post("/asks")
+@admin_required
+def save_ask() -> Response:
+    """Add an ask, or change the one of that name: copy, amount, button label, position."""
+    app = mailer_app()
+    form = request.form
+    entry = {key: " ".join(form.get(key, "").split()) for key in
+             ("name", "copy", "amount", "label", "position")}
+    entry = {key: value for key, value in entry.items() if value or key == "copy"}
+    settings = app.settings
+    tables = [dict(t) for t in settings.donation_asks] or [
+        {"name": settings.donation_ask, "copy": settings.donation_copy,
+         "amount": settings.donation_amount}]
+    known = next((t for t in tables if t.get("name") == entry.get("name")), None)
+    if known is not None:
+        known.update(entry)
+    else:
+        tables.append(entry)
+    configured = app.configured or app.settings
+    try:
+        with app.sessions.begin() as db:
+            app.settings = overrides.save_override(
+                db, configured, app.settings, "donation_asks",
+                json.dumps(tables, ensure_ascii=False))
+            record(db, "ask-changed" if known else "ask-added",
+                   f"ask:{entry.get('name', '')}", json.dumps(entry, ensure_ascii=False))
+    except ConfigError as exc:
+        flash(f"Not saved: {exc}", "error")
+        return redirect(url_for("staff.asks") + "#edit-ask", code=303)
+    flash(f"Saved the ask “{entry['name']}”: readers see it from the next edition built.")
     return redirect(url_for("staff.asks"), code=303)
 
 
