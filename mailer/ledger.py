@@ -147,7 +147,7 @@ def split_variant(variant: str) -> tuple[str, str]:
 
 def test_group_of(variant: str) -> int:
     """The subject test group a ledger variant belongs to (0: none)."""
-    head, mark, group = variant.rpartition(GROUP_MARK)
+    _, mark, group = variant.rpartition(GROUP_MARK)
     return int(group) if mark and group.isdigit() else 0
 
 

@@ -301,17 +301,16 @@ def _prepare(app: App, day: date, kind: str, run: _Run) -> Edition | SendOutcome
     if run.dry_run:
         return SendOutcome("dry-run", f"{label(day, kind)}: {articles} articles, would send "
                            f"to {audience} subscribers", edition.id, articles, audience)
-    subjects = _test_subjects(app, edition, audience, testing=run.test_phase)
+    subjects, why_not = _test_subjects(app, edition, audience, testing=run.test_phase)
     if run.test_phase and not subjects:
-        return SendOutcome("no-test", f"{label(day, kind)}: no subject test: "
-                           f"{edition_reason(app, edition)}; the edition goes at send time "
-                           "with its own subject", edition.id)
+        return SendOutcome("no-test", f"{label(day, kind)}: no subject test: {why_not}; the "
+                           "edition goes at send time with its own subject", edition.id)
     with app.sessions.begin() as session:
         started = rowcount(session.execute(
             update(Edition).where(Edition.id == edition.id, Edition.state.in_(EDITABLE))
             # (started when sending starts: after the build and the preflight checks)
             .values(state=SENDING, started_at=app.clock.now(),
-                    forced_reason=reason_if(run))
+                    forced_reason=run.reason if run.force else "")
         ))
         if started:
             # Pauses that ran out end with this edition.
@@ -325,10 +324,6 @@ def _prepare(app: App, day: date, kind: str, run: _Run) -> Edition | SendOutcome
             # Once per distinct choice of sections in that audience, never per reader.
             render_variants(app, session, fresh)
     return edition
-
-
-def reason_if(run: _Run) -> str:
-    return run.reason if run.force else ""
 
 
 def _no_test_phase(app: App, day: date, kind: str, due: datetime) -> SendOutcome | None:
@@ -348,13 +343,14 @@ def _no_test_phase(app: App, day: date, kind: str, due: datetime) -> SendOutcome
     return None
 
 
-def _test_subjects(app: App, edition: Edition, audience: int, *, testing: bool) -> list[str]:
-    """The subject lines to test on `edition` now ([]: none); a planned test that cannot
-    run (too few readers, no click tracking, or no test phase before this send) says why
-    in the edition's record."""
+def _test_subjects(app: App, edition: Edition, audience: int, *,
+                   testing: bool) -> tuple[list[str], str]:
+    """The subject lines to test on `edition` now ([]: none), and why there are none; a
+    planned test that cannot run (too few readers, no click tracking, or no test phase
+    before this send) says why in the edition's record too."""
     templates = subject_test.planned_templates(app.settings, edition)
     if not templates:
-        return []
+        return [], "nothing to test"
     with app.sessions.begin() as session:
         fresh = session.get(Edition, edition.id)
         assert fresh is not None
@@ -365,15 +361,8 @@ def _test_subjects(app: App, edition: Edition, audience: int, *, testing: bool) 
         if not testing and not why:
             why = "no test phase ran before the send (`mailer send --subject-test`)"
         if why:
-            subject_test.not_run(fresh, why)
-            return []
-        return subjects
-
-
-def edition_reason(app: App, edition: Edition) -> str:
-    """The reason the edition's record gives for a test that did not run."""
-    found = ledger.load_edition(app.sessions, edition.edition_date, edition.kind)
-    return str((found.subject_test if found else {}).get("reason", "nothing to test"))
+            return [], str(subject_test.not_run(fresh, why)["reason"])
+        return subjects, ""
 
 
 def _skip_empty(app: App, edition: Edition, now: datetime, *, dry_run: bool) -> SendOutcome:

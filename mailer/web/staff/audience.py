@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, render_template, request
-from werkzeug.wrappers import Response
 
 from mailer.choices import InvalidChoice, breakdown, parse_sections
 from mailer.edition import fill_preview, get_edition
@@ -21,7 +20,7 @@ from mailer.models import DAILY, WEEKLY
 from mailer.variants import preview_variant
 from mailer.web.context import mailer_app
 from mailer.web.staff.auth import bp, login_required, parse_day, today
-from mailer.web.staff.editions import PREVIEW_CSP
+from mailer.web.staff.editions import email_preview
 
 
 @bp.get("/audience")
@@ -64,7 +63,4 @@ def preview_for(day: str) -> Any:
         body = fill_preview(app.settings, edition, rendered.html, key)
     else:  # every section: the edition as it is
         body = fill_preview(app.settings, edition, edition.html)
-    response = Response(body, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = PREVIEW_CSP
-    response.headers["X-Frame-Options"] = "SAMEORIGIN"
-    return response
+    return email_preview(body)

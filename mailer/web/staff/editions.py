@@ -152,7 +152,13 @@ def preview(day: str, kind: str = DAILY) -> Response:
     ed = _load(app, parse_day(day), kind)
     if ed is None or not ed.html:
         abort(404)
-    response = Response(fill_preview(app.settings, ed, ed.html), mimetype="text/html")
+    return email_preview(fill_preview(app.settings, ed, ed.html))
+
+
+def email_preview(body: str) -> Response:
+    """A rendered email as a console page serves it: the archive's email CSP, framable by
+    the console only."""
+    response = Response(body, mimetype="text/html")
     response.headers["Content-Security-Policy"] = PREVIEW_CSP
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
