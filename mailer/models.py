@@ -490,3 +490,89 @@ class EditionVariant(Base):
     articles: Mapped[int] = mapped_column(Integer, default=0)
     #: A subject test group's subject line ("": the edition's subject).
     subject: Mapped[str] = mapped_column(String(300), default="", server_default="")
+
+
+class ApiKey(Base):
+    """A key of the public API (`mailer api-keys`): only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    #: The key's first characters, shown in lists so staff can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ApiReply(Base):
+    """The answer to a POST carrying an `Idempotency-Key`, replayed for 24 hours."""
+
+    __tablename__ = "api_replies"
+    __table_args__ = (UniqueConstraint("key_id", "idempotency_key",
+                                       name="uq_api_replies_key_id_idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer, default=0)  # 0: still being answered
+    body: Mapped[str] = mapped_column(Text, default="")
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The reader the answer is about, so erasing them erases the stored answer too.
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class HookEndpoint(Base):
+    """A receiver of our outgoing webhooks: its URL, the events it wants and its secret."""
+
+    __tablename__ = "hook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The Standard Webhooks signing secret ("whsec_..."): needed to sign, so not hashed.
+    secret: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When its deliveries started failing (None while it answers); 24 h of it disables it.
+    failing_since: Mapped[datetime | None] = mapped_column(default=None)
+    disabled_reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+# States of an outgoing webhook delivery (`HookDelivery.state`).
+HOOK_PENDING, HOOK_DELIVERED, HOOK_FAILED = "pending", "delivered", "failed"
+
+
+class HookDelivery(Base):
+    """The outbox: one event for one endpoint, written in the transaction of the change."""
+
+    __tablename__ = "hook_deliveries"
+    __table_args__ = (Index("ix_hook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The Standard Webhooks `webhook-id` ("msg_..."): one per event, the same for every
+    #: endpoint and every retry, so receivers deduplicate by it.
+    message_id: Mapped[str] = mapped_column(String(40), index=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("hook_endpoints.id", ondelete="CASCADE"),
+                                             index=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    state: Mapped[str] = mapped_column(String(12), default=HOOK_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Retries stop after this (24 h after the event, or after "send again").
+    expires_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: A delivering process's lease: a process killed mid-batch leaves rows that come back.
+    leased_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_status: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
