@@ -6,7 +6,9 @@ change, but the address becomes "erased"), the address in SMTP error texts on th
 the address and raw payload of provider webhook events about them. Their clicks on editions
 sent with per-reader tracking lose the delivery they named (`clicks.delivery_id`), and their
 gifts the link to them (`gifts.subscriber_id`): the clicks and gifts stay, as anonymous ones,
-so an edition's click counts and donation totals do not change (docs/privacy.md).
+so an edition's click counts and donation totals do not change (docs/privacy.md). Outgoing
+webhook events about them that have not gone are dropped, the payloads of those that went are
+emptied, and the API's stored answers about them (Idempotency-Key replays) are deleted.
 
 What stays: a SHA-256 hash of the address in `suppressions` (reason "erased"), so a later CSV
 import or a sign-up form cannot quietly put them back on the list (the import reports the line;
@@ -22,7 +24,8 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mailer.models import Click, Delivery, Gift, Subscriber, Suppression, WebhookEvent
+from mailer import outbox
+from mailer.models import ApiReply, Click, Delivery, Gift, Subscriber, Suppression, WebhookEvent
 from mailer.subscribers import email_hash, withdraw_queued
 
 ERASED = "erased"
@@ -63,6 +66,9 @@ def erase(session: Session, sub: Subscriber, *, at: datetime | None = None) -> E
         .values(email="", payload={})
         .execution_options(synchronize_session=False)
     )
+    outbox.forget_subscriber(session, sub_id)
+    session.execute(delete(ApiReply).where(ApiReply.subscriber_id == sub_id)
+                    .execution_options(synchronize_session=False))
     session.execute(delete(Subscriber).where(Subscriber.id == sub_id)
                     .execution_options(synchronize_session=False))
     session.expunge(sub)

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from mailer import outbox
 from mailer.db import rowcount
 from mailer.locks import holder_alive
 from mailer.models import (
@@ -557,11 +558,20 @@ def finish_if_done(session: Session, edition_id: int, now: datetime) -> bool:
                                               Edition.state == SENDING)
                         .values(state=TESTING))
         return True
-    session.execute(
+    done = session.execute(
         update(Edition).where(Edition.id == edition_id, Edition.state == SENDING)
         .values(state=SENT, finished_at=now,
                 sent_count=c[DELIVERED], failed_count=c["failed"] + c["ambiguous"])
     )
+    if rowcount(done):
+        edition = session.get(Edition, edition_id)
+        if edition is not None:
+            outbox.emit(session, outbox.EDITION_SENT, {
+                "id": edition_id, "date": edition.edition_date.isoformat(),
+                "kind": edition.kind, "subject": edition.subject,
+                "counts": {"sent": c[DELIVERED], "failed": c["failed"],
+                           "unknown": c["ambiguous"], "withdrawn": c["withdrawn"],
+                           "skipped": c.get("skipped", 0)}}, at=now)
     return True
 
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from mailer import outbox
 from mailer.alerts import alert
 from mailer.app import App
 from mailer.edition import get_edition, send_instant
@@ -86,20 +87,20 @@ def _run_daily(app: App, day: date, trigger: str, kind: str,
         return _failed(app, day, "late", str(exc), f"{name} NOT sent: too late",
                        "The scheduled send did not start in time and was refused, so nobody "
                        f"received {name}.\n\n{exc}\n\nTo send it anyway: {again} --force "
-                       "--reason \"...\"")
+                       "--reason \"...\"", kind=kind)
     except FeedError as exc:
         return _failed(app, day, "feed-error", str(exc), f"{name} NOT sent: feed error",
                        f"The feed could not be read, so nothing was sent.\n\n{exc}\n\n"
-                       f"Once the feed is back: {again}")
+                       f"Once the feed is back: {again}", kind=kind)
     except MailerError as exc:
         return _failed(app, day, "failed", str(exc), f"{name} NOT sent",
-                       f"The scheduled send failed.\n\n{exc}")
+                       f"The scheduled send failed.\n\n{exc}", kind=kind)
     except Exception as exc:  # noqa: BLE001 - logged with its traceback, then alerted
         log.exception("%s: %s failed", trigger, name)
         return _failed(app, day, "failed", f"{type(exc).__name__}: {exc}",
                        f"{name} NOT sent: internal error",
                        f"The scheduled send crashed ({type(exc).__name__}: {exc}). "
-                       "The log of the scheduler has the traceback.")
+                       "The log of the scheduler has the traceback.", kind=kind)
     report = RunReport(day, outcome.status, outcome.message)
     if outcome.status == "skipped":
         log.info("%s: skipped: %s", trigger, outcome.message)
@@ -128,6 +129,7 @@ def _run_daily(app: App, day: date, trigger: str, kind: str,
         alert(app, f"{name} {outcome.status} before finishing",
               f"{outcome.message}\n\nQueued recipients are kept. To finish (nobody gets it "
               f"twice): {again}", edition_id=outcome.edition_id)
+        _tell_listeners(app, day, kind, outcome.status, outcome.message, outcome.edition_id)
     else:
         log.info("%s: %s", trigger, outcome.message)
     return report
@@ -151,10 +153,23 @@ def _collected_recently(app: App) -> datetime | None:
 
 
 def _failed(app: App, day: date, status: str, reason: str, subject: str,
-            body: str) -> RunReport:
+            body: str, *, kind: str = DAILY) -> RunReport:
     log.error("edition %s not sent: %s", day, reason)
     alert(app, subject, body)
+    _tell_listeners(app, day, kind, status, reason)
     return RunReport(day, status, reason)
+
+
+def _tell_listeners(app: App, day: date, kind: str, status: str, reason: str,
+                    edition_id: int | None = None) -> None:
+    """`edition.failed` for the webhooks' receivers; like the alert, never raises."""
+    try:
+        with app.sessions.begin() as session:
+            outbox.emit(session, outbox.EDITION_FAILED, {
+                "id": edition_id, "date": day.isoformat(), "kind": kind, "status": status,
+                "reason": reason}, at=app.clock.now())
+    except Exception:  # noqa: BLE001 - the database may be the very thing that is down
+        log.exception("could not record edition.failed for %s", day)
 
 
 def edition_state(app: App, day: date, kind: str = DAILY) -> str | None:

@@ -1,7 +1,9 @@
 """The subscriber list: add, import, export, status changes, each recorded as an event.
 
 Every status change goes through `set_status`, so the event trail (`mailer subscribers show`)
-is complete whichever door the change came through: CLI, web, webhook or dispatch.
+is complete whichever door the change came through: CLI, web, API, webhook or dispatch. The
+same place writes the outgoing webhook event a change makes (`mailer.outbox`), in the same
+transaction, so no door can change a reader without telling the systems that listen.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailer import outbox
 from mailer.choices import describe, joined, parse_frequency, parse_sections, split
 from mailer.errors import MailerError
 from mailer.models import (
@@ -99,11 +102,17 @@ def find(session: Session, email: str) -> Subscriber | None:
 
 
 def record_event(session: Session, sub: Subscriber, kind: str, *, source: str = "",
-                 detail: str = "", at: datetime | None = None) -> None:
+                 detail: str = "", at: datetime | None = None, new: bool = False) -> None:
+    """Add to the reader's history, and queue the webhook event it makes (`new`: the row was
+    just created, so "subscribed" is `subscriber.created`)."""
     event = SubscriberEvent(subscriber_id=sub.id, kind=kind, source=source, detail=detail[:2000])
     if at is not None:
         event.created_at = at
     session.add(event)
+    hook = outbox.event_for(kind, new=new)
+    if hook is not None:
+        outbox.emit(session, hook, outbox.subscriber_data(sub, source=source, detail=detail),
+                    subscriber_id=sub.id, at=at)
 
 
 def set_choices(session: Session, sub: Subscriber, *, frequency: str | None = None,
@@ -203,7 +212,7 @@ def add(session: Session, email: str, *, name: str = "", status: str = ACTIVE,
     session.add(sub)
     session.flush()
     record_event(session, sub, "subscribed" if status == PENDING else "added",
-                 source=source, detail=f"status {status}", at=at)
+                 source=source, detail=f"status {status}", at=at, new=True)
     return sub, True
 
 
@@ -426,6 +435,11 @@ def _store(session: Session, rows: list[_Row], *, source: str,
             {"subscriber_id": ids[values["email"]], "source": source, "created_at": now,
              "kind": "subscribed" if values["status"] == PENDING else "added",
              "detail": f"status {values['status']}"} for values in new])
+        outbox.emit_many(session, outbox.SUBSCRIBER_CREATED, (
+            (outbox.reader_data(id=ids[v["email"]], email=v["email"], status=v["status"],
+                                name=v["name"], first_name=v["first_name"],
+                                frequency=v["frequency"], sections=v["sections"],
+                                source=source), ids[v["email"]]) for v in new), at=now)
     part.added = len(new)
     return part
 
