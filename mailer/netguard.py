@@ -116,6 +116,61 @@ def probe(url: str, *, method: str = "HEAD", timeout: float = 5.0,
     raise Unreachable(f"more than {max_hops} redirects")
 
 
+class Pinned:
+    """Many POSTs to one URL over a kept-alive connection to the address that was judged.
+
+    For outgoing webhooks: the receiver's URL is checked once (the same rule as `probe`,
+    redirects not followed: a receiver that redirects has not received), and every request
+    of a batch reuses the connection, as a browser would. Not thread-safe: one per worker.
+    """
+
+    def __init__(self, url: str, *, allow_local: bool = False, timeout: float = 10.0) -> None:
+        self._target = _Target.of(url, allow_local=allow_local, hop=0)
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._pool: urllib3.HTTPConnectionPool | None = None
+
+    def post(self, body: bytes, headers: dict[str, str]) -> int:
+        """The receiver's status (its body read and dropped); Unreachable without one."""
+        target, problem = self._target, "no address"
+        sent = {"Host": target._host_header(), **headers}
+        for address in target.addresses:
+            for fresh in (self._pool is None, True):
+                pool = self._pool or self._open(address)
+                try:
+                    response = pool.urlopen("POST", target.path, body=body, headers=sent,
+                                            redirect=False, retries=False,
+                                            assert_same_host=False, preload_content=False)
+                    response.drain_conn()
+                    response.release_conn()
+                except NewConnectionError as exc:
+                    self.close()
+                    problem = _reason(exc)
+                    break  # the next address
+                except (Urllib3Error, OSError) as exc:
+                    self.close()
+                    if fresh:  # (a kept-alive connection the receiver closed: once more)
+                        raise Unreachable(_reason(exc)) from None
+                    continue
+                self._pool = pool
+                return int(response.status)
+        raise Unreachable(f"{target.host}: {problem}")
+
+    def _open(self, address: str) -> urllib3.HTTPConnectionPool:
+        target = self._target
+        if target.scheme == "https":
+            return urllib3.HTTPSConnectionPool(
+                address, target.port, timeout=self._timeout, retries=False, maxsize=1,
+                server_hostname=target.host, assert_hostname=target.host,
+                cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle())
+        return urllib3.HTTPConnectionPool(address, target.port, timeout=self._timeout,
+                                          retries=False, maxsize=1)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
 # ---- internals -------------------------------------------------------------------------------
 
 

@@ -63,6 +63,7 @@ from mailer.models import (
     WEEKLY,
     RunLock,
 )
+from mailer.outgoing.delivery import drain
 from mailer.overrides import refresh
 from mailer.schedule import (
     build_trigger,
@@ -82,6 +83,7 @@ WEEKLY_JOB_ID = "weekly-send"
 TEST_JOB_ID = "subject-test"
 COLLECT_JOB_ID = "collect-feed"
 FOLLOW_JOB_ID = "follow-schedule"
+WEBHOOKS_JOB_ID = "deliver-webhooks"
 JOBS_TABLE = "apscheduler_jobs"
 # A scheduled job may start a little before its instant by our clock (NTP steps, MAILER_NOW):
 # it still means that day's edition, never the previous one.
@@ -157,6 +159,21 @@ def collect_feed() -> None:
         log.warning("collect failed: %s", exc)
     except Exception:  # noqa: BLE001 - a background fetch must never kill the scheduler
         log.exception("collect failed")
+    finally:
+        if owned:
+            app.close()
+
+
+def deliver_webhooks() -> None:
+    """Send what the webhook outbox holds (`mailer.outgoing.delivery`)."""
+    app, owned = _job_app()
+    try:
+        report = drain(app, max_seconds=max(app.settings.webhook_every_seconds * 4, 30.0))
+        if report.attempted:
+            log.info("webhooks: delivered %d, failed attempts %d, given up %d",
+                     report.delivered, report.failed_attempts, report.given_up)
+    except Exception:  # noqa: BLE001 - the outbox keeps them; the next pass tries again
+        log.exception("webhook delivery failed")
     finally:
         if owned:
             app.close()
@@ -324,6 +341,11 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
         scheduler.add_job(collect_feed, trigger="interval", minutes=minutes, id=COLLECT_JOB_ID,
                           name="collect feed", replace_existing=True, coalesce=True,
                           max_instances=1, misfire_grace_time=minutes * 60)
+    # (in memory: it is not a plan to keep across restarts, and it runs every few seconds)
+    scheduler.add_job(deliver_webhooks, trigger="interval",
+                      seconds=settings.webhook_every_seconds, id=WEBHOOKS_JOB_ID,
+                      name="deliver webhooks", jobstore="memory", coalesce=True,
+                      max_instances=1, misfire_grace_time=None)
     scheduler.add_job(ScheduleFollower(scheduler, app), trigger="interval",
                       seconds=settings.settings_check_seconds, id=FOLLOW_JOB_ID,
                       name="follow the console's schedule", jobstore="memory",

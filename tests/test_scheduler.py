@@ -54,6 +54,7 @@ from mailer.scheduler import (
     JOB_ID,
     JOBS_TABLE,
     TEST_JOB_ID,
+    WEBHOOKS_JOB_ID,
     WEEKLY_JOB_ID,
     build_scheduler,
     plan_startup,
@@ -862,15 +863,18 @@ def test_scheduler_wiring(sched_app: App, monkeypatch: pytest.MonkeyPatch) -> No
     scheduler = build_scheduler(sched_app, sched_app.engine)
     jobs = {job.id: job for job in scheduler.get_jobs()}
     # (the weekly digest is offered by default, so its job is there too)
-    assert set(jobs) == {JOB_ID, TEST_JOB_ID, WEEKLY_JOB_ID, COLLECT_JOB_ID, FOLLOW_JOB_ID}
+    assert set(jobs) == {JOB_ID, TEST_JOB_ID, WEEKLY_JOB_ID, COLLECT_JOB_ID, FOLLOW_JOB_ID,
+                         WEBHOOKS_JOB_ID}
     assert jobs[FOLLOW_JOB_ID].trigger.interval == timedelta(seconds=60)  # type: ignore[attr-defined]
+    assert jobs[WEBHOOKS_JOB_ID].trigger.interval == timedelta(seconds=5)  # type: ignore[attr-defined]
+    assert jobs[WEBHOOKS_JOB_ID].func_ref == "mailer.scheduler:deliver_webhooks"
     daily = jobs[JOB_ID]
     assert isinstance(daily.trigger, DailyTrigger)
     assert (daily.coalesce, daily.max_instances, daily.misfire_grace_time) == (True, 1, 3 * 3600)
     assert daily.func_ref == "mailer.scheduler:daily_send"  # a textual reference, for the store
     collect_every(sched_app, 0, monkeypatch)
     assert {job.id for job in build_scheduler(sched_app, sched_app.engine).get_jobs()} == {
-        JOB_ID, TEST_JOB_ID, WEEKLY_JOB_ID, FOLLOW_JOB_ID}
+        JOB_ID, TEST_JOB_ID, WEEKLY_JOB_ID, FOLLOW_JOB_ID, WEBHOOKS_JOB_ID}
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from mailer.cli import (
     templates,
     transports,
     unsubscribes,
+    webhooks,
 )
 from mailer.cli.common import Obj, fail
 from mailer.errors import MailerError
@@ -58,5 +59,6 @@ for command in (
     ops.scheduler_cmd, ops.status, preflight.preflight_cmd, serve.serve,
     bounces.bounces, clicks.clicks, donations.donations, editions.editions, staff.staff,
     subscribers.subscribers, transports.transports, unsubscribes.unsubscribes, templates.templates,
+    webhooks.webhooks,
 ):
     cli.add_command(command)

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: the receivers staff register and the delivery of the outbox."""
