@@ -173,8 +173,9 @@ class Settings:
     port: int = 8000
     confirm_max_age_days: int = 7
     staff_alerts: list[str] = field(default_factory=list)
-    # Outgoing webhooks: how often the scheduler delivers what the outbox holds, and each
-    # POST's timeout (docs/webhooks.md).
+    # The public API: requests a minute per key (docs/api.md); outgoing webhooks: how often
+    # the scheduler delivers what the outbox holds, and each POST's timeout.
+    api_rate_limit: int = 600
     webhook_every_seconds: float = 5.0
     webhook_timeout: float = 10.0
 
@@ -341,6 +342,7 @@ def validate(s: Settings) -> None:
     _check("soft_bounce_limit", s.soft_bounce_limit >= 1, "must be at least 1")
     _check("spamassassin_timeout", s.spamassassin_timeout > 0, "must be positive")
     _check("link_check_timeout", s.link_check_timeout > 0, "must be positive")
+    _check("api_rate_limit", s.api_rate_limit >= 1, "must be at least 1 request a minute")
     _check("webhook_every_seconds", s.webhook_every_seconds > 0, "must be positive")
     _check("webhook_timeout", s.webhook_timeout > 0, "must be positive")
     _check("trusted_proxies", 0 <= s.trusted_proxies <= 5, "must be between 0 and 5")

@@ -359,20 +359,33 @@ def _read_rows(stream: IO[str], report: ImportReport,
         status = _column(row, "status").lower() or ACTIVE
         if status == "subscribed":  # Mailchimp's word
             status = ACTIVE
-        try:
-            address = normalise_email(_column(row, "email", "email address"))
-            if status not in STATUSES:
-                raise MailerError(f"unknown status {status!r}")
-            frequency = parse_frequency(_column(row, "frequency"))
-            sections = parse_sections(_column(row, "sections"), known_sections)
-        except MailerError as exc:
-            report.errors.append((line, str(exc)))
-            continue
-        if address in seen:
-            report.unchanged += 1
-            continue
-        seen.add(address)
-        yield _Row(line, address, name, status, first, frequency, tuple(sections))
+        checked = _checked(report, seen, line, _column(row, "email", "email address"),
+                           name=name, status=status, first_name=first,
+                           frequency=_column(row, "frequency"),
+                           sections=_column(row, "sections"), known_sections=known_sections)
+        if checked is not None:
+            yield checked
+
+
+def _checked(report: ImportReport, seen: set[str], position: int, email: str, *, name: str,
+             status: str, first_name: str, frequency: str, sections: str | Sequence[str],
+             known_sections: Sequence[str]) -> _Row | None:
+    """One row's checks that need no database (address, status, choices, a repeat), or None
+    with the reason in `report`."""
+    try:
+        address = normalise_email(email)
+        if status not in STATUSES:
+            raise MailerError(f"unknown status {status!r}")
+        chosen_frequency = parse_frequency(frequency)
+        chosen = parse_sections(sections, known_sections)
+    except MailerError as exc:
+        report.errors.append((position, str(exc)))
+        return None
+    if address in seen:
+        report.unchanged += 1
+        return None
+    seen.add(address)
+    return _Row(position, address, name, status, first_name, chosen_frequency, tuple(chosen))
 
 
 def _batches(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -442,6 +455,32 @@ def _store(session: Session, rows: list[_Row], *, source: str,
                                 source=source), ids[v["email"]]) for v in new), at=now)
     part.added = len(new)
     return part
+
+
+@dataclass(frozen=True)
+class NewReader:
+    """One reader for `add_many`, as another system sends it (the API's batch)."""
+
+    email: str
+    name: str = ""
+    first_name: str = ""
+    frequency: str = ""
+    sections: Sequence[str] = ()
+
+
+def add_many(session: Session, readers: Sequence[NewReader], *, source: str,
+             at: datetime | None = None, status: str = ACTIVE,
+             known_sections: Sequence[str] = ()) -> ImportReport:
+    """The import's checks and its few-statement store for readers given as data; a bad one
+    is reported by its position (from 1) and skipped, as a bad line of a file is."""
+    report, seen = ImportReport(), set[str]()
+    rows = [row for position, reader in enumerate(readers, 1)
+            if (row := _checked(report, seen, position, reader.email, name=reader.name,
+                                status=status, first_name=reader.first_name,
+                                frequency=reader.frequency, sections=reader.sections,
+                                known_sections=known_sections)) is not None]
+    report.merge(_store(session, rows, source=source, at=at))
+    return report
 
 
 def import_csv(session: Session, stream: IO[str], *, source: str = "import",

@@ -13,6 +13,7 @@ import logging
 import click
 
 from mailer.cli import (
+    apikeys,
     bounces,
     clicks,
     core,
@@ -59,6 +60,6 @@ for command in (
     ops.scheduler_cmd, ops.status, preflight.preflight_cmd, serve.serve,
     bounces.bounces, clicks.clicks, donations.donations, editions.editions, staff.staff,
     subscribers.subscribers, transports.transports, unsubscribes.unsubscribes, templates.templates,
-    webhooks.webhooks,
+    apikeys.api_keys, webhooks.webhooks,
 ):
     cli.add_command(command)

@@ -2,27 +2,30 @@
 
 `create_app` wraps the same `App` (settings, clock, database) every other entry point builds,
 so a page, a CLI command and the scheduler all see one configuration. Areas are blueprints,
-registered here explicitly: `public` (the subscribers' pages), `hooks` (provider webhooks) and
-`staff` (the staff console). The views find the `App` through `mailer.web.context`, never by
-importing this module, so nothing imports back into the factory.
+registered here explicitly: `public` (the subscribers' pages), `hooks` (provider webhooks),
+`staff` (the staff console) and `api` (the public API, with its OpenAPI document). The views
+find the `App` through `mailer.web.context`, never by importing this module, so nothing imports
+back into the factory.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from apiflask import APIFlask
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mailer.app import App
 from mailer.config import BUNDLED_TEMPLATES
-from mailer.web import hooks, preferences, public, security, staff
+from mailer.web import api, hooks, preferences, public, security, staff
 from mailer.web.context import EXTENSION_KEY
 from mailer.web.redirects import ClickRedirects
 
 #: Where `create_app` keeps the `ClickRedirects` (its link cache and click recorder).
 CLICKS_KEY = "mailer.clicks"
 
+API_SPEC = "/api/v1/openapi.json"
 MAX_BODY = 64 * 1024  # forms are tiny; webhooks may raise this for their own routes
 
 
@@ -39,8 +42,15 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
     """
     app = app or App.create()
     folder = WEB_TEMPLATES
-    web = Flask(__name__, template_folder=str(folder), static_folder=str(folder / "static"),
-                static_url_path="/static")
+    # APIFlask is Flask with an OpenAPI generator: only the API's blueprint is described in the
+    # document, and the site keeps its HTML error pages (json_errors off; the API's errors are
+    # problem details, `mailer.web.problems`).
+    web = APIFlask(__name__, template_folder=str(folder), static_folder=str(folder / "static"),
+                   static_url_path="/static", title="LabourList mailer API", version="1",
+                   spec_path=API_SPEC, docs_path=None, json_errors=False)
+    web.config["OPENAPI_VERSION"] = "3.1.0"
+    web.config["AUTO_SERVERS"] = False
+    web.error_processor(api.problem_of)
     web.config.from_mapping(
         SECRET_KEY=app.secret_key,
         MAX_CONTENT_LENGTH=MAX_BODY,
@@ -73,4 +83,9 @@ def create_app(app: App | None = None, test_config: dict[str, Any] | None = None
     public.register_error_pages(web)
     web.register_blueprint(hooks.bp)
     web.register_blueprint(staff.bp)
+    web.register_blueprint(api.bp)
+    for blueprint in web.blueprints.values():
+        # Left out of the OpenAPI document (APIFlask reads this flag on every blueprint).
+        if not hasattr(blueprint, "enable_openapi"):
+            blueprint.enable_openapi = False  # type: ignore[attr-defined]
     return web

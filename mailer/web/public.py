@@ -50,7 +50,7 @@ from mailer.models import DAILY, PENDING, SENT, WEEKLY, Edition
 from mailer.render import long_date, weekly_day
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.tokens import PREFERENCES, BadToken, make_token, read_token
-from mailer.web import feed
+from mailer.web import feed, problems
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP, CsrfError, csrf_exempt, csrf_token_sent, validate_csrf
 from mailer.web.throttle import Limit, address_key, hit, ip_key
@@ -394,6 +394,11 @@ def register_error_pages(web: Flask) -> None:
 
     def handle(exc: HTTPException) -> Any:
         code = exc.code or 500
+        if problems.is_api_request():  # programs get RFC 9457 problem details, not a page
+            allow = (", ".join(exc.valid_methods) if isinstance(exc, MethodNotAllowed)
+                     and exc.valid_methods else "")
+            return problems.problem(code, exc.description or "",
+                                    headers={"Allow": allow} if allow else None)
         title, text = ERRORS.get(code, ERRORS[500] if code >= 500 else ERRORS[400])
         if code == 400 and exc.description == "csrf":
             title = "This form has expired"
@@ -410,4 +415,6 @@ def register_error_pages(web: Flask) -> None:
 
     @web.errorhandler(500)
     def server_error(exc: Exception) -> Any:
+        if problems.is_api_request():
+            return problems.problem(500, "something went wrong on our side; try again later")
         return message_page(*ERRORS[500], 500)
