@@ -11,6 +11,7 @@ from mailer.web.staff import (  # noqa: F401
     dashboard,
     editions,
     experiments,
+    integrations,
     reports,
     subscribers,
 )
