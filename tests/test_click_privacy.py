@@ -135,7 +135,7 @@ def test_retention_rules(db_app: App, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == ("deleted 0 old clicks, cleared 2 fingerprints, deleted 1 daily "
                              "salts, unlinked 0 old gifts from readers, deleted 1 rate-limit "
-                             "rows\n")
+                             "rows, 0 old webhook deliveries and 0 stored API answers\n")
     assert salts(app) == []
     assert count(app, Click, Click.fingerprint.is_not(None)) == 0
     assert count(app, Click, Click.delivery_id.is_not(None)) == 2  # per-reader: until erased
