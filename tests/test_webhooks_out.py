@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -272,3 +273,29 @@ def test_finished_deliveries_go_after_thirty_days(app: App, receiver: Receiver) 
     with app.sessions.begin() as session:
         assert purge(session, app.clock.now(), app.settings).webhook_deliveries == 1
     assert rows(app) == 0
+
+
+@pytest.mark.postgres
+def test_two_delivering_processes_on_postgresql_share_the_outbox_without_repeats(
+        pg_url: str, tmp_path: Path, clock: FixedClock, receiver: Receiver) -> None:
+    apps = [App.create(make_settings(tmp_path, database_url=pg_url, allow_local_links=True),
+                       clock=clock) for _ in range(2)]
+    init_db(apps[0].engine)
+    try:
+        register(apps[0], receiver)
+        with apps[0].sessions.begin() as session:
+            for n in range(60):
+                emit(session, "edition.failed", {"n": n})
+        receiver.delay = 0.01
+        reports = []
+        threads = [threading.Thread(target=lambda a=a: reports.append(deliver_due(a, batch=40)))
+                   for a in apps]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(r.delivered for r in reports) == 60
+        assert len(receiver.posts) == len(receiver.unique()) == 60
+    finally:
+        for app in apps:
+            app.close()
