@@ -276,7 +276,8 @@ def _prepare(app: App, day: date, kind: str, run: _Run) -> Edition | SendOutcome
         raise LateSend(
             f"{label(day, kind)} was due at {due.astimezone(app.settings.tz):%H:%M %Z}, "
             f"{late.total_seconds() / 3600:.1f} hours ago (limit "
-            f"{app.settings.late_send_hours:g}h); use --force to send it anyway"
+            f"{app.settings.late_send_hours:g}h); to send it anyway: mailer send --date {day}"
+            f"{' --kind weekly' if kind == WEEKLY else ''} --force --reason \"why it is late\""
         )
     if run.test_phase:
         refused = _no_test_phase(app, day, kind, due)

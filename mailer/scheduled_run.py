@@ -86,8 +86,7 @@ def _run_daily(app: App, day: date, trigger: str, kind: str,
     except LateSend as exc:
         return _failed(app, day, "late", str(exc), f"{name} NOT sent: too late",
                        "The scheduled send did not start in time and was refused, so nobody "
-                       f"received {name}.\n\n{exc}\n\nTo send it anyway: {again} --force "
-                       "--reason \"...\"", kind=kind)
+                       f"received {name}.\n\n{exc}", kind=kind)
     except FeedError as exc:
         return _failed(app, day, "feed-error", str(exc), f"{name} NOT sent: feed error",
                        f"The feed could not be read, so nothing was sent.\n\n{exc}\n\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,6 +109,23 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "sent 5" in result.output
     assert len(list((tmp_path / "demo" / "outbox").rglob("*.eml"))) == 5
+
+
+def test_the_command_line_speaks_in_plain_lines(tmp_path: Path) -> None:
+    """Preflight's warnings in `mailer demo` are `warning:` lines, without the logger's
+    timestamp and module; `--help` lists every command with its whole first sentence."""
+    demo = subprocess.run([sys.executable, "-m", "mailer", "demo", "--dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+                          env={**os.environ, "MAILER_SPAMASSASSIN_COMMAND": "/nonexistent/sa"})
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stderr.splitlines()
+    assert "warning: edition " in demo.stderr and "/nonexistent/sa not installed" in demo.stderr
+    assert all(line.startswith(("warning: ", "error: ")) for line in lines), lines
+    for group in ([], ["editions"], ["subscribers"], ["webhooks"]):
+        listing = CliRunner().invoke(cli, [*group, "--help"]).output.split("Commands:", 1)[1]
+        assert "..." not in listing
+        entries = re.split(r"\n  (?=\S)", listing.strip())
+        assert all(entry.rstrip().endswith((".", ")")) for entry in entries), entries
 
 
 def test_an_installed_mailer_carries_everything_it_loads(tmp_path: Path) -> None:

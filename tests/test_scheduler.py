@@ -419,6 +419,9 @@ def test_a_refused_late_send_alerts(sched_app: App, clock: FixedClock) -> None:
     write_sample_feed(Path(sched_app.settings.feed_url), london(2026, 11, 26, 6, 30))
     report = run_daily(sched_app, date(2026, 11, 26))
     assert report.status == "late" and "3.5 hours ago" in report.message
+    # The whole fix, in one line:
+    assert report.message.endswith('; to send it anyway: mailer send --date 2026-11-26 --force '
+                                   '--reason "why it is late"')
     assert alerts_in(sched_app) == ["[LabourList mailer] edition 2026-11-26 NOT sent: too late"]
 
 

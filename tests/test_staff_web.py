@@ -556,7 +556,8 @@ def test_a_late_send_needs_a_reason(admin: FlaskClient, fed: App,
     confirm = text(admin.get(f"/staff/editions/{DAY}/send"))
     assert "This edition is late" in confirm and "required" in confirm
     post(admin, f"/staff/editions/{DAY}/send")
-    assert "use --force" in text(admin.get(f"/staff/editions/{DAY}/progress"))
+    assert '--force --reason "why it is late"' in text(
+        admin.get(f"/staff/editions/{DAY}/progress")).replace("&#34;", '"')
     post(admin, f"/staff/editions/{DAY}/send", reason="the feed was down until 10:30")
     with fed.sessions() as session:
         edition = get_edition(session, DAY)

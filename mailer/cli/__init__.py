@@ -8,8 +8,6 @@ from here; this module registers them all at its end, so the list of commands is
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from mailer.cli import (
@@ -20,6 +18,7 @@ from mailer.cli import (
     donations,
     editions,
     ops,
+    output,
     preflight,
     serve,
     staff,
@@ -43,8 +42,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     Settings come from config/mailer.toml (or the file named by MAILER_CONFIG) and MAILER_<KEY>
     environment variables, e.g. MAILER_DATABASE_URL, MAILER_FEED_URL, MAILER_DSN.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    output.configure(verbose)
     ctx.ensure_object(Obj)
 
 
@@ -63,3 +61,4 @@ for command in (
     apikeys.api_keys, webhooks.webhooks,
 ):
     cli.add_command(command)
+output.whole_summaries(cli)

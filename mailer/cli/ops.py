@@ -13,11 +13,14 @@ import sys
 
 import click
 
+from mailer.cli import output
 from mailer.cli.common import fail, get_app, handle_errors
 
 
 def _daemon_logging() -> None:
-    """A daemon's log is its only voice: show our INFO lines unless -v already shows more."""
+    """A daemon's log is its only voice: show our INFO lines unless -v already shows more,
+    each with its time and module (read later, not as it happens)."""
+    output.timestamped()
     mailer_log = logging.getLogger("mailer")
     if mailer_log.getEffectiveLevel() > logging.INFO:
         mailer_log.setLevel(logging.INFO)
@@ -29,8 +32,10 @@ def _daemon_logging() -> None:
 @click.pass_context
 @handle_errors
 def scheduler_cmd(ctx: click.Context, once_now: bool) -> None:
-    """Run the built-in scheduler: the daily send at MAILER_SEND_TIME on MAILER_SEND_DAYS in
-    MAILER_TIMEZONE, its job kept in the database. Stops cleanly on SIGTERM or Ctrl-C (a send
+    """Run the built-in scheduler daemon (sends, subject tests, collection, webhooks).
+
+    The daily send at MAILER_SEND_TIME on MAILER_SEND_DAYS in MAILER_TIMEZONE, its job kept
+    in the database. Stops cleanly on SIGTERM or Ctrl-C (a send
     in progress finishes first). Safe next to cron: both take the same run lock."""
     from mailer.scheduler import run_once_now, run_scheduler
 

@@ -177,7 +177,7 @@ def check_before_send(app: App, edition: Edition, *, force: bool = False,
                     edition.edition_date, len(report.errors),
                     "; ".join(f.message for f in report.errors), reason)
     for warning in report.warnings:
-        log.warning("preflight warning for edition %s: %s", edition.edition_date,
+        log.warning("edition %s: %s", edition.edition_date,
                     warning.message)
     return report
 
