@@ -20,6 +20,7 @@ Three things worth knowing:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -344,6 +345,24 @@ def archive_weekly(day: str) -> Any:
     return _archived(day, WEEKLY)
 
 
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.I)
+_BODY_CLOSE = re.compile(r"</body\s*>", re.I)
+
+
+def as_page(email_html: str) -> str:
+    """An archived email as a web page: its body is the page's one `<main>` landmark (an
+    email has no landmarks; a page needs one for screen readers to jump to). Our own MJML
+    output, stored when the edition was sent; any edition sent before this rule gets it too."""
+    opened = _BODY_OPEN.search(email_html)
+    closed = None
+    for closed in _BODY_CLOSE.finditer(email_html):
+        pass
+    if opened is None or closed is None or closed.start() < opened.end():
+        return email_html
+    return (email_html[:opened.end()] + "<main>" + email_html[opened.end():closed.start()]
+            + "</main>" + email_html[closed.start():])
+
+
 def _archived(day: str, kind: str) -> Any:
     try:
         edition_date = date.fromisoformat(day)
@@ -356,7 +375,7 @@ def _archived(day: str, kind: str) -> Any:
             Edition.kind == kind, Edition.edition_date == edition_date, Edition.state == SENT))
     if not html:
         abort(404)
-    response = Response(html, mimetype="text/html")
+    response = Response(as_page(html), mimetype="text/html")
     response.headers["Content-Security-Policy"] = EMAIL_CSP
     response.headers["Cache-Control"] = "public, max-age=300"
     return response

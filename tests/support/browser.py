@@ -42,14 +42,16 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def browser_tab(*, timeout_ms: int, offline: bool = False,
+def browser_tab(*, timeout_ms: int, offline: bool = False, java_script_enabled: bool = False,
                 **context_options: Any) -> Iterator[Any]:
-    """One tab with JavaScript off (the pages must not need it) whose console errors collect
-    in ``tab.console_errors``; `offline` aborts every request that does not go to 127.0.0.1."""
+    """One tab with JavaScript off unless asked (the pages must not need it) whose console
+    errors collect in ``tab.console_errors``; `offline` aborts every request that does not go
+    to 127.0.0.1."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(java_script_enabled=False, **context_options)
+        context = browser.new_context(java_script_enabled=java_script_enabled,
+                                      **context_options)
         if offline:
             context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"),
                           lambda route: route.abort())
