@@ -135,8 +135,11 @@ def fed(app: App, tmp_path: Path) -> App:
 
 
 def example_url(rule: Rule) -> str:
-    values = {"day": DAY.isoformat(), "sub_id": 1}
-    return rule.rule.replace("<day>", values["day"]).replace("<int:sub_id>", "1")
+    """A URL the rule matches: a date for <day>, 1 for every number, the first choice of an
+    <any(...)>."""
+    url = rule.rule.replace("<day>", DAY.isoformat())
+    url = re.sub(r"<int:\w+>", "1", url)
+    return re.sub(r"<any\((\w+)[^>]*>", r"\1", url)
 
 
 # ---- access ----------------------------------------------------------------------------------
