@@ -346,7 +346,6 @@ def archive_weekly(day: str) -> Any:
 
 
 _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.I)
-_BODY_CLOSE = re.compile(r"</body\s*>", re.I)
 
 
 def as_page(email_html: str) -> str:
@@ -354,13 +353,11 @@ def as_page(email_html: str) -> str:
     email has no landmarks; a page needs one for screen readers to jump to). Our own MJML
     output, stored when the edition was sent; any edition sent before this rule gets it too."""
     opened = _BODY_OPEN.search(email_html)
-    closed = None
-    for closed in _BODY_CLOSE.finditer(email_html):
-        pass
-    if opened is None or closed is None or closed.start() < opened.end():
+    closed = email_html.lower().rfind("</body")
+    if opened is None or closed < opened.end():
         return email_html
-    return (email_html[:opened.end()] + "<main>" + email_html[opened.end():closed.start()]
-            + "</main>" + email_html[closed.start():])
+    return (email_html[:opened.end()] + "<main>" + email_html[opened.end():closed]
+            + "</main>" + email_html[closed:])
 
 
 def _archived(day: str, kind: str) -> Any:
