@@ -77,3 +77,15 @@ def test_editors_cannot_reach_the_page(editor: FlaskClient) -> None:
     assert editor.get("/staff/integrations").status_code == 403
     assert post(editor, "/staff/integrations/keys", name="x",
                 scope="subscribers:write").status_code == 403  # type: ignore[attr-defined]
+
+
+def test_a_refusal_keeps_the_console_frame_and_staff_pages_have_no_public_footer(
+        editor: FlaskClient) -> None:
+    refused = editor.get("/staff/settings")
+    page = text(refused)
+    assert refused.status_code == 403 and 'aria-label="Staff console"' in page
+    assert "ask an admin" in page and "Past editions" not in page
+    missing = editor.get("/staff/editions/2026-02-30")
+    assert missing.status_code == 404 and 'aria-label="Staff console"' in text(missing)
+    dashboard = text(editor.get("/staff/"))
+    assert 'class="footer"' not in dashboard and "staff console" in dashboard

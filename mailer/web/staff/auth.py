@@ -46,6 +46,7 @@ from flask import (
     session,
     url_for,
 )
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from mailer import audit
@@ -251,6 +252,32 @@ def safe_next(target: str | None) -> str:
                 and "\\" not in target and not target.startswith("//")):
             return target
     return url_for("staff.dashboard")
+
+
+#: What a refusal inside the console says (in the console's own frame and navigation).
+STAFF_ERRORS = {
+    400: ("This request could not be understood", "The form or link is not valid: go back "
+          "and try again."),
+    403: ("Not allowed", "Your account cannot do this: ask an admin (roles: docs/staff.md)."),
+    404: ("Not found", "There is nothing at this address in the console."),
+    405: ("Not allowed", "This page cannot be used like that."),
+    409: ("Nothing changed", "That does not fit the current state of this edition or "
+          "subscriber."),
+    410: ("Gone", "This no longer exists."),
+}
+
+
+def _staff_error(exc: HTTPException) -> Any:
+    code = exc.code or 400
+    title, text = STAFF_ERRORS.get(code, STAFF_ERRORS[400])
+    if code == 400 and exc.description == "csrf":
+        title, text = ("This form has expired", "The form was too old or was not sent from "
+                       "our site. Please go back, reload the page and try again.")
+    return render_template("staff/message.html", title=title, text=text), code
+
+
+for _code in STAFF_ERRORS:
+    bp.register_error_handler(_code, _staff_error)
 
 
 @bp.app_template_filter("localtime")
