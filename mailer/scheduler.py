@@ -47,6 +47,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import Engine, MetaData, Table, delete, inspect, select
 
+from mailer import triggers
 from mailer.alerts import alert
 from mailer.app import App
 from mailer.collect import collect
@@ -369,6 +370,7 @@ class ScheduleFollower:
 
     def __call__(self) -> None:
         try:
+            triggers.beat(self.app.sessions, self.app.clock.now())
             self.check()
         except Exception:  # noqa: BLE001 - the daemon must go on with the schedule it has
             log.exception("could not follow a change of the schedule")
@@ -428,6 +430,7 @@ def run_scheduler(app: App) -> int:
     scheduler = build_scheduler(app, engine)
     act_on(scheduler, plan)
     _listen(scheduler, app)
+    triggers.beat(app.sessions, app.clock.now())  # (then with every follower's check)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

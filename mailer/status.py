@@ -17,7 +17,7 @@ from typing import Any, overload
 from sqlalchemy import and_, exists, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer import ledger
+from mailer import ledger, triggers
 from mailer.app import App
 from mailer.db import current_revision
 from mailer.edition import send_instant, window_for
@@ -67,6 +67,7 @@ class Status:
     feed: dict[str, Any] = field(default_factory=dict)
     transport: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] = field(default_factory=dict)
 
     def problem(self, text_: str) -> None:
         self.problems.append(text_)
@@ -212,7 +213,14 @@ def _articles_waiting(app: App, session: Any, day: date, now: datetime) -> int:
 
 
 def _check_scheduler(app: App, status: Status, now: datetime) -> None:
-    """Informational: what the daemon's job store says (cron users have none)."""
+    """What will fire the next send (`mailer.triggers`), and what the daemon's job store
+    says (cron users have none)."""
+    with app.sessions() as session:
+        trigger = triggers.current(session, app.settings, now)
+    status.trigger = {"kind": trigger.kind, "seen_at": _iso(trigger.seen_at),
+                      "where": trigger.who}
+    if trigger.warning:
+        status.warnings.append(trigger.warning)
     try:
         stored = stored_next_run(app.engine)
     except SQLAlchemyError as exc:
@@ -307,6 +315,14 @@ def render_text(status: Status) -> str:
         lines.append(f"transport: {t.get('detail')}")
     else:
         lines.append(f"transport: UNREACHABLE ({t.get('dsn')}): {t.get('error', '')}")
+    trig = status.trigger
+    if trig.get("kind") == triggers.SCHEDULER:
+        lines.append(f"trigger: the scheduler, running ({trig['where']}, seen {trig['seen_at']})")
+    elif trig.get("kind") == triggers.CRON:
+        lines.append(f"trigger: cron (the last `mailer send` ran at {trig['seen_at']} on "
+                     f"{trig['where']})")
+    elif trig:
+        lines.append("trigger: NONE seen (see the warning above)")
     s = status.scheduler
     if s.get("stored"):
         lines.append(f"scheduler job store: next run {s['stored_next_run']['text']}")

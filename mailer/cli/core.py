@@ -210,6 +210,8 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
 
         if force and not reason and not test_to and not dry_run:
             fail("--force needs --reason \"...\" (it is logged on the edition)")
+        if not test_to and not dry_run:
+            _note_send(app)
         update, stop = _progress_printer()
         try:
             # (the dispatch waits out a database restart itself; one before it is one line)
@@ -225,6 +227,18 @@ def send(ctx: click.Context, day: str | None, test_to: tuple[str, ...], dry_run:
     if not outcome.ok:
         fail(outcome.message, EXIT_STOPPED)
     click.echo(outcome.message)
+
+
+def _note_send(app: App) -> None:
+    """Leave the trace by which the dashboard and `mailer status` know cron is at work."""
+    from mailer import triggers
+    from mailer.dbretry import is_outage
+
+    try:
+        triggers.note_send(app.sessions, app.clock.now())
+    except Exception as exc:  # the send itself reports a database that is down
+        if not is_outage(exc):
+            raise
 
 
 @click.command()

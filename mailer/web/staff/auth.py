@@ -280,6 +280,12 @@ for _code in STAFF_ERRORS:
     bp.register_error_handler(_code, _staff_error)
 
 
+@bp.app_template_filter("plural")
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """"1 subscriber", "1,004 subscribers" (`many` when adding "s" is wrong)."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 @bp.app_template_filter("localtime")
 def _localtime_filter(moment: datetime | None, fmt: str = "%a %d %b %Y, %H:%M") -> str:
     return local(moment, fmt)

@@ -9,9 +9,11 @@ from typing import Any
 from flask import redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from mailer import audit
+from mailer import audit, triggers
+from mailer.app import App
 from mailer.clicks.report import click_history
 from mailer.edition import get_edition
+from mailer.schedule import next_run
 from mailer.subscribers import counts
 from mailer.web.context import mailer_app
 from mailer.web.staff import stats
@@ -32,15 +34,26 @@ def dashboard() -> Any:
         clicks = click_history(db, day, days=30)
         requests = stats.unsubscribe_requests(db, now=now)
         login_alerts = _login_alerts(db, now) if current_staff().is_admin else []
+        trigger = triggers.current(db, app.settings, now)
     return render_template(
         "staff/dashboard.html", title="Dashboard", day=day, edition=edition,
         next_send=stats.next_send(app, now), history=history, totals=totals,
         growth=growth, chart=stats.growth_chart(growth), clicks=clicks,
         click_chart=stats.click_chart(clicks),
         audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
+        trigger=trigger, next_day=_next_send_day(app, now),
         weekly_day=_next_weekly(app.settings.weekly_weekday, day)
         if app.settings.weekly_digest else None,
     )
+
+
+def _next_send_day(app: App, now: datetime) -> date | None:
+    """The date of the next daily edition after today's (to prepare it the evening before)."""
+    upcoming = next_run(app.settings, now)
+    day = today(app)
+    while upcoming is not None and upcoming.astimezone(app.settings.tz).date() <= day:
+        upcoming = next_run(app.settings, upcoming + timedelta(minutes=1))
+    return upcoming.astimezone(app.settings.tz).date() if upcoming is not None else None
 
 
 def _next_weekly(weekday: int, day: date) -> date:

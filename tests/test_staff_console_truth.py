@@ -1,0 +1,72 @@
+"""The console tells the truth about what happens next: what will trigger the send (the
+scheduler's heartbeat, cron's last `mailer send`, or nothing, with the fix), the next edition
+to prepare, and a send in words from the moment it starts to its plain-language end."""
+# ruff: noqa: F811 - the console's fixtures come from tests/test_staff_web.py by import
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from mailer import triggers
+from mailer.app import App
+from mailer.cli import cli
+from tests.test_staff_web import (  # noqa: F401 - fixtures
+    DAY,
+    admin,
+    app,
+    client,
+    fed,
+    post,
+    text,
+    token,
+    web,
+)
+
+
+def status_json(app: App) -> dict[str, object]:
+    env = {"MAILER_DATABASE_URL": app.settings.database_url, "MAILER_SECRET_KEY": "k",
+           "MAILER_DSN": app.settings.dsn, "MAILER_NOW": app.clock.now().isoformat()}
+    result = CliRunner().invoke(cli, ["status", "--json"], env=env)
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_the_dashboard_and_status_say_what_will_trigger_the_send(admin: FlaskClient,
+                                                                 app: App) -> None:
+    page = text(admin.get("/staff/"))
+    assert "Nothing will send it" in page and "mailer scheduler" in page
+    report = status_json(app)
+    assert report["trigger"]["kind"] == "nothing"  # type: ignore[index]
+    assert any("nothing will trigger the next send" in w for w in report["warnings"])  # type: ignore[union-attr]
+    triggers.beat(app.sessions, app.clock.now())
+    page = text(admin.get("/staff/"))
+    assert "By the scheduler (running on" in page and "Nothing will send it" not in page
+    assert status_json(app)["trigger"]["kind"] == "scheduler"  # type: ignore[index]
+    now = app.clock.now()
+    triggers.beat(app.sessions, now - timedelta(minutes=10))  # the daemon stopped since
+    assert "Nothing will send it" in text(admin.get("/staff/"))
+    triggers.note_send(app.sessions, now - timedelta(days=3))  # cron, on Monday
+    page = text(admin.get("/staff/"))
+    assert "By cron: the last <code>mailer send</code> ran" in page
+    triggers.note_send(app.sessions, now - timedelta(days=5))
+    assert "Nothing will send it" in text(admin.get("/staff/"))
+
+
+def test_a_real_mailer_send_leaves_the_trace_cron_is_known_by(fed: App) -> None:
+    env = {"MAILER_DATABASE_URL": fed.settings.database_url, "MAILER_SECRET_KEY": "k",
+           "MAILER_DSN": fed.settings.dsn, "MAILER_FEED_URL": fed.settings.feed_url,
+           "MAILER_NOW": fed.clock.now().isoformat(),
+           "MAILER_SPAMASSASSIN_COMMAND": "/nonexistent/spamassassin"}
+    assert CliRunner().invoke(cli, ["send"], env=env).exit_code == 0
+    with fed.sessions() as session:
+        assert triggers.current(session, fed.settings, fed.clock.now()).kind == triggers.CRON
+
+
+def test_prepare_the_next_edition_from_the_dashboard_and_the_edition(admin: FlaskClient) -> None:
+    # Thursday 26 November: the next edition is Friday's, and Friday's next is Monday's.
+    assert 'href="/staff/editions/2026-11-27" id="next-edition-link"' in text(admin.get("/staff/"))
+    friday = text(admin.get("/staff/editions/2026-11-27"))
+    assert 'href="/staff/editions/2026-11-30" id="next-edition-link"' in friday
+    assert "Prepare the next edition" in friday
