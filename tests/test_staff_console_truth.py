@@ -9,10 +9,12 @@ import json
 from datetime import timedelta
 
 from click.testing import CliRunner
+from flask import Flask
 from flask.testing import FlaskClient
 from mailer import triggers
 from mailer.app import App
 from mailer.cli import cli
+from mailer.web.staff import send
 from tests.test_staff_web import (  # noqa: F401 - fixtures
     DAY,
     admin,
@@ -70,3 +72,18 @@ def test_prepare_the_next_edition_from_the_dashboard_and_the_edition(admin: Flas
     friday = text(admin.get("/staff/editions/2026-11-27"))
     assert 'href="/staff/editions/2026-11-30" id="next-edition-link"' in friday
     assert "Prepare the next edition" in friday
+
+
+def test_progress_says_starting_then_tells_the_finished_send_in_words(
+        admin: FlaskClient, fed: App, web: Flask) -> None:
+    fed.settings = fed.settings.replace(spamassassin_command="/nonexistent/spamassassin")
+    registry = send.registry(web)
+    registry.jobs[("daily", DAY)] = send.SendJob(day=DAY, actor="admin", kind="send")
+    starting = text(admin.get(f"/staff/editions/{DAY}/progress"))
+    assert "Starting: preparing 5 recipients…" in starting and "Sent 0 of 0" not in starting
+    registry.jobs.clear()
+    post(admin, f"/staff/editions/{DAY}/build")
+    assert post(admin, f"/staff/editions/{DAY}/send").status_code == 303  # type: ignore[attr-defined]
+    done = text(admin.get(f"/staff/editions/{DAY}/progress"))
+    assert "Sent to 5 readers by " in done and "(it took " in done
+    assert "failed 0" not in done  # not the command line's summary

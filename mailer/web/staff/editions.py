@@ -35,7 +35,9 @@ from mailer.errors import FeedError, MailerError
 from mailer.models import (
     DAILY,
     PAUSED_SEND,
+    READY,
     SENDING,
+    SENT,
     WEEKLY,
     Article,
     Edition,
@@ -56,7 +58,7 @@ from mailer.web.staff.auth import (
     record,
     today,
 )
-from mailer.web.staff.stats import live_counts
+from mailer.web.staff.stats import live_counts, send_summary
 
 MAX_TEST_RECIPIENTS = 20
 #: How often the progress page reloads itself while a send runs (a Refresh header: no script).
@@ -404,10 +406,17 @@ def progress(day: str, kind: str = DAILY) -> Any:
         rate = c["sent"] / elapsed if elapsed > 0 else None
     live = (ed is not None and ed.state == SENDING) or (job is not None and job.running)
     total = ed.audience if ed is not None and ed.audience else sum(c.values())
+    # Pressed "Send now" a moment ago: the edition is still being prepared, nobody queued yet.
+    starting = live and (ed is None or ed.state in EDITABLE + (READY,)) and not total
+    with app.sessions() as db:
+        expected = _audience(db, app, kind) if starting else 0
     body = render_template(
         "staff/progress.html", title=f"Sending the {_name(kind).lower()} of {the_day:%d %b %Y}",
         day=the_day, kind=kind, ed=ed, counts=c, total=total, rate=rate, job=job, live=live,
         done=c["sent"] + c["failed"] + c["unknown"] + c["withdrawn"], refresh=REFRESH_SECONDS,
+        starting=starting, expected=expected,
+        summary=send_summary(ed, c, app.settings.tz) if ed is not None and ed.state == SENT
+        else "",
     )
     response = Response(body, mimetype="text/html")
     if live:

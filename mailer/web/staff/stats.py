@@ -15,6 +15,7 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -41,6 +42,7 @@ from mailer.models import (
 )
 from mailer.optin import CONFIRMED
 from mailer.schedule import next_run
+from mailer.web.staff.auth import plural
 
 SIGNUP_KINDS = ("confirmed", "activated", "added")
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
@@ -277,3 +279,31 @@ def click_chart(history: list[DayClicks], *, width: int = 600, height: int = 160
         up = room * d.donate_clicks / peak_donate if peak_donate else 0.0
         chart.donate.append(Bar(round(x + bar, 1), round(height - up, 1), round(up, 1), label))
     return chart
+
+
+def _took(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def send_summary(edition: Edition, counts: dict[str, int], tz: Any) -> str:
+    """A finished send in a sentence, as an editor would tell it."""
+    parts = [f"Sent to {plural(counts['sent'], 'reader')}"]
+    if edition.finished_at is not None:
+        parts[0] += f" by {edition.finished_at.astimezone(tz):%H:%M}"
+        if edition.started_at is not None:
+            took = (edition.finished_at - edition.started_at).total_seconds()
+            parts[0] += f" (it took {_took(took)})"
+    if counts["failed"]:
+        parts.append(f"{plural(counts['failed'], 'address', 'addresses')} could not be "
+                     "delivered (their mail servers refused)")
+    if counts["unknown"]:
+        parts.append(f"for {plural(counts['unknown'], 'message')} the mail server's answer "
+                     "was lost, so it may or may not have arrived")
+    if counts["withdrawn"]:
+        parts.append(f"{plural(counts['withdrawn'], 'reader')} left the list during the send "
+                     "and were not sent it")
+    return ". ".join(part[0].upper() + part[1:] for part in parts) + "."
