@@ -227,6 +227,18 @@ class ImportReport:
         for line, reason in self.errors:
             yield f"line {line}: {reason}"
 
+    def sentence(self) -> str:
+        """The outcome as staff read it: "Added 1,204 subscribers; 3 lines were not
+        imported." """
+        def n(count: int, one: str, many: str) -> str:
+            return f"{count:,} {one if count == 1 else many}"
+        text = f"Added {n(self.added, 'subscriber', 'subscribers')}"
+        if self.unchanged:
+            text += f"; {n(self.unchanged, 'was', 'were')} already on the list"
+        if self.errors:
+            text += f"; {n(len(self.errors), 'line was', 'lines were')} not imported"
+        return text + "."
+
     def merge(self, part: ImportReport) -> None:
         self.added += part.added
         self.unchanged += part.unchanged
@@ -375,7 +387,8 @@ def _checked(report: ImportReport, seen: set[str], position: int, email: str, *,
     try:
         address = normalise_email(email)
         if status not in STATUSES:
-            raise MailerError(f"unknown status {status!r}")
+            raise MailerError(f"unknown status {status!r} (one of: {', '.join(STATUSES)}, "
+                              "or Mailchimp's subscribed)")
         chosen_frequency = parse_frequency(frequency)
         chosen = parse_sections(sections, known_sections)
     except MailerError as exc:

@@ -116,7 +116,7 @@ def test_a_50000_row_list_imports_through_the_console(admin: FlaskClient, app: A
     status, page = upload(admin, body)
     took = time.monotonic() - started
     assert status == 200, page[:2000]
-    assert "added 50001, already present 1, rejected 2" in page
+    assert "Added 50,001 subscribers; 1 was already on the list; 2 lines were not imported." in page
     assert '<td class="num">50002</td>' in page and '<td class="num">50004</td>' in page
     assert count(app) == 50_001
     with app.sessions() as session:
@@ -139,7 +139,7 @@ def test_a_file_over_the_limit_gets_a_413_page_naming_it(
 def test_the_result_page_lists_a_bounded_number_of_bad_lines(admin: FlaskClient) -> None:
     body = "email\n" + "".join(f"bad {i}\n" for i in range(1500)) + "good@example.org\n"
     status, page = upload(admin, body.encode())
-    assert status == 200 and "added 1, already present 0, rejected 1500" in page
+    assert status == 200 and "Added 1 subscriber; 1,500 lines were not imported." in page
     assert page.count("<tr><td class=\"num\">") == 500
     assert "1,000 more lines were not imported" in page
 
@@ -283,7 +283,7 @@ def test_cli_refuses_a_file_that_is_not_text_in_one_line(
 
 def test_console_imports_an_excel_csv_and_refuses_a_picture(admin: FlaskClient, app: App) -> None:
     status, page = upload(admin, excel_csv(), "excel.csv")
-    assert status == 200 and "added 4, already present 0, rejected 0" in page
+    assert status == 200 and "Added 4 subscribers." in page
     assert names(app) == EXCEL_ROWS
     status, page = upload(admin, PNG, "photo.png")
     assert status == 400

@@ -694,7 +694,8 @@ def test_csv_import_with_per_line_report_and_export(admin: FlaskClient, app: App
         "csv": (io.BytesIO(body.encode()), "list.csv")}, content_type="multipart/form-data")
     page = text(response)
     assert response.status_code == 200
-    assert "added 2, already present 0, rejected 2" in page
+    assert "Added 2 subscribers; 2 lines were not imported." in page
+    assert 'class="notice notice-warn"' in page
     assert "<td class=\"num\">3</td>" in page and "<td class=\"num\">5</td>" in page
     with app.sessions() as session:
         assert find(session, "new1@example.org").status == ACTIVE  # type: ignore

@@ -59,6 +59,9 @@ def test_import_reports_bad_lines_and_keeps_good(db_app: App) -> None:
         report = import_csv(s, io.StringIO(csv_text))
     assert report.added == 2
     assert [line for line, _ in report.errors] == [3, 5, 7]
+    assert dict(report.errors)[5] == ("unknown status 'royalty' (one of: pending, active, paused, "
+                                      "unsubscribed, bounced, complained, or Mailchimp's "
+                                      "subscribed)")
     with db_app.sessions.begin() as s:
         again = import_csv(s, io.StringIO(csv_text))
         assert again.added == 0  # idempotent

@@ -249,11 +249,10 @@ def import_subscribers() -> Any:
     except (csv.Error, MailerError) as exc:
         error = f"The file could not be read: {exc}"
     else:
-        summary = next(report.lines())
         with app.sessions.begin() as db:
             record(db, "subscribers-imported", "subscribers",
-                   f"{upload.filename[:100]}: {summary}")
-        return _import_page(report=report, summary=summary, filename=upload.filename,
+                   f"{upload.filename[:100]}: {next(report.lines())}")
+        return _import_page(report=report, summary=report.sentence(), filename=upload.filename,
                             listed=report.errors[:MAX_LISTED_ERRORS],
                             unlisted=max(0, len(report.errors) - MAX_LISTED_ERRORS))
     return _import_page(400, error=f"{error}. Nothing was imported.")
