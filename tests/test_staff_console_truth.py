@@ -6,14 +6,17 @@ to prepare, and a send in words from the moment it starts to its plain-language 
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from mailer import triggers
+
+from mailer import overrides, triggers
 from mailer.app import App
 from mailer.cli import cli
+from mailer.models import Meta
 from mailer.web.staff import send
 from tests.test_staff_web import (  # noqa: F401 - fixtures
     DAY,
@@ -87,3 +90,28 @@ def test_progress_says_starting_then_tells_the_finished_send_in_words(
     done = text(admin.get(f"/staff/editions/{DAY}/progress"))
     assert "Sent to 5 readers by " in done and "(it took " in done
     assert "failed 0" not in done  # not the command line's summary
+
+
+def test_send_time_has_a_time_picker_and_send_days_a_box_a_day(admin: FlaskClient,
+                                                                app: App) -> None:
+    page = text(admin.get("/staff/settings"))
+    assert 'id="send_time" name="send_time" type="time"' in page
+    boxes = re.findall(r'name="send_day" value="(\w+)"( checked)?', page)
+    assert [(day, bool(on)) for day, on in boxes] == [
+        ("mon", True), ("tue", True), ("wed", True), ("thu", True), ("fri", True),
+        ("sat", False), ("sun", False)]
+    form = {key: overrides.current_value(app.settings, key) for key in overrides.KEYS}
+    form.pop("send_days")
+    same = admin.post("/staff/settings", data={
+        **form, "csrf_token": token(admin, "/staff/"), "send_days_picker": "1",
+        "send_day": ["mon", "tue", "wed", "thu", "fri"]})
+    assert same.status_code == 303 and app.settings.send_days == "mon-fri"
+    with app.sessions() as session:
+        assert session.get(Meta, "setting:send_days") is None  # nothing changed
+    changed = admin.post("/staff/settings", data={
+        **form, "csrf_token": token(admin, "/staff/"), "send_days_picker": "1",
+        "send_day": ["mon", "wed", "fri"]})
+    assert changed.status_code == 303 and app.settings.send_days == "mon,wed,fri"
+    none = admin.post("/staff/settings", data={
+        **form, "csrf_token": token(admin, "/staff/"), "send_days_picker": "1"})
+    assert none.status_code == 400 and "Send days: must not be empty" in text(none)

@@ -777,19 +777,20 @@ def test_settings_are_stored_and_applied_to_a_new_app(admin: FlaskClient, app: A
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("send_time", "25:00", "setting send_time"),
-    ("send_days", "someday", "setting send_days"),
-    ("donation_url", "javascript:alert(1)", "setting donation_url"),
-    ("reply_to", "not an address", "setting reply_to"),
-    ("sender_name", 'Evil" <x@evil.example>', "setting sender_name"),
-    ("donation_amount", "£10\r\nBcc: everyone@example.org", "setting donation_amount"),
+    ("send_time", "25:00", "Send time: "),
+    ("send_days", "someday", "Send days: "),
+    ("donation_url", "javascript:alert(1)", "Donation link: "),
+    ("reply_to", "not an address", "Reply-to address: "),
+    ("sender_name", 'Evil" <x@evil.example>', "Sender name: "),
+    ("donation_amount", "£10\r\nBcc: everyone@example.org", "Suggested amount: "),
 ])
-def test_bad_settings_are_refused_with_the_key_named(admin: FlaskClient, app: App, key: str,
+def test_bad_settings_are_refused_with_the_field_named(admin: FlaskClient, app: App, key: str,
                                                     value: str, message: str) -> None:
     before = app.settings
     response = post(admin, "/staff/settings", **_settings_form(app, **{key: value}))
     assert response.status_code == 400  # type: ignore[attr-defined]
     assert message in text(response) and 'aria-invalid="true"' in text(response)
+    assert f"setting {key}" not in text(response)  # the label, not the internal key
     assert app.settings == before
     with app.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Meta)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from mailer import audit, overrides
 from mailer.accounts import list_staff
+from mailer.config import parse_days
 from mailer.errors import ConfigError
 from mailer.models import Subscriber
 from mailer.web.context import mailer_app
@@ -39,9 +40,46 @@ def _settings_page(status: int = 200, *, error: str = "", error_key: str = "",
     with app.sessions() as db:
         staff_users = list_staff(db)
         db.expunge_all()
+    days = next((str(item["value"]) for item in fields
+                 if getattr(item["field"], "key", "") == "send_days"), "")
+    try:
+        chosen = parse_days(days)
+    except (ConfigError, ValueError):
+        chosen = frozenset()
     return render_template("staff/settings.html", title="Settings", fields=fields, error=error,
                            error_key=error_key, staff_users=staff_users,
-                           timezone=app.settings.timezone), status
+                           timezone=app.settings.timezone, weekdays=WEEKDAYS,
+                           chosen_days=chosen), status
+
+
+WEEKDAYS = (("mon", "Monday"), ("tue", "Tuesday"), ("wed", "Wednesday"), ("thu", "Thursday"),
+            ("fri", "Friday"), ("sat", "Saturday"), ("sun", "Sunday"))
+LABELS = {f.key: f.label for f in overrides.FIELDS} | {"from_addr": "Sender name"}
+
+
+def _submitted() -> dict[str, str]:
+    """The form's values; the send days come as one checkbox a day."""
+    submitted = {f.key: request.form.get(f.key, "") for f in overrides.FIELDS
+                 if f.on_settings_page}
+    if request.form.get("send_days_picker"):
+        ticked = [n for n, (day, _) in enumerate(WEEKDAYS)
+                  if day in request.form.getlist("send_day")]
+        current = overrides.current_value(mailer_app().settings, "send_days")
+        try:
+            same = parse_days(current) == frozenset(ticked)
+        except ValueError:
+            same = False
+        # The same days as now keep their spelling ("mon-fri"): no change to record.
+        submitted["send_days"] = current if same else ",".join(WEEKDAYS[n][0] for n in ticked)
+    return submitted
+
+
+def _in_words(message: str) -> tuple[str, str]:
+    """(the error with the field's label instead of its key, the field's key)."""
+    key, _, why = message.removeprefix("setting ").partition(":")
+    key = "sender_name" if key == "from_addr" else key
+    label = LABELS.get(key)
+    return (f"{label}:{why}" if label else message), key
 
 
 @bp.route("/settings", methods=["GET", "POST"])
@@ -58,17 +96,14 @@ def settings() -> Any:
         app.settings = overrides.with_overrides(configured, app.sessions)
         flash("Every setting is back to the configuration file's value.")
         return redirect(url_for("staff.settings"), code=303)
-    submitted = {f.key: request.form.get(f.key, "") for f in overrides.FIELDS
-                 if f.on_settings_page}
+    submitted = _submitted()
     try:
         with app.sessions.begin() as db:
             new, changed = overrides.save_overrides(db, configured, app.settings, submitted)
             for key, (old, value) in changed.items():
                 record(db, "setting-changed", f"setting:{key}", f"{old!r} -> {value!r}")
     except ConfigError as exc:
-        message = str(exc)
-        key = message.removeprefix("setting ").split(":", 1)[0]
-        key = "sender_name" if key == "from_addr" else key
+        message, key = _in_words(str(exc))
         return _settings_page(400, error=message, error_key=key, submitted=submitted)
     app.settings = new
     flash("Saved: " + ", ".join(changed) if changed else "Nothing changed.")
