@@ -15,6 +15,7 @@ response times do not reveal who has an account.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -146,6 +147,39 @@ def end_sessions(session: Session, user_id: int) -> None:
                     .execution_options(synchronize_session="fetch"))
 
 
+def disable_staff(session: Session, email: str, *, now: datetime) -> StaffUser:
+    """Turn an account off: it cannot sign in, and its sessions end at their next request.
+    Kept (not removed) so the audit log's entries still name a known account."""
+    user = _require(session, email)
+    if user.disabled_at is None:
+        user.disabled_at = now
+        end_sessions(session, user.id)
+    return user
+
+
+def enable_staff(session: Session, email: str) -> StaffUser:
+    user = _require(session, email)
+    user.disabled_at = None
+    return user
+
+
+def set_can_erase(session: Session, email: str, allowed: bool) -> StaffUser:
+    """Let an editor erase subscribers, or stop them (admins always may)."""
+    user = _require(session, email)
+    user.can_erase = allowed
+    return user
+
+
+def may_erase(role: str, can_erase: bool) -> bool:
+    """Erasure cannot be undone, so editors need an admin's grant (docs/staff.md)."""
+    return role == ADMIN or can_erase
+
+
+def new_password() -> str:
+    """A password an admin passes on once (the account's owner changes it with the CLI)."""
+    return secrets.token_urlsafe(12)
+
+
 def set_role(session: Session, email: str, role: str) -> StaffUser:
     if role not in ROLES:
         raise StaffError(f"role must be one of {', '.join(ROLES)}")
@@ -180,7 +214,7 @@ def authenticate(session: Session, email: str, password: str, *, now: datetime) 
     if user is None:
         check_password(_dummy_hash(), password)  # same cost as a real check
         raise LoginRefused()
-    if not check_password(user.password_hash, password):
+    if not check_password(user.password_hash, password) or user.disabled_at is not None:
         raise LoginRefused(account=user.email)
     user.last_login_at = now
     session.flush()

@@ -337,6 +337,10 @@ class StaffUser(Base):
     #: Written into the session cookie at sign-in and compared on every request; signing out
     #: and a password change add one, ending every cookie of the account issued before.
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: An admin turned the account off: it cannot sign in (None: in use).
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: An editor an admin allowed to erase subscribers (admins always may).
+    can_erase: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class AuditEntry(Base):

@@ -1,7 +1,8 @@
-"""mailer staff add|list|remove|set-password|set-role: accounts for the staff console.
+"""mailer staff add|list|remove|set-password|set-role|disable|allow-erase: staff accounts.
 
-Accounts are made here and never from the web, so only someone with shell access to the
-server can create one. Each change is written to the audit log as done by ``cli:<user>``.
+Admins also manage accounts in the console (`mailer.web.staff.team`); the command line is the
+way in when no admin can sign in. Each change is written to the audit log as done by
+``cli:<user>``.
 
 Domain modules are imported inside the commands, so `mailer --help` and each command load only
 what they use (start-up time: see `mailer.cli.common`).
@@ -77,7 +78,9 @@ def list_cmd(ctx: click.Context) -> None:
                    err=True)
     for user in users:
         last = f"{user.last_login_at:%Y-%m-%d %H:%M}Z" if user.last_login_at else "never"
-        click.echo(f"{user.email}\t{user.role}\tlast login {last}")
+        extra = ("\tdisabled" if user.disabled_at else "") + (
+            "\tmay erase" if user.can_erase and user.role != "admin" else "")
+        click.echo(f"{user.email}\t{user.role}\tlast login {last}{extra}")
 
 
 @staff.command("remove")
@@ -133,3 +136,40 @@ def set_role_cmd(ctx: click.Context, email: str, role: str) -> None:
         audit.record(session, _actor(), "role-set", f"staff:{user.email}", f"role {role}",
                      at=app.clock.now())
         click.echo(f"{user.email} is now {role}")
+
+
+@staff.command("disable")
+@click.argument("email")
+@click.option("--enable", is_flag=True, help="Turn the account back on instead.")
+@click.pass_context
+@handle_errors
+def disable_cmd(ctx: click.Context, email: str, enable: bool) -> None:
+    """Turn an account off (it cannot sign in; its sessions end), or back on with --enable."""
+    from mailer import audit
+    from mailer.accounts import disable_staff, enable_staff
+
+    app = get_app(ctx)
+    with app.sessions.begin() as session:
+        user = (enable_staff(session, email) if enable
+                else disable_staff(session, email, now=app.clock.now()))
+        audit.record(session, _actor(), "staff-enable" if enable else "staff-disable",
+                     f"staff:{user.email}", at=app.clock.now())
+        click.echo(f"{user.email} {'enabled' if enable else 'disabled'}")
+
+
+@staff.command("allow-erase")
+@click.argument("email")
+@click.option("--deny", is_flag=True, help="Take the right away instead.")
+@click.pass_context
+@handle_errors
+def allow_erase_cmd(ctx: click.Context, email: str, deny: bool) -> None:
+    """Let an editor erase subscribers (admins always may), or stop them with --deny."""
+    from mailer import audit
+    from mailer.accounts import set_can_erase
+
+    app = get_app(ctx)
+    with app.sessions.begin() as session:
+        user = set_can_erase(session, email, not deny)
+        audit.record(session, _actor(), "staff-deny-erase" if deny else "staff-allow-erase",
+                     f"staff:{user.email}", at=app.clock.now())
+        click.echo(f"{user.email} {'may no longer' if deny else 'may now'} erase subscribers")

@@ -14,6 +14,7 @@ from mailer.web.staff import (  # noqa: F401
     integrations,
     reports,
     subscribers,
+    team,
 )
 from mailer.web.staff.auth import bp
 

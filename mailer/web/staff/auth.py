@@ -56,6 +56,7 @@ from mailer.accounts import (
     LoginResult,
     authenticate,
     end_sessions,
+    may_erase,
     password_version,
 )
 from mailer.alerts import alert
@@ -90,10 +91,15 @@ class StaffSession:
     id: int
     email: str
     role: str
+    can_erase_grant: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role == ADMIN
+
+    @property
+    def can_erase(self) -> bool:
+        return may_erase(self.role, self.can_erase_grant)
 
 
 # ---- access --------------------------------------------------------------------------------
@@ -134,7 +140,9 @@ def _load_staff() -> StaffSession | None:
         generation = session.get(SESSION_GENERATION)
         if not isinstance(generation, int) or generation != user.session_generation:
             return None
-        return StaffSession(user.id, user.email, user.role)
+        if user.disabled_at is not None:
+            return None
+        return StaffSession(user.id, user.email, user.role, user.can_erase)
 
 
 def _to_login() -> Response:

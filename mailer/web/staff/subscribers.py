@@ -200,7 +200,10 @@ def resubscribe(sub_id: int) -> Response:
 @bp.route("/subscribers/<int:sub_id>/erase", methods=["GET", "POST"])
 @login_required
 def erase_subscriber(sub_id: int) -> Any:
-    """Right to erasure, with a confirm step (GET shows what will go; POST does it)."""
+    """Right to erasure, with a confirm step (GET shows what will go; POST does it). Admins,
+    and editors an admin allowed: it cannot be undone."""
+    if not current_staff().can_erase:
+        abort(403)
     app = mailer_app()
     if request.method != "POST":
         with app.sessions() as db:
