@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from mailer.cli import cli
@@ -109,6 +112,44 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "sent 5" in result.output
     assert len(list((tmp_path / "demo" / "outbox").rglob("*.eml"))) == 5
+
+
+def test_demo_serve_opens_the_console_on_a_sendable_edition(tmp_path: Path) -> None:
+    """`mailer demo --serve`: the edition built, not sent; the console up with an admin whose
+    password is printed once; signing in with it shows the edition with its Send button."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "demo", "--serve", "--port", str(port), "--dir",
+         str(tmp_path / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=tmp_path, env={**os.environ, "MAILER_SPAMASSASSIN_COMMAND": "/nonexistent/sa"})
+    try:
+        assert child.stdout is not None
+        lines = [child.stdout.readline() for _ in range(6)]
+        console = next(line for line in lines if line.startswith("staff console:"))
+        password = re.search(r"with the password (\S+) \(shown once\)", console)
+        assert password and "would send to 5 subscribers" in "".join(lines)
+        base = f"http://127.0.0.1:{port}"
+        with requests.Session() as browser:
+            for _ in range(100):
+                try:
+                    page = browser.get(f"{base}/staff/login", timeout=5)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert csrf
+            signed = browser.post(f"{base}/staff/login", data={
+                "csrf_token": csrf.group(1), "email": "demo@example.org",
+                "password": password.group(1)})
+            assert "Dashboard" in signed.text
+            edition = browser.get(f"{base}/staff/today").text
+            assert "Send now" in edition and "state-sent" not in edition
+        assert not list((tmp_path / "d" / "outbox").rglob("*.eml"))  # nothing sent yet
+    finally:
+        child.terminate()
+        child.wait(10)
 
 
 def test_the_command_line_speaks_in_plain_lines(tmp_path: Path) -> None:

@@ -283,14 +283,25 @@ def worker(ctx: click.Context, once: bool, poll: float, connections: int | None)
         time.sleep(poll)
 
 
+DEMO_STAFF = "demo@example.org"
+
+
 @click.command()
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("demo-output"), show_default=True,
               help="Where the database, feed, outbox and preview go.")
+@click.option("--serve", "serve_after", is_flag=True,
+              help="Build the edition without sending it, then open the staff console on "
+                   "the demo database (a staff password is printed once).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="With --serve: the port on 127.0.0.1.")
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, workdir: Path) -> None:
-    """A self-contained run: bundled sample feed, demo subscribers, file outbox."""
+def demo(ctx: click.Context, workdir: Path, serve_after: bool, port: int) -> None:
+    """A self-contained run: bundled sample feed, demo subscribers, file outbox.
+
+    With --serve, the edition is built and checked but not sent, and the web app starts on
+    the demo database: sign in to the console, look the edition over and press Send now."""
     from mailer.app import App
     from mailer.clock import Clock
     from mailer.config import load_settings
@@ -319,6 +330,8 @@ def demo(ctx: click.Context, workdir: Path) -> None:
             dsn=f"file://{workdir / 'outbox' / run_id}",
             secret_key=base.secret_key or "demo-secret-key-not-for-production",
             send_time=send_at, send_days="mon-sun",
+            **({"base_url": f"http://127.0.0.1:{port}", "late_send_hours": 23.0}
+               if serve_after else {}),
         )
         write_sample_feed(Path(settings.feed_url), clock.now())
         app = App.create(settings, clock=clock)
@@ -326,7 +339,7 @@ def demo(ctx: click.Context, workdir: Path) -> None:
         with app.sessions.begin() as session:
             for email, name in SAMPLE_SUBSCRIBERS:
                 add(session, email, name=name, source="demo")
-        outcome = run_send(app, clock.today(settings.tz))
+        outcome = run_send(app, clock.today(settings.tz), dry_run=serve_after)
     outbox = Path(settings.dsn.removeprefix("file://"))
     preview_path = workdir / f"preview-{run_id}.html"
     with app.sessions() as session:
@@ -341,3 +354,23 @@ def demo(ctx: click.Context, workdir: Path) -> None:
     click.echo(f"database:  {db_path}")
     if not outcome.ok:
         fail(outcome.message)
+    if serve_after:
+        _serve_demo(app, port)
+
+
+def _serve_demo(app: App, port: int) -> None:
+    """The console on the demo database, with an admin account made for this run."""
+    from waitress import serve as waitress_serve
+
+    from mailer.accounts import ADMIN, add_staff, new_password
+    from mailer.web import create_app
+
+    password = new_password()
+    with app.sessions.begin() as session:
+        add_staff(session, DEMO_STAFF, password, role=ADMIN, at=app.clock.now())
+    click.echo(f"\nstaff console: http://127.0.0.1:{port}/staff/  sign in as {DEMO_STAFF} "
+               f"with the password {password} (shown once)\n"
+               "today's edition is built and checked, not sent: open it and press Send now "
+               "(the messages go to the outbox above). Ctrl-C stops the server.")
+    waitress_serve(create_app(app), host="127.0.0.1", port=port, threads=4,
+                   ident="labourlist-mailer-demo")
