@@ -59,6 +59,25 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 # ---- small, public helpers -------------------------------------------------------------------
 
 
+TEST_BANNER = ("TEST: this copy went to you, not to readers. Its unsubscribe and preferences "
+               "links open sample pages.")
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.I)
+
+
+def with_test_banner(html: str, text: str) -> tuple[str, str]:
+    """A test send's body says it is one at the top, not only in the subject: a forwarded
+    or screenshotted test must never pass for the edition readers got."""
+    banner = ('<div role="note" style="background:#ffd400;color:#1f1f1f;font:bold 15px/1.4 '
+              'Helvetica,Arial,sans-serif;padding:10px 16px;text-align:center;">'
+              f"{TEST_BANNER}</div>")
+    opened = _BODY_TAG.search(html)
+    if opened is not None:
+        html = html[:opened.end()] + banner + html[opened.end():]
+    else:
+        html = banner + html
+    return html, f"*** {TEST_BANNER} ***\n\n{text}"
+
+
 def greeting_for(name: str) -> str:
     """The greeting line: "Good morning, Siân", or just "Good morning" when we have no first
     name. Give it the reader's first name, never the whole name field."""
@@ -210,6 +229,8 @@ class MessageTemplate:
         subject = sanitize_header_value(subject)
         if test and not subject.startswith(TEST_PREFIX):
             subject = TEST_PREFIX + subject
+        if test:
+            html, text = with_test_banner(html, text)
         html = normalise_newlines(html)
         text = normalise_newlines(text)
         boundary = "=_LL" + secrets.token_hex(12)  # "=_" never occurs in quoted-printable

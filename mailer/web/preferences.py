@@ -62,6 +62,40 @@ def _is_one_click() -> bool:
         b"List-Unsubscribe=One-Click")
 
 
+#: The token a test send's links carry (`mailer.pipeline.send_test`): their pages are samples.
+SAMPLE = "test"
+SAMPLE_NOTE = ("This page is a sample: the link came from a test email. A reader's own link "
+               "opens this page for their subscription; nothing you do here changes anyone's.")
+
+
+def _sample_reader() -> Subscriber:
+    """A reader who is not stored anywhere, for the sample pages."""
+    return Subscriber(id=0, email="reader@example.org", name="", first_name="Sam",
+                      status="active", frequency="daily", sections="")
+
+
+@bp.route(f"/unsubscribe/{SAMPLE}", methods=["GET", "POST"])
+@csrf_exempt  # (a one-click POST from a test email's header must not be a 400 either)
+def unsubscribe_sample() -> Any:
+    """A test email's unsubscribe link: the page a reader sees, changing nothing."""
+    if request.method == "POST":
+        return message_page("This was a test email", SAMPLE_NOTE)
+    reader = _sample_reader()
+    return page("unsubscribe.html", email=reader.email, sub_status=reader.status,
+                prefs=url_for("preferences.preferences_sample"), token=SAMPLE,
+                frequency=reader.frequency, chosen_sections=[], sample=SAMPLE_NOTE)
+
+
+@bp.route(f"/preferences/{SAMPLE}", methods=["GET", "POST"])
+@csrf_exempt
+def preferences_sample() -> Any:
+    """A test email's preferences link: the page a reader sees, changing nothing."""
+    if request.method == "POST":
+        return message_page("This was a test email", SAMPLE_NOTE)
+    return page("preferences.html", sub=_sample_reader(), message="",
+                pause_weeks=optin.PAUSE_WEEKS, left=False, sample=SAMPLE_NOTE)
+
+
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 @csrf_exempt  # the one-click POST has no cookie and no token, by design; the button has both
 def unsubscribe(token: str) -> Any:
