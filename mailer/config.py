@@ -82,6 +82,13 @@ class Settings:
     list_id: str = "LabourList Daily <daily.labourlist.org>"
     unsubscribe_mailto: str = "unsubscribe@labourlist.org"
     postal_address: str = "LabourList, 1 Example Street, London SE1 0AA"
+    # The masthead (docs/operations.md): a logo image (https; with the dark-mode variant when it
+    # would vanish on a dark background) and its alt text; "" keeps the text masthead.
+    logo_url: str = ""
+    logo_dark_url: str = ""
+    logo_alt: str = ""
+    # Signs the editor's note, e.g. "Hannah, LabourList editor" ("" for no sign-off).
+    editor_signoff: str = ""
     # Fields: {date} ("Thursday 26 November 2026"), {lead_title}, {story_count}.
     subject: str = "LabourList Daily: {date}"
     # The inbox line after the subject when an edition has neither an editor's note nor a
@@ -342,6 +349,12 @@ def validate(s: Settings) -> None:
     _check("soft_bounce_limit", s.soft_bounce_limit >= 1, "must be at least 1")
     _check("spamassassin_timeout", s.spamassassin_timeout > 0, "must be positive")
     _check("link_check_timeout", s.link_check_timeout > 0, "must be positive")
+    for key in ("logo_url", "logo_dark_url"):
+        value = getattr(s, key)
+        _check(key, not value or urlsplit(value).scheme in ("https", "http")
+               and bool(urlsplit(value).netloc), "must be an absolute https:// address or empty")
+    _check("logo_dark_url", not s.logo_dark_url or bool(s.logo_url),
+           "needs logo_url too (it is the light-mode logo)")
     _check("api_rate_limit", s.api_rate_limit >= 1, "must be at least 1 request a minute")
     _check("webhook_every_seconds", s.webhook_every_seconds > 0, "must be positive")
     _check("webhook_timeout", s.webhook_timeout > 0, "must be positive")

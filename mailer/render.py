@@ -371,7 +371,8 @@ def signup_url(settings: Settings) -> str:
 def _common_context(settings: Settings) -> dict[str, Any]:
     brand = _brand(settings)
     publication = brand.removesuffix(" Daily").strip() or brand
-    return {"brand": brand, "publication": publication,
+    return {"brand": brand, "publication": publication, "logo_url": settings.logo_url,
+            "logo_dark_url": settings.logo_dark_url, "logo_alt": settings.logo_alt or brand,
             "postal_address": settings.postal_address, "signup_url": signup_url(settings)}
 
 
@@ -384,6 +385,7 @@ def _edition_context(view: EditionView, settings: Settings, *, archive: bool,
         "archive": archive,
         "date_long": long_date(day),
         "note_paragraphs": _paragraphs(view.editor_note),
+        "signoff": settings.editor_signoff if view.editor_note.strip() else "",
         # The per-recipient values: slots in the email, nothing personal in the archive.
         "greeting": placeholders.greeting if placeholders else ARCHIVE_GREETING,
         "unsubscribe_url": placeholders.unsubscribe_url if placeholders else "",
@@ -407,7 +409,8 @@ def compile_mjml(mjml_source: str) -> str:
 
 def tidy_text(rendered: str) -> str:
     """Collapse runs of blank lines the template's conditionals leave behind."""
-    lines = [line.rstrip() for line in rendered.splitlines()]
+    # (trailing spaces go, except the one of the signature separator "-- ", RFC 3676)
+    lines = ["-- " if line.rstrip() == "--" else line.rstrip() for line in rendered.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
