@@ -193,6 +193,22 @@ def arrange(app: App, day: date, article_id: int, action: str, kind: str = DAILY
         render_into(app, session, edition)
 
 
+def reorder(app: App, day: date, article_ids: list[int], kind: str = DAILY) -> None:
+    """Put the edition's articles in the order given (a drag and drop in the console), then
+    render. The list must hold exactly the edition's articles: a page that was open while
+    someone else dropped or restored one is refused, not half applied."""
+    with app.sessions.begin() as session:
+        edition = _locked_draft(session, day, kind)
+        items = {item.article_id: item for item in edition.items}
+        if sorted(article_ids) != sorted(items):
+            raise EditRefused("the edition's articles changed since the page was loaded: "
+                              "reload it and arrange them again")
+        _renumber(session, edition, [items[article_id] for article_id in article_ids])
+        edition.arranged = True
+        session.flush()
+        render_into(app, session, edition)
+
+
 def _renumber(session: Session, edition: Edition, order: list[EditionArticle]) -> None:
     """Rewrite the article list in `order` (removing any that are not in it)."""
     keep = [(item.article_id, item.pinned) for item in order]

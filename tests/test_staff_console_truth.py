@@ -12,11 +12,12 @@ from datetime import timedelta
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from mailer import overrides, triggers
 from mailer.app import App
 from mailer.cli import cli
-from mailer.models import Meta
+from mailer.models import EditionArticle, Meta
 from mailer.web.staff import send
 from tests.test_staff_web import (  # noqa: F401 - fixtures
     DAY,
@@ -115,3 +116,24 @@ def test_send_time_has_a_time_picker_and_send_days_a_box_a_day(admin: FlaskClien
     none = admin.post("/staff/settings", data={
         **form, "csrf_token": token(admin, "/staff/"), "send_days_picker": "1"})
     assert none.status_code == 400 and "Send days: must not be empty" in text(none)
+
+
+def test_the_whole_story_order_is_saved_in_one_post(admin: FlaskClient, fed: App) -> None:
+    post(admin, f"/staff/editions/{DAY}/build")
+    with fed.sessions() as session:
+        ids = [row[0] for row in session.execute(
+            select(EditionArticle.article_id).order_by(EditionArticle.position))]
+    assert len(ids) >= 3
+    reverse = ",".join(map(str, reversed(ids)))
+    json_post = {"csrf_token": token(admin, "/staff/"), "order": reverse}
+    saved = admin.post(f"/staff/editions/{DAY}/order", data=json_post,
+                       headers={"Accept": "application/json"})
+    assert saved.status_code == 200 and len(saved.get_json()["version"]) == 12
+    with fed.sessions() as session:
+        assert [row[0] for row in session.execute(
+            select(EditionArticle.article_id).order_by(EditionArticle.position))] == ids[::-1]
+    stale = admin.post(f"/staff/editions/{DAY}/order", headers={"Accept": "application/json"},
+                       data={**json_post, "order": ",".join(map(str, ids[1:]))})
+    assert stale.status_code == 409 and "reload" in stale.get_json()["error"]
+    as_form = post(admin, f"/staff/editions/{DAY}/order", order=",".join(map(str, ids)))
+    assert as_form.status_code == 303  # type: ignore[attr-defined]

@@ -80,8 +80,10 @@ SESSION_GENERATION = "staff_g"
 SESSION_HOURS = 12
 #: Endpoints reachable without a session (the login form itself).
 OPEN_ENDPOINTS = frozenset({"staff.login"})
-#: Staff pages may frame their own previews; public pages still may not frame anything.
-STAFF_CSP = CSP + "; frame-src 'self'"
+#: Staff pages may frame their own previews (public pages still may not frame anything) and
+#: run the console's own script files (the story order's drag and drop:
+#: `static/staff-arrange.js`), never inline or foreign ones.
+STAFF_CSP = CSP + "; frame-src 'self'; script-src 'self'; connect-src 'self'"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ scripts) and may be framed only by the console.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -254,6 +255,39 @@ def articles(day: str, kind: str = DAILY) -> Response:
     flash({"pin": "Pinned", "unpin": "Unpinned", "drop": "Dropped", "restore": "Restored",
            "up": "Moved up", "down": "Moved down", "top": "Moved to the top"}[action]
           + f": {title}")
+    return _back(the_day, "articles", kind)
+
+
+@edition_route("/order", methods=["POST"])
+@login_required
+def order(day: str, kind: str = DAILY) -> Response:
+    """The whole story order at once: what the page's script sends after a drag and drop or
+    an Up/Down/Lead press (answered in JSON, so the page does not reload); a form posting it
+    gets the page back."""
+    app = mailer_app()
+    the_day = parse_day(day)
+    raw = request.form.get("order", "")
+    if not raw or not all(part.isdigit() for part in raw.split(",")):
+        abort(400)
+    ids = [int(part) for part in raw.split(",")]
+    wants_json = request.accept_mimetypes.best == "application/json"
+    try:
+        editions_control.reorder(app, the_day, ids, kind)
+    except MailerError as exc:
+        if wants_json:
+            return Response(json.dumps({"error": str(exc)}), status=409,
+                            mimetype="application/json")
+        flash(str(exc), "error")
+        return _back(the_day, "articles", kind)
+    with app.sessions.begin() as db:
+        record(db, "edition-arranged", audit.edition_target(the_day, kind),
+               "order " + ",".join(map(str, ids)))
+        html = db.scalar(select(Edition.html).where(Edition.kind == kind,
+                                                    Edition.edition_date == the_day)) or ""
+    if wants_json:
+        version = hashlib.sha256(html.encode()).hexdigest()[:12]
+        return Response(json.dumps({"version": version}), mimetype="application/json")
+    flash("Saved the new order.")
     return _back(the_day, "articles", kind)
 
 
