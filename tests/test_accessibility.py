@@ -118,7 +118,7 @@ def test_no_page_has_an_accessibility_violation(live: tuple[LiveServer, App]) ->
         for path in (f"/staff/editions/{DAY}", f"/staff/editions/{DAY}/send",
                      "/staff/subscribers", f"/staff/subscribers/{sub_id}",
                      "/staff/subscribers/import", "/staff/audience", "/staff/asks",
-                     "/staff/settings", "/staff/audit", "/staff/integrations",
+                     "/staff/settings", "/staff/audit", "/staff/integrations", "/staff/team",
                      "/staff/integrations/webhooks/1"):
             check(tab, base + path, found)
         assert run_send(app).status == "sent"

@@ -139,7 +139,7 @@ def example_url(rule: Rule) -> str:
     <any(...)>."""
     url = rule.rule.replace("<day>", DAY.isoformat())
     url = re.sub(r"<int:\w+>", "1", url)
-    return re.sub(r"<any\((\w+)[^>]*>", r"\1", url)
+    return re.sub(r'<any\("?([\w-]+)"?[^>]*>', r"\1", url)
 
 
 # ---- access ----------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def add_member() -> Any:
     return _page(new_password=password, for_email=email)
 
 
-@bp.route("/team/<int:user_id>/<any(" + ", ".join(ACTIONS) + "):action>", methods=["POST"])
+@bp.route("/team/<int:user_id>/<any(" + ", ".join(f'"{a}"' for a in ACTIONS) + "):action>",
+          methods=["POST"])
 @admin_required
 def change_member(user_id: int, action: str) -> Any:
     app = mailer_app()
