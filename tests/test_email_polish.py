@@ -70,4 +70,5 @@ def test_the_lead_picture_is_decorative_when_it_repeats_the_headline(settings: S
     img = re.search(r'<img src="' + re.escape(LEAD_IMAGE) + r'"[^>]*>', page)
     assert img and 'alt=""' in img.group(0) and "font-family:Georgia" in img.group(0)
     before = page[:img.start()]
-    assert before.rfind("<a ") < before.rfind("</a>")  # not inside a link
+    assert before.count("<a ") == before.count("</a>")  # not inside a link
+    assert before.endswith('<tr><td style="padding:4px 20px 8px;">')  # a row of its table
