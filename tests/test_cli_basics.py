@@ -145,7 +145,7 @@ def test_demo_serve_opens_the_console_on_a_sendable_edition(tmp_path: Path) -> N
                 "password": password.group(1)})
             assert "Dashboard" in signed.text
             edition = browser.get(f"{base}/staff/today").text
-            assert "Send now" in edition and "state-sent" not in edition
+            assert "Send now" in edition and 'id="edition-state">sent<' not in edition
         assert not list((tmp_path / "d" / "outbox").rglob("*.eml"))  # nothing sent yet
     finally:
         child.terminate()
