@@ -298,7 +298,9 @@ def test_staff_pages_may_frame_only_their_own_previews(admin: FlaskClient, fed: 
     post(admin, f"/staff/editions/{DAY}/build")
     page = admin.get(f"/staff/editions/{DAY}")
     assert "frame-src 'self'" in page.headers["Content-Security-Policy"]
-    assert "script-src" not in page.headers["Content-Security-Policy"]
+    # (scripts: the console's own files only, never inline)
+    assert "script-src 'self';" in page.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
     preview = admin.get(f"/staff/editions/{DAY}/preview")
     assert preview.headers["X-Frame-Options"] == "SAMEORIGIN"
     assert "frame-ancestors 'self'" in preview.headers["Content-Security-Policy"]

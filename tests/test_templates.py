@@ -106,7 +106,7 @@ def test_an_override_saved_while_running_is_used_at_the_next_render(tmp_path: Pa
     (tmp_path / "templates").mkdir()
     override = tmp_path / "templates" / "edition.mjml.j2"
     shutil.copyfile(BUNDLED_TEMPLATES / "edition.mjml.j2", override)
-    edit(override, "{{ date_long }}", "{{ date_long }} SAVED-LATER")
+    edit(override, "{{ signup_url }}", "{{ signup_url }}?SAVED-LATER")
     assert "SAVED-LATER" in render_archive(view, settings)
     override.unlink()
     assert "SAVED-LATER" not in render_archive(view, settings)
