@@ -267,7 +267,7 @@ def test_text_part_must_carry_the_same_articles(app: App, tmp_path: Path) -> Non
     edition.text = edition.text[:first] + edition.text[edition.text.index("\n", first):]
     report = preflight.run_checks(app, edition)
     assert codes(report) == ["text-articles"]
-    assert "the text part lacks 1 article(s) the HTML has" in report.errors[0].message
+    assert "the text part lacks 1 article the HTML has" in report.errors[0].message
 
 
 # ---- hidden text ---------------------------------------------------------------------------

@@ -118,7 +118,9 @@ def run_checks(app: App, edition: Edition, *, check_links: bool = False) -> Repo
                                         part_text(msg, "plain"))
     if unresolved:
         report.add(Finding(ERROR, "tracked-link",
-                           f"{len(unresolved)} tracked link(s) lead to none of the edition's "
+                           f"{len(unresolved)} tracked "
+                           f"{'link leads' if len(unresolved) == 1 else 'links lead'} to none "
+                           "of the edition's "
                            f"links: {', '.join(unresolved[:3])}"))
     page = parse_html(html or "")
     articles = _article_links(app, edition)

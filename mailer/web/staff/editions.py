@@ -59,7 +59,7 @@ from mailer.web.staff.auth import (
     record,
     today,
 )
-from mailer.web.staff.stats import live_counts, send_summary
+from mailer.web.staff.stats import live_counts, plural, send_summary
 
 MAX_TEST_RECIPIENTS = 20
 #: How often the progress page reloads itself while a send runs (a Refresh header: no script).
@@ -369,7 +369,7 @@ def run_preflight(day: str, kind: str = DAILY) -> Response:
         record(db, "preflight-run", audit.edition_target(the_day, kind),
                f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     flash("Preflight checks passed." if report.ok else
-          f"Preflight found {len(report.errors)} problem(s) that would stop the send.",
+          f"Preflight found {plural(len(report.errors), 'problem')} that would stop the send.",
           "message" if report.ok else "error")
     return _back(the_day, "preflight", kind)
 
