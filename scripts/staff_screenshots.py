@@ -134,6 +134,7 @@ def walk(browser: Any, url: str, out: Path, width: int, workdir: Path) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     shoot(page, out, "login", width)
     page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("h1:has-text('Dashboard')")  # (the redirect after signing in)
     shoot(page, out, "dashboard", width)
 
     page.goto(f"{url}/staff/editions/{TODAY}")
