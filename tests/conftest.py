@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from mailer.app import App
 from mailer.clock import FixedClock
 from mailer.config import Settings
-from mailer.db import init_db
+from mailer.db import init_db, make_engine
 from tests.support import pg
 from tests.support.settings import make_settings
 
@@ -27,13 +28,33 @@ PG_SKIP_REASON = (
 )
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to the newest revision once per run: each test gets a copy
+    (`migrated_sqlite`), as PostgreSQL tests get a copy of a migrated template database, and
+    its `init_db` then finds nothing to do (13 ms instead of 70 for the twelve migrations)."""
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    engine = make_engine(f"sqlite:///{path}")
+    init_db(engine)
+    engine.dispose()
+    return path
+
+
+def migrated_sqlite(template: Path, folder: Path) -> str:
+    """The URL of a copy of the migrated template at `folder`/test.db."""
+    target = folder / "test.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test using this runs on a SQLite file and on a fresh PostgreSQL database (already
-    migrated to the newest revision, a copy of one made per run: `init_db` then finds
-    nothing to do)."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 sqlite_template: Path) -> Iterator[str]:
+    """Each test using this runs on a SQLite file and on a fresh PostgreSQL database, both
+    already migrated to the newest revision (copies of a template made per run: `init_db`
+    then finds nothing to do). Tests of migrations use `empty_database_url`."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+        yield migrated_sqlite(sqlite_template, tmp_path)
         return
     if pg.base_url() is None:
         pytest.skip(PG_SKIP_REASON)
@@ -80,9 +101,10 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(tmp_path: Path, clock: FixedClock) -> Iterator[App]:
+def app(tmp_path: Path, clock: FixedClock, sqlite_template: Path) -> Iterator[App]:
     """An initialised App on a SQLite file with a fixed clock."""
-    application = App.create(make_settings(tmp_path), clock=clock)
+    application = App.create(make_settings(
+        tmp_path, database_url=migrated_sqlite(sqlite_template, tmp_path)), clock=clock)
     init_db(application.engine)
     yield application
     application.close()
