@@ -9,9 +9,11 @@ does the same from cron or by hand), never a web request. One pass:
 2. sends each receiver's rows over one kept-alive connection to the address that was judged
    (`netguard.Pinned`), each signed per Standard Webhooks with the `standardwebhooks` package
    (`webhook-id`, `webhook-timestamp`, `webhook-signature`);
-3. records every outcome in one transaction: a 2xx is delivered; anything else is retried on a
-   widening schedule until the event is a day old (`RETRY_WINDOW`), then given up. A receiver
-   that has failed for a whole day is disabled and the staff alert addresses are told.
+3. records the outcomes every `RECORD_EVERY` deliveries, in one transaction each (so a process
+   killed mid-pass sends again at most that many a receiver already has): a 2xx is delivered;
+   anything else is retried on a widening schedule until the event is a day old
+   (`RETRY_WINDOW`), then given up. A receiver that has failed for a whole day is disabled and
+   the staff alert addresses are told.
 
 The signature's timestamp is the wall clock's, not the app's clock: receivers compare it with
 theirs to refuse replays.
@@ -23,6 +25,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +41,7 @@ from mailer.models import HOOK_DELIVERED, HOOK_FAILED, HOOK_PENDING, HookDeliver
 log = logging.getLogger("mailer.webhooks.out")
 
 BATCH = 500
+RECORD_EVERY = 100
 LEASE = timedelta(seconds=120)
 #: Waits between attempts (the last repeats) until the event is a day old.
 BACKOFF = (5, 30, 120, 600, 1800, 3600, 7200, 14400)
@@ -96,11 +100,12 @@ def deliver_due(app: App, *, batch: int = BATCH) -> DrainReport:
         defaultdict(list))
     for row_id, endpoint_id, message_id, payload, attempts, expires in rows:
         by_endpoint[endpoint_id].append((row_id, message_id, payload, attempts, expires))
-    outcomes: dict[int, list[_Outcome]] = {}
+    report = DrainReport()
     for endpoint_id, items in by_endpoint.items():
         url, secret = endpoints[endpoint_id]
-        outcomes[endpoint_id] = _post_all(app, url, secret, items)
-    return _record(app, outcomes)
+        for done in _post_all(app, url, secret, items):
+            report.add(_record(app, {endpoint_id: done}))
+    return report
 
 
 def drain(app: App, *, max_seconds: float = 60.0, batch: int = BATCH) -> DrainReport:
@@ -133,7 +138,10 @@ def _lease(session: Session, now: datetime, batch: int) -> list[HookDelivery]:
 
 
 def _post_all(app: App, url: str, secret: str,
-              items: list[tuple[int, str, dict[str, object], int, datetime]]) -> list[_Outcome]:
+              items: list[tuple[int, str, dict[str, object], int, datetime]],
+              ) -> Iterator[list[_Outcome]]:
+    """POST the items to one receiver over one connection; their outcomes, `RECORD_EVERY`
+    at a time (the caller records each lot before the next is sent)."""
     outcomes = [_Outcome(row_id, attempts + 1, expires)
                 for row_id, _, _, attempts, expires in items]
     signer = Webhook(secret)
@@ -144,9 +152,12 @@ def _post_all(app: App, url: str, secret: str,
     except (netguard.Refused, netguard.Unreachable) as exc:
         for outcome in outcomes:
             outcome.error = str(exc)[:500]
-        return outcomes
+        yield outcomes
+        return
+    done = 0
     try:
-        for outcome, (_, message_id, payload, _, _) in zip(outcomes, items, strict=True):
+        for n, (outcome, (_, message_id, payload, _, _)) in enumerate(
+                zip(outcomes, items, strict=True), 1):
             body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
             stamp = datetime.now(UTC)
             headers = {"Content-Type": "application/json", "User-Agent": settings.user_agent,
@@ -159,9 +170,13 @@ def _post_all(app: App, url: str, secret: str,
                     outcome.error = f"HTTP {outcome.status}"
             except netguard.Unreachable as exc:
                 outcome.error = str(exc)[:500]
+            if n % RECORD_EVERY == 0:
+                yield outcomes[done:n]
+                done = n
+        if done < len(outcomes):
+            yield outcomes[done:]
     finally:
         pinned.close()
-    return outcomes
 
 
 def _record(app: App, outcomes: dict[int, list[_Outcome]]) -> DrainReport:
