@@ -44,6 +44,8 @@ SECRET_KEYS = frozenset(
         "sendgrid_webhook_public_key",
         "mailgun_webhook_signing_key",
         "smtp_password",
+        "dkim_private_key",
+        "dkim_key_file",
     }
 )
 
@@ -191,6 +193,13 @@ class Settings:
     sendgrid_webhook_public_key: str = ""
     mailgun_webhook_signing_key: str = ""
     smtp_password: str = ""
+    # DKIM signing of what we send over SMTP ourselves (docs/sending.md): the d= domain, the
+    # selector of the RSA key and of the Ed25519 key; the key(s) from the environment only.
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_ed25519_selector: str = ""
+    dkim_private_key: str = ""
+    dkim_key_file: str = ""
     # The newsroom's own email templates, each overriding the bundled file of the same name.
     # Relative to the working directory, as the default database is; a missing folder means
     # the bundled templates only; "" turns the overrides off.

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 from collections.abc import Callable, Generator
 from typing import NamedTuple
 
 from mailer.config import Settings
+from mailer.dkimsign import Signer
 from mailer.errors import TransportError
 from mailer.mime import PLAIN_ADDRESS_RE
 from mailer.smtp_status import is_hard_bounce
@@ -81,6 +83,7 @@ class SmtpTransport(Connector, Transport):
         local_hostname: str | None = None,
         pipelining: bool = True,
         verp: bool = False,
+        signer: Signer | None = None,
     ) -> None:
         if not host:
             raise TransportError("MAILER_DSN for SMTP needs a host, e.g. smtp://smtp.example.org:587")
@@ -95,6 +98,7 @@ class SmtpTransport(Connector, Transport):
         self.sender = sender
         self._plain_sender = bool(PLAIN_ADDRESS_RE.fullmatch(sender))  # MAIL FROM as it is
         self.verp = verp  # each delivery's own envelope sender (`mailer.verp`)
+        self.signer = signer  # DKIM (`mailer.dkimsign`), when configured
         self.user = user
         self._password = password
         self.implicit_tls = implicit_tls
@@ -139,6 +143,7 @@ class SmtpTransport(Connector, Transport):
             pipelining=dsn.bool_option("pipelining", True),
             local_hostname=dsn.options.get("local_hostname") or None,
             verp=settings.bounce_verp,
+            signer=Signer.of(settings),
         )
 
     def __repr__(self) -> str:
@@ -242,12 +247,15 @@ class SmtpTransport(Connector, Transport):
     def prepare(self, message: Outgoing) -> _Prepared:
         """What the exchange of `message` writes, worked out once (also ahead of its turn,
         when its envelope goes out with the previous message's data)."""
+        raw = message.data
+        if self.signer is not None:
+            raw = self.signer.sign(raw, now=int(time.time()))
         if message.wire_ready:
             # 7-bit, CRLF, no line to dot-stuff: the data as it is, then the terminator,
             # written together without copying 50 KB into one string (`_send_data`).
-            data, end = message.data, b".\r\n"
+            data, end = raw, b".\r\n"
         else:
-            data, end = wire_data(message.data), b""
+            data, end = wire_data(raw), b""
         options: list[str] = []
         caps = self._caps
         sender = self.sender

@@ -1,0 +1,150 @@
+"""DKIM signing of what we send over SMTP: real sends into a local SMTP server, verified with
+dkimpy's verifier against a local DNS server (dnslib on 127.0.0.1) serving the public keys,
+dnspython pointed at it. RSA-2048, Ed25519, and both at once; keys from the environment only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import dns.resolver
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dnslib import QTYPE, RR, TXT
+from dnslib.server import BaseResolver, DNSServer
+
+from mailer.app import App
+from mailer.config import load_settings
+from mailer.dkimsign import Key, Signer, load_keys
+from mailer.errors import ConfigError
+from mailer.pipeline import run_send
+from tests.support.seed import seed_subscribers, with_feed
+from tests.support.smtpsink import SmtpSink
+
+DOMAIN = "labourlist.example"
+
+
+def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def ed_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+class Zone(BaseResolver):  # type: ignore[misc]
+    """TXT records by name, as a domain's DNS would publish them."""
+
+    def __init__(self) -> None:
+        self.txt: dict[str, str] = {}
+
+    def resolve(self, request: object, handler: object) -> object:
+        reply = request.reply()  # type: ignore[attr-defined]
+        name = str(request.q.qname).rstrip(".")  # type: ignore[attr-defined]
+        if name in self.txt:
+            value = self.txt[name]
+            chunks = [value[i:i + 255] for i in range(0, len(value), 255)]
+            reply.add_answer(RR(request.q.qname, QTYPE.TXT,  # type: ignore[attr-defined]
+                                rdata=TXT(chunks), ttl=60))
+        return reply
+
+
+@pytest.fixture(scope="module")
+def zone() -> Iterator[tuple[Zone, int]]:
+    records = Zone()
+    server = DNSServer(records, port=0, address="127.0.0.1")
+    server.start_thread()
+    port = server.server.server_address[1]
+    yield records, port
+    server.stop()
+
+
+def verified(data: bytes, port: int) -> list[bool]:
+    """dkimpy's verdict on each signature, its keys looked up through our DNS server."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = ["127.0.0.1"], port
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+        return b"".join(b"".join(rdata.strings) for rdata in answer)
+
+    checker = dkim.DKIM(data)
+    count = data.count(b"DKIM-Signature:")
+    return [bool(checker.verify(idx=i, dnsfunc=lookup)) for i in range(count)]
+
+
+def send_signed(app: App, tmp_path: Path, sink: SmtpSink, **settings: str) -> list[bytes]:
+    app.settings = app.settings.replace(dsn=sink.dsn, dkim_domain=DOMAIN,
+                                        spamassassin_command="/nonexistent/sa", **settings)
+    with_feed(app, tmp_path)
+    seed_subscribers(app, 3)
+    assert run_send(app).status == "sent"
+    assert sink.wait_for(3)
+    return [received.data for received in sink.messages]
+
+
+@pytest.mark.parametrize("which", ["rsa", "ed25519", "both"])
+def test_every_sent_copy_verifies_with_dkimpy_against_our_dns(
+        which: str, app: App, tmp_path: Path, zone: tuple[Zone, int],
+        rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey) -> None:
+    records, port = zone
+    keys = {"rsa": pem(rsa_key), "ed25519": pem(ed_key)}
+    private = keys["rsa"] + keys["ed25519"] if which == "both" else keys[which]
+    for selector, key in (("mail2026", Key("mail2026", "rsa-sha256", rsa_key)),
+                          ("ed2026", Key("ed2026", "ed25519-sha256", ed_key))):
+        records.txt[f"{selector}._domainkey.{DOMAIN}"] = key.public_record()
+    with SmtpSink() as sink:
+        copies = send_signed(app, tmp_path, sink, dkim_selector="mail2026",
+                             dkim_ed25519_selector="ed2026", dkim_private_key=private)
+    for data in copies:
+        verdicts = verified(data, port)
+        assert verdicts == [True] * (2 if which == "both" else 1), data[:600]
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"list-unsubscribe:list-unsubscribe-post" in head.replace(b"\r\n\t", b"")
+    # A key in DNS that is not ours fails, as a receiver would see it.
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    records.txt[f"mail2026._domainkey.{DOMAIN}"] = Key("x", "rsa-sha256", other).public_record()
+    if which == "rsa":
+        assert verified(copies[0], port) == [False]
+
+
+def test_keys_come_from_the_environment_only(tmp_path: Path,
+                                             rsa_key: rsa.RSAPrivateKey) -> None:
+    config = tmp_path / "mailer.toml"
+    config.write_text(f'dkim_private_key = """{pem(rsa_key)}"""\n')
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings({"MAILER_CONFIG": str(config)})
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_text(pem(rsa_key))
+    config.write_text("")
+    settings = load_settings({"MAILER_CONFIG": str(config), "MAILER_DKIM_DOMAIN": DOMAIN,
+                              "MAILER_DKIM_SELECTOR": "s1",
+                              "MAILER_DKIM_KEY_FILE": str(key_file)})
+    [key] = load_keys(settings)
+    assert (key.selector, key.algorithm) == ("s1", "rsa-sha256")
+    with pytest.raises(ConfigError, match="dkim_selector"):
+        load_keys(settings.replace(dkim_selector=""))
+    with pytest.raises(ConfigError, match="no DKIM key"):
+        load_keys(settings.replace(dkim_key_file=""))
+    assert Signer.of(settings.replace(dkim_domain="", dkim_key_file="")) is None
+
+
+def test_a_message_with_bare_newlines_is_signed_as_it_will_travel(
+        rsa_key: rsa.RSAPrivateKey, zone: tuple[Zone, int]) -> None:
+    records, port = zone
+    key = Key("lf", "rsa-sha256", rsa_key)
+    records.txt[f"lf._domainkey.{DOMAIN}"] = key.public_record()
+    message = (b"From: a@labourlist.example\nTo: b@example.org\nSubject: hi\n\nline one\n"
+               b"line two\n")
+    signed = Signer(DOMAIN, [key]).sign(message, now=int(time.time()))
+    assert verified(signed.replace(b"\n", b"\r\n"), port) == [True]
