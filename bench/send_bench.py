@@ -109,7 +109,8 @@ def seed(app: App, n: int, chunk: int = 20000, spread: bool = False) -> None:
 
 def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
                     pipelining: bool = True, click_tracking: str = "",
-                    spread: bool = False) -> tuple[float, float, int, float]:
+                    spread: bool = False, extra_env: dict[str, str] | None = None,
+                    ) -> tuple[float, float, int, float]:
     tmp = tmp / ("pipelined" if pipelining else "stepwise")
     tmp.mkdir(parents=True)
     db = tmp / "bench.db"
@@ -128,6 +129,7 @@ def run_mailer_send(tmp: Path, n: int, port: int, connections: int,
                 "MAILER_CONNECTIONS": str(connections)})
     if click_tracking:  # (otherwise the setting's default)
         env["MAILER_CLICK_TRACKING"] = click_tracking
+    env.update(extra_env or {})
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mailer", "send"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
