@@ -11,12 +11,14 @@ from pathlib import Path
 import dkim
 import dns.resolver
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dnslib import QTYPE, RR, TXT
 from dnslib.server import BaseResolver, DNSServer
 
 from mailer.app import App
+from mailer.cli import cli
 from mailer.config import load_settings
 from mailer.dkimsign import Key, Signer, load_keys
 from mailer.errors import ConfigError
@@ -148,3 +150,21 @@ def test_a_message_with_bare_newlines_is_signed_as_it_will_travel(
                b"line two\n")
     signed = Signer(DOMAIN, [key]).sign(message, now=int(time.time()))
     assert verified(signed.replace(b"\n", b"\r\n"), port) == [True]
+
+
+def test_the_records_to_publish_are_printed_for_the_configured_keys(
+        tmp_path: Path, rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey) -> None:
+    (tmp_path / "mailer.toml").write_text("")
+    env = {"MAILER_CONFIG": str(tmp_path / "mailer.toml"), "MAILER_DKIM_DOMAIN": DOMAIN,
+           "MAILER_DKIM_SELECTOR": "mail2026", "MAILER_DKIM_ED25519_SELECTOR": "ed2026",
+           "MAILER_DKIM_PRIVATE_KEY": pem(rsa_key) + pem(ed_key),
+           "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}
+    result = CliRunner().invoke(cli, ["transports", "dkim-records"], env=env)
+    assert result.exit_code == 0, result.output
+    rsa_line, ed_line = result.stdout.splitlines()
+    assert rsa_line == (f'mail2026._domainkey.{DOMAIN}. IN TXT '
+                        f'"{Key("mail2026", "rsa-sha256", rsa_key).public_record()}"')
+    assert ed_line.startswith(f'ed2026._domainkey.{DOMAIN}. IN TXT "v=DKIM1; k=ed25519; p=')
+    off = CliRunner().invoke(cli, ["transports", "dkim-records"],
+                             env={k: v for k, v in env.items() if "DKIM" not in k})
+    assert off.exit_code != 0 and "DKIM signing is off" in off.output

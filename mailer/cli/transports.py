@@ -1,4 +1,4 @@
-"""mailer transports check.
+"""mailer transports check|dkim-records.
 
 Domain modules are imported inside the commands, so `mailer --help` and each command load only
 what they use (start-up time: see `mailer.cli.common`).
@@ -37,3 +37,21 @@ def check_cmd(ctx: click.Context, dsn: str | None) -> None:
     click.echo(f"checking {redact_url(value)}")
     transport = from_dsn(value, settings)
     click.echo(transport.check())
+
+
+@transports.command("dkim-records")
+@click.pass_context
+@handle_errors
+def dkim_records_cmd(ctx: click.Context) -> None:
+    """The DNS TXT records that publish the configured DKIM keys (docs/sending.md)."""
+    from mailer.cli.common import fail
+    from mailer.dkimsign import load_keys
+
+    settings = get_app(ctx, schema=False).settings
+    keys = load_keys(settings)
+    if not keys:
+        fail("DKIM signing is off: set dkim_domain, a selector and MAILER_DKIM_PRIVATE_KEY "
+             "(docs/sending.md)")
+    for key in keys:
+        click.echo(f'{key.selector}._domainkey.{settings.dkim_domain}. IN TXT '
+                   f'"{key.public_record()}"')
