@@ -49,6 +49,7 @@ from mailer.models import (
     Suppression,
     utcnow,
 )
+from mailer.wording import plural
 
 MAX_NAME = 200
 MAX_FIRST_NAME = 100
@@ -230,13 +231,11 @@ class ImportReport:
     def sentence(self) -> str:
         """The outcome as staff read it: "Added 1,204 subscribers; 3 lines were not
         imported." """
-        def n(count: int, one: str, many: str) -> str:
-            return f"{count:,} {one if count == 1 else many}"
-        text = f"Added {n(self.added, 'subscriber', 'subscribers')}"
+        text = f"Added {plural(self.added, 'subscriber')}"
         if self.unchanged:
-            text += f"; {n(self.unchanged, 'was', 'were')} already on the list"
+            text += f"; {plural(self.unchanged, 'was', 'were')} already on the list"
         if self.errors:
-            text += f"; {n(len(self.errors), 'line was', 'lines were')} not imported"
+            text += f"; {plural(len(self.errors), 'line was', 'lines were')} not imported"
         return text + "."
 
     def merge(self, part: ImportReport) -> None:

@@ -29,6 +29,7 @@ from mailer.preflight.links import (
     url_scheme,
 )
 from mailer.preflight.page import ParsedHtml
+from mailer.wording import plural
 
 
 @dataclass
@@ -263,12 +264,12 @@ def check_text(text: str | None, page: ParsedHtml, articles: ArticleLinks,
     if html_articles - text_articles:
         missing = sorted(html_articles - text_articles)
         found.append(Finding(ERROR, "text-articles",
-                             f"the text part lacks {_n(len(missing), 'article')} the HTML has, "
+                             f"the text part lacks {plural(len(missing), 'article')} the HTML has, "
                              f"e.g. {missing[0]}"))
     if text_articles - html_articles:
         extra = sorted(text_articles - html_articles)
         found.append(Finding(ERROR, "text-articles",
-                             f"the text part has {_n(len(extra), 'article')} the HTML lacks, "
+                             f"the text part has {plural(len(extra), 'article')} the HTML lacks, "
                              f"e.g. {extra[0]}"))
     others = (html_links ^ text_links) - {u for u in html_links | text_links
                                           if tracked(u) in articles.all}
@@ -276,7 +277,7 @@ def check_text(text: str | None, page: ParsedHtml, articles: ArticleLinks,
         first = sorted(others)[0]
         where = "HTML" if first in html_links else "text part"
         found.append(Finding(WARNING, "text-links",
-                             f"{_n(len(others), 'link appears', 'links appear')} in only "
+                             f"{plural(len(others), 'link appears', 'links appear')} in only "
                              f"one part, e.g. {first} (only in the {where})"))
     return found
 
@@ -315,11 +316,6 @@ def check_links_static(page: ParsedHtml, text: str | None, settings: Settings) -
         found.append(grouped(ERROR, "local-link", "link to a local or staging host", local,
                               "subscribers cannot reach it"))
     return found
-
-
-def _n(count: int, one: str, many: str | None = None) -> str:
-    """"1 article", "2 articles" (findings are read in the console, not only in logs)."""
-    return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
 @check("images")

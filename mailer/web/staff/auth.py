@@ -65,6 +65,7 @@ from mailer.models import DAILY, WEEKLY, StaffUser
 from mailer.web import throttle
 from mailer.web.context import mailer_app
 from mailer.web.security import CSP
+from mailer.wording import plural
 
 log = logging.getLogger("mailer.web.staff")
 
@@ -290,10 +291,7 @@ for _code in STAFF_ERRORS:
     bp.register_error_handler(_code, _staff_error)
 
 
-@bp.app_template_filter("plural")
-def plural(n: int, one: str, many: str | None = None) -> str:
-    """"1 subscriber", "1,004 subscribers" (`many` when adding "s" is wrong)."""
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+bp.add_app_template_filter(plural, "plural")
 
 
 @bp.app_template_filter("localtime")

@@ -59,7 +59,8 @@ from mailer.web.staff.auth import (
     record,
     today,
 )
-from mailer.web.staff.stats import live_counts, plural, send_summary
+from mailer.web.staff.stats import live_counts, send_summary
+from mailer.wording import plural
 
 MAX_TEST_RECIPIENTS = 20
 #: How often the progress page reloads itself while a send runs (a Refresh header: no script).

@@ -42,7 +42,7 @@ from mailer.models import (
 )
 from mailer.optin import CONFIRMED
 from mailer.schedule import next_run
-from mailer.web.staff.auth import plural
+from mailer.wording import plural
 
 SIGNUP_KINDS = ("confirmed", "activated", "added")
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
