@@ -74,6 +74,12 @@ def next_run(settings: Settings, now: datetime) -> datetime | None:
     return build_trigger(settings).get_next_fire_time(None, after)
 
 
+def next_edition_day(settings: Settings, day: date) -> date | None:
+    """The date of the daily edition after `day`'s, by the schedule (None: no send days)."""
+    upcoming = next_run(settings, send_instant(settings, day))
+    return upcoming.astimezone(settings.tz).date() if upcoming is not None else None
+
+
 def fire_times(settings: Settings, start: datetime, end: datetime) -> Iterator[datetime]:
     """Every scheduled send in [start, end): what the daemon would do over that period."""
     trigger = build_trigger(settings)

@@ -10,10 +10,9 @@ from flask import redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from mailer import audit, triggers
-from mailer.app import App
 from mailer.clicks.report import click_history
 from mailer.edition import get_edition
-from mailer.schedule import next_run
+from mailer.schedule import next_edition_day
 from mailer.subscribers import counts
 from mailer.web.context import mailer_app
 from mailer.web.staff import stats
@@ -41,19 +40,10 @@ def dashboard() -> Any:
         growth=growth, chart=stats.growth_chart(growth), clicks=clicks,
         click_chart=stats.click_chart(clicks),
         audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
-        trigger=trigger, next_day=_next_send_day(app, now),
+        trigger=trigger, next_day=next_edition_day(app.settings, day),
         weekly_day=_next_weekly(app.settings.weekly_weekday, day)
         if app.settings.weekly_digest else None,
     )
-
-
-def _next_send_day(app: App, now: datetime) -> date | None:
-    """The date of the next daily edition after today's (to prepare it the evening before)."""
-    upcoming = next_run(app.settings, now)
-    day = today(app)
-    while upcoming is not None and upcoming.astimezone(app.settings.tz).date() <= day:
-        upcoming = next_run(app.settings, upcoming + timedelta(minutes=1))
-    return upcoming.astimezone(app.settings.tz).date() if upcoming is not None else None
 
 
 def _next_weekly(weekday: int, day: date) -> date:

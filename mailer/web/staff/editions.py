@@ -46,7 +46,7 @@ from mailer.models import (
     SendLog,
     Subscriber,
 )
-from mailer.schedule import next_run
+from mailer.schedule import next_edition_day
 from mailer.subscribers import InvalidAddress, normalise_email
 from mailer.web.context import mailer_app
 from mailer.web.security import EMAIL_CSP
@@ -146,14 +146,8 @@ def edition(day: str, kind: str = DAILY) -> Any:
         due=send_instant(app.settings, the_day, kind), is_today=the_day == today(app),
         preflight=ed.preflight if ed and ed.preflight else None, now=now,
         html_kb=len(ed.html.encode()) / 1024 if ed else 0, clicks=clicks,
-        next_day=_next_edition_day(app, the_day) if kind == DAILY else None,
+        next_day=next_edition_day(app.settings, the_day) if kind == DAILY else None,
     )
-
-
-def _next_edition_day(app: App, day: date) -> date | None:
-    """The date of the daily edition after `day`'s, by the schedule."""
-    upcoming = next_run(app.settings, send_instant(app.settings, day) + timedelta(minutes=1))
-    return upcoming.astimezone(app.settings.tz).date() if upcoming is not None else None
 
 
 @edition_route("/preview", methods=["GET"])
