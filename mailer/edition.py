@@ -251,7 +251,9 @@ def edition_articles(session: Session, edition_id: int) -> list[Article]:
     ))
 
 
-def list_editions(session: Session, limit: int = 30) -> list[Edition]:
-    return list(session.scalars(
-        select(Edition).order_by(Edition.edition_date.desc(), Edition.kind).limit(limit)
-    ))
+def list_editions(session: Session, limit: int = 30, kind: str | None = None) -> list[Edition]:
+    """The latest editions, newest first (of one kind when `kind` is given)."""
+    pick = select(Edition).order_by(Edition.edition_date.desc(), Edition.kind)
+    if kind is not None:
+        pick = pick.where(Edition.kind == kind)
+    return list(session.scalars(pick.limit(limit)))

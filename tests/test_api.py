@@ -230,6 +230,7 @@ def test_editions_list_show_preview_test_and_send_now(api: Api, tmp_path: Path) 
     assert api.call("GET", f"/editions/{DAY}", reader).json()["stats"] is None
     listed = api.call("GET", "/editions", reader).json()["data"]
     assert [e["date"] for e in listed] == [DAY.isoformat()]
+    assert api.call("GET", "/editions?kind=weekly", reader).json()["data"] == []
     assert api.call("GET", "/editions/2026-13-01", auth).status_code == 404
 
 

@@ -73,8 +73,7 @@ def _load(session: Any, day: str, kind: str) -> Edition:
 def list_all(query: dict[str, Any]) -> dict[str, Any]:
     """The latest editions of a kind, newest first."""
     with mailer_app().sessions() as session:
-        rows = [e for e in list_editions(session, limit=query["limit"] * 2)
-                if e.kind == query["kind"]][:query["limit"]]
+        rows = list_editions(session, limit=query["limit"], kind=query["kind"])
         return {"data": [edition_json(session, e, stats=False) for e in rows]}
 
 
