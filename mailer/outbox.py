@@ -76,10 +76,8 @@ def event_for(kind: str, *, new: bool = False) -> str | None:
 
 def channel_of(source: str) -> str:
     """Where a change came from, in the words a receiving system can switch on."""
-    if source == "one-click":
-        return "one-click"
-    if source in ("mailto", "bounce-email"):
-        return "mailto" if source == "mailto" else "bounce-email"
+    if source in ("one-click", "mailto", "bounce-email"):
+        return source
     if source in ("staff", "cli", "import"):
         return "console"
     if source.startswith("api"):
