@@ -64,6 +64,8 @@ ENV_NOT_SETTINGS = frozenset(
 #: `click_tracking` values, least personal first.
 CLICK_TRACKING_MODES = ("off", "aggregate", "per-reader")
 _WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun) ([01]?\d|2[0-3]):[0-5]\d")
+_RESOLVER_RE = re.compile(r"(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?|[0-9a-fA-F:]+")
+_SELECTOR_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 log = logging.getLogger(__name__)
 _warned_env: set[str] = set()
@@ -200,6 +202,13 @@ class Settings:
     dkim_ed25519_selector: str = ""
     dkim_private_key: str = ""
     dkim_key_file: str = ""
+    # The sending domain's DNS check (SPF, DKIM, DMARC, MX; docs/deliverability.md): run before
+    # the day's first send and kept for the day. `dkim_check_selectors` names the selectors a
+    # relay or provider signs with, where it cannot be guessed (Postmark, SES).
+    dns_check: bool = True
+    dkim_check_selectors: list[str] = field(default_factory=list)
+    dns_timeout: float = 5.0
+    dns_resolver: str = ""  # "IP[:PORT]" instead of the system's resolvers (tests)
     # The newsroom's own email templates, each overriding the bundled file of the same name.
     # Relative to the working directory, as the default database is; a missing folder means
     # the bundled templates only; "" turns the overrides off.
@@ -358,6 +367,12 @@ def validate(s: Settings) -> None:
     _check("soft_bounce_limit", s.soft_bounce_limit >= 1, "must be at least 1")
     _check("spamassassin_timeout", s.spamassassin_timeout > 0, "must be positive")
     _check("link_check_timeout", s.link_check_timeout > 0, "must be positive")
+    _check("dns_timeout", 0 < s.dns_timeout <= 60, "must be between 0 and 60 seconds")
+    _check("dns_resolver", not s.dns_resolver or bool(_RESOLVER_RE.fullmatch(s.dns_resolver)),
+           "must be an IP address, with :PORT if not 53 (like 127.0.0.1:5353)")
+    for selector in s.dkim_check_selectors:
+        _check("dkim_check_selectors", bool(_SELECTOR_RE.fullmatch(selector)),
+               f"{selector!r} is not a DKIM selector (letters, digits, '.', '-', '_')")
     for key in ("logo_url", "logo_dark_url"):
         value = getattr(s, key)
         _check(key, not value or urlsplit(value).scheme in ("https", "http")

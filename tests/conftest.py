@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +21,11 @@ from tests.support.settings import make_settings
 # SpamAssassin's clean slate (fresh_spamassassin), the end-to-end world (env), SNS (sns),
 # and cheap staff password hashes for every test (fasthash).
 pytest_plugins = ["tests.support.smtpsink", "tests.support.spam", "tests.support.newsroom",
-                  "tests.support.sns", "tests.support.fasthash"]
+                  "tests.support.sns", "tests.support.fasthash", "tests.support.dnszone"]
+
+# No test looks a real domain up, whichever way it loads its settings (the environment, a
+# config file, a subprocess): the DNS tests turn the check on with their own local server.
+os.environ["MAILER_DNS_CHECK"] = "0"
 
 PG_SKIP_REASON = (
     "no PostgreSQL reachable at MAILER_TEST_POSTGRES_URL "

@@ -19,6 +19,8 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "secret_key": "test-secret-key",
         "feed_url": str(tmp_path / "feed.xml"),
         "templates_dir": str(tmp_path / "templates"),
+        # No test looks a real domain up: the DNS tests turn it on with their own server.
+        "dns_check": False,
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
