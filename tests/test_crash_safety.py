@@ -26,6 +26,7 @@ from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import Delivery, Edition
 from mailer.sample import write_sample_feed
+from tests.support.environ import bare_environ
 from tests.support.seed import eml_recipients, seed_subscribers
 from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
@@ -50,7 +51,7 @@ def _spamd(spamd_command: str | None) -> Iterator[None]:
 
 
 def _environ(database_url: str, dsn: str, feed: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env = bare_environ()
     env.update({
         "MAILER_DATABASE_URL": database_url, "MAILER_DSN": dsn, "MAILER_FEED_URL": str(feed),
         "MAILER_NOW": NOW.isoformat(), "MAILER_SECRET_KEY": "kill-test",

@@ -25,6 +25,7 @@ from click.testing import CliRunner, Result
 
 from mailer.cli import cli
 from mailer.config import load_settings
+from tests.support.environ import bare_environ
 
 NOWHERE = "127.0.0.1:9"
 API = f"endpoint=http://{NOWHERE}&timeout=2&max_wait=1"
@@ -36,6 +37,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("MAILER_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("MAILER_DNS_CHECK", "0")  # (no test looks a real domain up)
     monkeypatch.setenv("MAILER_DATABASE_URL", f"sqlite:///{tmp_path / 'hostile.db'}")
     monkeypatch.setenv("MAILER_DSN", f"file://{tmp_path / 'outbox'}")
     monkeypatch.setenv("MAILER_NOW", "2026-11-26T06:00:00Z")
@@ -189,7 +191,7 @@ def test_an_unsupported_database_names_the_supported_ones(scheme: str,
 
 
 def _bare_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    return bare_environ()
 
 
 def _run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

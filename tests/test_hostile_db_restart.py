@@ -13,7 +13,6 @@ with one line and exit status 75, and a rerun finishes the job.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from mailer.models import CLAIMED, Delivery, Edition
 from mailer.pipeline import run_send
 from mailer.sample import write_sample_feed
 from tests.support import pg
+from tests.support.environ import bare_environ
 from tests.support.seed import seed_subscribers, start_sending, with_feed
 from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
@@ -51,7 +51,7 @@ CONNECTIONS = 2  # per process
 
 
 def _environ(database_url: str, dsn: str, feed: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env = bare_environ()
     env.update({
         "MAILER_DATABASE_URL": database_url, "MAILER_DSN": dsn, "MAILER_FEED_URL": str(feed),
         "MAILER_NOW": NOW.isoformat(), "MAILER_SECRET_KEY": "restart-test",

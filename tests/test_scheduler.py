@@ -62,6 +62,7 @@ from mailer.scheduler import (
     stored_next_run,
 )
 from mailer.subscribers import add
+from tests.support.environ import bare_environ
 from tests.support.settings import make_settings
 from tests.support.smtpsink import SmtpSink
 
@@ -482,6 +483,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key in list(os.environ):
         if key.startswith("MAILER_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("MAILER_DNS_CHECK", "0")  # (no test looks a real domain up)
     env = {
         "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         "MAILER_DSN": f"file://{tmp_path / 'outbox'}",
@@ -592,7 +594,7 @@ def test_scheduler_once_now_sends_then_says_already_sent(cli_env: dict[str, str]
 
 
 def clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env = bare_environ()
     env.update(values)
     env["PYTHONUNBUFFERED"] = "1"
     return env
