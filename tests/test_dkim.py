@@ -5,7 +5,6 @@ dnspython pointed at it. RSA-2048, Ed25519, and both at once; keys from the envi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
@@ -14,8 +13,6 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from dnslib import QTYPE, RR, TXT
-from dnslib.server import BaseResolver, DNSServer
 
 from mailer.app import App
 from mailer.cli import cli
@@ -23,6 +20,7 @@ from mailer.config import load_settings
 from mailer.dkimsign import Key, Signer, load_keys
 from mailer.errors import ConfigError
 from mailer.pipeline import run_send
+from tests.support.dnszone import Zone
 from tests.support.seed import seed_subscribers, with_feed
 from tests.support.smtpsink import SmtpSink
 
@@ -42,33 +40,6 @@ def rsa_key() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="module")
 def ed_key() -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
-
-
-class Zone(BaseResolver):  # type: ignore[misc]
-    """TXT records by name, as a domain's DNS would publish them."""
-
-    def __init__(self) -> None:
-        self.txt: dict[str, str] = {}
-
-    def resolve(self, request: object, handler: object) -> object:
-        reply = request.reply()  # type: ignore[attr-defined]
-        name = str(request.q.qname).rstrip(".")  # type: ignore[attr-defined]
-        if name in self.txt:
-            value = self.txt[name]
-            chunks = [value[i:i + 255] for i in range(0, len(value), 255)]
-            reply.add_answer(RR(request.q.qname, QTYPE.TXT,  # type: ignore[attr-defined]
-                                rdata=TXT(chunks), ttl=60))
-        return reply
-
-
-@pytest.fixture(scope="module")
-def zone() -> Iterator[tuple[Zone, int]]:
-    records = Zone()
-    server = DNSServer(records, port=0, address="127.0.0.1")
-    server.start_thread()
-    port = server.server.server_address[1]
-    yield records, port
-    server.stop()
 
 
 def verified(data: bytes, port: int) -> list[bool]:
@@ -97,14 +68,14 @@ def send_signed(app: App, tmp_path: Path, sink: SmtpSink, **settings: str) -> li
 
 @pytest.mark.parametrize("which", ["rsa", "ed25519", "both"])
 def test_every_sent_copy_verifies_with_dkimpy_against_our_dns(
-        which: str, app: App, tmp_path: Path, zone: tuple[Zone, int],
+        which: str, app: App, tmp_path: Path, dns_zone: Zone,
         rsa_key: rsa.RSAPrivateKey, ed_key: ed25519.Ed25519PrivateKey) -> None:
-    records, port = zone
+    port = dns_zone.port
     keys = {"rsa": pem(rsa_key), "ed25519": pem(ed_key)}
     private = keys["rsa"] + keys["ed25519"] if which == "both" else keys[which]
     for selector, key in (("mail2026", Key("mail2026", "rsa-sha256", rsa_key)),
                           ("ed2026", Key("ed2026", "ed25519-sha256", ed_key))):
-        records.txt[f"{selector}._domainkey.{DOMAIN}"] = key.public_record()
+        dns_zone.set(f"{selector}._domainkey.{DOMAIN}", "TXT", key.public_record())
     with SmtpSink() as sink:
         copies = send_signed(app, tmp_path, sink, dkim_selector="mail2026",
                              dkim_ed25519_selector="ed2026", dkim_private_key=private)
@@ -115,7 +86,8 @@ def test_every_sent_copy_verifies_with_dkimpy_against_our_dns(
         assert b"list-unsubscribe:list-unsubscribe-post" in head.replace(b"\r\n\t", b"")
     # A key in DNS that is not ours fails, as a receiver would see it.
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    records.txt[f"mail2026._domainkey.{DOMAIN}"] = Key("x", "rsa-sha256", other).public_record()
+    dns_zone.set(f"mail2026._domainkey.{DOMAIN}", "TXT",
+                 Key("x", "rsa-sha256", other).public_record())
     if which == "rsa":
         assert verified(copies[0], port) == [False]
 
@@ -142,10 +114,10 @@ def test_keys_come_from_the_environment_only(tmp_path: Path,
 
 
 def test_a_message_with_bare_newlines_is_signed_as_it_will_travel(
-        rsa_key: rsa.RSAPrivateKey, zone: tuple[Zone, int]) -> None:
-    records, port = zone
+        rsa_key: rsa.RSAPrivateKey, dns_zone: Zone) -> None:
+    port = dns_zone.port
     key = Key("lf", "rsa-sha256", rsa_key)
-    records.txt[f"lf._domainkey.{DOMAIN}"] = key.public_record()
+    dns_zone.set(f"lf._domainkey.{DOMAIN}", "TXT", key.public_record())
     message = (b"From: a@labourlist.example\nTo: b@example.org\nSubject: hi\n\nline one\n"
                b"line two\n")
     signed = Signer(DOMAIN, [key]).sign(message, now=int(time.time()))
@@ -162,8 +134,9 @@ def test_the_records_to_publish_are_printed_for_the_configured_keys(
     result = CliRunner().invoke(cli, ["transports", "dkim-records"], env=env)
     assert result.exit_code == 0, result.output
     rsa_line, ed_line = result.stdout.splitlines()
-    assert rsa_line == (f'mail2026._domainkey.{DOMAIN}. IN TXT '
-                        f'"{Key("mail2026", "rsa-sha256", rsa_key).public_record()}"')
+    record = Key("mail2026", "rsa-sha256", rsa_key).public_record()
+    assert rsa_line == (f'mail2026._domainkey.{DOMAIN}. IN TXT "{record[:255]}" '
+                        f'"{record[255:]}"')
     assert ed_line.startswith(f'ed2026._domainkey.{DOMAIN}. IN TXT "v=DKIM1; k=ed25519; p=')
     off = CliRunner().invoke(cli, ["transports", "dkim-records"],
                              env={k: v for k, v in env.items() if "DKIM" not in k})

@@ -46,6 +46,7 @@ def dkim_records_cmd(ctx: click.Context) -> None:
     """The DNS TXT records that publish the configured DKIM keys (docs/sending.md)."""
     from mailer.cli.common import fail
     from mailer.dkimsign import load_keys
+    from mailer.preflight.dnsrecords import txt
 
     settings = get_app(ctx, schema=False).settings
     keys = load_keys(settings)
@@ -53,5 +54,5 @@ def dkim_records_cmd(ctx: click.Context) -> None:
         fail("DKIM signing is off: set dkim_domain, a selector and MAILER_DKIM_PRIVATE_KEY "
              "(docs/sending.md)")
     for key in keys:
-        click.echo(f'{key.selector}._domainkey.{settings.dkim_domain}. IN TXT '
-                   f'"{key.public_record()}"')
+        click.echo(txt(f"{key.selector}._domainkey.{settings.dkim_domain}",
+                       key.public_record()))

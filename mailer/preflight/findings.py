@@ -23,9 +23,16 @@ class Finding:
     severity: str  # ERROR | WARNING
     code: str
     message: str
+    fix: str = ""  # what to do, exactly (a DNS record to publish), when there is one thing
 
     def line(self) -> str:
         return f"{self.severity}: {self.message} [{self.code}]"
+
+    def as_json(self) -> dict[str, str]:
+        data = {"severity": self.severity, "code": self.code, "message": self.message}
+        if self.fix:
+            data["fix"] = self.fix
+        return data
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Report:
     rules: list[SpamRule] = field(default_factory=list)
     spam_threshold: float = DEFAULT_SPAM_THRESHOLD
     checked_at: str = ""
+    domain: dict[str, Any] | None = None  # the DNS check's passes (its findings are above)
 
     @property
     def ok(self) -> bool:
@@ -61,15 +69,23 @@ class Report:
         """The shape stored in `Edition.preflight` (and shown by the staff console)."""
         return {
             "checked_at": self.checked_at,
-            "errors": [{"code": f.code, "message": f.message} for f in self.errors],
-            "warnings": [{"code": f.code, "message": f.message} for f in self.warnings],
+            "errors": [_entry(f) for f in self.errors],
+            "warnings": [_entry(f) for f in self.warnings],
             "spam_score": self.spam_score,
             "spam_threshold": self.spam_threshold,
             "rules": [{"name": r.name, "score": r.score, "description": r.description}
                       for r in self.rules],
             "forced": forced,
             "reason": reason,
+            **({"domain": self.domain} if self.domain is not None else {}),
         }
+
+
+def _entry(finding: Finding) -> dict[str, str]:
+    entry = {"code": finding.code, "message": finding.message}
+    if finding.fix:
+        entry["fix"] = finding.fix
+    return entry
 
 
 def grouped(severity: str, code: str, label: str, items: list[str], why: str = "") -> Finding:
