@@ -29,16 +29,19 @@ from mailer.cli.core import build_for_inspection
               help="Render the email in headless Chromium (375/800 px, light/dark, images "
                    "off) and save PNGs in this directory.")
 @click.option("--no-collect", is_flag=True, help="Use stored articles only.")
+@click.option("--dns", "dns", is_flag=True,
+              help="Look the sending domain's SPF, DKIM, DMARC and MX records up now "
+                   "(otherwise the day's kept result is used, as `mailer send` does).")
 @kind_option
 @click.pass_context
 @handle_errors
 def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots: Path | None,
-                  no_collect: bool, kind: str) -> None:
+                  no_collect: bool, dns: bool, kind: str) -> None:
     """Build the edition and run the pre-send checks on a sample message.
 
-    Prints one line per finding; exits 5 (as `mailer send` does on a refusal) when any is an
-    error, which is exactly when `mailer send` would refuse the edition (unless --force
-    --reason "...").
+    Prints one line per finding, with the record to publish where DNS is at fault; exits 5
+    (as `mailer send` does on a refusal) when any is an error, which is exactly when `mailer
+    send` would refuse the edition (unless --force --reason "...").
     """
     from mailer import preflight
     from mailer.edition import EDITABLE
@@ -48,13 +51,19 @@ def preflight_cmd(ctx: click.Context, day: str | None, check_links: bool, shots:
         app = get_app(ctx)
         the_day, edition = build_for_inspection(app, day, collect_first=not no_collect,
                                                 kind=kind)
-        report = preflight.run_checks(app, edition, check_links=check_links)
+        report = preflight.run_checks(app, edition, check_links=check_links,
+                                      dns="fresh" if dns else "daily")
     if edition.state in EDITABLE:
         preflight.record(app, edition, report)  # the console shows the latest result
     name = f"{'weekly ' if kind == 'weekly' else ''}edition {the_day}"
     click.echo(f"preflight of {name} ({edition.state}): {edition.subject}")
     for finding in report.findings:
         click.echo(finding.line())
+        if finding.fix:
+            click.echo(f"    fix: {finding.fix}")
+    if report.domain is not None:
+        for line in report.domain["passed"]:
+            click.echo(f"ok: {line}")
     if report.spam_score is not None:
         fired = ", ".join(f"{r.name} ({r.score:g})" for r in report.rules) or "none"
         click.echo(f"spamassassin: score {report.spam_score:g} "

@@ -46,6 +46,7 @@ from mailer.preflight.checks import (
     run_check,
     settings_findings,
 )
+from mailer.preflight.dnscache import domain_report
 from mailer.preflight.findings import ERROR, WARNING, Finding, Report
 from mailer.preflight.links import check_live_links, tracked, url_scheme
 from mailer.preflight.page import parse_html, part_text
@@ -96,17 +97,22 @@ def sample_message(app: App, edition: Edition) -> Sample:
                   preferences_url=out.fields["preferences_url"], message_id=out.message_id)
 
 
-def run_checks(app: App, edition: Edition, *, check_links: bool = False) -> Report:
+def run_checks(app: App, edition: Edition, *, check_links: bool = False,
+               dns: str = "daily") -> Report:
     """Run every check on a sample message of `edition`; never raises for a bad edition.
 
     A check that crashes becomes an error finding naming it, so a bug here shows up as a
-    refusal that can be forced with a reason rather than as a traceback at 7am.
+    refusal that can be forced with a reason rather than as a traceback at 7am. The sending
+    domain's DNS is checked as `dns` says: "daily" (the day's kept verdict, when `dns_check`
+    is on), "fresh" (looked up now) or "off".
     """
     settings = app.settings
     report = Report(spam_threshold=_spam_threshold(settings),
                     checked_at=app.clock.now().isoformat())
     for finding in settings_findings(settings):
         report.add(finding)
+    if dns == "fresh" or (dns == "daily" and settings.dns_check):
+        _check_domain(app, report, fresh=dns == "fresh")
     try:
         sample = sample_message(app, edition)
     except (ValueError, MailerError) as exc:
@@ -192,6 +198,19 @@ def record(app: App, edition: Edition, report: Report, *, forced: bool = False,
         session.execute(update(Edition).where(Edition.id == edition.id).values(preflight=data))
     edition.preflight = data
     return data
+
+
+def _check_domain(app: App, report: Report, *, fresh: bool) -> None:
+    try:
+        domain, checked_at = domain_report(app, fresh=fresh)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not stop the morning's send
+        log.exception("the sending domain's DNS check crashed")
+        report.add(Finding(WARNING, "dns-crashed", f"the DNS check crashed: {exc!r}"))
+        return
+    for finding in domain.findings:
+        report.add(finding)
+    report.domain = {"checked_at": checked_at, "passed": domain.passed,
+                     "complete": domain.complete}
 
 
 def _spam_threshold(settings: Settings) -> float:

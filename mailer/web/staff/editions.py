@@ -358,7 +358,7 @@ def run_preflight(day: str, kind: str = DAILY) -> Response:
     if ed is None:
         flash("Build the edition first.", "error")
         return _back(the_day, kind=kind)
-    report = preflight.run_checks(app, ed)
+    report = preflight.run_checks(app, ed, dns="fresh" if app.settings.dns_check else "off")
     preflight.record(app, ed, report)
     with app.sessions.begin() as db:
         record(db, "preflight-run", audit.edition_target(the_day, kind),

@@ -1,0 +1,71 @@
+"""The sending domain's DNS verdict, looked up once a day and shared by every process.
+
+DNS records change rarely and a send may be started several times a morning (a retry, a
+resumed send, the console's preflight button), so the verdict is kept in the database (one
+`Meta` row) for the local day, and only for the settings it was made under: changing the From
+address, the transport or a key makes it stale at once. Only a verdict without errors is
+kept: after a refusal someone is fixing a record, and the next try must see the fix; a check
+that could not be made (DNS did not answer) is not kept either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from mailer.app import App
+from mailer.dkimsign import load_keys
+from mailer.errors import ConfigError
+from mailer.models import Meta
+from mailer.preflight.authdns import DomainReport, check_domain
+from mailer.preflight.findings import ERROR
+
+KEY = "dns-check"
+
+
+def domain_report(app: App, *, fresh: bool = False) -> tuple[DomainReport, str]:
+    """The day's verdict and when it was made (ISO time); looked up now when there is none
+    for today and these settings, or when `fresh`."""
+    settings = app.settings
+    now = app.clock.now()
+    today = now.astimezone(settings.tz).date().isoformat()
+    fingerprint = _fingerprint(app)
+    if not fresh:
+        with app.sessions() as session:
+            row = session.get(Meta, KEY)
+            cached = _load(row.value) if row is not None else None
+        if cached and cached.get("day") == today and cached.get("fingerprint") == fingerprint:
+            return DomainReport.from_json(cached["report"]), str(cached.get("checked_at", ""))
+    report = check_domain(settings)
+    checked_at = now.isoformat()
+    if report.complete and not any(f.severity == ERROR for f in report.findings):
+        value = json.dumps({"day": today, "fingerprint": fingerprint, "checked_at": checked_at,
+                            "report": report.as_json()})
+        with app.sessions.begin() as session:
+            row = session.get(Meta, KEY)
+            if row is None:
+                session.add(Meta(key=KEY, value=value))
+            else:
+                row.value = value
+    return report, checked_at
+
+
+def _load(value: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _fingerprint(app: App) -> str:
+    """A digest of every setting the verdict depends on (public key halves, never secrets)."""
+    s = app.settings
+    try:
+        keys = [key.public_record() for key in load_keys(s)]
+    except ConfigError as exc:
+        keys = [str(exc)]
+    parts = [s.from_addr, s.dsn, s.envelope_sender, s.dkim_domain, s.dkim_selector,
+             s.dkim_ed25519_selector, ",".join(s.dkim_check_selectors), s.dns_resolver, *keys]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
