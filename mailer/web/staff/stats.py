@@ -1,17 +1,14 @@
 """Numbers for the dashboard: edition history with outcomes, list growth, the next send.
 
 Read-only, and a handful of queries whatever the list size: the ledger is counted with one
-GROUP BY over the editions shown, and the (rare) bounce and unsubscribe events are fetched
-once and attributed to editions in Python, rather than one join per edition.
-
-"Bounced" and "unsubscribed after" for an edition count its recipients whose address bounced,
+GROUP BY over the editions shown. "Bounced" and "unsubscribed after" for an edition are the
+readers it lost, as `mailer.departures` attributes them: its recipients whose address bounced,
 or who unsubscribed or complained, between the start of that send and the start of the next
-one: the readers that edition lost.
+one.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -21,19 +18,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer import ledger
+from mailer import departures, ledger
 from mailer.app import App
 from mailer.clicks.report import DayClicks
 from mailer.feedback.unsubscribe_mail import KEPT_EVENT, REQUEST_EVENT
 from mailer.models import (
     AMBIGUOUS,
-    BOUNCED,
     CLAIMED,
-    COMPLAINED,
     DELIVERED,
     DFAILED,
     QUEUED,
-    UNSUBSCRIBED,
     WITHDRAWN,
     Delivery,
     Edition,
@@ -45,7 +39,6 @@ from mailer.schedule import next_run
 from mailer.wording import plural
 
 SIGNUP_KINDS = ("confirmed", "activated", "added")
-DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 
 
 @dataclass
@@ -79,52 +72,10 @@ def edition_history(session: Session, *, limit: int = 30, now: datetime) -> list
             row.queued += n
         elif state == AMBIGUOUS:
             row.unknown += n
-    _attribute_losses(session, [rows[e.id] for e in editions], now)
+    for edition_id, lost in departures.attribute(session, editions, now=now).items():
+        rows[edition_id].bounced = lost.bounced
+        rows[edition_id].unsubscribed = lost.unsubscribed
     return [rows[e.id] for e in editions]
-
-
-def _attribute_losses(session: Session, rows: list[EditionRow], now: datetime) -> None:
-    started = sorted((r.edition.started_at, r.edition.id) for r in rows
-                     if r.edition.started_at is not None)
-    if not started:
-        return
-    starts = [s for s, _ in started]
-    events = session.execute(
-        select(SubscriberEvent.subscriber_id, SubscriberEvent.kind, SubscriberEvent.created_at)
-        .where(SubscriberEvent.created_at >= starts[0],
-               SubscriberEvent.kind.in_(DEPARTURE_KINDS))
-    ).all()
-    if not events:
-        return
-    by_id = {r.edition.id: r for r in rows}
-    subscriber_ids = {sub_id for sub_id, _, _ in events}
-    received: set[tuple[int, int]] = set()
-    ids = list(subscriber_ids)
-    for chunk in range(0, len(ids), 500):
-        received.update((edition_id, sub_id) for edition_id, sub_id in session.execute(
-            select(Delivery.edition_id, Delivery.subscriber_id)
-            .where(Delivery.edition_id.in_(list(by_id)),
-                   Delivery.subscriber_id.in_(ids[chunk:chunk + 500]),
-                   Delivery.state != WITHDRAWN)))  # (they left before it reached them)
-    counted: set[tuple[int, int, str]] = set()
-    for sub_id, kind, at in events:
-        if at > now:
-            continue
-        index = bisect.bisect_right(starts, at) - 1
-        if index < 0:
-            continue
-        edition_id = started[index][1]
-        if (edition_id, sub_id) not in received:
-            continue
-        bucket = "bounced" if kind == BOUNCED else "unsubscribed"
-        if (edition_id, sub_id, bucket) in counted:
-            continue
-        counted.add((edition_id, sub_id, bucket))
-        row = by_id[edition_id]
-        if bucket == "bounced":
-            row.bounced += 1
-        else:
-            row.unsubscribed += 1
 
 
 @dataclass
@@ -145,13 +96,13 @@ def list_growth(session: Session, *, now: datetime, tz: ZoneInfo,
     rows = session.execute(
         select(SubscriberEvent.kind, SubscriberEvent.detail, SubscriberEvent.created_at)
         .where(SubscriberEvent.created_at >= since,
-               SubscriberEvent.kind.in_(SIGNUP_KINDS + DEPARTURE_KINDS))
+               SubscriberEvent.kind.in_(SIGNUP_KINDS + departures.DEPARTURE_KINDS))
     )
     for kind, detail, at in rows:
         bucket = index.get(at.astimezone(tz).date())
         if bucket is None:
             continue
-        if kind in DEPARTURE_KINDS:
+        if kind in departures.DEPARTURE_KINDS:
             bucket.left += 1
         elif kind != "added" or detail == "status active":
             bucket.joined += 1
