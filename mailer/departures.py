@@ -1,10 +1,15 @@
-"""Which edition readers left after: bounces and unsubscribes (complaints among them) per edition.
+"""Which edition readers left after: bounces, unsubscribes and spam complaints per edition.
 
 A departure counts for the edition whose send started last before it, if that edition was
 sent to the reader: between two sends the latest one is what readers were reacting to, and a
 reader it never reached (they left before their copy went: `WITHDRAWN`) did not leave because
 of it. A reader counts once per edition and bucket, so an address that unsubscribes and then
 complains is one reader lost, not two.
+
+Complaints are also counted on their own, as a rate of the copies delivered: the figure Gmail
+and Yahoo hold bulk senders to. Only a reader whose copy was delivered (or whose server's
+answer was lost: a complaint proves it arrived) counts, so the rate never counts a reader its
+denominator leaves out.
 
 The dashboard's edition history asks on every visit, so this is a handful of queries whatever
 the list size: departure events are rare, and are fetched once and placed in Python rather than
@@ -22,8 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.models import (
+    AMBIGUOUS,
     BOUNCED,
     COMPLAINED,
+    DELIVERED,
     UNSUBSCRIBED,
     WITHDRAWN,
     Delivery,
@@ -35,6 +42,23 @@ from mailer.models import (
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 _CHUNK = 500  # subscriber ids per IN (...): well under every database's parameter limit
 
+# Spam complaints per copy delivered. Gmail's and Yahoo's bulk-sender rules (February 2024)
+# ask senders to stay under 0.1% and filter those above 0.3%; docs/operations.md ("Spam
+# complaints") says where these show. A rate equal to a limit is still within it.
+#: Above this rate: an alert (watch the list, and how readers joined it).
+COMPLAINT_ALERT_RATE = 0.001
+#: Above this rate: an error (Gmail and Yahoo start sending the edition to spam).
+COMPLAINT_ERROR_RATE = 0.003
+OK, ALERT, ERROR = "ok", "alert", "error"
+#: The ledger states of a copy whose reader can have complained of it.
+ARRIVED = (DELIVERED, AMBIGUOUS)
+#: What each level means, in the words the CLI and the console use.
+COMPLAINT_WORDS = {
+    OK: "",
+    ALERT: f"above {COMPLAINT_ALERT_RATE:.1%}: watch it",
+    ERROR: f"above Gmail's and Yahoo's {COMPLAINT_ERROR_RATE:.1%} limit",
+}
+
 
 @dataclass
 class Departures:
@@ -43,6 +67,27 @@ class Departures:
     bounced: int = 0
     #: Readers who asked to stop, by unsubscribing or by complaining.
     unsubscribed: int = 0
+    #: Readers who reported it as spam (also in `unsubscribed`), among those it was delivered to.
+    complained: int = 0
+
+
+def complaint_rate(complaints: int, delivered: int) -> float:
+    """Complaints per copy delivered; 0 when nothing was delivered (nothing to complain of)."""
+    return complaints / delivered if delivered else 0.0
+
+
+def complaint_level(rate: float) -> str:
+    """OK, ALERT or ERROR for a complaint rate, against the bulk senders' limits."""
+    if rate > COMPLAINT_ERROR_RATE:
+        return ERROR
+    if rate > COMPLAINT_ALERT_RATE:
+        return ALERT
+    return OK
+
+
+def complaint_words(level: str) -> str:
+    """What a complaint level means, for a reader of the figures ("" when all is well)."""
+    return COMPLAINT_WORDS[level]
 
 
 def attribute(session: Session, editions: Sequence[Edition], *,
@@ -73,27 +118,46 @@ def attribute(session: Session, editions: Sequence[Edition], *,
         if index < 0:
             continue
         edition_id = started[index][1]
-        if (edition_id, sub_id) not in received:
+        state = received.get((edition_id, sub_id))
+        if state is None:
             continue
+        lost = found[edition_id]
         bucket = "bounced" if kind == BOUNCED else "unsubscribed"
-        if (edition_id, sub_id, bucket) in counted:
-            continue
-        counted.add((edition_id, sub_id, bucket))
-        if bucket == "bounced":
-            found[edition_id].bounced += 1
-        else:
-            found[edition_id].unsubscribed += 1
+        if (edition_id, sub_id, bucket) not in counted:
+            counted.add((edition_id, sub_id, bucket))
+            if bucket == "bounced":
+                lost.bounced += 1
+            else:
+                lost.unsubscribed += 1
+        if (kind == COMPLAINED and state in ARRIVED
+                and (edition_id, sub_id, COMPLAINED) not in counted):
+            counted.add((edition_id, sub_id, COMPLAINED))
+            lost.complained += 1
     return found
 
 
 def _received(session: Session, edition_ids: list[int],
-              subscriber_ids: list[int]) -> set[tuple[int, int]]:
-    """(edition id, subscriber id) of the copies sent, or meant to be, to these readers."""
-    received: set[tuple[int, int]] = set()
+              subscriber_ids: list[int]) -> dict[tuple[int, int], str]:
+    """The ledger state of each copy sent, or meant to be, to these readers, by (edition id,
+    subscriber id)."""
+    received: dict[tuple[int, int], str] = {}
     for chunk in range(0, len(subscriber_ids), _CHUNK):
-        received.update((edition_id, sub_id) for edition_id, sub_id in session.execute(
-            select(Delivery.edition_id, Delivery.subscriber_id)
+        rows = session.execute(
+            select(Delivery.edition_id, Delivery.subscriber_id, Delivery.state)
             .where(Delivery.edition_id.in_(edition_ids),
                    Delivery.subscriber_id.in_(subscriber_ids[chunk:chunk + _CHUNK]),
-                   Delivery.state != WITHDRAWN)))  # (they left before it reached them)
+                   Delivery.state != WITHDRAWN))  # (they left before it reached them)
+        received.update(((edition_id, sub_id), state) for edition_id, sub_id, state in rows)
     return received
+
+
+def edition_complaints(session: Session, edition: Edition) -> int:
+    """The spam complaints attributed to one edition: in its window, which ends when the next
+    send (of any edition) started, as on the dashboard."""
+    if edition.started_at is None:
+        return 0
+    following = session.scalars(
+        select(Edition).where(Edition.started_at > edition.started_at)
+        .order_by(Edition.started_at).limit(1)).first()
+    editions = [edition] if following is None else [edition, following]
+    return attribute(session, editions)[edition.id].complained

@@ -4,10 +4,10 @@ staff member reaches: no violations.
 The pages are in the states people meet them: the public sign-up and its answer, a reader's
 unsubscribe and preferences pages, the archive and an archived edition; and the console
 signed in as an admin: dashboard, an edition (draft, with its previews and text part, then
-sent, with its clicks), the send confirmation and progress, subscribers, one subscriber, the
-import, audience, donation asks, settings, audit log, API and webhooks, a receiver's
-deliveries, and a page refused to an editor (403). `npm install` (CI: `.ci/run`) provides
-`node_modules/axe-core/axe.min.js`.
+sent, with its clicks and a spam complaint, which puts an alert on the dashboard), the send
+confirmation and progress, subscribers, one subscriber, the import, audience, donation asks,
+settings, audit log, API and webhooks, a receiver's deliveries, and a page refused to an
+editor (403). `npm install` (CI: `.ci/run`) provides `node_modules/axe-core/axe.min.js`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mailer.accounts import ADMIN, EDITOR, add_staff
 from mailer.app import App
 from mailer.clock import Clock
 from mailer.db import init_db
+from mailer.feedback.events import apply
 from mailer.models import Subscriber
 from mailer.outgoing import endpoints
 from mailer.pipeline import run_send
@@ -122,9 +123,14 @@ def test_no_page_has_an_accessibility_violation(live: tuple[LiveServer, App]) ->
                      "/staff/integrations/webhooks/1"):
             check(tab, base + path, found)
         assert run_send(app).status == "sent"
+        with app.sessions.begin() as session:  # one of six: the dashboard's complaint alert
+            apply(session, "postmark", "complaint-1", "complaint", "reader0@example.org", {},
+                  app.clock.now())
         for path in (f"/staff/editions/{DAY}", f"/staff/editions/{DAY}/progress", "/staff/",
                      f"/archive/{DAY}", "/archive"):
             check(tab, base + path, found)
+        tab.goto(f"{base}/staff/")
+        assert tab.locator("#complaint-alert").count() == 1  # (checked above)
         tab.goto(f"{base}/staff/logout")
     with browser_tab(timeout_ms=30_000, offline=True, java_script_enabled=True, bypass_csp=True,
                      viewport={"width": 375, "height": 800}) as tab:

@@ -384,7 +384,7 @@ def test_edition_page_edit_preview_test_send_and_history(admin: FlaskClient, fed
     dashboard = text(admin.get("/staff/"))
     row = dashboard.split("Thu 26 Nov 2026</a>")[1].split("</tr>")[0]
     assert [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(
-        r'<td class="num">(.*?)</td>', row, re.S)] == ["5", "0", "0", "0"]
+        r'<td class="num">(.*?)</td>', row, re.S)] == ["5", "0", "0", "0", "0 (0.00%)"]
     # Frozen once sent.
     post(admin, f"/staff/editions/{DAY}/content", subject="Too late", preheader="",
          editor_note="")
@@ -587,7 +587,9 @@ def test_dashboard_counts_bounces_and_unsubscribes_after_an_edition(admin: Flask
     row = page.split("Thu 26 Nov 2026</a>")[1].split("</tr>")[0]
     cells = [re.sub(r"<[^>]+>", "", c).strip()
              for c in re.findall(r'<td class="num">(.*?)</td>', row, re.S)]
-    assert cells == ["5", "0", "1", "2"]  # sent, failed, bounced, unsubscribed after
+    # sent, failed, bounced, unsubscribed after (complaints among them), spam complaints
+    assert cells[:4] == ["5", "0", "1", "2"]
+    assert " ".join(cells[4].split()).startswith("1 (20.00%, above Gmail")
     assert "3 left" in page or "left (3)" in page
     assert "Next scheduled send" in page and "Fri 27 Nov, 07:00" in page
 

@@ -180,7 +180,8 @@ def requeue_cmd(ctx: click.Context, day: str, kind: str) -> None:
 @handle_errors
 def stats_cmd(ctx: click.Context, day: str, as_json: bool, kind: str) -> None:
     """What readers clicked in an edition: stories ranked by readers' clicks, the donate and
-    sign-up clicks, and what was filtered as scanners (docs/clicks.md)."""
+    sign-up clicks, what was filtered as scanners (docs/clicks.md), and the spam complaints
+    it drew (docs/operations.md)."""
     import json
 
     from mailer.clicks.report import edition_stats
@@ -226,6 +227,7 @@ def _stats_lines(s: dict[str, Any]) -> list[str]:
         + "".join(f", {amount} {currency}" for currency, amount in
                   s["gifts"]["amounts"].items()),
     ]
+    lines.append(_complaints_line(s))
     if "opens" in s:
         lines.append(f"opens {s['opens']} (unreliable: image proxies and blocking)")
     lines += _subject_test_lines(s.get("subject_test"))
@@ -233,3 +235,12 @@ def _stats_lines(s: dict[str, Any]) -> list[str]:
     lines += [f"{row['clicks_human']:>8} {row['clicks_filtered']:>8}  {row['kind']}: "
               f"{row['title'] or row['url']}" for row in s["links"]]
     return lines
+
+
+def _complaints_line(s: dict[str, Any]) -> str:
+    """The spam complaints, with what their rate means for Gmail and Yahoo when it is high."""
+    from mailer.departures import complaint_words
+
+    words = complaint_words(s["complaint_level"])
+    return (f"spam complaints {s['complaints']} ({s['complaint_rate'] * 100:.2f}% of delivered"
+            + (f", {words})" if words else ")"))

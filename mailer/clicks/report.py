@@ -9,6 +9,11 @@ The click rate's basis depends on what the edition could know: per-reader editio
 readers who clicked (unique deliveries), aggregate ones can only count clicks, and the JSON
 says which (`click_rate_basis`). Opens, when the pixel was on, are shown apart and labelled
 unreliable: image proxies open mail nobody reads and image blocking hides mail people do.
+
+The spam complaints an edition drew are reported beside its clicks, as a rate of the copies
+delivered with Gmail's and Yahoo's levels (`mailer.departures`, which also counts them for the
+dashboard): staff read one report after a send, so the number a mailbox provider judges us by
+is in it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from sqlalchemy import and_, distinct, func, select
 from sqlalchemy.orm import Session
 
+from mailer import departures
 from mailer.clicks.asks import AskFigures, better, edition_asks
 from mailer.clicks.gifts import edition_gift_totals
 from mailer.clicks.links import OFF, PER_READER
@@ -89,6 +95,8 @@ def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
                "clicks_filtered": sum(n for (q, v), n in clicks.items() if q == p and v != HUMAN)}
               for p in ranked]
     gifts, amounts = edition_gift_totals(session, edition.id)
+    complaints = departures.edition_complaints(session, edition)
+    complaint_rate = departures.complaint_rate(complaints, delivered)
     stats: dict[str, Any] = {
         "edition": edition.edition_date.isoformat(),
         "kind": edition.kind,
@@ -108,6 +116,9 @@ def edition_stats(session: Session, edition: Edition) -> dict[str, Any]:
         "gifts": {"count": gifts, "amounts": {c: _money(v) for c, v in sorted(amounts.items())}},
         "donation_asks": _asks_json(edition_asks(session, edition.id, links)),
         "subject_test": subject_test_summary(edition, session),
+        "complaints": complaints,
+        "complaint_rate": round(complaint_rate, 6),
+        "complaint_level": departures.complaint_level(complaint_rate),
     }
     if per_reader:
         stats["unique_clickers"] = clickers

@@ -112,8 +112,10 @@ class EditionOut(Schema):
     finished_at = DateTime(allow_none=True)
     url = String(metadata={"description": "This resource."})
     stats = Dict(allow_none=True, metadata={
-        "description": "Click figures (as `mailer editions stats --json`), with the "
-                       "stats:read scope, once the edition went out."})
+        "description": "Click figures and spam complaints (`complaints`, `complaint_rate`, "
+                       "`complaint_level`: ok, alert above 0.1%, error above 0.3%), as "
+                       "`mailer editions stats --json`, with the stats:read scope, once the "
+                       "edition went out."})
 
 
 class EditionItem(EditionOut):

@@ -61,6 +61,7 @@ from mailer.accounts import (
 )
 from mailer.alerts import alert
 from mailer.app import App
+from mailer.departures import complaint_words
 from mailer.models import DAILY, WEEKLY, StaffUser
 from mailer.web import throttle
 from mailer.web.context import mailer_app
@@ -292,6 +293,7 @@ for _code in STAFF_ERRORS:
 
 
 bp.add_app_template_filter(plural, "plural")
+bp.add_app_template_filter(complaint_words, "complaint_words")
 
 
 @bp.app_template_filter("localtime")

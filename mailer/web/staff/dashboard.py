@@ -1,5 +1,6 @@
 """The console's front page: today's edition, the next send, recent editions and list growth,
-and (for admins) bursts of wrong passwords the alert email may not have reached anyone about."""
+a warning when the latest edition's spam complaints approach Gmail's limit, and (for admins)
+bursts of wrong passwords the alert email may not have reached anyone about."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from flask import redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from mailer import audit, triggers
+from mailer import audit, departures, triggers
 from mailer.clicks.report import click_history
 from mailer.edition import get_edition
 from mailer.schedule import next_edition_day
@@ -40,6 +41,8 @@ def dashboard() -> Any:
         growth=growth, chart=stats.growth_chart(growth), clicks=clicks,
         click_chart=stats.click_chart(clicks),
         audience=totals.get("active", 0), requests=requests, login_alerts=login_alerts,
+        complaints=stats.complaint_alert(history),
+        complaint_limits=(departures.COMPLAINT_ALERT_RATE, departures.COMPLAINT_ERROR_RATE),
         trigger=trigger, next_day=next_edition_day(app.settings, day),
         weekly_day=_next_weekly(app.settings.weekly_weekday, day)
         if app.settings.weekly_digest else None,

@@ -4,7 +4,8 @@ Read-only, and a handful of queries whatever the list size: the ledger is counte
 GROUP BY over the editions shown. "Bounced" and "unsubscribed after" for an edition are the
 readers it lost, as `mailer.departures` attributes them: its recipients whose address bounced,
 or who unsubscribed or complained, between the start of that send and the start of the next
-one.
+one. "Spam complaints" are those of its recipients who reported it as spam, as a rate of the
+copies delivered, and the dashboard warns when the latest sent edition's rate is high.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mailer.models import (
     DELIVERED,
     DFAILED,
     QUEUED,
+    SENT,
     WITHDRAWN,
     Delivery,
     Edition,
@@ -50,6 +52,15 @@ class EditionRow:
     unknown: int = 0
     bounced: int = 0
     unsubscribed: int = 0
+    complained: int = 0
+
+    @property
+    def complaint_rate(self) -> float:
+        return departures.complaint_rate(self.complained, self.sent)
+
+    @property
+    def complaint_level(self) -> str:
+        return departures.complaint_level(self.complaint_rate)
 
 
 def edition_history(session: Session, *, limit: int = 30, now: datetime) -> list[EditionRow]:
@@ -75,7 +86,17 @@ def edition_history(session: Session, *, limit: int = 30, now: datetime) -> list
     for edition_id, lost in departures.attribute(session, editions, now=now).items():
         rows[edition_id].bounced = lost.bounced
         rows[edition_id].unsubscribed = lost.unsubscribed
+        rows[edition_id].complained = lost.complained
     return [rows[e.id] for e in editions]
+
+
+def complaint_alert(history: list[EditionRow]) -> EditionRow | None:
+    """The latest sent edition, when its complaint rate is above the level to watch: the
+    dashboard says so at the top, since by the next send it may be too late to act."""
+    latest = next((row for row in history if row.edition.state == SENT), None)
+    if latest is None or latest.complaint_level == departures.OK:
+        return None
+    return latest
 
 
 @dataclass
