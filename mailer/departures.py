@@ -1,10 +1,11 @@
 """Which edition readers left after: bounces, unsubscribes and spam complaints per edition.
 
-A departure counts for the edition whose send started last before it, if that edition was
-sent to the reader: between two sends the latest one is what readers were reacting to, and a
-reader it never reached (they left before their copy went: `WITHDRAWN`) did not leave because
-of it. A reader counts once per edition and bucket, so an address that unsubscribes and then
-complains is one reader lost, not two.
+A departure counts for the latest edition sent to that reader whose send started before it,
+within `WINDOW` of that start: what a reader reacts to is the last copy they got, and a daily
+reader's complaint on a Saturday, after the weekly digest they do not take started, is about
+Friday's edition, not the digest. An edition never reached (they left before their copy went:
+`WITHDRAWN`) is not one they left because of. A reader counts once per edition and bucket, so
+an address that unsubscribes and then complains is one reader lost, not two.
 
 Complaints are also counted on their own, as a rate of the copies delivered: the figure Gmail
 and Yahoo hold bulk senders to. Only a reader whose copy was delivered (or whose server's
@@ -21,7 +22,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -41,6 +42,9 @@ from mailer.models import (
 #: The subscriber events that mean a reader stopped receiving.
 DEPARTURE_KINDS = (UNSUBSCRIBED, BOUNCED, COMPLAINED)
 _CHUNK = 500  # subscriber ids per IN (...): well under every database's parameter limit
+#: How long after its send started a departure can still be put on an edition: complaints
+#: and bounces arrive within days; a reader paused for months who leaves is not reacting to it.
+WINDOW = timedelta(days=30)
 
 # Spam complaints per copy delivered. Gmail's and Yahoo's bulk-sender rules (February 2024)
 # ask senders to stay under 0.1% and filter those above 0.3%; docs/operations.md ("Spam
@@ -115,12 +119,12 @@ def attribute(session: Session, editions: Sequence[Edition], *,
         if now is not None and at > now:
             continue
         index = bisect.bisect_right(starts, at) - 1
-        if index < 0:
+        while index >= 0 and (started[index][1], sub_id) not in received:
+            index -= 1  # (an edition this reader was not sent: the one before it)
+        if index < 0 or at - starts[index] > WINDOW:
             continue
         edition_id = started[index][1]
-        state = received.get((edition_id, sub_id))
-        if state is None:
-            continue
+        state = received[(edition_id, sub_id)]
         lost = found[edition_id]
         bucket = "bounced" if kind == BOUNCED else "unsubscribed"
         if (edition_id, sub_id, bucket) not in counted:
@@ -152,12 +156,12 @@ def _received(session: Session, edition_ids: list[int],
 
 
 def edition_complaints(session: Session, edition: Edition) -> int:
-    """The spam complaints attributed to one edition: in its window, which ends when the next
-    send (of any edition) started, as on the dashboard."""
+    """The spam complaints attributed to one edition, as on the dashboard: the editions
+    started within `WINDOW` after it decide which of its readers' complaints are about a later
+    copy."""
     if edition.started_at is None:
         return 0
-    following = session.scalars(
-        select(Edition).where(Edition.started_at > edition.started_at)
-        .order_by(Edition.started_at).limit(1)).first()
-    editions = [edition] if following is None else [edition, following]
-    return attribute(session, editions)[edition.id].complained
+    following = list(session.scalars(
+        select(Edition).where(Edition.started_at > edition.started_at,
+                              Edition.started_at <= edition.started_at + WINDOW)))
+    return attribute(session, [edition, *following])[edition.id].complained

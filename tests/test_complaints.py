@@ -90,20 +90,31 @@ def test_a_complaint_counts_for_the_last_edition_sent_to_its_reader(app: App) ->
     complain(app, e, at(MON, 9))  # one reader lost, and one complaint
     complain(app, d, at(MON, 13))  # Monday's copy never reached them
     complain(app, a, at(TUE, 9))  # after Tuesday's send started: Tuesday's
-    complain(app, b, at(TUE, 10))  # left before Tuesday's copy went: nobody's
+    # Tuesday's copy was withdrawn (not sent them): the last copy they got was Monday's, as
+    # for a daily reader complaining after a weekly digest they do not take started.
+    complain(app, b, at(TUE, 10))
 
     with app.sessions() as session:
         lost = departures.attribute(session, [monday, tuesday])
-        assert lost[monday.id] == departures.Departures(bounced=0, unsubscribed=3, complained=2)
+        assert lost[monday.id] == departures.Departures(bounced=0, unsubscribed=4, complained=3)
         assert lost[tuesday.id] == departures.Departures(bounced=0, unsubscribed=1, complained=1)
-        # One edition alone finds the next send itself, and the same counts.
-        assert departures.edition_complaints(session, monday) == 2
+        # One edition alone finds the later sends itself, and the same counts.
+        assert departures.edition_complaints(session, monday) == 3
         assert departures.edition_complaints(session, tuesday) == 1
         # A complaint later than `now` (a fixed clock) is not counted yet.
         assert departures.attribute(session, [monday, tuesday],
                                     now=at(TUE, 9))[tuesday.id].complained == 1
         assert departures.attribute(session, [monday, tuesday],
                                     now=at(MON, 23))[tuesday.id].complained == 0
+
+
+def test_a_departure_long_after_a_readers_last_copy_is_not_put_on_it(app: App) -> None:
+    a, b = seed_subscribers(app, 2)
+    monday = sent(app, MON, {a: DELIVERED, b: DELIVERED})
+    complain(app, a, at(MON, 7) + departures.WINDOW - timedelta(minutes=1))
+    complain(app, b, at(MON, 7) + departures.WINDOW + timedelta(minutes=1))
+    with app.sessions() as session:
+        assert departures.edition_complaints(session, monday) == 1
 
 
 def test_nothing_delivered_is_a_rate_of_zero(app: App) -> None:

@@ -2,10 +2,10 @@
 
 Read-only, and a handful of queries whatever the list size: the ledger is counted with one
 GROUP BY over the editions shown. "Bounced" and "unsubscribed after" for an edition are the
-readers it lost, as `mailer.departures` attributes them: its recipients whose address bounced,
-or who unsubscribed or complained, between the start of that send and the start of the next
-one. "Spam complaints" are those of its recipients who reported it as spam, as a rate of the
-copies delivered, and the dashboard warns when the latest sent edition's rate is high.
+readers it lost, as `mailer.departures` attributes them: recipients whose address bounced, or
+who unsubscribed or complained, while it was the last copy they had been sent. "Spam
+complaints" are those of its recipients who reported it as spam, as a rate of the copies
+delivered, and the dashboard warns when the latest sent edition's rate is high.
 """
 
 from __future__ import annotations
