@@ -46,6 +46,8 @@ class Outgoing:
     # The edition's shared template, for API transports that send one body with per-recipient
     # substitutions (SendGrid, Mailgun) instead of N complete messages.
     template: MessageTemplate | None = field(default=None, repr=False, compare=False)
+    # True when `data` already carries our DKIM signature(s) (signed ahead of an SMTP pool).
+    signed: bool = False
 
 
 @dataclass

@@ -14,10 +14,15 @@ import time
 from collections.abc import Generator, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
+from mailer.dkimsign import Signer
 from mailer.errors import TransportError
 from mailer.transports.base import Outgoing, Pause, Record, Result, Transport
+from mailer.transports.smtp.signahead import SignedAhead
 
 K = TypeVar("K")
+# Messages signed ahead of the pool per connection: enough to keep the signing thread busy
+# while the pool writes, few enough that a stop hands back little (`SignedAhead`).
+SIGN_AHEAD = 4
 
 # One message's exchange as a generator returning the message's Result. It yields WAIT where
 # it has written a command and waits for the reply, and READY where the server is ready for the
@@ -41,6 +46,7 @@ class Connection(Protocol):
     name: str
     timeout: float
     upcoming: Outgoing | None
+    signer: Signer | None  # DKIM: messages are signed ahead of the pool (`SignedAhead`)
 
     @property
     def connected(self) -> bool: ...
@@ -160,7 +166,14 @@ class SmtpPool(Transport):
         reading answers, recording outcomes and sending the data of messages already under
         way meanwhile.
         """
-        return _Stream(self.transports, items, record).run()
+        signer = self.transports[0].signer
+        if signer is None:
+            return _Stream(self.transports, items, record).run()
+        ahead = SignedAhead(items, signer, window=SIGN_AHEAD * len(self.transports))
+        try:
+            return _Stream(self.transports, ahead, record).run() + ahead.unsent()
+        finally:
+            ahead.close()
 
 
 class _Stream(Generic[K]):

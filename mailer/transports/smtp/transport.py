@@ -248,7 +248,7 @@ class SmtpTransport(Connector, Transport):
         """What the exchange of `message` writes, worked out once (also ahead of its turn,
         when its envelope goes out with the previous message's data)."""
         raw = message.data
-        if self.signer is not None:
+        if self.signer is not None and not message.signed:
             raw = self.signer.sign(raw, now=int(time.time()))
         if message.wire_ready:
             # 7-bit, CRLF, no line to dot-stuff: the data as it is, then the terminator,
