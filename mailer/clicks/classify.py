@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from crawlerdetect import CrawlerDetect
+from crawlerdetect.crawlerdetect import get_compiled_crawler_regex, get_compiled_exclusions_regex
 from sqlalchemy import and_, exists, update
 from sqlalchemy.orm import Session, aliased
 
@@ -34,7 +34,8 @@ BURST_LINKS = 3
 BURST_SECONDS = 2.0
 SOON_AFTER = timedelta(minutes=30)
 _PREFETCH_HEADERS = ("HTTP_PURPOSE", "HTTP_SEC_PURPOSE", "HTTP_X_PURPOSE", "HTTP_X_MOZ")
-_detector = CrawlerDetect()
+_CRAWLERS = get_compiled_crawler_regex()
+_EXCLUSIONS = get_compiled_exclusions_regex()
 _FINGERPRINT_CHUNK = 500
 
 
@@ -51,10 +52,23 @@ def is_prefetch(environ: dict[str, object]) -> bool:
 
 @lru_cache(maxsize=16384)
 def is_bot(user_agent: str) -> bool:
-    """A crawler, scanner or HTTP library by its user agent; no user agent at all too."""
-    if not user_agent.strip():
+    """A crawler, scanner or HTTP library by its user agent; no user agent at all too.
+
+    crawlerdetect's own test, in two steps: its exclusions (the tokens every browser carries,
+    versions included) are removed, then its 1,400 crawler patterns are searched in what is
+    left. The search is the costly part (about 0.1 ms) and what is left is the same for every
+    version of a browser, so it is remembered by what is left: a new browser build costs the
+    removal alone."""
+    agent = user_agent.strip()
+    if not agent:
         return True
-    return bool(_detector.isCrawler(user_agent))
+    rest = _EXCLUSIONS.sub("", agent)
+    return bool(rest) and _crawler_in(rest)
+
+
+@lru_cache(maxsize=16384)
+def _crawler_in(rest: str) -> bool:
+    return _CRAWLERS.search(rest) is not None
 
 
 def first_verdict(*, prefetch: bool, user_agent: str, trap: bool) -> str:
