@@ -170,6 +170,31 @@ def test_a_flood_from_one_source_is_redirected_but_not_counted(
     assert len(verdicts(app)) == 60
 
 
+def test_a_trap_seen_by_another_web_process_filters_the_sources_later_clicks(
+        app: App, tmp_path: Path, clock: FixedClock) -> None:
+    """Two web processes (two apps, each its own buffer and memory) on one database: the
+    trap followed through one filters that source's clicks written by the other, before and
+    after it, and no one else's."""
+    _, copies = sent_edition(app, tmp_path, readers=3)
+    trap = next(p for p, link in links_of(app).items() if link.kind == TRAP)
+    found = re.search(r'<a [^>]*href="([^"]+/r/[^"]+)"[^>]*></a>', copies[0].html)
+    assert found
+    trap_url = found.group(1)
+    first, second = client_for(app), client_for(app)
+    follow(second, copies[0].text_links[0], headers=CHROME, address="192.0.2.40")
+    follow(second, copies[1].text_links[0], headers=CHROME, address="198.51.100.9")
+    flush(second)
+    clock.advance(minutes=5)
+    follow(first, trap_url, headers=CHROME, address="192.0.2.40")
+    flush(first)
+    clock.advance(minutes=5)
+    follow(second, copies[0].text_links[1], headers=CHROME, address="192.0.2.40")
+    flush(second)
+    got = verdicts(app)
+    assert (trap, TRAPPED) in got
+    assert [v for _, v in got] == [TRAPPED, HUMAN, TRAPPED, TRAPPED]
+
+
 def test_gateways_are_filtered_and_readers_counted_exactly(app: App, tmp_path: Path,
                                                            clock: FixedClock) -> None:
     """Security gateways click every link (the trap too) seconds after delivery; another
