@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 import requests
-from sqlalchemy import delete, func, select
+from sqlalchemy import create_engine, delete, func, select
 from waitress import create_server
 
 from mailer.app import App
 from mailer.cli.serve import waitress_options
-from mailer.clicks.recorder import ClickRecorder, Hit
+from mailer.clicks.recorder import ClickRecorder, Hit, sqlite_utc
 from mailer.clicks.tokens import LinkSigner
 from mailer.clock import FixedClock
 from mailer.db import init_db
@@ -455,3 +456,16 @@ def test_the_web_app_clears_fingerprints_itself_after_48_hours(
     recorder.record(Hit(edition_id=999_999, position=0, at=clock.now(), address="x",
                         user_agent="y"))
     assert called.wait(5)
+
+
+@pytest.mark.parametrize("at", [
+    datetime(2026, 12, 4, 7, 20, 11, 228090, tzinfo=UTC),
+    datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC),  # (no microseconds: still six digits)
+    datetime(2026, 10, 25, 1, 30, tzinfo=ZoneInfo("Europe/London")),  # (British Summer Time)
+    datetime(2027, 1, 1, 0, 0, 0, 1, tzinfo=ZoneInfo("America/New_York")),
+])
+def test_clicks_times_are_written_as_the_column_type_writes_them(at: datetime) -> None:
+    dialect = create_engine("sqlite://").dialect
+    processor = Click.__table__.c.at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    assert sqlite_utc(at) == processor(at)
