@@ -56,9 +56,9 @@ def is_bot(user_agent: str) -> bool:
 
     crawlerdetect's own test, in two steps: its exclusions (the tokens every browser carries,
     versions included) are removed, then its 1,400 crawler patterns are searched in what is
-    left. The search is the costly part (about 0.1 ms) and what is left is the same for every
-    version of a browser, so it is remembered by what is left: a new browser build costs the
-    removal alone."""
+    left. The search is the costly part, and what is left is the same for every version of a
+    browser, so it is remembered by what is left: a new browser build costs the removal
+    alone (docs/performance.md has the figures)."""
     agent = user_agent.strip()
     if not agent:
         return True

@@ -62,8 +62,8 @@ def _insert_clicks(session: Session, rows: list[tuple[int, int, datetime, str, s
     """One driver-level executemany of (edition, position, at, verdict, fingerprint,
     delivery, test group) rows. SQLAlchemy's Core INSERT processes every parameter of every row in
     Python, on the thread that shares the interpreter lock with the redirects; here only
-    `at` is converted: on SQLite into the text the column type writes (`sqlite_utc`, a third
-    of the type's own processor's time), elsewhere by the type's processor."""
+    `at` is converted: on SQLite into the text the column type writes (`sqlite_utc`, cheaper
+    than the type's own processor), elsewhere by the type's processor."""
     connection = session.connection()
     dialect = connection.dialect
     to_db = (sqlite_utc if dialect.name == "sqlite"

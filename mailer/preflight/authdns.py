@@ -13,8 +13,8 @@ Postmark's pm-bounces Return-Path, Mailgun's sending domain, SES's DKIM CNAMEs),
 selectors named in `dkim_check_selectors` where the provider's cannot be guessed.
 
 A DNS that does not answer is a warning, never a refusal: the check could not be made.
-`checkdmarc` takes half a second to import, so it is imported where a check runs, not by every
-command that loads preflight.
+`checkdmarc` is slow to import (an HTTP client, the public suffix list), so it is imported where
+a check runs, not by every command that loads preflight.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def _length(n: int) -> bytes:
 
 def base_domain(domain: str) -> str:
     """The organizational domain (RFC 7489 §3.2) by the public suffix list."""
-    from checkdmarc.utils import get_base_domain  # noqa: PLC0415 - half a second to import
+    from checkdmarc.utils import get_base_domain  # noqa: PLC0415 - slow: see authdns
 
     return str(get_base_domain(domain)).lower()
 
