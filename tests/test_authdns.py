@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from mailer.config import Settings
 from mailer.dkimsign import Key
 from mailer.preflight.authdns import DomainReport, check_domain
-from mailer.preflight.dnsrecords import key_matches
+from mailer.preflight.dnsrecords import key_matches, spf_with
 from tests.support.dnszone import Zone
 from tests.support.settings import make_settings
 
@@ -230,3 +230,18 @@ def test_the_file_outbox_checks_nothing(tmp_path: Path, dns_zone: Zone) -> None:
     before = dns_zone.questions
     report = check_domain(make_settings(tmp_path, dns_resolver=dns_zone.resolver))
     assert report.findings == [] and dns_zone.questions == before
+
+
+@pytest.mark.parametrize(("record", "include", "fixed"), [
+    # (a transport of no known provider has no include to add)
+    ("v=spf1 ip4:192.0.2.1 +all", "", "v=spf1 ip4:192.0.2.1 ~all"),
+    (None, "a:relay.example", "v=spf1 a:relay.example ~all"),
+    ("v=spf1 include:sendgrid.net ~all", "include:sendgrid.net",
+     "v=spf1 include:sendgrid.net ~all"),
+    ("v=spf1 ip4:192.0.2.1 -all", "include:sendgrid.net",
+     "v=spf1 ip4:192.0.2.1 include:sendgrid.net -all"),
+    ("v=spf1 redirect=_spf.example", "a:relay.example",
+     "v=spf1 a:relay.example redirect=_spf.example"),
+])
+def test_the_spf_record_proposed(record: str | None, include: str, fixed: str) -> None:
+    assert spf_with(record, include) == fixed

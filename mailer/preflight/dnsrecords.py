@@ -108,9 +108,9 @@ def dmarc_record(from_domain: str, policy: str = "none", rua: str = "") -> str:
 def spf_with(record: str | None, include: str) -> str:
     """`record` with `include` added before its all (or a new record), and `+all` made `~all`."""
     if not record:
-        return f"v=spf1 {include} ~all"
+        return f"v=spf1 {include} ~all".replace("  ", " ")
     terms = [("~all" if term in ("+all", "all") else term) for term in record.split()]
-    if include.split()[0] in terms:
+    if not include or include in terms:
         return " ".join(terms)
     ending = [t for t in terms if t.lstrip("+-~?") == "all" or t.startswith("redirect=")]
     body = [t for t in terms if t not in ending]
