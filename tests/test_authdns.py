@@ -245,3 +245,18 @@ def test_the_file_outbox_checks_nothing(tmp_path: Path, dns_zone: Zone) -> None:
 ])
 def test_the_spf_record_proposed(record: str | None, include: str, fixed: str) -> None:
     assert spf_with(record, include) == fixed
+
+
+@pytest.mark.parametrize("name", [f"_dmarc.{D}", "spf.relay.example"])
+def test_a_server_failing_midway_is_no_finding_about_the_domain(
+        tmp_path: Path, dns_zone: Zone, rsa_key: rsa.RSAPrivateKey, name: str) -> None:
+    """The first answer came, then a SERVFAIL inside checkdmarc's own lookups (DMARC, or an
+    SPF include): that says nothing about the records, so no error stops the send."""
+    good_zone(dns_zone, rsa_key)
+    dns_zone.set(D, "TXT", "v=spf1 include:spf.relay.example -all")
+    dns_zone.add("spf.relay.example", "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
+    assert check_domain(smtp_settings(tmp_path, dns_zone, rsa_key)).findings == []
+    dns_zone.failing.add(name)
+    report = check_domain(smtp_settings(tmp_path, dns_zone, rsa_key))
+    assert codes(report) == {"dns-unavailable": "warning"}
+    assert not report.complete

@@ -182,7 +182,7 @@ def _dmarc(setup: Setup, lookup: Lookup, report: DomainReport, state: _State) ->
     domain = setup.from_domain
     result = check_dmarc(domain, resolver=lookup.resolver, timeout=lookup.resolver.lifetime)
     if result.get("error"):
-        error = str(result["error"])
+        error = _known(str(result["error"]))
         if "does not exist" in error:
             report.add(ERROR, "dmarc-missing",
                        f"{domain} publishes no DMARC record: Gmail and Yahoo refuse bulk mail "
@@ -228,6 +228,8 @@ def _spf_of(domain: str, include: str, lookup: Lookup, report: DomainReport, *,
     from checkdmarc.spf import check_spf  # noqa: PLC0415
 
     result = check_spf(domain, resolver=lookup.resolver, timeout=lookup.resolver.lifetime)
+    if result.get("error"):
+        _known(str(result["error"]))
     record = result.get("record")
     fix = txt(domain, spf_with(record, include)) if include else ""
     if record is None:
@@ -256,6 +258,19 @@ def _spf_of(domain: str, include: str, lookup: Lookup, report: DomainReport, *,
         return False
     report.passed.append(f"SPF of {domain}: {lookups} of {SPF_LOOKUP_LIMIT} lookups")
     return True
+
+
+#: How checkdmarc's errors say that DNS did not answer (dnspython's messages, passed on).
+_NO_ANSWER = ("timed out", "lifetime expired", "nameservers failed", "servfail",
+              "no nameservers", "network is unreachable", "connection refused")
+
+
+def _known(error: str) -> str:
+    """`error`, when it says something about the records; DnsUnavailable when it only says
+    that DNS did not answer (a timeout inside checkdmarc is no finding about the domain)."""
+    if any(words in error.lower() for words in _NO_ANSWER):
+        raise DnsUnavailable(error)
+    return error
 
 
 def _passes_all(parsed: dict[str, Any]) -> bool:

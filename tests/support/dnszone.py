@@ -20,11 +20,13 @@ class Zone(BaseResolver):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[Any]] = {}
+        self.failing: set[str] = set()  # names answered with SERVFAIL (a broken DNS server)
         self.questions = 0
         self.port = 0
 
     def clear(self) -> None:
         self.records.clear()
+        self.failing.clear()
 
     def add(self, name: str, kind: str, value: str, preference: int = 10) -> None:
         key = (name.lower().rstrip("."), kind)
@@ -56,6 +58,9 @@ class Zone(BaseResolver):  # type: ignore[misc]
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
         kind = QTYPE[request.q.qtype]
+        if name in self.failing:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
         qname = request.q.qname
         for _ in range(8):  # (follow CNAMEs inside the zone)
             cname = self.records.get((name, "CNAME"))
