@@ -40,10 +40,12 @@ from mailer.models import (
     FeedState,
     RunLock,
 )
+from mailer.preflight import dnscache
 from mailer.schedule import due_day, grace_seconds, next_run
 from mailer.scheduler import JOB_ID, stored_next_run
 from mailer.transports import FileTransport, from_dsn
 from mailer.urls import redact_url, sqlite_file
+from mailer.wording import plural
 
 # The database's `state`, and how the lines that could not be checked give the reason.
 DB_READY, DB_EMPTY, DB_NOT_CREATED, DB_UNREACHABLE = (
@@ -68,6 +70,7 @@ class Status:
     transport: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=dict)
+    domain: dict[str, Any] = field(default_factory=dict)  # the sending domain's DNS verdict
 
     def problem(self, text_: str) -> None:
         self.problems.append(text_)
@@ -85,6 +88,7 @@ def gather(app: App) -> Status:
         _check_edition(app, status, now)
         _check_feed(app, status, now, upcoming.date() if upcoming else None)
         _check_scheduler(app, status, now)
+        _check_domain(app, status)
     else:
         why = _NOT_CHECKED[status.database["state"]]
         status.feed = {"url": app.settings.feed_url, "state": f"unknown ({why})"}
@@ -235,6 +239,19 @@ def _check_scheduler(app: App, status: Status, now: datetime) -> None:
             "is not running (fine if cron sends instead)")
 
 
+def _check_domain(app: App, status: Status) -> None:
+    """The sending domain's DNS verdict kept today (`mailer.preflight.dnscache`): status
+    looks nothing up, so it says what the day's first send found, or that none has looked."""
+    if not app.settings.dns_check or app.settings.dsn.startswith("file://"):
+        return
+    kept = dnscache.kept_report(app)
+    if kept is None:
+        status.domain = {"checked_at": None, "warnings": None}
+        return
+    report, checked_at = kept
+    status.domain = {"checked_at": checked_at, "warnings": len(report.findings)}
+
+
 def _check_transport(app: App, status: Status) -> None:
     dsn = app.settings.dsn
     status.transport = {"dsn": redact_url(dsn), "reachable": False}
@@ -323,6 +340,13 @@ def render_text(status: Status) -> str:
                      f"{trig['where']})")
     elif trig:
         lines.append("trigger: NONE seen (see the warning above)")
+    d = status.domain
+    if d and d["checked_at"] is None:
+        lines.append("sending domain: not checked yet today (the next send looks SPF, DKIM and "
+                     "DMARC up; `mailer preflight --dns` does it now)")
+    elif d:
+        lines.append(f"sending domain: SPF, DKIM and DMARC sound at {d['checked_at'][11:16]} "
+                     f"UTC, {plural(d['warnings'], 'warning')} (`mailer preflight --dns`)")
     s = status.scheduler
     if s.get("stored"):
         lines.append(f"scheduler job store: next run {s['stored_next_run']['text']}")

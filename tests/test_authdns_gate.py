@@ -18,6 +18,7 @@ from mailer.errors import PreflightError
 from mailer.models import Edition
 from mailer.pipeline import run_send
 from mailer.preflight.dnscache import domain_report
+from mailer.status import gather, render_text
 from mailer.web import create_app
 from tests.support.dnszone import Zone
 from tests.support.seed import seed_subscribers, with_feed
@@ -148,3 +149,18 @@ def test_the_console_checks_the_domain_afresh_and_shows_each_record(
     assert ('<code class="record">_dmarc.labourlist.example. IN TXT &#34;v=DMARC1; p=quarantine; '
             'rua=mailto:dmarc-reports@labourlist.example&#34;</code>') in html
     assert "OK: From is aligned with DKIM and SPF" in html
+
+
+def test_mailer_status_tells_the_days_verdict_without_looking_anything_up(
+        app: App, tmp_path: Path, dns_zone: Zone) -> None:
+    sound(dns_zone)
+    dns_zone.set(f"_dmarc.{D}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc@{D}")
+    configure(app, tmp_path, dns_zone, "smtp://127.0.0.1:9")
+    asked = dns_zone.questions
+    assert "sending domain: not checked yet today" in render_text(gather(app))
+    assert dns_zone.questions == asked
+    domain_report(app)
+    status = gather(app)
+    assert status.domain == {"checked_at": "2026-11-26T06:00:00+00:00", "warnings": 1}
+    assert ("sending domain: SPF, DKIM and DMARC sound at 06:00 UTC, 1 warning "
+            "(`mailer preflight --dns`)") in render_text(status).splitlines()

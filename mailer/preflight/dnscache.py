@@ -29,14 +29,10 @@ def domain_report(app: App, *, fresh: bool = False) -> tuple[DomainReport, str]:
     for today and these settings, or when `fresh`."""
     settings = app.settings
     now = app.clock.now()
+    if not fresh and (kept := kept_report(app)) is not None:
+        return kept
     today = now.astimezone(settings.tz).date().isoformat()
     fingerprint = _fingerprint(app)
-    if not fresh:
-        with app.sessions() as session:
-            row = session.get(Meta, KEY)
-            cached = _load(row.value) if row is not None else None
-        if cached and cached.get("day") == today and cached.get("fingerprint") == fingerprint:
-            return DomainReport.from_json(cached["report"]), str(cached.get("checked_at", ""))
     report = check_domain(settings)
     checked_at = now.isoformat()
     if report.complete and not any(f.severity == ERROR for f in report.findings):
@@ -49,6 +45,18 @@ def domain_report(app: App, *, fresh: bool = False) -> tuple[DomainReport, str]:
             else:
                 row.value = value
     return report, checked_at
+
+
+def kept_report(app: App) -> tuple[DomainReport, str] | None:
+    """Today's kept verdict for these settings and when it was made, without looking anything
+    up (`mailer status`); None when there is none."""
+    today = app.clock.now().astimezone(app.settings.tz).date().isoformat()
+    with app.sessions() as session:
+        row = session.get(Meta, KEY)
+        kept = _load(row.value) if row is not None else None
+    if kept and kept.get("day") == today and kept.get("fingerprint") == _fingerprint(app):
+        return DomainReport.from_json(kept["report"]), str(kept.get("checked_at", ""))
+    return None
 
 
 def _load(value: str) -> dict[str, Any] | None:
