@@ -19,9 +19,11 @@ from tests.support.settings import make_settings
 
 # Fixture modules shared by several test files: the SMTP sink (smtp_sink, make_smtp_sink) and
 # SpamAssassin's clean slate (fresh_spamassassin), the end-to-end world (env), SNS (sns),
-# and cheap staff password hashes for every test (fasthash).
+# cheap staff password hashes for every test (fasthash), a local DNS server (dns_zone) and
+# DKIM keys (rsa_key, ed_key).
 pytest_plugins = ["tests.support.smtpsink", "tests.support.spam", "tests.support.newsroom",
-                  "tests.support.sns", "tests.support.fasthash", "tests.support.dnszone"]
+                  "tests.support.sns", "tests.support.fasthash", "tests.support.dnszone",
+                  "tests.support.dkimkeys"]
 
 # No test looks a real domain up, whichever way it loads its settings (the environment, a
 # config file, a subprocess): the DNS tests turn the check on with their own local server.

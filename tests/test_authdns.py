@@ -8,32 +8,17 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailer.config import Settings
 from mailer.dkimsign import Key
 from mailer.preflight.authdns import DomainReport, check_domain
 from mailer.preflight.dnsrecords import key_matches, spf_with
+from tests.support.dkimkeys import pem
 from tests.support.dnszone import Zone
 from tests.support.settings import make_settings
 
 D = "labourlist.example"
-
-
-def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ed_key() -> ed25519.Ed25519PrivateKey:
-    return ed25519.Ed25519PrivateKey.generate()
 
 
 def smtp_settings(tmp_path: Path, zone: Zone, key: rsa.RSAPrivateKey, **more: object) -> Settings:

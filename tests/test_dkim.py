@@ -11,7 +11,6 @@ import dkim
 import dns.resolver
 import pytest
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailer.app import App
@@ -20,26 +19,12 @@ from mailer.config import load_settings
 from mailer.dkimsign import Key, Signer, load_keys
 from mailer.errors import ConfigError
 from mailer.pipeline import run_send
+from tests.support.dkimkeys import pem
 from tests.support.dnszone import Zone
 from tests.support.seed import seed_subscribers, with_feed
 from tests.support.smtpsink import SmtpSink
 
 DOMAIN = "labourlist.example"
-
-
-def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ed_key() -> ed25519.Ed25519PrivateKey:
-    return ed25519.Ed25519PrivateKey.generate()
 
 
 def verified(data: bytes, port: int) -> list[bool]:

@@ -18,10 +18,9 @@ from mailer.transports.smtp.signahead import SignedAhead
 from tests.support.smtpsink import SmtpSink
 
 
-@pytest.fixture(scope="module")
-def signer() -> Signer:
-    return Signer("labourlist.example",
-                  [Key("ed", "ed25519-sha256", ed25519.Ed25519PrivateKey.generate())])
+@pytest.fixture
+def signer(ed_key: ed25519.Ed25519PrivateKey) -> Signer:
+    return Signer("labourlist.example", [Key("ed", "ed25519-sha256", ed_key)])
 
 
 def message(i: int) -> Outgoing:
