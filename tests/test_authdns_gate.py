@@ -4,13 +4,11 @@ for the local day (no second lookup), a refusal is looked up again at the next t
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clock import FixedClock
@@ -19,13 +17,12 @@ from mailer.models import Edition
 from mailer.pipeline import run_send
 from mailer.preflight.dnscache import domain_report
 from mailer.status import gather, render_text
-from mailer.web import create_app
 from tests.support.dnszone import Zone
 from tests.support.seed import seed_subscribers, with_feed
 from tests.support.smtpsink import SmtpSink
+from tests.support.staff import csrf_token, signed_in_admin
 
 D = "labourlist.example"
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def sound(zone: Zone) -> None:
@@ -130,19 +127,11 @@ def test_the_console_checks_the_domain_afresh_and_shows_each_record(
     dns_zone.set(f"_dmarc.{D}", "TXT", "v=DMARC1; p=none")
     configure(app, tmp_path, dns_zone, "smtp://127.0.0.1:9")
     assert run_send(app, dry_run=True).status == "dry-run"  # (builds the edition)
-    with app.sessions.begin() as session:
-        add_staff(session, "admin@example.org", "correct horse battery", role=ADMIN)
-    client = create_app(app, {"TESTING": True}).test_client()
-    page = client.get("/staff/login").get_data(as_text=True)
-    csrf = CSRF_RE.search(page)
-    assert csrf
-    client.post("/staff/login", data={"csrf_token": csrf.group(1), "email": "admin@example.org",
-                                      "password": "correct horse battery"})
+    client = signed_in_admin(app)
     day = app.clock.now().date().isoformat()
     asked = dns_zone.questions
-    csrf = CSRF_RE.search(client.get("/staff/").get_data(as_text=True))
-    assert csrf
-    reply = client.post(f"/staff/editions/{day}/preflight", data={"csrf_token": csrf.group(1)})
+    reply = client.post(f"/staff/editions/{day}/preflight",
+                        data={"csrf_token": csrf_token(client)})
     assert reply.status_code == 303
     assert dns_zone.questions > asked
     html = client.get(f"/staff/editions/{day}").get_data(as_text=True)

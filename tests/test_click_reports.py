@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clicks.report import click_history
@@ -29,8 +28,8 @@ from mailer.db import init_db
 from mailer.models import AuditEntry, Delivery, Edition, EditionLink, Gift
 from tests.support.clicks import Copy, client_for, flush, follow, sent_edition
 from tests.support.settings import make_settings
+from tests.support.staff import signed_in_admin
 
-PASSWORD = "a long staff password"
 GATEWAY = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                          "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"}
 
@@ -156,17 +155,7 @@ def test_opens_are_apart_and_labelled_unreliable_and_gifts_are_counted(
 
 @pytest.fixture
 def staff(app: App) -> FlaskClient:
-    with app.sessions.begin() as s:
-        add_staff(s, "admin@labourlist.org", PASSWORD, role=ADMIN)
-    client = client_for(app, MAILER_SEND_INLINE=True)
-    page = client.get("/staff/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token
-    answer = client.post("/staff/login", data={"csrf_token": token.group(1),
-                                                 "email": "admin@labourlist.org",
-                                                 "password": PASSWORD})
-    assert answer.status_code == 303
-    return client
+    return signed_in_admin(app, MAILER_SEND_INLINE=True)
 
 
 def test_the_console_shows_the_ranking_the_csv_and_the_30_days(

@@ -18,7 +18,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import insert, select
 
 from mailer import departures
-from mailer.accounts import ADMIN, add_staff
 from mailer.app import App
 from mailer.cli import cli
 from mailer.clicks.report import edition_stats, sent_edition_stats
@@ -34,11 +33,10 @@ from mailer.models import (
     Edition,
     Subscriber,
 )
-from mailer.web import create_app
 from tests.support.seed import seed_subscribers
+from tests.support.staff import signed_in_admin
 
 MON, TUE, WED = date(2026, 11, 23), date(2026, 11, 24), date(2026, 11, 25)
-PASSWORD = "a long staff password"
 
 
 def at(day: date, hour: int) -> datetime:
@@ -174,17 +172,7 @@ def test_the_plain_output_says_what_the_rate_means(
 
 @pytest.fixture
 def staff(app: App) -> FlaskClient:
-    with app.sessions.begin() as session:
-        add_staff(session, "admin@labourlist.org", PASSWORD, role=ADMIN)
-    client = create_app(app, {"TESTING": True}).test_client()
-    page = client.get("/staff/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token
-    answer = client.post("/staff/login", data={"csrf_token": token.group(1),
-                                                 "email": "admin@labourlist.org",
-                                                 "password": PASSWORD})
-    assert answer.status_code == 303
-    return client
+    return signed_in_admin(app)
 
 
 def alert(page: str) -> str | None:
