@@ -30,7 +30,7 @@ from mailer.outgoing import endpoints
 from mailer.pipeline import run_send
 from mailer.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 from mailer.web import create_app
-from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab
+from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab, sign_in
 from tests.support.seed import seed_subscribers, with_feed
 from tests.support.settings import make_settings
 
@@ -77,13 +77,6 @@ def violations(tab: Any) -> list[str]:
     return list(found)
 
 
-def sign_in(tab: Any, base: str, email: str) -> None:
-    tab.goto(f"{base}/staff/login")
-    tab.fill("#email", email)
-    tab.fill("#password", PASSWORD)
-    tab.click("button[type=submit]")
-
-
 def check(tab: Any, url: str, found: dict[str, list[str]]) -> None:
     answer = tab.goto(url)
     assert answer is not None and answer.status < 500, url
@@ -111,7 +104,7 @@ def test_no_page_has_an_accessibility_violation(live: tuple[LiveServer, App]) ->
         problems = violations(tab)
         if problems:
             found["/subscribe (answered)"] = problems
-        sign_in(tab, base, ADMIN_EMAIL)
+        sign_in(tab, base, ADMIN_EMAIL, PASSWORD)
         for path in ("/staff/", f"/staff/editions/{DAY}"):
             check(tab, base + path, found)
         tab.click("text=Build")  # a draft with its previews and text part
@@ -134,7 +127,7 @@ def test_no_page_has_an_accessibility_violation(live: tuple[LiveServer, App]) ->
         tab.goto(f"{base}/staff/logout")
     with browser_tab(timeout_ms=30_000, offline=True, java_script_enabled=True, bypass_csp=True,
                      viewport={"width": 375, "height": 800}) as tab:
-        sign_in(tab, base, EDITOR_EMAIL)
+        sign_in(tab, base, EDITOR_EMAIL, PASSWORD)
         check(tab, f"{base}/staff/settings", found)  # 403 for an editor, in the console
         check(tab, f"{base}/staff/editions/{DAY}", found)
     report = "\n".join(f"{url}\n  " + "\n  ".join(lines) for url, lines in found.items())

@@ -17,7 +17,7 @@ from mailer.clock import Clock
 from mailer.db import init_db
 from mailer.models import Edition
 from mailer.web import create_app
-from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab
+from tests.support.browser import NEEDS_CHROMIUM, LiveServer, browser_tab, sign_in
 from tests.support.seed import seed_subscribers, with_feed
 from tests.support.settings import make_settings
 
@@ -68,10 +68,7 @@ def test_stories_move_without_a_reload_by_button_and_by_drag(
     # (tall enough for the whole list: a drag must not scroll the page under the pointer)
     with browser_tab(timeout_ms=20_000, offline=True, java_script_enabled=True,
                      viewport={"width": 1280, "height": 3000}) as tab:
-        tab.goto(f"{server.url}/staff/login")
-        tab.fill("#email", EMAIL)
-        tab.fill("#password", PASSWORD)
-        tab.click("button[type=submit]")
+        sign_in(tab, server.url, EMAIL, PASSWORD)
         tab.goto(f"{server.url}/staff/editions/{DAY}")
         tab.click("text=Build the edition")
         tab.wait_for_selector("ol.articles > li")
@@ -100,10 +97,7 @@ def test_stories_move_without_a_reload_by_button_and_by_drag(
     # Without JavaScript the same button is a form that reloads the page.
     with browser_tab(timeout_ms=20_000, offline=True,
                      viewport={"width": 1280, "height": 900}) as tab:
-        tab.goto(f"{server.url}/staff/login")
-        tab.fill("#email", EMAIL)
-        tab.fill("#password", PASSWORD)
-        tab.click("button[type=submit]")
+        sign_in(tab, server.url, EMAIL, PASSWORD)
         tab.goto(f"{server.url}/staff/editions/{DAY}")
         tab.click("ol.articles > li:first-child button[value=down]")
         tab.wait_for_load_state()

@@ -64,3 +64,11 @@ def browser_tab(*, timeout_ms: int, offline: bool = False, java_script_enabled: 
         finally:
             context.close()
             browser.close()
+
+
+def sign_in(tab: Any, base: str, email: str, password: str) -> None:
+    """Sign in to the staff console through its login form, as a person would."""
+    tab.goto(f"{base}/staff/login")
+    tab.fill("#email", email)
+    tab.fill("#password", password)
+    tab.click("button[type=submit]")
