@@ -27,14 +27,11 @@ KEY = "dns-check"
 def domain_report(app: App, *, fresh: bool = False) -> tuple[DomainReport, str]:
     """The day's verdict and when it was made (ISO time); looked up now when there is none
     for today and these settings, or when `fresh`."""
-    settings = app.settings
-    now = app.clock.now()
-    if not fresh and (kept := kept_report(app)) is not None:
+    today, fingerprint = stamp = _stamp(app)
+    if not fresh and (kept := _kept(app, stamp)) is not None:
         return kept
-    today = now.astimezone(settings.tz).date().isoformat()
-    fingerprint = _fingerprint(app)
-    report = check_domain(settings)
-    checked_at = now.isoformat()
+    report = check_domain(app.settings)
+    checked_at = app.clock.now().isoformat()
     if report.complete and not any(f.severity == ERROR for f in report.findings):
         value = json.dumps({"day": today, "fingerprint": fingerprint, "checked_at": checked_at,
                             "report": report.as_json()})
@@ -50,11 +47,19 @@ def domain_report(app: App, *, fresh: bool = False) -> tuple[DomainReport, str]:
 def kept_report(app: App) -> tuple[DomainReport, str] | None:
     """Today's kept verdict for these settings and when it was made, without looking anything
     up (`mailer status`); None when there is none."""
-    today = app.clock.now().astimezone(app.settings.tz).date().isoformat()
+    return _kept(app, _stamp(app))
+
+
+def _stamp(app: App) -> tuple[str, str]:
+    """What a kept verdict must match: the local day, and the settings' fingerprint."""
+    return (app.clock.now().astimezone(app.settings.tz).date().isoformat(), _fingerprint(app))
+
+
+def _kept(app: App, stamp: tuple[str, str]) -> tuple[DomainReport, str] | None:
     with app.sessions() as session:
         row = session.get(Meta, KEY)
         kept = _load(row.value) if row is not None else None
-    if kept and kept.get("day") == today and kept.get("fingerprint") == _fingerprint(app):
+    if kept and (kept.get("day"), kept.get("fingerprint")) == stamp:
         return DomainReport.from_json(kept["report"]), str(kept.get("checked_at", ""))
     return None
 
