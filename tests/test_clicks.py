@@ -24,8 +24,9 @@ from waitress import create_server
 
 from mailer.app import App
 from mailer.cli.serve import waitress_options
-from mailer.clicks.recorder import ClickRecorder, Hit, sqlite_utc
+from mailer.clicks.recorder import ClickRecorder
 from mailer.clicks.tokens import LinkSigner
+from mailer.clicks.writer import Hit, sqlite_utc
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.edition import build_edition

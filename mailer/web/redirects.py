@@ -25,10 +25,11 @@ from typing import Any
 from mailer.app import App
 from mailer.clicks.classify import is_prefetch
 from mailer.clicks.links import site_home
-from mailer.clicks.recorder import ClickRecorder, Hit
+from mailer.clicks.recorder import ClickRecorder
 from mailer.clicks.retention import Purged, purge
 from mailer.clicks.store import LinkCache, recent_since
 from mailer.clicks.tokens import BadLinkToken, LinkSigner
+from mailer.clicks.writer import Hit
 from mailer.models import OPEN, TRAP
 
 StartResponse = Callable[..., Any]

@@ -1,0 +1,114 @@
+"""Writing a batch of followed links as clicks: fingerprints, the scanner rules, one INSERT.
+
+The batch comes from a web process's buffer (`mailer.clicks.recorder`). A hit's address and
+user agent are turned into a fingerprint with the day's salt here and then dropped: neither
+is ever written. The rules run in memory over the batch with what this writer has seen lately
+(`mailer.clicks.classify.Classifier`), so a reader's click costs no query of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.clicks.classify import Classifier, apply_rules, first_verdict
+from mailer.clicks.fingerprint import DailySalts, fingerprint
+from mailer.models import BURST, HUMAN, TRAPPED, Click, Edition
+
+#: The table itself: a Core INSERT of many rows, without the ORM's per-object work.
+_CLICKS = cast(Table, Click.__table__)
+#: Clicks worked on between two turns given to the redirects: the writer's Python work holds
+#: the interpreter lock, and a redirect waiting behind a whole batch of it is the slow tail.
+YIELD_EVERY = 64
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One followed link as the redirect saw it. The address and user agent live only here,
+    in memory, until the writer makes a fingerprint of them."""
+
+    edition_id: int
+    position: int
+    at: datetime
+    address: str
+    user_agent: str
+    delivery_id: int | None = None
+    prefetch: bool = False
+    trap: bool = False
+    test_group: int = 0  # a subject test's group (`mailer.subject_test`), 0 outside one
+
+
+def _insert_clicks(session: Session, rows: list[tuple[int, int, datetime, str, str,
+                                                     int | None, int]]) -> None:
+    """One driver-level executemany of (edition, position, at, verdict, fingerprint,
+    delivery, test group) rows. SQLAlchemy's Core INSERT processes every parameter of every row in
+    Python; here only `at` is converted: on SQLite into the text the column type writes
+    (`sqlite_utc`, cheaper than the type's own processor), elsewhere by the type's processor."""
+    connection = session.connection()
+    dialect = connection.dialect
+    to_db = (sqlite_utc if dialect.name == "sqlite"
+             else _CLICKS.c.at.type.dialect_impl(dialect).bind_processor(dialect))
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = ("edition_id", "position", "at", "verdict", "fingerprint", "delivery_id",
+               "test_group")
+    sql = (f"INSERT INTO {_CLICKS.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join([mark] * len(columns))})")
+    written: list[tuple[object, ...]] = list(rows) if to_db is None else [
+        (e, p, to_db(at), v, f, d, g) for e, p, at, v, f, d, g in rows]
+    connection.exec_driver_sql(sql, written)
+
+
+def sqlite_utc(at: datetime) -> str:
+    """`at` as the UTC column type stores it in SQLite ("2026-12-04 07:20:11.228090", always
+    with microseconds; tests/test_clicks.py compares it with the type's own processor)."""
+    return at.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+class ClickWriter:
+    """Writes batches of hits; keeps the day's salts and the rules' recent clicks between
+    batches. Raises SQLAlchemy's errors when the database is away (nothing is written then)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._salts = DailySalts(sessions)
+        self._classifier = Classifier()
+
+    def write(self, hits: list[Hit]) -> None:
+        """One transaction: the editions' send times, the INSERT, the rules' updates
+        (`mailer.clicks.classify`); no query per click."""
+        # The salts first, in their own transactions: on SQLite a transaction that has read
+        # cannot write after another one did, so none may open inside the one below.
+        salts = {day: self._salts.for_day(day) for day in {hit.at.date() for hit in hits}}
+        with self._sessions.begin() as session:
+            # An edition deleted since its link was followed: nothing to count it against.
+            sent = {row.id: (row.started_at, row.finished_at) for row in session.execute(
+                select(Edition.id, Edition.started_at, Edition.finished_at)
+                .where(Edition.id.in_({hit.edition_id for hit in hits})))}
+            kept = [hit for hit in hits if hit.edition_id in sent]
+            by_edition: dict[int, set[str]] = {}
+            bursts: list[tuple[int, str, datetime, datetime]] = []
+            for start in range(0, len(kept), YIELD_EVERY):
+                if start:
+                    time.sleep(0)  # (the redirects' turn: see YIELD_EVERY)
+                chunk = kept[start:start + YIELD_EVERY]
+                rows = [(hit.edition_id, hit.position, hit.at,
+                         fingerprint(salts[hit.at.date()], hit.address, hit.user_agent),
+                         first_verdict(prefetch=hit.prefetch, user_agent=hit.user_agent,
+                                       trap=hit.trap)) for hit in chunk]
+                outcome = self._classifier.classify(rows, sent)
+                bursts += outcome.bursts
+                _insert_clicks(session, [
+                    (edition_id, position, at, verdict, fp, hit.delivery_id, hit.test_group)
+                    for (edition_id, position, at, fp, _), verdict, hit
+                    in zip(rows, outcome.verdicts, chunk, strict=True)])
+                for (edition_id, _, _, fp, _), verdict in zip(rows, outcome.verdicts,
+                                                              strict=True):
+                    if verdict in (HUMAN, TRAPPED, BURST):
+                        by_edition.setdefault(edition_id, set()).add(fp)
+            for edition_id, fps in by_edition.items():
+                apply_rules(session, edition_id, fps, bursts)
