@@ -138,7 +138,8 @@ def test_bad_tokens_get_a_clear_404_and_count_nothing(one_edition: tuple[App, li
     # A 10 KB query string on a good token: still the story, and the query goes nowhere.
     answer = follow(client, good + "?x=" + "y" * 10_000)
     assert answer.status_code == 302 and "yyyy" not in answer.headers["Location"]
-    assert flush(client) == 1
+    flush(client)
+    assert len(verdicts(app)) == 1
     # A deleted edition: its links stop working (a process that had not seen it).
     with app.sessions.begin() as s:
         s.execute(delete(Edition))
@@ -330,7 +331,7 @@ def test_redirects_ride_out_a_database_outage(tmp_path: Path, pg_url: str,
                 assert recorder.pending() == len(urls)
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        assert flush(client) == len(urls)
+        flush(client)
         assert len(verdicts(app)) == len(urls)
     finally:
         app.close()

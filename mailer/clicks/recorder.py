@@ -50,6 +50,7 @@ class ClickRecorder:
         self._flushing = threading.Lock()  # one flush at a time
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._in_flight = 0  # taken from the buffer by the flush under way
         self.dropped = 0
 
     def record(self, hit: Hit) -> None:
@@ -64,8 +65,9 @@ class ClickRecorder:
                 self._thread.start()
 
     def pending(self) -> int:
+        """Hits not written yet: buffered, or in the batch being written now."""
         with self._lock:
-            return len(self._buffer)
+            return len(self._buffer) + self._in_flight
 
     def flush(self) -> int:
         """Write what is buffered; how many clicks were written (0 if the database is away,
@@ -74,19 +76,29 @@ class ClickRecorder:
             with self._lock:
                 hits = list(self._buffer)
                 self._buffer.clear()
+                self._in_flight = len(hits)
             if not hits:
                 return 0
             try:
-                self._writer.write(hits)
-            except SQLAlchemyError as exc:
-                log.warning("%d click(s) not written yet (%s); kept for the next flush",
-                            len(hits), type(exc).__name__)
+                return self._write(hits)
+            finally:
                 with self._lock:
-                    room = max(0, self._max - len(self._buffer))
-                    self._buffer.extendleft(reversed(hits[:room]))
-                    self.dropped += len(hits) - min(room, len(hits))
-                return 0
-            return len(hits)
+                    self._in_flight = 0
+
+    def _write(self, hits: list[Hit]) -> int:
+        """Hand the batch to the writer; how many were written (see `flush`)."""
+        try:
+            self._writer.write(hits)
+        except SQLAlchemyError as exc:
+            log.warning("%d click(s) not written yet (%s); kept for the next flush",
+                        len(hits), type(exc).__name__)
+            with self._lock:
+                self._in_flight = 0  # (back in the buffer: counted there)
+                room = max(0, self._max - len(self._buffer))
+                self._buffer.extendleft(reversed(hits[:room]))
+                self.dropped += len(hits) - min(room, len(hits))
+            return 0
+        return len(hits)
 
     def _run(self) -> None:
         last_housekeeping = time.monotonic()

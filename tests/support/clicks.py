@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from mailer.app import App
+from mailer.models import Click
 from mailer.pipeline import run_send
 from mailer.web import CLICKS_KEY, create_app
 from tests.support.seed import seed_subscribers, with_feed
@@ -89,6 +91,13 @@ def follow(client: FlaskClient, url: str, *, method: str = "GET",
 
 
 def flush(client: FlaskClient) -> int:
-    """Write the clicks buffered so far (what the flusher thread does ten times a second)."""
+    """Write the clicks buffered so far (what the flusher thread does ten times a second).
+    What it returns counts only this call's batch: the flusher thread may have written some
+    of them first, so a test counts rows (`clicks_written`) to know they are all there."""
     web: Flask = client.application
     return web.extensions[CLICKS_KEY].recorder.flush()
+
+
+def clicks_written(app: App) -> int:
+    with app.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Click)) or 0)
