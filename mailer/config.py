@@ -63,6 +63,8 @@ ENV_NOT_SETTINGS = frozenset(
 
 #: `click_tracking` values, least personal first.
 CLICK_TRACKING_MODES = ("off", "aggregate", "per-reader")
+#: `click_writer` values: where a web process writes its clicks (mailer/clicks/writer_process.py).
+CLICK_WRITERS = ("process", "thread")
 _WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun) ([01]?\d|2[0-3]):[0-5]\d")
 _RESOLVER_RE = re.compile(r"(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?|[0-9a-fA-F:]+")
 _SELECTOR_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
@@ -155,6 +157,9 @@ class Settings:
     click_tracking: str = "aggregate"
     open_tracking: bool = False  # an open pixel; opens are shown labelled as unreliable
     click_retention_days: int = 400
+    # Where a web process writes the clicks it buffers: "process", a child process of its own
+    # (the redirects keep the interpreter to themselves), or "thread", in the web process.
+    click_writer: str = "process"
     most_read_block: bool = False
     most_read_days: int = 1
     most_read_min_clicks: int = 5
@@ -386,6 +391,8 @@ def validate(s: Settings) -> None:
     _check("port", 0 < s.port < 65536, "must be a TCP port")
     _check("click_tracking", s.click_tracking in CLICK_TRACKING_MODES,
            f"must be one of {', '.join(CLICK_TRACKING_MODES)}")
+    _check("click_writer", s.click_writer in CLICK_WRITERS,
+           f"must be one of {', '.join(CLICK_WRITERS)}")
     _check("click_retention_days", s.click_retention_days >= 1, "must be at least 1")
     _check("most_read_days", 1 <= s.most_read_days <= 31, "must be between 1 and 31")
     _check("most_read_min_clicks", s.most_read_min_clicks >= 1, "must be at least 1")

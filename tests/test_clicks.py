@@ -306,13 +306,17 @@ def test_per_reader_links_survive_each_providers_substitution(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("writer", ["thread", "process"])
 def test_redirects_ride_out_a_database_outage(tmp_path: Path, pg_url: str,
-                                              clock: FixedClock) -> None:
+                                              clock: FixedClock, writer: str) -> None:
     """With every connection to its database cut and new ones refused, as in a restart, the
     redirect still answers from memory (`mailer serve` preloads recent editions) and the
-    clicks wait in the buffer; when the database is back they are written."""
-    app = App.create(make_settings(tmp_path, database_url=pg_url), clock=clock)
+    clicks wait in the buffer, whichever process writes them; when the database is back they
+    are written."""
+    app = App.create(make_settings(tmp_path, database_url=pg_url, click_writer=writer),
+                     clock=clock)
     init_db(app.engine)
+    client = None
     try:
         day, copies = sent_edition(app, tmp_path, readers=2)
         client = client_for(app)
@@ -334,6 +338,8 @@ def test_redirects_ride_out_a_database_outage(tmp_path: Path, pg_url: str,
         flush(client)
         assert len(verdicts(app)) == len(urls)
     finally:
+        if client is not None:
+            client.application.extensions[CLICKS_KEY].recorder.close()
         app.close()
 
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.clicks.writer import ClickWriter, Hit
+from mailer.clicks.writer import BatchWriter, ClickWriter, Hit
+from mailer.clicks.writer_process import WriterAway, WriterGone
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ MAX_BUFFER = 100_000
 class ClickRecorder:
     """The buffer and its flusher thread (started with the first hit)."""
 
-    def __init__(self, sessions: sessionmaker[Session], *,
+    def __init__(self, sessions: sessionmaker[Session], *, writer: BatchWriter | None = None,
                  flush_seconds: float = FLUSH_SECONDS, max_buffer: int = MAX_BUFFER,
                  housekeeping: Callable[[], object] | None = None,
                  housekeeping_seconds: float = HOUSEKEEPING_SECONDS) -> None:
@@ -42,7 +43,9 @@ class ClickRecorder:
         # web app makes the fingerprints, so it sees they go after 48 hours without cron.
         self._housekeeping = housekeeping
         self._housekeeping_seconds = housekeeping_seconds
-        self._writer = ClickWriter(sessions)
+        # Where the batches are written: on this thread (`ClickWriter`), or in a process of
+        # its own (`mailer.clicks.writer_process`, what `click_writer = "process"` chooses).
+        self._writer: BatchWriter = writer or ClickWriter(sessions)
         self._buffer: deque[Hit] = deque()
         self._max = max_buffer
         self._flush_seconds = flush_seconds
@@ -89,14 +92,20 @@ class ClickRecorder:
         """Hand the batch to the writer; how many were written (see `flush`)."""
         try:
             self._writer.write(hits)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, WriterAway) as exc:
             log.warning("%d click(s) not written yet (%s); kept for the next flush",
-                        len(hits), type(exc).__name__)
+                        len(hits), exc if isinstance(exc, WriterAway)
+                        else type(exc).__name__)
             with self._lock:
                 self._in_flight = 0  # (back in the buffer: counted there)
                 room = max(0, self._max - len(self._buffer))
                 self._buffer.extendleft(reversed(hits[:room]))
                 self.dropped += len(hits) - min(room, len(hits))
+            return 0
+        except WriterGone as exc:
+            log.error("%d click(s) lost: %s", len(hits), exc)
+            with self._lock:
+                self.dropped += len(hits)
             return 0
         return len(hits)
 
@@ -117,6 +126,13 @@ class ClickRecorder:
                 except Exception:  # noqa: BLE001 - a database away now is retried next time
                     log.warning("click housekeeping failed; retried in an hour", exc_info=True)
 
+    @property
+    def writer(self) -> BatchWriter:
+        return self._writer
+
     def close(self) -> None:
-        """Flush what is left (a clean shutdown loses nothing)."""
-        self.flush()
+        """Flush what is left (a clean shutdown loses nothing), then stop the writer."""
+        try:
+            self.flush()
+        finally:
+            self._writer.close()

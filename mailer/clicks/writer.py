@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Protocol, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,6 +69,14 @@ def sqlite_utc(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
+class BatchWriter(Protocol):
+    """What the recorder hands its batches to (`ClickWriter`, or the writer process)."""
+
+    def write(self, hits: list[Hit]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ClickWriter:
     """Writes batches of hits; keeps the day's salts and the rules' recent clicks between
     batches. Raises SQLAlchemy's errors when the database is away (nothing is written then)."""
@@ -112,3 +120,6 @@ class ClickWriter:
                         by_edition.setdefault(edition_id, set()).add(fp)
             for edition_id, fps in by_edition.items():
                 apply_rules(session, edition_id, fps, bursts)
+
+    def close(self) -> None:
+        """(Nothing to stop: the sessions are the web app's.)"""

@@ -30,6 +30,7 @@ from mailer.clicks.retention import Purged, purge
 from mailer.clicks.store import LinkCache, recent_since
 from mailer.clicks.tokens import BadLinkToken, LinkSigner
 from mailer.clicks.writer import Hit
+from mailer.clicks.writer_process import writer_for
 from mailer.models import OPEN, TRAP
 
 StartResponse = Callable[..., Any]
@@ -50,7 +51,8 @@ class ClickRedirects:
         self.app = app
         self._proxies = trusted_proxies
         self.cache = LinkCache(app.sessions)
-        self.recorder = ClickRecorder(app.sessions, housekeeping=self.housekeeping)
+        self.recorder = ClickRecorder(app.sessions, writer=writer_for(app.settings, app.sessions),
+                                      housekeeping=self.housekeeping)
         self._signer: LinkSigner | None = None
         self._home = site_home(app.settings)
         self._flood: dict[tuple[str, str], int] = {}

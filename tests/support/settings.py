@@ -21,6 +21,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "templates_dir": str(tmp_path / "templates"),
         # No test looks a real domain up: the DNS tests turn it on with their own server.
         "dns_check": False,
+        # The click writer on the web process's thread: a child process per test app costs
+        # a start-up each; tests/test_click_writer.py and the outage test run it as a process.
+        "click_writer": "thread",
     }
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,195 @@
+"""The click writer in a process of its own, fed through a pipe by the web process's flusher.
+
+The writer's work (fingerprints, the scanner rules, building the INSERT) is Python that holds
+the interpreter lock, and in the web process it takes that lock from the redirects: under a
+burst of readers it costs more redirects than the work itself is worth, because every turn it
+takes makes the request threads wait. In a child process it runs on the other core, and the
+web process keeps only the buffer and the hand-over, a `marshal` of plain tuples.
+
+The child is `python -c` started with `subprocess` and one end of a socket pair (not
+`multiprocessing`, whose children re-import the parent's main module). One batch at a time:
+the parent sends the hits (`at` as microseconds since the epoch) and
+waits for the answer, ("ok", n), ("away", error) when the database cannot be reached (the
+parent keeps the batch and sends it again later, as with the writer on a thread) or ("error",
+text). A child that dies with a batch loses that batch, which may or may not have been
+committed: sent again it could be counted twice, and a lost fraction of a second of clicks is
+what docs/clicks.md already allows for a crash. The next batch starts a new child. The child
+ends when the pipe closes, so a web process killed with -9 leaves no writer behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailer.clicks.writer import BatchWriter, ClickWriter, Hit
+from mailer.config import Settings
+from mailer.db import make_engine, session_factory
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: How often a parent waiting for an answer checks that the child is still there.
+_ALIVE_SECONDS = 1.0
+#: The directory `mailer` is imported from here, which the child imports it from too.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD = "import sys; from mailer.clicks.writer_process import serve_writer; " \
+         "serve_writer(int(sys.argv[1]))"
+
+Wire = tuple[int, int, int, str, str, int | None, bool, bool, int]
+
+
+class WriterAway(Exception):
+    """The writer process could not reach the database: nothing of the batch was written."""
+
+
+class WriterGone(Exception):
+    """The writer process ended (or failed) with the batch: it is lost, not written twice."""
+
+
+def shares_database(database_url: str) -> bool:
+    """Whether another process can open this database: not an in-memory SQLite one."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return False
+    if url.get_backend_name() != "sqlite":
+        return True
+    name = url.database or ""
+    return bool(name) and name != ":memory:" and "mode=memory" not in name
+
+
+def writer_for(settings: Settings, sessions: sessionmaker[Session]) -> BatchWriter:
+    """The writer `click_writer` asks for; on this thread when no other process could open
+    the database."""
+    if settings.click_writer == "process" and shares_database(settings.database_url):
+        return WriterProcess(settings.database_url)
+    return ClickWriter(sessions)
+
+
+def to_wire(hit: Hit) -> Wire:
+    return (hit.edition_id, hit.position, (hit.at - _EPOCH) // _MICROSECOND, hit.address,
+            hit.user_agent, hit.delivery_id, hit.prefetch, hit.trap, hit.test_group)
+
+
+def from_wire(wire: Wire) -> Hit:
+    edition_id, position, micros, address, agent, delivery_id, prefetch, trap, group = wire
+    return Hit(edition_id, position, _EPOCH + micros * _MICROSECOND, address, agent,
+               delivery_id, prefetch, trap, group)
+
+
+class WriterProcess:
+    """The parent's end: `write` as `ClickWriter.write` does, in the child process."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._lock = threading.Lock()  # one batch in the pipe at a time
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+
+    def write(self, hits: list[Hit]) -> None:
+        payload = marshal.dumps([to_wire(hit) for hit in hits])
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.send_bytes(payload)
+                kind, detail = self._answer(conn)
+            except (EOFError, OSError) as exc:
+                self._stop()
+                raise WriterGone(f"the click writer process ended ({exc or 'no answer'})") from exc
+        if kind == "away":
+            raise WriterAway(str(detail))
+        if kind != "ok":
+            raise WriterGone(f"the click writer process failed: {detail}")
+
+    def _answer(self, conn: Connection) -> tuple[str, object]:
+        while not conn.poll(_ALIVE_SECONDS):
+            if self._process is None or self._process.poll() is not None:
+                raise EOFError("it exited")
+        kind, detail = marshal.loads(conn.recv_bytes())
+        return str(kind), detail
+
+    def _connection(self) -> Connection:
+        if self._conn is not None and self._process is not None and self._process.poll() is None:
+            return self._conn
+        self._stop()
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            # The same `mailer` as this process's, whatever the working directory; the
+            # database address goes through the socket, not the command line `ps` shows.
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [_PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+            process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(theirs.fileno())], env=env,
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            conn = Connection(os.dup(ours.fileno()))
+        conn.send_bytes(marshal.dumps(self._url))
+        self._process, self._conn = process, conn
+        return conn
+
+    def _stop(self) -> None:
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            conn.close()  # the child sees the socket close and ends
+        if process is not None:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while one runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+def serve_writer(fd: int) -> None:
+    """The child's loop: the database address, then a batch in and its answer out, until the
+    parent closes the socket (or dies: the kernel closes it then)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    logging.basicConfig(level=logging.WARNING, format="click-writer: %(levelname)s %(message)s")
+    conn = Connection(fd)
+    try:
+        engine = make_engine(str(marshal.loads(conn.recv_bytes())))
+    except (EOFError, OSError):
+        return
+    writer = ClickWriter(session_factory(engine))
+    try:
+        while True:
+            try:
+                payload = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            hits = [from_wire(wire) for wire in marshal.loads(payload)]
+            try:
+                writer.write(hits)
+                answer: tuple[str, int | str] = ("ok", len(hits))
+            except SQLAlchemyError as exc:
+                answer = ("away", type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - answered, and the loop goes on
+                log.exception("a batch of %d click(s) could not be written", len(hits))
+                answer = ("error", f"{type(exc).__name__}: {exc}")
+            conn.send_bytes(marshal.dumps(answer))
+    finally:
+        engine.dispose()
