@@ -50,6 +50,12 @@ class Clock:
         """Aware UTC now."""
         return datetime.now(UTC) + self._offset
 
+    @property
+    def offset(self) -> timedelta:
+        """How far this clock runs ahead of real time (MAILER_NOW); zero for real time and for
+        a `FixedClock`, which does not run at all."""
+        return self._offset
+
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))
 

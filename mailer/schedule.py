@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -25,14 +26,42 @@ class DailyTrigger(CronTrigger):
     clock change (01:30 on the last Sunday of October exists twice in Europe/London). We keep
     the first occurrence, the instant `clock.send_datetime` (and so the late-send guard) uses;
     a time inside the spring gap fires once, an hour later in wall-clock terms, as there.
+
+    `shift` is how far the app's clock runs ahead of real time (MAILER_NOW, `Clock.offset`):
+    APScheduler keeps real time, so the fire times it is given are the app clock's send times
+    moved back by the shift. Zero (real time) in production.
     """
+
+    def __init__(self, *, shift: timedelta = timedelta(0), **fields: Any) -> None:
+        super().__init__(**fields)
+        self.shift = shift
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
+        if not self.shift:
+            return self._next_on_clock(previous_fire_time, now)
+        previous = _moved(previous_fire_time, self.shift) if previous_fire_time else None
+        fire = self._next_on_clock(previous, _moved(now, self.shift))
+        return _moved(fire, -self.shift) if fire is not None else None
+
+    def _next_on_clock(self, previous_fire_time: datetime | None,
+                       now: datetime) -> datetime | None:
         candidate: datetime | None = super().get_next_fire_time(previous_fire_time, now)
         while candidate is not None and not _first_occurrence(candidate):
             candidate = super().get_next_fire_time(candidate, candidate)
         return candidate
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "shift": self.shift}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.shift = state.get("shift", timedelta(0))
+
+
+def _moved(moment: datetime, by: timedelta) -> datetime:
+    """`moment` + `by` in elapsed time (not wall time: a clock change may lie between)."""
+    return (moment.astimezone(UTC) + by).astimezone(moment.tzinfo)
 
 
 def _first_occurrence(fire: datetime) -> bool:
@@ -45,27 +74,28 @@ def cron_days(settings: Settings) -> str:
     return ",".join(_DAY_NAMES[d] for d in sorted(settings.send_weekdays))
 
 
-def build_trigger(settings: Settings) -> DailyTrigger:
+def build_trigger(settings: Settings, shift: timedelta = timedelta(0)) -> DailyTrigger:
     """The one trigger: used by the daemon, by `mailer status` and by the tests."""
     hour, minute = settings.send_hour_minute
     return DailyTrigger(day_of_week=cron_days(settings), hour=hour, minute=minute,
-                        timezone=settings.tz)
+                        timezone=settings.tz, shift=shift)
 
 
-def subject_test_trigger(settings: Settings) -> DailyTrigger:
+def subject_test_trigger(settings: Settings, shift: timedelta = timedelta(0)) -> DailyTrigger:
     """The subject test's trigger: `test_minutes` before the send, on the send days (the
     settings keep it on the day of the send: `config.validate`)."""
     hour, minute = settings.send_hour_minute
     start = max(0, hour * 60 + minute - settings.test_minutes)
     return DailyTrigger(day_of_week=cron_days(settings), hour=start // 60, minute=start % 60,
-                        timezone=settings.tz)
+                        timezone=settings.tz, shift=shift)
 
 
-def weekly_trigger(settings: Settings) -> DailyTrigger:
+def weekly_trigger(settings: Settings, shift: timedelta = timedelta(0)) -> DailyTrigger:
     """The weekly digest's trigger: `weekly_send`'s day and local time, once that day."""
     hour, minute = settings.weekly_hour_minute
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[settings.weekly_weekday]
-    return DailyTrigger(day_of_week=day, hour=hour, minute=minute, timezone=settings.tz)
+    return DailyTrigger(day_of_week=day, hour=hour, minute=minute, timezone=settings.tz,
+                        shift=shift)
 
 
 def next_run(settings: Settings, now: datetime) -> datetime | None:

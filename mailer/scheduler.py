@@ -20,7 +20,9 @@ to call it and what to tell staff afterwards:
   still to come today is treated like a run that fell due while stopped.
 
 APScheduler keeps its own real-time clock; `app.clock` (and MAILER_NOW) is used for everything
-we decide ourselves.
+we decide ourselves. Under MAILER_NOW the triggers are shifted by the clock's offset, so the
+daemon fires at the send time of the clock it was given; the job store keeps real instants
+(`on_clock` reads them on the app's clock).
 """
 
 from __future__ import annotations
@@ -326,15 +328,17 @@ def build_scheduler(app: App, engine: Engine) -> BlockingScheduler:
                    "memory": MemoryJobStore()},
         job_defaults={"coalesce": True, "max_instances": 1},
     )
-    scheduler.add_job(daily_send, trigger=build_trigger(settings), id=JOB_ID,
+    shift = app.clock.offset
+    scheduler.add_job(daily_send, trigger=build_trigger(settings, shift), id=JOB_ID,
                       name="daily send", replace_existing=True, coalesce=True,
                       max_instances=1, misfire_grace_time=grace_seconds(settings))
     # (always there: staff may plan a test on one edition's page with the setting off)
-    scheduler.add_job(subject_test_send, trigger=subject_test_trigger(settings), id=TEST_JOB_ID,
+    scheduler.add_job(subject_test_send, trigger=subject_test_trigger(settings, shift),
+                      id=TEST_JOB_ID,
                       name="subject test", replace_existing=True, coalesce=True,
                       max_instances=1, misfire_grace_time=settings.test_minutes * 30)
     if settings.weekly_digest:
-        scheduler.add_job(weekly_send, trigger=weekly_trigger(settings), id=WEEKLY_JOB_ID,
+        scheduler.add_job(weekly_send, trigger=weekly_trigger(settings, shift), id=WEEKLY_JOB_ID,
                           name="weekly send", replace_existing=True, coalesce=True,
                           max_instances=1, misfire_grace_time=grace_seconds(settings))
     minutes = settings.collect_every_minutes
@@ -382,17 +386,25 @@ class ScheduleFollower:
         wanted = schedule_of(settings)
         if wanted == self.scheduled:
             return None
+        shift = self.app.clock.offset
         job = self.scheduler.get_job(JOB_ID)
-        before = job.next_run_time if job is not None else None
-        job = self.scheduler.reschedule_job(JOB_ID, trigger=build_trigger(settings))
-        self.scheduler.reschedule_job(TEST_JOB_ID, trigger=subject_test_trigger(settings))
+        before = on_clock(self.app, job.next_run_time if job is not None else None)
+        job = self.scheduler.reschedule_job(JOB_ID, trigger=build_trigger(settings, shift))
+        self.scheduler.reschedule_job(TEST_JOB_ID, trigger=subject_test_trigger(settings, shift))
         self.scheduled = wanted
         log.info("schedule changed: daily send at %s on %s (%s); next run %s (was %s)",
                  settings.send_time, settings.send_days, settings.timezone,
-                 both_times(job.next_run_time), both_times(before))
+                 both_times(on_clock(self.app, job.next_run_time)), both_times(before))
         plan = plan_startup(self.app, before)
         act_on(self.scheduler, plan)
         return plan
+
+
+def on_clock(app: App, moment: datetime | None) -> datetime | None:
+    """A real instant APScheduler keeps (a job's next run) as `app.clock` tells the time."""
+    if moment is None or not app.clock.offset:
+        return moment
+    return (moment.astimezone(UTC) + app.clock.offset).astimezone(moment.tzinfo)
 
 
 def act_on(scheduler: BlockingScheduler, plan: StartupPlan) -> None:
@@ -423,8 +435,7 @@ def run_scheduler(app: App) -> int:
     require_schema(app.engine)
     engine = make_engine(settings.database_url)
     minutes = settings.collect_every_minutes
-    stored = stored_next_run(engine)
-    plan = plan_startup(app, stored)
+    plan = plan_startup(app, on_clock(app, stored_next_run(engine)))
     _drop_stale_jobs(engine, {JOB_ID, TEST_JOB_ID} | ({COLLECT_JOB_ID} if minutes else set())
                      | ({WEEKLY_JOB_ID} if settings.weekly_digest else set()))
     scheduler = build_scheduler(app, engine)
@@ -451,7 +462,7 @@ def run_scheduler(app: App) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, on_signal)
         job = scheduler.get_job(JOB_ID)
-        upcoming = job.next_run_time if job is not None else None
+        upcoming = on_clock(app, job.next_run_time if job is not None else None)
         log.info("scheduler started: %s at %s on %s (%s); next run %s; grace %s%s",
                  JOB_ID, settings.send_time, settings.send_days, settings.timezone,
                  both_times(upcoming), _hours(timedelta(seconds=grace_seconds(settings))),
@@ -483,9 +494,11 @@ def _listen(scheduler: BlockingScheduler, app: App) -> None:
     def on_event(event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
             log.error("job %s missed its run at %s (more than %ss late)", event.job_id,
-                      both_times(event.scheduled_run_time), grace_seconds(app.settings))
+                      both_times(on_clock(app, event.scheduled_run_time)),
+                      grace_seconds(app.settings))
             if event.job_id == JOB_ID:
-                local = event.scheduled_run_time.astimezone(app.settings.tz)
+                due = event.scheduled_run_time.astimezone(UTC) + app.clock.offset
+                local = due.astimezone(app.settings.tz)
                 report_missed(local.date().isoformat(),
                               f"the run due at {local:%H:%M %Z} could not start in time "
                               "(the machine was busy or asleep)")

@@ -42,7 +42,7 @@ from mailer.models import (
 )
 from mailer.preflight import dnscache
 from mailer.schedule import due_day, grace_seconds, next_run
-from mailer.scheduler import JOB_ID, stored_next_run
+from mailer.scheduler import JOB_ID, on_clock, stored_next_run
 from mailer.transports import FileTransport, from_dsn
 from mailer.urls import redact_url, sqlite_file
 from mailer.wording import plural
@@ -226,7 +226,7 @@ def _check_scheduler(app: App, status: Status, now: datetime) -> None:
     if trigger.warning:
         status.warnings.append(trigger.warning)
     try:
-        stored = stored_next_run(app.engine)
+        stored = on_clock(app, stored_next_run(app.engine))
     except SQLAlchemyError as exc:
         status.scheduler = {"job": JOB_ID, "error": str(exc).splitlines()[0]}
         return

@@ -2,8 +2,9 @@
 
 The first half is pure computation with a set clock (the trigger across the Europe/London clock
 changes, the start-up decision, the alerts). The second half runs real processes: APScheduler
-keeps its own real-time clock, so those tests set the send time to the next minute of real
-London time and wait for it.
+keeps its own real-time clock and fires at whole minutes, so those tests give the daemons a
+clock a few seconds short of a whole minute (MAILER_NOW, less than a minute ahead of real
+time) and wait those seconds for its send time.
 """
 
 from __future__ import annotations
@@ -159,6 +160,30 @@ def test_trigger_survives_the_job_store(tmp_path: Path) -> None:
     trigger = pickle.loads(pickle.dumps(build_trigger(settings)))
     fire = trigger.get_next_fire_time(london(2026, 10, 25, 1, 30), london(2026, 10, 25, 1, 30))
     assert fire.date() == date(2026, 10, 26)
+
+
+def test_a_trigger_for_a_clock_ahead_of_real_time_fires_at_that_clocks_send_time(
+    tmp_path: Path
+) -> None:
+    """Under MAILER_NOW the daemon's clock runs `shift` ahead of APScheduler's real time: its
+    triggers give the real instant at which that clock shows the send time, across a clock
+    change too, and keep the shift through the job store."""
+    settings = make_settings(tmp_path, send_days="mon-sun", send_time="02:30")
+    shift = timedelta(minutes=50)
+    trigger = pickle.loads(pickle.dumps(build_trigger(settings, shift)))
+    spring = date(2026, 3, 29)  # 01:00 GMT becomes 02:00 BST
+    # Midnight real is 00:50 on the clock: today's 02:30 BST comes 50 min of real time
+    # earlier, 00:40 GMT (a wall-clock 01:40, inside the gap, would be an hour late).
+    fire = trigger.get_next_fire_time(None, london(2026, 3, 29, 0, 0))
+    assert fire.astimezone(UTC) == send_datetime(spring, (2, 30), LONDON) - shift
+    assert fire.astimezone(UTC) == datetime(2026, 3, 29, 0, 40, tzinfo=UTC)
+    again = trigger.get_next_fire_time(fire, fire)
+    assert again.astimezone(UTC) == send_datetime(date(2026, 3, 30), (2, 30), LONDON) - shift
+    # 02:00 BST real is 02:50 on the clock: today's has gone by on it.
+    fire = trigger.get_next_fire_time(None, london(2026, 3, 29, 2, 0))
+    assert fire.astimezone(UTC) == send_datetime(date(2026, 3, 30), (2, 30), LONDON) - shift
+    unshifted = build_trigger(settings).get_next_fire_time(None, london(2026, 3, 29, 2, 0))
+    assert unshifted.astimezone(UTC) == send_datetime(spring, (2, 30), LONDON)
 
 
 def test_due_day(tmp_path: Path) -> None:
@@ -601,11 +626,15 @@ def clean_env(**values: str) -> dict[str, str]:
 
 
 class Daemon:
-    """`python -m mailer scheduler` in the background, its output in a file."""
+    """`python -m mailer scheduler` in the background, its output in a file; its clock
+    (MAILER_NOW) is real time moved ahead by `shift` (`shifted_minute`)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path,
+                 shift: timedelta = timedelta(0)) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
+        if shift:
+            env = {**env, "MAILER_NOW": (datetime.now(UTC) + shift).isoformat()}
         self.proc = subprocess.Popen([sys.executable, "-m", "mailer", "scheduler"], env=env,
                                      cwd=log_path.parent, stdout=self._log,
                                      stderr=subprocess.STDOUT)
@@ -648,8 +677,22 @@ def next_minute(margin: float = 10.0) -> datetime:
         minutes=1)
 
 
-def sleep_until(moment: datetime) -> None:
-    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+def shifted_minute(margin: float) -> tuple[datetime, timedelta]:
+    """A whole minute of London time, and the shift (0 to 60 s) that brings a clock running
+    that far ahead of real time to `margin` seconds before it: daemons given that clock
+    (`Daemon(shift=...)`) reach their send time in `margin` seconds."""
+    now = datetime.now(UTC)
+    fire = next_minute(margin)
+    return fire, fire - timedelta(seconds=margin) - now
+
+
+def seconds_until(moment: datetime, shift: timedelta = timedelta(0)) -> float:
+    """Real seconds until a clock running `shift` ahead of real time shows `moment`."""
+    return (moment - shift - datetime.now(UTC)).total_seconds()
+
+
+def sleep_until(moment: datetime, shift: timedelta = timedelta(0)) -> None:
+    time.sleep(max(0.0, seconds_until(moment, shift)))
 
 
 def prepare(database_url: str, tmp_path: Path, name: str,
@@ -704,12 +747,12 @@ def _real_scheduler_sends_once_stops_cleanly_and_a_restart_does_not_repeat(
     started again inside the grace window it sends nothing."""
     db = f"sqlite:///{tmp_path / 'daemon.db'}"
     feed, count = prepare(db, tmp_path, "daemon", SAMPLE_SUBSCRIBERS)
-    fire = next_minute(15)
+    fire, shift = shifted_minute(15)
     configured = fire + timedelta(hours=6)
     with SmtpSink(data_delay=0.4) as sink:  # slow enough to signal mid-send
         env = {**daemon_env(db, feed, sink, configured), "MAILER_CONNECTIONS": "1",
                "MAILER_SETTINGS_CHECK_SECONDS": "0.5"}
-        first = Daemon(env, tmp_path / "first.log")
+        first = Daemon(env, tmp_path / "first.log", shift)
         try:
             assert first.wait_for("scheduler started", 20), first.output()
             assert f"next run {configured:%Y-%m-%d %H:%M}" in first.output()
@@ -723,7 +766,7 @@ def _real_scheduler_sends_once_stops_cleanly_and_a_restart_does_not_repeat(
             assert first.wait_for(f"next run {fire:%Y-%m-%d %H:%M}", 10), first.output()
             assert "schedule changed" in first.output()
             assert not sink.messages  # not before its minute
-            wait = (fire - datetime.now(UTC)).total_seconds() + 30
+            wait = seconds_until(fire, shift) + 30
             assert sink.wait_for(1, timeout=wait), first.output()
             assert first.terminate() == 0, first.output()
             assert len(sink.messages) == count  # the send finished before the exit
@@ -735,7 +778,7 @@ def _real_scheduler_sends_once_stops_cleanly_and_a_restart_does_not_repeat(
             assert edition_row(db, tmp_path, fire.date()) == (SENT, count)
             assert "schedule: edition" in log
 
-            second = Daemon(env, tmp_path / "second.log")
+            second = Daemon(env, tmp_path / "second.log", shift)
             try:
                 assert second.wait_for("scheduler started", 20), second.output()
                 time.sleep(3)
@@ -756,22 +799,23 @@ def _restart_after_a_kill_catches_up_within_grace_and_alerts_after_it(
     db_out = f"sqlite:///{tmp_path / 'after.db'}"
     feed_in, count = prepare(db_in, tmp_path, "within", SAMPLE_SUBSCRIBERS)
     feed_out, _ = prepare(db_out, tmp_path, "after", SAMPLE_SUBSCRIBERS)
-    fire = next_minute(12)
-    grace_hours = 0.002  # 7 s
+    fire, shift = shifted_minute(12)
+    grace_hours = 0.001  # 3.6 s
     with SmtpSink() as sink_in, SmtpSink() as sink_out:
         env_in = daemon_env(db_in, feed_in, sink_in, fire, late_hours=0.05)
         env_out = daemon_env(db_out, feed_out, sink_out, fire, late_hours=grace_hours)
-        daemons = [Daemon(env_in, tmp_path / "in-1.log"), Daemon(env_out, tmp_path / "out-1.log")]
+        daemons = [Daemon(env_in, tmp_path / "in-1.log", shift),
+                   Daemon(env_out, tmp_path / "out-1.log", shift)]
         try:
             for daemon in daemons:
                 assert daemon.wait_for("scheduler started", 20), daemon.output()
-            assert datetime.now(UTC) < fire - timedelta(seconds=2), "too slow to start"
+            assert seconds_until(fire, shift) > 2, "too slow to start"
             for daemon in daemons:
                 daemon.kill()
-            sleep_until(fire + timedelta(seconds=2))
-            daemons.append(Daemon(env_in, tmp_path / "in-2.log"))
-            sleep_until(fire + timedelta(seconds=grace_hours * 3600 + 5))
-            daemons.append(Daemon(env_out, tmp_path / "out-2.log"))
+            sleep_until(fire + timedelta(seconds=2), shift)
+            daemons.append(Daemon(env_in, tmp_path / "in-2.log", shift))
+            sleep_until(fire + timedelta(seconds=grace_hours * 3600 + 3), shift)
+            daemons.append(Daemon(env_out, tmp_path / "out-2.log", shift))
             within, after = daemons[2], daemons[3]
 
             assert sink_in.wait_for(count, timeout=30), within.output()
@@ -796,9 +840,9 @@ def _restart_after_a_kill_catches_up_within_grace_and_alerts_after_it(
 
 @pytest.mark.slow
 def test_real_daemons_follow_the_console_survive_kills_and_catch_up(tmp_path: Path) -> None:
-    """The two scenarios of the real daemon, side by side: each waits for a whole minute of
-    real time to come (APScheduler fires at minutes), so they share one wait instead of
-    queueing for two. Each has its own database, feed, sink and daemons."""
+    """The two scenarios of the real daemon, side by side: each waits for its send time to
+    come, so they share one wait instead of queueing for two. Each has its own database,
+    feed, sink and daemons."""
     scenarios = (_real_scheduler_sends_once_stops_cleanly_and_a_restart_does_not_repeat,
                  _restart_after_a_kill_catches_up_within_grace_and_alerts_after_it)
     with ThreadPoolExecutor(max_workers=2) as pool:
