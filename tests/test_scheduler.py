@@ -854,19 +854,31 @@ def test_real_daemons_follow_the_console_survive_kills_and_catch_up(tmp_path: Pa
             future.result()
 
 
+# Each process loads the mailer, says "ready" and waits for the test's "go" on stdin, so the
+# three start their runs at the same moment, however long each took to start.
 LAUNCH = """
-import sys, time
+import sys
 from mailer.cli import main
 import mailer.scheduler
-start = float(sys.argv[1])
-time.sleep(max(0.0, start - time.time()))
-if sys.argv[2] == "job":
+print("ready", flush=True)
+sys.stdin.readline()
+if sys.argv[1] == "job":
     status = mailer.scheduler.daily_send()
     print("job:", status)
     sys.exit(0 if status in mailer.scheduled_run.OK_STATUSES else 1)
 sys.argv = ["mailer", "send"]
 main()
 """
+
+
+def until_ready(proc: subprocess.Popen[str]) -> str:
+    """Read `LAUNCH`'s output up to its "ready" line; what came before it (warnings)."""
+    assert proc.stdout is not None
+    before = ""
+    while (line := proc.stdout.readline()) != "ready\n":
+        assert line, f"exited before it was ready: {before}"
+        before += line
+    return before
 
 
 @pytest.mark.slow
@@ -881,12 +893,17 @@ def test_scheduler_job_and_two_cron_sends_at_once_send_one_edition(
     due = datetime.now(LONDON).replace(second=0, microsecond=0)
     with SmtpSink() as sink:
         env = daemon_env(database_url, feed, sink, due)
-        start = time.time() + 4
-        procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, str(start), kind], env=env,
-                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
+        procs = [subprocess.Popen([sys.executable, "-c", LAUNCH, kind], env=env, cwd=tmp_path,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
                  for kind in ("job", "send", "send")]
-        outputs = [p.communicate(timeout=90)[0] for p in procs]
+        early = [until_ready(p) for p in procs]
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [before + p.communicate(timeout=90)[0] for before, p in zip(early, procs,
+                                                                             strict=True)]
         assert [p.returncode for p in procs] == [0, 0, 0], outputs
         assert sink.wait_for(count, timeout=10)
         time.sleep(1)
