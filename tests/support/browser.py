@@ -36,7 +36,9 @@ class LiveServer:
         return self._app(environ, start_response)
 
     def stop(self) -> None:
-        self.server.close()
+        # Closed from its own loop: closed from here, the loop would notice only when its
+        # poll times out (a second).
+        self.server.trigger.pull_trigger(self.server.close)
         self.server.task_dispatcher.shutdown()
         self.thread.join(10)
 
