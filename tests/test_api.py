@@ -58,7 +58,9 @@ def api(tmp_path: Path, clock: FixedClock) -> Iterator[Api]:
     init_db(app.engine)
     web = create_app(app, {"MAILER_SEND_INLINE": True})
     server = make_server("127.0.0.1", 0, web, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # (polling for `shutdown` every 10 ms: the default half second is waited out per test)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
     thread.start()
     with requests.Session() as http:
         yield Api(app, f"http://127.0.0.1:{server.server_port}/api/v1", http)

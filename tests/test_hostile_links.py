@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import urllib3.util.connection
 from click.testing import CliRunner, Result
-from pytest_httpserver import HTTPServer
 
 from mailer import netguard
 from mailer.app import App
@@ -33,6 +32,7 @@ from mailer.config import PROJECT_ROOT
 from mailer.db import init_db
 from tests.support.feeds import Post, rss
 from tests.support.feedserver import FeedServer
+from tests.support.quickhttp import HTTPServer
 from tests.support.settings import make_settings
 
 NOW = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)

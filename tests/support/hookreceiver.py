@@ -74,7 +74,9 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # (polling for `stop` every 10 ms: the default half second is waited out at each stop)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
 
     def stop(self) -> None:
         """Close the port (connection refused until `start(self.port)`)."""

@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+from tests.support.quickhttp import HTTPServer
 
 
 @dataclass

@@ -18,10 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from mailer.feedback.providers import ses as ses_hooks
+from tests.support.quickhttp import HTTPServer
 
 TOPIC = "arn:aws:sns:eu-west-2:123456789012:labourlist-ses-events"
 
