@@ -112,6 +112,29 @@ def test_clicks_are_written_by_a_child_process_which_is_replaced_when_killed(
     assert gone(second)
 
 
+def test_a_child_that_cannot_start_hands_the_clicks_to_the_thread(
+        process_app: App, tmp_path: Path, clock: FixedClock,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An interpreter that cannot run the child (here one that exits at once, as an
+    application server's binary would): after `START_FAILURES` children that never answered,
+    the clicks are written on the web process's thread, none lost."""
+    app = process_app
+    _, copies = sent_edition(app, tmp_path, readers=2)
+    clock.advance(minutes=5)
+    client = client_for(app)
+    recorder = client.application.extensions[CLICKS_KEY].recorder
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    try:
+        for n, copy in enumerate(copies):
+            assert follow(client, copy.text_links[0], address=f"198.51.100.{n}").status_code == 302
+        flush(client)
+        assert clicks_written(app) == 2 and recorder.dropped == 0
+        assert writer_of(recorder).on_fallback
+        assert "written on the web process's thread" in caplog.text
+    finally:
+        recorder.close()
+
+
 def test_a_web_process_killed_with_minus_9_leaves_no_writer_behind(
         process_app: App, tmp_path: Path, clock: FixedClock) -> None:
     app = process_app

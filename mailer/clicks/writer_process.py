@@ -13,7 +13,10 @@ waits for the answer, ("ok", n), ("away", error) when the database cannot be rea
 parent keeps the batch and sends it again later, as with the writer on a thread) or ("error",
 text). A child that dies with a batch loses that batch, which may or may not have been
 committed: sent again it could be counted twice, and a lost fraction of a second of clicks is
-what docs/clicks.md already allows for a crash. The next batch starts a new child. The child
+what docs/clicks.md already allows for a crash. The next batch starts a new child. A child
+that ends before it has answered once wrote nothing, and the batch is sent to a new one; when
+that happens `START_FAILURES` times in a row (an interpreter that cannot start us, as under
+some application servers), the clicks are written on the web process's thread instead. The child
 ends when the pipe closes, so a web process killed with -9 leaves no writer behind.
 """
 
@@ -45,6 +48,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: How often a parent waiting for an answer checks that the child is still there.
 _ALIVE_SECONDS = 1.0
+#: Children that end before their first answer, in a row, before the thread takes over.
+START_FAILURES = 3
 #: The directory `mailer` is imported from here, which the child imports it from too.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _CHILD = "import sys; from mailer.clicks.writer_process import serve_writer; " \
@@ -77,7 +82,7 @@ def writer_for(settings: Settings, sessions: sessionmaker[Session]) -> BatchWrit
     """The writer `click_writer` asks for; on this thread when no other process could open
     the database."""
     if settings.click_writer == "process" and shares_database(settings.database_url):
-        return WriterProcess(settings.database_url)
+        return WriterProcess(settings.database_url, fallback=ClickWriter(sessions))
     return ClickWriter(sessions)
 
 
@@ -95,26 +100,55 @@ def from_wire(wire: Wire) -> Hit:
 class WriterProcess:
     """The parent's end: `write` as `ClickWriter.write` does, in the child process."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, fallback: BatchWriter) -> None:
         self._url = database_url
+        # Where batches go once children have failed `START_FAILURES` times in a row without
+        # answering once (an interpreter that cannot run `-c`, as under some app servers).
+        self._fallback = fallback
         self._lock = threading.Lock()  # one batch in the pipe at a time
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        self._answered = False  # the running child has answered at least once
+        self._failed_starts = 0
+        self.on_fallback = False
 
     def write(self, hits: list[Hit]) -> None:
         payload = marshal.dumps([to_wire(hit) for hit in hits])
         with self._lock:
+            kind, detail = self._exchange(payload)
+        if kind == "fallback":
+            self._fallback.write(hits)
+        elif kind == "away":
+            raise WriterAway(str(detail))
+        elif kind != "ok":
+            raise WriterGone(f"the click writer process failed: {detail}")
+
+    def _exchange(self, payload: bytes) -> tuple[str, object]:
+        """Send the batch to a child and return its answer. A child that had answered before
+        and ends now may have written the batch: it is given up (`WriterGone`). One that ends
+        before its first answer wrote nothing, and the batch goes to a new child; after
+        `START_FAILURES` of those in a row, to the fallback for good."""
+        while not self.on_fallback:
             try:
                 conn = self._connection()
                 conn.send_bytes(payload)
-                kind, detail = self._answer(conn)
+                answer = self._answer(conn)
             except (EOFError, OSError) as exc:
+                answered, self._answered = self._answered, False
                 self._stop()
-                raise WriterGone(f"the click writer process ended ({exc or 'no answer'})") from exc
-        if kind == "away":
-            raise WriterAway(str(detail))
-        if kind != "ok":
-            raise WriterGone(f"the click writer process failed: {detail}")
+                if answered:
+                    raise WriterGone(
+                        f"the click writer process ended ({exc or 'no answer'})") from exc
+                self._failed_starts += 1
+                if self._failed_starts >= START_FAILURES:
+                    log.warning("the click writer process ended %d times without answering "
+                                "(%s); clicks are written on the web process's thread from "
+                                "now on", START_FAILURES, exc or "no answer")
+                    self.on_fallback = True
+                continue
+            self._answered, self._failed_starts = True, 0
+            return answer
+        return ("fallback", None)
 
     def _answer(self, conn: Connection) -> tuple[str, object]:
         while not conn.poll(_ALIVE_SECONDS):
@@ -138,7 +172,7 @@ class WriterProcess:
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
             conn = Connection(os.dup(ours.fileno()))
         conn.send_bytes(marshal.dumps(self._url))
-        self._process, self._conn = process, conn
+        self._process, self._conn, self._answered = process, conn, False
         return conn
 
     def _stop(self) -> None:
