@@ -48,6 +48,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: How often a parent waiting for an answer checks that the child is still there.
 _ALIVE_SECONDS = 1.0
+#: The child's scheduling niceness, relative to the web process's.
+NICENESS = 10
 #: Children that end before their first answer, in a row, before the thread takes over.
 START_FAILURES = 3
 #: The directory `mailer` is imported from here, which the child imports it from too.
@@ -202,6 +204,9 @@ def serve_writer(fd: int) -> None:
     """The child's loop: the database address, then a batch in and its answer out, until the
     parent closes the socket (or dies: the kernel closes it then)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Behind the redirects (and a send) when the cores are all busy: a click can wait a
+    # moment in the buffer, a reader cannot.
+    os.nice(NICENESS)
     logging.basicConfig(level=logging.WARNING, format="click-writer: %(levelname)s %(message)s")
     conn = Connection(fd)
     try:
