@@ -1,23 +1,25 @@
-"""The click writer in a process of its own, fed through a pipe by the web process's flusher.
+"""The click writer in a process of its own, fed through a socket by the web process's flusher.
 
 The writer's work (fingerprints, the scanner rules, building the INSERT) is Python that holds
 the interpreter lock, and in the web process it takes that lock from the redirects: under a
 burst of readers it costs more redirects than the work itself is worth, because every turn it
-takes makes the request threads wait. In a child process it runs on the other core, and the
-web process keeps only the buffer and the hand-over, a `marshal` of plain tuples.
+takes makes the request threads wait. In a child process it runs on another core, at a lower
+priority, and the web process keeps only the buffer and the hand-over, a `marshal` of plain
+tuples.
 
 The child is `python -c` started with `subprocess` and one end of a socket pair (not
-`multiprocessing`, whose children re-import the parent's main module). One batch at a time:
-the parent sends the hits (`at` as microseconds since the epoch) and
-waits for the answer, ("ok", n), ("away", error) when the database cannot be reached (the
-parent keeps the batch and sends it again later, as with the writer on a thread) or ("error",
-text). A child that dies with a batch loses that batch, which may or may not have been
-committed: sent again it could be counted twice, and a lost fraction of a second of clicks is
-what docs/clicks.md already allows for a crash. The next batch starts a new child. A child
-that ends before it has answered once wrote nothing, and the batch is sent to a new one; when
+`multiprocessing`, whose children re-import the parent's main module); it ends when the socket
+closes, so a web process killed with -9 leaves no writer behind. One batch at a time: the
+parent sends the hits (`at` as microseconds since the epoch) and waits for the answer: ("ok",
+n); ("away", error) when the database cannot be reached, and the parent keeps the batch for
+later, as with the writer on a thread; or ("error", text).
+
+A child that had answered and then dies with a batch loses that batch, which may or may not
+have been committed: sent again it could be counted twice, and a lost tenth of a second of
+clicks is what docs/clicks.md already allows for a crash. The next batch starts a new child.
+A child that ends before its first answer wrote nothing, and the batch goes to a new one; when
 that happens `START_FAILURES` times in a row (an interpreter that cannot start us, as under
-some application servers), the clicks are written on the web process's thread instead. The child
-ends when the pipe closes, so a web process killed with -9 leaves no writer behind.
+some application servers), the clicks are written on the web process's thread instead.
 """
 
 from __future__ import annotations
