@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.config import Settings
@@ -39,12 +40,20 @@ class Trigger:
 
 
 def _put(sessions: sessionmaker[Session], key: str, value: str, now: datetime) -> None:
-    with sessions.begin() as session:
-        row = session.get(Meta, key)
-        if row is None:
-            session.add(Meta(key=key, value=value, updated_at=now))
-        else:
-            row.value, row.updated_at = value, now
+    """Write `key`'s row. Two processes may both find it missing (two cron sends started at
+    one instant on a new database): the one whose insert loses updates the other's row."""
+    for attempt in (1, 2):
+        try:
+            with sessions.begin() as session:
+                row = session.get(Meta, key)
+                if row is None:
+                    session.add(Meta(key=key, value=value, updated_at=now))
+                else:
+                    row.value, row.updated_at = value, now
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 def _here() -> str:

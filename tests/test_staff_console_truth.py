@@ -8,17 +8,24 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mailer import overrides, triggers
 from mailer.app import App
 from mailer.cli import cli
+from mailer.clock import FixedClock
+from mailer.db import init_db
 from mailer.models import EditionArticle, Meta
 from mailer.web.staff import send
+from tests.support.settings import make_settings
 from tests.test_staff_web import (  # noqa: F401 - fixtures
     DAY,
     admin,
@@ -68,6 +75,35 @@ def test_a_real_mailer_send_leaves_the_trace_cron_is_known_by(fed: App) -> None:
     assert CliRunner().invoke(cli, ["send"], env=env).exit_code == 0
     with fed.sessions() as session:
         assert triggers.current(session, fed.settings, fed.clock.now()).kind == triggers.CRON
+
+
+@pytest.mark.postgres
+def test_a_first_note_raced_by_another_process_updates_its_row(
+        pg_url: str, tmp_path: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `mailer send` started at one instant on a new PostgreSQL database both find no
+    note: the one whose insert loses must update the other's row, not fail the send. (On
+    SQLite the first one's write transaction holds the database from its look.)"""
+    app = App.create(make_settings(tmp_path, database_url=pg_url), clock=clock)
+    init_db(app.engine)
+    now = clock.now()
+    looked = Session.get
+
+    def get_then_raced(self: Session, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        found = looked(self, entity, ident, **kwargs)
+        if found is None and entity is Meta:  # the other process writes the row now
+            with app.sessions.begin() as other:
+                other.add(Meta(key=ident, value="earlier elsewhere", updated_at=now))
+        return found
+
+    try:
+        monkeypatch.setattr(Session, "get", get_then_raced)
+        triggers.note_send(app.sessions, now)
+        monkeypatch.undo()
+        with app.sessions() as session:
+            row = session.get(Meta, triggers.LAST_SEND)
+            assert row is not None and row.value.startswith(now.isoformat())
+    finally:
+        app.close()
 
 
 def test_prepare_the_next_edition_from_the_dashboard_and_the_edition(admin: FlaskClient) -> None:
