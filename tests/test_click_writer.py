@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from mailer.app import App
@@ -28,6 +30,7 @@ from mailer.models import HUMAN, Click
 from mailer.web import CLICKS_KEY
 from tests.support.clicks import (
     BROWSER_HEADERS,
+    Copy,
     clicks_written,
     client_for,
     flush,
@@ -44,6 +47,21 @@ def process_app(tmp_path: Path, clock: FixedClock) -> App:
     app = App.create(make_settings(tmp_path, click_writer="process"), clock=clock)
     init_db(app.engine)
     return app
+
+
+@pytest.fixture
+def two_readers(process_app: App, tmp_path: Path,
+                clock: FixedClock) -> Iterator[tuple[list[Copy], FlaskClient, ClickRecorder]]:
+    """An edition sent to two readers five minutes ago, the web app's client and recorder
+    (closed afterwards: its writer process ends with it)."""
+    _, copies = sent_edition(process_app, tmp_path, readers=2)
+    clock.advance(minutes=5)
+    client = client_for(process_app)
+    recorder = client.application.extensions[CLICKS_KEY].recorder
+    try:
+        yield copies, client, recorder
+    finally:
+        recorder.close()
 
 
 def writer_of(recorder: ClickRecorder) -> WriterProcess:
@@ -82,12 +100,10 @@ def test_an_in_memory_database_keeps_the_writer_on_a_thread(tmp_path: Path) -> N
 
 
 def test_clicks_are_written_by_a_child_process_which_is_replaced_when_killed(
-        process_app: App, tmp_path: Path, clock: FixedClock) -> None:
+        process_app: App, two_readers: tuple[list[Copy], FlaskClient, ClickRecorder],
+        clock: FixedClock) -> None:
     app = process_app
-    _, copies = sent_edition(app, tmp_path, readers=2)
-    clock.advance(minutes=5)
-    client = client_for(app)
-    recorder = client.application.extensions[CLICKS_KEY].recorder
+    copies, client, recorder = two_readers
     try:
         assert follow(client, copies[0].text_links[0], address="198.51.100.1").status_code == 302
         flush(client)
@@ -116,26 +132,19 @@ def test_clicks_are_written_by_a_child_process_which_is_replaced_when_killed(
 
 
 def test_a_child_that_cannot_start_hands_the_clicks_to_the_thread(
-        process_app: App, tmp_path: Path, clock: FixedClock,
+        process_app: App, two_readers: tuple[list[Copy], FlaskClient, ClickRecorder],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """An interpreter that cannot run the child (here one that exits at once, as an
     application server's binary would): after `START_FAILURES` children that never answered,
     the clicks are written on the web process's thread, none lost."""
-    app = process_app
-    _, copies = sent_edition(app, tmp_path, readers=2)
-    clock.advance(minutes=5)
-    client = client_for(app)
-    recorder = client.application.extensions[CLICKS_KEY].recorder
+    copies, client, recorder = two_readers
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    try:
-        for n, copy in enumerate(copies):
-            assert follow(client, copy.text_links[0], address=f"198.51.100.{n}").status_code == 302
-        flush(client)
-        assert clicks_written(app) == 2 and recorder.dropped == 0
-        assert writer_of(recorder).on_fallback
-        assert "written on the web process's thread" in caplog.text
-    finally:
-        recorder.close()
+    for n, copy in enumerate(copies):
+        assert follow(client, copy.text_links[0], address=f"198.51.100.{n}").status_code == 302
+    flush(client)
+    assert clicks_written(process_app) == 2 and recorder.dropped == 0
+    assert writer_of(recorder).on_fallback
+    assert "written on the web process's thread" in caplog.text
 
 
 def test_a_web_process_killed_with_minus_9_leaves_no_writer_behind(
