@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, delete, func, select
 from waitress import create_server
+from waitress.wasyncore import close_all
 
 from mailer.app import App
 from mailer.cli.serve import waitress_options
@@ -436,8 +438,12 @@ def test_behind_a_proxy_readers_are_told_apart_and_otherwise_not_trusted(
                                       allow_redirects=False, timeout=10)
                 assert answer.status_code == 302
         finally:
-            server.close()  # the daemon thread's loop ends on its own, without a wait here
+            # Every socket closed from the server's own loop, which then ends: closed from
+            # here, under its select(), the loop could fail on them (EBADF).
+            server.trigger.pull_trigger(partial(close_all, server._map))  # noqa: SLF001
             server.task_dispatcher.shutdown()
+            thread.join(10)
+            assert not thread.is_alive()
         web.extensions[CLICKS_KEY].recorder.flush()
         with app.sessions.begin() as s:
             fingerprints.append(len(set(s.scalars(select(Click.fingerprint)))))
