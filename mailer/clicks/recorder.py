@@ -1,13 +1,13 @@
-"""Counting off the request path: clicks are buffered in memory and written ten times a
-second by one thread per web process (short flushes: the thread shares the interpreter lock
-with the request threads).
+"""Counting off the request path: clicks are buffered in memory and handed ten times a
+second, by one thread per web process, to the writer: a child process of its own
+(`mailer.clicks.writer_process`, the default) or `mailer.clicks.writer.ClickWriter` on that
+thread, which then shares the interpreter lock with the request threads.
 
 A redirect never waits for the database: `record` appends to a bounded buffer and returns.
-The flusher hands what is buffered to the writer (`mailer.clicks.writer`), which makes the
-fingerprints, applies the scanner rules and commits. When
-the database is away the hits stay buffered (up to `MAX_BUFFER`) and are written when it is
-back. What a crash or a kill loses is what was buffered, a fraction of a second of clicks:
-docs/privacy.md and docs/clicks.md say so.
+The writer makes the fingerprints, applies the scanner rules and commits. When the database
+is away the hits stay buffered (up to `MAX_BUFFER`) and are written when it is back. What a
+crash or a kill loses is what was buffered, a fraction of a second of clicks: docs/privacy.md
+and docs/clicks.md say so.
 """
 
 from __future__ import annotations
