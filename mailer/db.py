@@ -5,12 +5,13 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.errors import ConfigError, DatabaseUnreachable, MailerError
@@ -154,6 +155,27 @@ def require_schema(engine: Engine) -> None:
         raise DatabaseUnreachable(f"database unreachable: {exc.orig}") from None
     if not ok:
         raise MailerError("database has no tables yet: run `mailer init` first")
+
+
+def put_meta(sessions: sessionmaker[Session], key: str, value: str,
+             at: datetime | None = None) -> None:
+    """Write `key`'s row in its own transaction, made or replaced. Two processes may both find
+    it missing (two sends started at one instant on a new database): the one whose insert
+    loses updates the other's row."""
+    for attempt in (1, 2):
+        try:
+            with sessions.begin() as session:
+                row = session.get(Meta, key)
+                if row is None:
+                    session.add(Meta(key=key, value=value, **({"updated_at": at} if at else {})))
+                else:
+                    row.value = value
+                    if at is not None:
+                        row.updated_at = at
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 def instance_secret(factory: sessionmaker[Session]) -> str:

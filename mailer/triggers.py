@@ -15,10 +15,10 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailer.config import Settings
+from mailer.db import put_meta
 from mailer.models import Meta
 
 HEARTBEAT = "scheduler-heartbeat"
@@ -39,35 +39,18 @@ class Trigger:
     warning: str = ""
 
 
-def _put(sessions: sessionmaker[Session], key: str, value: str, now: datetime) -> None:
-    """Write `key`'s row. Two processes may both find it missing (two cron sends started at
-    one instant on a new database): the one whose insert loses updates the other's row."""
-    for attempt in (1, 2):
-        try:
-            with sessions.begin() as session:
-                row = session.get(Meta, key)
-                if row is None:
-                    session.add(Meta(key=key, value=value, updated_at=now))
-                else:
-                    row.value, row.updated_at = value, now
-            return
-        except IntegrityError:
-            if attempt == 2:
-                raise
-
-
 def _here() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 def beat(sessions: sessionmaker[Session], now: datetime) -> None:
     """The running scheduler is alive now."""
-    _put(sessions, HEARTBEAT, f"{now.isoformat()} {_here()}", now)
+    put_meta(sessions, HEARTBEAT, f"{now.isoformat()} {_here()}", now)
 
 
 def note_send(sessions: sessionmaker[Session], now: datetime) -> None:
     """`mailer send` ran now (from cron, or by hand)."""
-    _put(sessions, LAST_SEND, f"{now.isoformat()} {_here()}", now)
+    put_meta(sessions, LAST_SEND, f"{now.isoformat()} {_here()}", now)
 
 
 def _read(session: Session, key: str) -> tuple[datetime | None, str]:

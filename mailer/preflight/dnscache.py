@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from mailer.app import App
+from mailer.db import put_meta
 from mailer.dkimsign import load_keys
 from mailer.errors import ConfigError
 from mailer.models import Meta
@@ -35,12 +36,7 @@ def domain_report(app: App, *, fresh: bool = False) -> tuple[DomainReport, str]:
     if report.complete and not any(f.severity == ERROR for f in report.findings):
         value = json.dumps({"day": today, "fingerprint": fingerprint, "checked_at": checked_at,
                             "report": report.as_json()})
-        with app.sessions.begin() as session:
-            row = session.get(Meta, KEY)
-            if row is None:
-                session.add(Meta(key=KEY, value=value))
-            else:
-                row.value = value
+        put_meta(app.sessions, KEY, value)
     return report, checked_at
 
 
