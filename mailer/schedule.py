@@ -40,9 +40,9 @@ class DailyTrigger(CronTrigger):
                            now: datetime) -> datetime | None:
         if not self.shift:
             return self._next_on_clock(previous_fire_time, now)
-        previous = _moved(previous_fire_time, self.shift) if previous_fire_time else None
-        fire = self._next_on_clock(previous, _moved(now, self.shift))
-        return _moved(fire, -self.shift) if fire is not None else None
+        previous = moved(previous_fire_time, self.shift) if previous_fire_time else None
+        fire = self._next_on_clock(previous, moved(now, self.shift))
+        return moved(fire, -self.shift) if fire is not None else None
 
     def _next_on_clock(self, previous_fire_time: datetime | None,
                        now: datetime) -> datetime | None:
@@ -59,7 +59,7 @@ class DailyTrigger(CronTrigger):
         self.shift = state.get("shift", timedelta(0))
 
 
-def _moved(moment: datetime, by: timedelta) -> datetime:
+def moved(moment: datetime, by: timedelta) -> datetime:
     """`moment` + `by` in elapsed time (not wall time: a clock change may lie between)."""
     return (moment.astimezone(UTC) + by).astimezone(moment.tzinfo)
 

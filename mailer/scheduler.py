@@ -72,6 +72,7 @@ from mailer.schedule import (
     build_trigger,
     due_day,
     grace_seconds,
+    moved,
     schedule_of,
     subject_test_trigger,
     weekly_trigger,
@@ -404,7 +405,7 @@ def on_clock(app: App, moment: datetime | None) -> datetime | None:
     """A real instant APScheduler keeps (a job's next run) as `app.clock` tells the time."""
     if moment is None or not app.clock.offset:
         return moment
-    return (moment.astimezone(UTC) + app.clock.offset).astimezone(moment.tzinfo)
+    return moved(moment, app.clock.offset)
 
 
 def act_on(scheduler: BlockingScheduler, plan: StartupPlan) -> None:
@@ -493,11 +494,10 @@ def _listen(scheduler: BlockingScheduler, app: App) -> None:
 
     def on_event(event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
+            due = on_clock(app, event.scheduled_run_time)
             log.error("job %s missed its run at %s (more than %ss late)", event.job_id,
-                      both_times(on_clock(app, event.scheduled_run_time)),
-                      grace_seconds(app.settings))
-            if event.job_id == JOB_ID:
-                due = event.scheduled_run_time.astimezone(UTC) + app.clock.offset
+                      both_times(due), grace_seconds(app.settings))
+            if event.job_id == JOB_ID and due is not None:
                 local = due.astimezone(app.settings.tz)
                 report_missed(local.date().isoformat(),
                               f"the run due at {local:%H:%M %Z} could not start in time "
