@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailer.clicks.writer import BatchWriter, ClickWriter, Hit
 from mailer.config import Settings
 from mailer.db import make_engine, session_factory
+from mailer.urls import sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,13 @@ class WriterGone(Exception):
 
 
 def shares_database(database_url: str) -> bool:
-    """Whether another process can open this database: not an in-memory SQLite one."""
+    """Whether another process can open this database: not an in-memory SQLite one (nor a
+    `file:` URI, which may name memory too)."""
     try:
-        url = make_url(database_url)
+        backend = make_url(database_url).get_backend_name()
     except ArgumentError:
         return False
-    if url.get_backend_name() != "sqlite":
-        return True
-    name = url.database or ""
-    return bool(name) and name != ":memory:" and "mode=memory" not in name
+    return backend != "sqlite" or sqlite_file(database_url) is not None
 
 
 def writer_for(settings: Settings, sessions: sessionmaker[Session]) -> BatchWriter:
@@ -138,9 +137,8 @@ class WriterProcess:
                 conn.send_bytes(payload)
                 answer = self._answer(conn)
             except (EOFError, OSError) as exc:
-                answered, self._answered = self._answered, False
-                self._stop()
-                if answered:
+                self._stop()  # (the next child starts unanswered: `_connection`)
+                if self._answered:
                     raise WriterGone(
                         f"the click writer process ended ({exc or 'no answer'})") from exc
                 self._failed_starts += 1
