@@ -108,7 +108,7 @@ def dmarc_record(from_domain: str, policy: str = "none", rua: str = "") -> str:
 def spf_with(record: str | None, include: str) -> str:
     """`record` with `include` added before its all (or a new record), and `+all` made `~all`."""
     if not record:
-        return f"v=spf1 {include} ~all".replace("  ", " ")
+        return " ".join(term for term in ("v=spf1", include, "~all") if term)
     terms = [("~all" if term in ("+all", "all") else term) for term in record.split()]
     if not include or include in terms:
         return " ".join(terms)
