@@ -49,6 +49,7 @@ path instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -286,6 +287,8 @@ class Run:
     p99_ms: float
     requests: int
     errors: int
+    cpu_us: float = 0.0        # the server's CPU time per request (user + system)
+    child_cpu_us: float = 0.0  # and its click writer process's
 
 
 class Mix:
@@ -302,6 +305,35 @@ class Mix:
                                  "agents": ", ".join(json.dumps(a) for a in AGENTS),
                                  "variants": self.agents, "offset": self.runs * self.agents})
         return script
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) used so far by `pid` itself and by its live descendants
+    (the click writer process), from /proc; zeros once it has gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    def children(p: int) -> list[int]:
+        found: list[int] = []
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                found += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+        return found
+
+    below, todo = 0.0, children(pid)
+    while todo:
+        child = todo.pop()
+        below += own(child)
+        todo += children(child)
+    return own(pid), below
 
 
 def run_wrk(port: int, script: Path, args: argparse.Namespace, duration: int = 0) -> Run:
@@ -363,11 +395,15 @@ class Sender:
         self.sink.wait(timeout=10)
 
 
-def measure(label: str, port: int, mix: Mix, args: argparse.Namespace,
+def measure(label: str, server: tuple[int, int], mix: Mix, args: argparse.Namespace,
             sender: Sender | None, url: str | None) -> Run:
+    port, pid = server
     before = clicks_count(url) if url else 0
     send = sender.start() if sender else None
+    cpu = cpu_seconds(pid)
     run = run_wrk(port, mix.script(), args)
+    used = [(b - a) / run.requests * 1e6 for a, b in zip(cpu, cpu_seconds(pid), strict=True)]
+    run = dataclasses.replace(run, cpu_us=used[0], child_cpu_us=used[1])
     note = ""
     if send is not None:
         still = send.poll() is None
@@ -378,7 +414,8 @@ def measure(label: str, port: int, mix: Mix, args: argparse.Namespace,
         note += (f"  clicks recorded {after - before}/{run.requests} "
                  f"({(after - before) / run.requests:.0%}, the last {waited:.1f} s after wrk)")
     print(f"  {label:<22}{run.rps:9.0f} req/s  p50 {run.p50_ms:6.2f} ms  p99 "
-          f"{run.p99_ms:6.2f} ms  errors {run.errors}{note}", flush=True)
+          f"{run.p99_ms:6.2f} ms  cpu {run.cpu_us:4.0f}+{run.child_cpu_us:2.0f} us/req  "
+          f"errors {run.errors}{note}", flush=True)
     return run
 
 
@@ -397,6 +434,11 @@ def report(title: str, pairs: list[tuple[Run, Run]]) -> None:
           f"{best_r / best_b:.2f} (target >= 0.7)")
     print(f"  ratio p99 real/baseline per round   {'  '.join(f'{x:.2f}' for x in p99)}: "
           f"median {statistics.median(p99):.2f}, best {min(p99):.2f} (target <= 2.0)")
+    cpu = [(r.cpu_us + r.child_cpu_us) / b.cpu_us for b, r in pairs if b.cpu_us]
+    if cpu:
+        print(f"  CPU per request real (server + writer) / baseline, median "
+              f"{statistics.median(cpu):.2f}; real app's writer process median "
+              f"{statistics.median(r.child_cpu_us for _, r in pairs):.0f} us/req")
 
 
 def main() -> None:
@@ -482,8 +524,8 @@ def main() -> None:
                 print(f"{title}:")
                 pairs = []
                 for round_ in range(1, args.rounds + 1):
-                    b = measure(f"{round_} baseline", base_port, mix, args, snd, None)
-                    r = measure(f"{round_} real app", real_port, mix, args, snd, url)
+                    b = measure(f"{round_} baseline", (base_port, base.pid), mix, args, snd, None)
+                    r = measure(f"{round_} real app", (real_port, real.pid), mix, args, snd, url)
                     pairs.append((b, r))
                 report(f"{title}, summary", pairs)
         finally:
