@@ -58,7 +58,7 @@ class LinkSigner:
                        hashlib.sha256).digest()
         self._link = hmac.new(key, b"L", hashlib.sha256)
         self._reader = hmac.new(key, b"R", hashlib.sha256)
-        self._verified: dict[str, tuple[int, int, int]] = {}
+        self._verified: dict[str, LinkRef] = {}
 
     def link_token(self, edition_id: int, position: int, test_group: int = 0) -> str:
         """The per-edition part, the same in every recipient's copy (of one subject test
@@ -79,18 +79,18 @@ class LinkSigner:
         if not token or len(token) > MAX_TOKEN:
             raise BadLinkToken("not a link token")
         link_part, dot, reader_part = token.partition(".")
-        numbers = self._verified.get(link_part)
-        if numbers is None:
-            numbers = self._verify_link(link_part)
+        link = self._verified.get(link_part)
+        if link is None:
+            edition_id, position, group = self._verify_link(link_part)
+            link = LinkRef(edition_id, position, test_group=group)
             if len(self._verified) >= VERIFIED_CACHE:
                 self._verified.clear()  # a whole new set is cheaper than an LRU's upkeep
-            self._verified[link_part] = numbers
-        edition_id, position, group = numbers
+            self._verified[link_part] = link
         if not dot:
-            return LinkRef(edition_id, position, test_group=group)
-        delivery_id = self._read_reader(edition_id, reader_part)
-        return LinkRef(edition_id, position, delivery_id, reader_forged=delivery_id is None,
-                       test_group=group)
+            return link  # (immutable: one object serves every click on the link)
+        delivery_id = self._read_reader(link.edition_id, reader_part)
+        return LinkRef(link.edition_id, link.position, delivery_id,
+                       reader_forged=delivery_id is None, test_group=link.test_group)
 
     def _verify_link(self, link_part: str) -> tuple[int, int, int]:
         raw = _unb64(link_part)
