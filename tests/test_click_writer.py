@@ -6,6 +6,7 @@ and the INSERT are the same code, `mailer.clicks.writer.ClickWriter`.)"""
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import subprocess
@@ -22,8 +23,8 @@ from sqlalchemy import select
 
 from mailer.app import App
 from mailer.clicks.recorder import ClickRecorder
-from mailer.clicks.writer import ClickWriter, Hit
-from mailer.clicks.writer_process import NICENESS, WriterProcess, from_wire, to_wire, writer_for
+from mailer.clicks.writer import FLOOD_PER_MINUTE, ClickWriter, FloodGuard, Hit, RawHit
+from mailer.clicks.writer_process import NICENESS, WriterProcess, writer_for
 from mailer.clock import FixedClock
 from mailer.db import init_db
 from mailer.models import HUMAN, Click
@@ -84,10 +85,40 @@ def gone(pid: int, within: float = 10.0) -> bool:
     return False
 
 
-def test_the_wire_keeps_a_hit_to_the_microsecond() -> None:
-    hit = Hit(7, 3, datetime(2026, 11, 26, 7, 1, 2, 345678, tzinfo=UTC), "198.51.100.1",
-              "Mozilla/5.0", delivery_id=12, prefetch=True, trap=False, test_group=2)
-    assert from_wire(to_wire(hit)) == hit
+@pytest.mark.parametrize("at", [
+    datetime(2026, 11, 26, 7, 1, 2, 345678, tzinfo=UTC),
+    datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2026, 3, 29, 1, 0, 0, 1, tzinfo=UTC),
+])
+def test_the_wire_keeps_a_hit_to_the_microsecond(at: datetime) -> None:
+    hit = Hit(7, 3, at, "198.51.100.1", "Mozilla/5.0", delivery_id=12, prefetch=True,
+              trap=False, test_group=2)
+    assert Hit.from_raw(marshal.loads(marshal.dumps(hit.raw()))) == hit
+
+
+def raw_hits(n: int, at: datetime, address: str = "198.51.100.7") -> list[RawHit]:
+    return [Hit(1, 0, at, address, "Mozilla/5.0").raw() for _ in range(n)]
+
+
+def test_the_flood_rule_counts_by_the_hits_own_minute() -> None:
+    guard = FloodGuard()
+    minute = datetime(2026, 11, 26, 7, 0, 59, 999999, tzinfo=UTC)
+    batch = raw_hits(70, minute) + raw_hits(70, minute + timedelta(microseconds=1))
+    batch += raw_hits(3, minute, address="203.0.113.5")
+    kept = guard.admit(batch)
+    assert len(kept) == 2 * FLOOD_PER_MINUTE + 3
+    assert guard.admit(raw_hits(1, minute)) == []  # (the minute's count goes on)
+
+
+def test_a_batch_that_was_not_written_is_not_counted_twice_by_the_flood_rule() -> None:
+    """The database was away: the batch comes back, and is admitted as the first time."""
+    guard = FloodGuard()
+    at = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    batch = raw_hits(FLOOD_PER_MINUTE, at)
+    assert guard.admit(batch) == batch
+    guard.forget(batch)
+    assert guard.admit(batch) == batch
+    assert guard.admit(raw_hits(1, at)) == []
 
 
 def test_an_in_memory_database_keeps_the_writer_on_a_thread(tmp_path: Path) -> None:

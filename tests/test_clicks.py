@@ -468,7 +468,7 @@ def test_the_web_app_clears_fingerprints_itself_after_48_hours(
     called = threading.Event()
     recorder = ClickRecorder(app.sessions, housekeeping=called.set, housekeeping_seconds=0.05)
     recorder.record(Hit(edition_id=999_999, position=0, at=clock.now(), address="x",
-                        user_agent="y"))
+                        user_agent="y").raw())
     assert called.wait(5)
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.clicks.writer import BatchWriter, ClickWriter, Hit
+from mailer.clicks.writer import BatchWriter, ClickWriter, RawHit
 from mailer.clicks.writer_process import WriterAway, WriterGone
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class ClickRecorder:
         # Where the batches are written: on this thread (`ClickWriter`), or in a process of
         # its own (`mailer.clicks.writer_process`, what `click_writer = "process"` chooses).
         self._writer: BatchWriter = writer or ClickWriter(sessions)
-        self._buffer: deque[Hit] = deque()
+        self._buffer: deque[RawHit] = deque()
         self._max = max_buffer
         self._flush_seconds = flush_seconds
         self._lock = threading.Lock()      # the buffer
@@ -56,7 +56,7 @@ class ClickRecorder:
         self._in_flight = 0  # taken from the buffer by the flush under way
         self.dropped = 0
 
-    def record(self, hit: Hit) -> None:
+    def record(self, hit: RawHit) -> None:
         with self._lock:
             if len(self._buffer) >= self._max:
                 self.dropped += 1  # the database has been away a long time: counts are lost
@@ -88,7 +88,7 @@ class ClickRecorder:
                 with self._lock:
                     self._in_flight = 0
 
-    def _write(self, hits: list[Hit]) -> int:
+    def _write(self, hits: list[RawHit]) -> int:
         """Hand the batch to the writer; how many were written (see `flush`)."""
         try:
             self._writer.write(hits)

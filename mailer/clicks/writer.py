@@ -1,17 +1,18 @@
 """Writing a batch of followed links as clicks: fingerprints, the scanner rules, one INSERT.
 
-The batch comes from a web process's buffer (`mailer.clicks.recorder`). A hit's address and
-user agent are turned into a fingerprint with the day's salt here and then dropped: neither
-is ever written. The rules run in memory over the batch with what this writer has seen lately
-(`mailer.clicks.classify.Classifier`), so a reader's click costs no query of its own.
-"""
+The batch comes from a web process's buffer (`mailer.clicks.recorder`) as plain tuples
+(`RawHit`): every piece of work taken off the request path is worth several times its own
+cost there, where it holds the interpreter lock the request threads queue for. So the flood
+rule and the conversions happen here. A hit's address and user agent are turned into a
+fingerprint with the day's salt here and then dropped: neither is ever written. The rules run
+in memory over the batch with what this writer has seen lately
+(`mailer.clicks.classify.Classifier`), so a reader's click costs no query of its own."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,12 +26,20 @@ _CLICKS = cast(Table, Click.__table__)
 #: Clicks worked on between two turns given to the redirects: the writer's Python work holds
 #: the interpreter lock, and a redirect waiting behind a whole batch of it is the slow tail.
 YIELD_EVERY = 64
+#: Hits a minute from one address and user agent that are counted (`FloodGuard`).
+FLOOD_PER_MINUTE = 60
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One followed link as the redirect saw it. The address and user agent live only here,
-    in memory, until the writer makes a fingerprint of them."""
+#: A counted redirect as the request path hands it on: `Hit`'s fields in order, the time as
+#: seconds since the epoch (`Clock.timestamp`; a float keeps the microseconds of any time
+#: this century). A plain tuple is the cheapest thing a redirect can make, and `marshal`
+#: sends it to the writer process as it is.
+RawHit = tuple[int, int, float, str, str, int | None, bool, bool, int]
+
+
+class Hit(NamedTuple):
+    """One followed link as the writer works on it (made from its `RawHit`). The address and
+    user agent live only here, in memory, until the writer makes a fingerprint of them."""
 
     edition_id: int
     position: int
@@ -41,6 +50,48 @@ class Hit:
     prefetch: bool = False
     trap: bool = False
     test_group: int = 0  # a subject test's group (`mailer.subject_test`), 0 outside one
+
+    @classmethod
+    def from_raw(cls, raw: RawHit) -> Hit:
+        edition_id, position, at, address, agent, delivery_id, prefetch, trap, group = raw
+        return cls(edition_id, position, datetime.fromtimestamp(at, UTC), address, agent,
+                   delivery_id, prefetch, trap, group)
+
+    def raw(self) -> RawHit:
+        """The tuple the redirect makes for this hit (`RawHit`; tests)."""
+        return (self.edition_id, self.position, self.at.timestamp(), self.address,
+                self.user_agent, self.delivery_id, self.prefetch, self.trap, self.test_group)
+
+
+class FloodGuard:
+    """At most `FLOOD_PER_MINUTE` counted hits a minute, by the hits' own times, from one
+    address and user agent; the rest were redirected and are not written. `forget` takes a
+    batch back when it was not written, so that its retry is not counted twice."""
+
+    def __init__(self) -> None:
+        self._minutes: dict[int, dict[tuple[str, str], int]] = {}
+
+    def admit(self, batch: list[RawHit]) -> list[RawHit]:
+        kept: list[RawHit] = []
+        for raw in batch:
+            minute = int(raw[2] // 60)
+            seen = self._minutes.get(minute)
+            if seen is None:
+                # (a minute and the one before it: a batch can straddle the turn)
+                self._minutes = {m: s for m, s in self._minutes.items() if m >= minute - 1}
+                seen = self._minutes[minute] = {}
+            key = (raw[3], raw[4])
+            count = seen[key] = seen.get(key, 0) + 1
+            if count <= FLOOD_PER_MINUTE:
+                kept.append(raw)
+        return kept
+
+    def forget(self, batch: list[RawHit]) -> None:
+        for raw in batch:
+            seen = self._minutes.get(int(raw[2] // 60))
+            key = (raw[3], raw[4])
+            if seen and seen.get(key):
+                seen[key] -= 1
 
 
 def _insert_clicks(session: Session, rows: list[tuple[int, int, datetime, str, str,
@@ -72,7 +123,7 @@ def sqlite_utc(at: datetime) -> str:
 class BatchWriter(Protocol):
     """What the recorder hands its batches to (`ClickWriter`, or the writer process)."""
 
-    def write(self, hits: list[Hit]) -> None: ...
+    def write(self, batch: list[RawHit]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -85,10 +136,21 @@ class ClickWriter:
         self._sessions = sessions
         self._salts = DailySalts(sessions)
         self._classifier = Classifier()
+        self._flood = FloodGuard()
 
-    def write(self, hits: list[Hit]) -> None:
+    def write(self, batch: list[RawHit]) -> None:
         """One transaction: the editions' send times, the INSERT, the rules' updates
         (`mailer.clicks.classify`); no query per click."""
+        admitted = self._flood.admit(batch)
+        try:
+            self._write([Hit.from_raw(raw) for raw in admitted])
+        except BaseException:
+            self._flood.forget(batch)
+            raise
+
+    def _write(self, hits: list[Hit]) -> None:
+        if not hits:
+            return
         # The salts first, in their own transactions: on SQLite a transaction that has read
         # cannot write after another one did, so none may open inside the one below.
         salts = {day: self._salts.for_day(day) for day in {hit.at.date() for hit in hits}}

@@ -10,7 +10,7 @@ tuples.
 The child is `python -c` started with `subprocess` and one end of a socket pair (not
 `multiprocessing`, whose children re-import the parent's main module); it ends when the socket
 closes, so a web process killed with -9 leaves no writer behind. One batch at a time: the
-parent sends the hits (`at` as microseconds since the epoch) and waits for the answer: ("ok",
+parent sends the hits (the redirects' own `RawHit` tuples) and waits for the answer: ("ok",
 n); ("away", error) when the database cannot be reached, and the parent keeps the batch for
 later, as with the writer on a thread; or ("error", text).
 
@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -40,15 +39,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailer.clicks.writer import BatchWriter, ClickWriter, Hit
+from mailer.clicks.writer import BatchWriter, ClickWriter, RawHit
 from mailer.config import Settings
 from mailer.db import make_engine, session_factory
 from mailer.urls import sqlite_file
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 #: How often a parent waiting for an answer checks that the child is still there.
 _ALIVE_SECONDS = 1.0
 #: The child's scheduling niceness, relative to the web process's.
@@ -59,9 +56,6 @@ START_FAILURES = 3
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _CHILD = "import sys; from mailer.clicks.writer_process import serve_writer; " \
          "serve_writer(int(sys.argv[1]))"
-
-Wire = tuple[int, int, int, str, str, int | None, bool, bool, int]
-
 
 class WriterAway(Exception):
     """The writer process could not reach the database: nothing of the batch was written."""
@@ -89,17 +83,6 @@ def writer_for(settings: Settings, sessions: sessionmaker[Session]) -> BatchWrit
     return ClickWriter(sessions)
 
 
-def to_wire(hit: Hit) -> Wire:
-    return (hit.edition_id, hit.position, (hit.at - _EPOCH) // _MICROSECOND, hit.address,
-            hit.user_agent, hit.delivery_id, hit.prefetch, hit.trap, hit.test_group)
-
-
-def from_wire(wire: Wire) -> Hit:
-    edition_id, position, micros, address, agent, delivery_id, prefetch, trap, group = wire
-    return Hit(edition_id, position, _EPOCH + micros * _MICROSECOND, address, agent,
-               delivery_id, prefetch, trap, group)
-
-
 class WriterProcess:
     """The parent's end: `write` as `ClickWriter.write` does, in the child process."""
 
@@ -115,12 +98,12 @@ class WriterProcess:
         self._failed_starts = 0
         self.on_fallback = False
 
-    def write(self, hits: list[Hit]) -> None:
-        payload = marshal.dumps([to_wire(hit) for hit in hits])
+    def write(self, batch: list[RawHit]) -> None:
+        payload = marshal.dumps(batch)  # (plain tuples: no work per hit in the web process)
         with self._lock:
             kind, detail = self._exchange(payload)
         if kind == "fallback":
-            self._fallback.write(hits)
+            self._fallback.write(batch)
         elif kind == "away":
             raise WriterAway(str(detail))
         elif kind != "ok":
@@ -220,14 +203,14 @@ def serve_writer(fd: int) -> None:
                 payload = conn.recv_bytes()
             except (EOFError, OSError):
                 return
-            hits = [from_wire(wire) for wire in marshal.loads(payload)]
+            batch = marshal.loads(payload)
             try:
-                writer.write(hits)
-                answer: tuple[str, int | str] = ("ok", len(hits))
+                writer.write(batch)
+                answer: tuple[str, int | str] = ("ok", len(batch))
             except SQLAlchemyError as exc:
                 answer = ("away", type(exc).__name__)
             except Exception as exc:  # noqa: BLE001 - answered, and the loop goes on
-                log.exception("a batch of %d click(s) could not be written", len(hits))
+                log.exception("a batch of %d click(s) could not be written", len(batch))
                 answer = ("error", f"{type(exc).__name__}: {exc}")
             conn.send_bytes(marshal.dumps(answer))
     finally:

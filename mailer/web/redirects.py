@@ -15,8 +15,6 @@ foreign or unknown tokens, a deleted edition) gets a small 404 page linking to t
 from __future__ import annotations
 
 import base64
-import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import date
 from html import escape
@@ -29,15 +27,12 @@ from mailer.clicks.recorder import ClickRecorder
 from mailer.clicks.retention import Purged, purge
 from mailer.clicks.store import LinkCache, recent_since
 from mailer.clicks.tokens import BadLinkToken, LinkSigner
-from mailer.clicks.writer import Hit
 from mailer.clicks.writer_process import writer_for
 from mailer.models import OPEN, TRAP
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-#: Hits a minute from one address and user agent that are counted; more are still redirected.
-FLOOD_PER_MINUTE = 60
 _GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _COMMON = [("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"),
            ("X-Robots-Tag", "noindex, nofollow"), ("X-Content-Type-Options", "nosniff")]
@@ -55,9 +50,6 @@ class ClickRedirects:
                                       housekeeping=self.housekeeping)
         self._signer: LinkSigner | None = None
         self._home = site_home(app.settings)
-        self._flood: dict[tuple[str, str], int] = {}
-        self._flood_minute = 0
-        self._flood_lock = threading.Lock()
 
     @property
     def signer(self) -> LinkSigner:
@@ -111,14 +103,12 @@ class ClickRedirects:
 
     def _count(self, environ: dict[str, Any], edition_id: int, position: int,
                delivery_id: int | None, *, trap: bool, test_group: int = 0) -> None:
-        address = self._client(environ)
-        agent = str(environ.get("HTTP_USER_AGENT") or "")[:512]
-        if self._flooding(address, agent):
-            return
-        self.recorder.record(Hit(edition_id=edition_id, position=position,
-                                 at=self.app.clock.now(), address=address, user_agent=agent,
-                                 delivery_id=delivery_id, prefetch=is_prefetch(environ),
-                                 trap=trap, test_group=test_group))
+        """Hand the click on as a plain tuple (`RawHit`): the flood rule, the conversions and
+        everything else are the writer's, off the request path."""
+        self.recorder.record((edition_id, position, self.app.clock.timestamp(),
+                              self._client(environ),
+                              (environ.get("HTTP_USER_AGENT") or "")[:512], delivery_id,
+                              is_prefetch(environ), trap, test_group))
 
     def _client(self, environ: dict[str, Any]) -> str:
         """The reader's address: behind `trusted_proxies` proxies, the one the outermost of
@@ -126,19 +116,11 @@ class ClickRedirects:
         peer = str(environ.get("REMOTE_ADDR") or "")
         if not self._proxies:
             return peer
-        hops = [h.strip() for h in str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
-        return hops[-self._proxies] if len(hops) >= self._proxies and hops[-1] else peer
-
-    def _flooding(self, address: str, agent: str) -> bool:
-        """More than `FLOOD_PER_MINUTE` hits this minute from one source: not counted."""
-        minute = int(time.monotonic() // 60)
-        key = (address, agent)
-        with self._flood_lock:
-            if minute != self._flood_minute:
-                self._flood, self._flood_minute = {}, minute
-            seen = self._flood.get(key, 0) + 1
-            self._flood[key] = seen
-        return seen > FLOOD_PER_MINUTE
+        # Only the last hops are split off: the chain's start is the client's to write.
+        hops = str(environ.get("HTTP_X_FORWARDED_FOR", "")).rsplit(",", self._proxies)
+        if len(hops) < self._proxies or not hops[-1].strip():
+            return peer
+        return hops[-self._proxies].strip()
 
     def _not_found(self, start_response: StartResponse, method: str) -> Iterable[bytes]:
         home = escape(self._home, quote=True)
