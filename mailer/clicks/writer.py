@@ -6,7 +6,8 @@ cost there, where it holds the interpreter lock the request threads queue for. S
 rule and the conversions happen here. A hit's address and user agent are turned into a
 fingerprint with the day's salt here and then dropped: neither is ever written. The rules run
 in memory over the batch with what this writer has seen lately
-(`mailer.clicks.classify.Classifier`), so a reader's click costs no query of its own."""
+(`mailer.clicks.classify.Classifier`), so a reader's click costs no query of its own.
+"""
 
 from __future__ import annotations
 

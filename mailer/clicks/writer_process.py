@@ -57,6 +57,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _CHILD = "import sys; from mailer.clicks.writer_process import serve_writer; " \
          "serve_writer(int(sys.argv[1]))"
 
+
 class WriterAway(Exception):
     """The writer process could not reach the database: nothing of the batch was written."""
 
