@@ -15,7 +15,7 @@ n); ("away", error) when the database cannot be reached, and the parent keeps th
 later, as with the writer on a thread; or ("error", text).
 
 A child that had answered and then dies with a batch loses that batch, which may or may not
-have been committed: sent again it could be counted twice, and a lost tenth of a second of
+have been committed: sent again it could be counted twice, and a lost half second of
 clicks is what docs/clicks.md already allows for a crash. The next batch starts a new child.
 A child that ends before its first answer wrote nothing, and the batch goes to a new one; when
 that happens `START_FAILURES` times in a row (an interpreter that cannot start us, as under

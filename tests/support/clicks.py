@@ -91,7 +91,7 @@ def follow(client: FlaskClient, url: str, *, method: str = "GET",
 
 
 def flush(client: FlaskClient) -> int:
-    """Write the clicks buffered so far (what the flusher thread does ten times a second).
+    """Write the clicks buffered so far (what the flusher thread does twice a second).
     What it returns counts only this call's batch: the flusher thread may have written some
     of them first, so a test counts rows (`clicks_written`) to know they are all there."""
     web: Flask = client.application
