@@ -79,6 +79,14 @@ def test_env_clock_starts_at_mailer_now_and_runs() -> None:
         parse_instant("tomorrow")
 
 
+def test_timestamp_is_the_clocks_now_as_a_number() -> None:
+    """What the click redirect stamps hits with: the same shifted (or fixed) time as now()."""
+    shifted = Clock.from_env({"MAILER_NOW": "2026-10-25T01:30:00+01:00"})
+    assert abs(shifted.timestamp() - shifted.now().timestamp()) < 1
+    fixed = FixedClock(datetime(2026, 10, 25, 1, 30, 0, 999999, tzinfo=ZoneInfo("Europe/London")))
+    assert datetime.fromtimestamp(fixed.timestamp(), UTC) == fixed.now()
+
+
 def test_settings_env_overrides_and_validation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "m.toml"
     cfg.write_text('send_time = "06:30"\nconnections = 2\n')
