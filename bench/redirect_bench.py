@@ -26,7 +26,10 @@ wrk run: each line says whether it did ("send ran throughout"); a faster machine
 Baseline and real runs alternate (--rounds of each), each pair's ratios (requests/s real /
 baseline, target >= 0.7; p99 real / baseline, target <= 2.0) are printed with their best and
 median: these 2-core machines are noisy and a ratio of two runs seconds apart moves far less
-than either figure. Absolute figures are printed too.
+than either figure. Absolute figures are printed too, and each server's CPU time per request
+(user + system, from /proc; for `mailer serve` its own and its click writer process's): under
+a send the throughput of one code moves from run to run, its CPU per request much less, so
+that is the figure to compare changes by.
 
 wrk runs with one thread (-t1) and 16 connections (-c16): one wrk thread drives far more
 requests than one Python process answers, so it needs well under one core, leaving the other
