@@ -24,8 +24,9 @@ from mailer.models import BURST, HUMAN, TRAPPED, Click, Edition
 
 #: The table itself: a Core INSERT of many rows, without the ORM's per-object work.
 _CLICKS = cast(Table, Click.__table__)
-#: Clicks worked on between two turns given to the redirects: the writer's Python work holds
-#: the interpreter lock, and a redirect waiting behind a whole batch of it is the slow tail.
+#: Clicks worked on between two turns given to the redirects, when the writer runs on the web
+#: process's thread: its Python work holds the interpreter lock, and a redirect waiting behind
+#: a whole batch of it is the slow tail. (In a process of its own there is no one to yield to.)
 YIELD_EVERY = 64
 #: Hits a minute from one address and user agent that are counted (`FloodGuard`).
 FLOOD_PER_MINUTE = 60
@@ -131,17 +132,18 @@ class BatchWriter(Protocol):
 
 class ClickWriter:
     """Writes batches of hits; keeps the day's salts and the rules' recent clicks between
-    batches. Raises SQLAlchemy's errors when the database is away (nothing is written then)."""
+    batches. Raises SQLAlchemy's errors when the database is away (nothing is written then).
+    `in_web_process`: it shares the interpreter with the redirects (`YIELD_EVERY`)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, in_web_process: bool = True) -> None:
         self._sessions = sessions
+        self._in_web_process = in_web_process
         self._salts = DailySalts(sessions)
         self._classifier = Classifier()
         self._flood = FloodGuard()
 
     def write(self, batch: list[RawHit]) -> None:
-        """One transaction: the editions' send times, the INSERT, the rules' updates
-        (`mailer.clicks.classify`); no query per click."""
+        """The flood rule, then the hits it admits written (`_write`)."""
         admitted = self._flood.admit(batch)
         try:
             self._write([Hit.from_raw(raw) for raw in admitted])
@@ -150,6 +152,8 @@ class ClickWriter:
             raise
 
     def _write(self, hits: list[Hit]) -> None:
+        """One transaction: the editions' send times, the INSERT, the rules' updates
+        (`mailer.clicks.classify`); no query per click."""
         if not hits:
             return
         # The salts first, in their own transactions: on SQLite a transaction that has read
@@ -163,10 +167,11 @@ class ClickWriter:
             kept = [hit for hit in hits if hit.edition_id in sent]
             by_edition: dict[int, set[str]] = {}
             bursts: list[tuple[int, str, datetime, datetime]] = []
-            for start in range(0, len(kept), YIELD_EVERY):
+            step = YIELD_EVERY if self._in_web_process else max(1, len(kept))
+            for start in range(0, len(kept), step):
                 if start:
                     time.sleep(0)  # (the redirects' turn: see YIELD_EVERY)
-                chunk = kept[start:start + YIELD_EVERY]
+                chunk = kept[start:start + step]
                 rows = [(hit.edition_id, hit.position, hit.at,
                          fingerprint(salts[hit.at.date()], hit.address, hit.user_agent),
                          first_verdict(prefetch=hit.prefetch, user_agent=hit.user_agent,

@@ -197,7 +197,7 @@ def serve_writer(fd: int) -> None:
         engine = make_engine(str(marshal.loads(conn.recv_bytes())))
     except (EOFError, OSError):
         return
-    writer = ClickWriter(session_factory(engine))
+    writer = ClickWriter(session_factory(engine), in_web_process=False)
     try:
         while True:
             try:
