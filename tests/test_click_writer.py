@@ -135,29 +135,27 @@ def test_clicks_are_written_by_a_child_process_which_is_replaced_when_killed(
         clock: FixedClock) -> None:
     app = process_app
     copies, client, recorder = two_readers
-    try:
-        assert follow(client, copies[0].text_links[0], address="198.51.100.1").status_code == 302
-        flush(client)
-        assert clicks_written(app) == 1
-        first = writer_of(recorder).pid
-        assert first is not None and first != os.getpid()
-        # behind the redirects when the cores are busy
-        assert os.getpriority(os.PRIO_PROCESS, first) == min(
-            19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
+    assert follow(client, copies[0].text_links[0], address="198.51.100.1").status_code == 302
+    flush(client)
+    assert clicks_written(app) == 1
+    first = writer_of(recorder).pid
+    assert first is not None and first != os.getpid()
+    # behind the redirects when the cores are busy
+    assert os.getpriority(os.PRIO_PROCESS, first) == min(
+        19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
 
-        os.kill(first, signal.SIGKILL)  # (as the OOM killer would)
-        assert gone(first)
-        clock.advance(minutes=5)
-        assert follow(client, copies[1].text_links[1], address="198.51.100.2").status_code == 302
-        flush(client)
-        assert clicks_written(app) == 2
-        assert recorder.dropped == 0
-        second = writer_of(recorder).pid
-        assert second is not None and second != first
-        with app.sessions() as s:
-            assert set(s.scalars(select(Click.verdict))) == {HUMAN}
-    finally:
-        recorder.close()
+    os.kill(first, signal.SIGKILL)  # (as the OOM killer would)
+    assert gone(first)
+    clock.advance(minutes=5)
+    assert follow(client, copies[1].text_links[1], address="198.51.100.2").status_code == 302
+    flush(client)
+    assert clicks_written(app) == 2
+    assert recorder.dropped == 0
+    second = writer_of(recorder).pid
+    assert second is not None and second != first
+    with app.sessions() as s:
+        assert set(s.scalars(select(Click.verdict))) == {HUMAN}
+    recorder.close()  # (the fixture closes it too, when the test fails first)
     assert writer_of(recorder).pid is None
     assert gone(second)
 
